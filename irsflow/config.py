@@ -1,0 +1,175 @@
+"""The one request schema: the body of ``POST /api/train`` (seed 000 section 4.1) plus
+``dataset`` and ``seed``.
+
+Defaults live here and only here; shipped request files under ``configs/`` hold values.
+Validation is strict (unknown keys are rejected) and happens before any model loads:
+
+    from irsflow.config import load_request
+    req = load_request("configs/demo.json")       # raises ConfigError naming the field
+
+``ConfigError`` messages name the field path, e.g. ``irs_config.n_candidates: must be >= 2``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from irsflow.errors import ConfigError
+
+EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
+DEMO_DATASET = "builtin:demo"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DWConfig(_Strict):
+    """Dynamic reward weights (seed 000 section 3.2). The keys of ``initial_weights`` choose
+    which rewards score the candidates."""
+
+    history_window: int = Field(5, ge=2, description="Iterations used for each reward's slope.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature over -slope.")
+    initial_weights: dict[str, float] = Field(
+        default_factory=lambda: {"rel": 1.0, "faith": 1.0, "conc": 0.5},
+        description="Reward name -> starting weight. Names: see `irsflow rewards`.",
+    )
+    momentum: float = Field(0.8, ge=0, le=1, description="Share of the old weight kept per update.")
+
+    @field_validator("initial_weights")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
+        from irsflow.rewards import known_rewards
+
+        if not value:
+            raise ValueError("needs at least one reward")
+        unknown = sorted(set(value) - set(known_rewards()))
+        if unknown:
+            raise ValueError(f"unknown reward {unknown[0]!r} (known: {', '.join(known_rewards())})")
+        bad = [k for k, w in value.items() if not (w >= 0)]
+        if bad:
+            raise ValueError(f"weight of {bad[0]!r} must be >= 0")
+        if sum(value.values()) <= 0:
+            raise ValueError("weights must not all be 0")
+        return value
+
+
+class Sampling(_Strict):
+    """Sampling settings recorded with every generated candidate."""
+
+    temperature: float = Field(0.9, gt=0, le=5)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 disables top-k filtering.")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class IRSConfig(_Strict):
+    n_iterations: int = Field(3, ge=1)
+    n_candidates: int = Field(4, ge=2, description="Candidates sampled per question.")
+    batch_size: int = Field(2, ge=1, description="SFT per-device batch size.")
+    learning_rate: float = Field(2e-5, gt=0, lt=1)
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    load_in_4bit: bool = Field(
+        False, description="bitsandbytes NF4 weights for generate and SFT. CUDA only: refused on CPU."
+    )
+    dw_config: DWConfig = Field(default_factory=DWConfig)
+    gen_batch_size: int = Field(8, ge=1, description="Prompts per generate() call.")
+    sft_epochs: float = Field(1.0, gt=0)
+    max_seq_length: int = Field(1024, ge=16)
+    sampling: Sampling = Field(default_factory=Sampling)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class ScoringConfig(_Strict):
+    """How the DW-GRPO rewards are computed (seed 000 section 3.1)."""
+
+    backend: Literal["auto", "embedding", "heuristic"] = Field(
+        "auto", description="auto: embeddings, falling back to the heuristic scorer if they cannot load."
+    )
+    embedder: str = Field("builtin:minilm", description="Sentence-transformers folder or builtin:minilm.")
+    reranker_path: str | None = Field(None, description="Cross-encoder folder for `rel`; cosine if unset.")
+    faith: Literal["embedding", "bertscore"] = "embedding"
+    device: str = "cpu"
+
+
+class TrainRequest(_Strict):
+    """A training job request. ``stage`` selects the trainer; IRS is the foundation stage."""
+
+    stage: Literal["IRS"] = "IRS"
+    model_id: str = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
+    irs_config: IRSConfig = Field(default_factory=IRSConfig)
+    n_questions: int = Field(100, ge=1, description="Questions taken from the dataset, in file order.")
+    top_k: int = Field(3, ge=0, description="Contexts per question put into the prompt.")
+    dataset: str = Field(DEMO_DATASET, min_length=1, description="Question-set JSONL path or builtin:demo.")
+    seed: int = Field(42, ge=0)
+    system_prompt: str = Field(
+        "You are a helpful assistant. Answer the question concisely using the context when it is relevant.",
+        description="System turn of every prompt.",
+    )
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "extra_forbidden": "unknown field",
+    "missing": "required field missing",
+    "string_too_short": "must not be empty",
+}
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: ``field.path: message``."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<request>"
+        template = _MESSAGES.get(e["type"])
+        if template:
+            msg = template.format(**(e.get("ctx") or {}))
+        else:
+            msg = e["msg"]
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_request(data: Any, source: str = "request") -> TrainRequest:
+    """Validate a request body (dict or TrainRequest); raises ConfigError naming each bad field."""
+    if isinstance(data, TrainRequest):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return TrainRequest.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid request\n{format_validation_error(err)}") from None
+
+
+def load_request(path: str | Path) -> TrainRequest:
+    """Read a request file (JSON, or YAML by extension) and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read request file ({err.strerror})") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, Exception) as err:  # json.JSONDecodeError / yaml.YAMLError
+        raise ConfigError(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: {err}") from None
+    return parse_request(data, source=str(p))

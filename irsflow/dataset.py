@@ -1,0 +1,111 @@
+"""Question sets: JSONL rows ``{"id"?, "question", "contexts"?: [str], "reference"?, "meta"?}``.
+
+    from irsflow.dataset import load_questions
+    qs = load_questions("builtin:demo", limit=16)
+
+Every problem is reported with the file and line number before any model loads. Rows without
+an ``id`` get ``q-<line>``; duplicate ids and empty questions are rejected.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from irsflow.errors import DatasetError
+
+_ALLOWED = {"id", "question", "contexts", "reference", "meta"}
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    contexts: tuple[str, ...] = ()
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def top_contexts(self, top_k: int) -> tuple[str, ...]:
+        return self.contexts[:top_k]
+
+
+def resolve_dataset(spec: str) -> Path:
+    """``builtin:demo`` -> the shipped demo set; anything else is a file path."""
+    if spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        path = Path(str(resources.files("irsflow") / "data" / f"{name}_questions.jsonl"))
+        if not path.is_file():
+            raise DatasetError(f"dataset: unknown builtin question set {name!r} (known: demo)")
+        return path
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"dataset: no such file: {path}")
+    return path
+
+
+def _parse_row(obj: Any, where: str, lineno: int) -> Question:
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    extra = sorted(set(obj) - _ALLOWED)
+    if extra:
+        raise DatasetError(f"{where}: unknown field {extra[0]!r} (allowed: {', '.join(sorted(_ALLOWED))})")
+    q = obj.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise DatasetError(f"{where}: 'question' must be a non-empty string")
+    qid = obj.get("id", f"q-{lineno}")
+    if not isinstance(qid, (str, int)) or isinstance(qid, bool) or str(qid).strip() == "":
+        raise DatasetError(f"{where}: 'id' must be a non-empty string or integer")
+    ctx = obj.get("contexts", [])
+    if not isinstance(ctx, list) or not all(isinstance(c, str) for c in ctx):
+        raise DatasetError(f"{where}: 'contexts' must be a list of strings")
+    ref = obj.get("reference")
+    if ref is not None and not isinstance(ref, str):
+        raise DatasetError(f"{where}: 'reference' must be a string")
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{where}: 'meta' must be an object")
+    return Question(str(qid), q.strip(), tuple(c for c in ctx if c.strip()), ref, meta)
+
+
+def parse_questions(text: str, source: str = "<questions>") -> list[Question]:
+    """Parse JSONL text; blank lines are skipped."""
+    out: list[Question] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+        q = _parse_row(obj, where, lineno)
+        if q.id in seen:
+            raise DatasetError(f"{where}: duplicate id {q.id!r} (first on line {seen[q.id]})")
+        seen[q.id] = lineno
+        out.append(q)
+    if not out:
+        raise DatasetError(f"{source}: no questions")
+    return out
+
+
+def load_questions(spec: str, limit: int | None = None) -> list[Question]:
+    """Load and validate a whole question set, then keep the first ``limit`` rows."""
+    path = resolve_dataset(spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    qs = parse_questions(text, source=str(path))
+    return qs[:limit] if limit is not None else qs
+
+
+def questions_hash(questions: list[Question]) -> str:
+    """Content hash of the questions actually used (order-sensitive)."""
+    h = hashlib.sha256()
+    for q in questions:
+        h.update(json.dumps([q.id, q.question, list(q.contexts), q.reference], ensure_ascii=False).encode())
+    return h.hexdigest()

@@ -1,0 +1,91 @@
+"""The reward contract and registry.
+
+Every scorer - embedding, reranker, rule, teacher, multiple-choice - is a callable that takes a
+``RewardBatch`` and returns one ``float`` per item, or ``None`` to abstain (for example
+``faith`` when a question has no context). IRS, GRPO and pair-building consume the same objects.
+
+    from irsflow.rewards import RewardBatch, build_rewards
+    rewards = build_rewards(["rel", "conc"], env)          # env: RewardEnv (models, settings)
+    scores = rewards["conc"](RewardBatch(questions=[...], answers=[...], contexts=[...]))
+
+New rewards plug in with ``register_reward(name, factory)`` or, from another package, an entry
+point in the group ``irsflow.rewards`` naming a factory ``f(env) -> Reward``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class RewardBatch:
+    """Parallel lists, one entry per candidate. ``contexts`` is the joined top-k context text
+    ("" when the question has none)."""
+
+    questions: Sequence[str]
+    answers: Sequence[str]
+    contexts: Sequence[str] = ()
+    references: Sequence[str | None] = ()
+    meta: Sequence[dict] = ()
+
+    def __post_init__(self):
+        n = len(self.answers)
+        for name, fill in (("questions", ""), ("contexts", ""), ("references", None), ("meta", None)):
+            seq = getattr(self, name)
+            if len(seq) == 0 and n:
+                object.__setattr__(self, name, [fill] * n)
+            elif len(seq) != n:
+                raise ValueError(f"RewardBatch.{name}: {len(seq)} items, answers has {n}")
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+
+class Reward(Protocol):
+    name: str
+
+    def __call__(self, batch: RewardBatch) -> list[float | None]: ...
+
+
+RewardFactory = Callable[["RewardEnv"], Reward]
+_REGISTRY: dict[str, RewardFactory] = {}
+
+
+def register_reward(name: str, factory: RewardFactory) -> None:
+    _REGISTRY[name] = factory
+
+
+def _entry_point_factories() -> dict[str, RewardFactory]:
+    return {ep.name: ep for ep in entry_points(group="irsflow.rewards")}  # loaded lazily
+
+
+def known_rewards() -> list[str]:
+    from irsflow.rewards import text  # noqa: F401  (registers the built-ins)
+
+    return sorted(set(_REGISTRY) | set(_entry_point_factories()))
+
+
+@dataclass
+class RewardEnv:
+    """What reward factories may use: the similarity backend and scoring settings.
+    Heavy models load lazily, once per env (one env per scoring phase)."""
+
+    settings: object = None  # irsflow.config.ScoringConfig
+    similarity: object = None  # irsflow.rewards.similarity.Similarity
+    extras: dict = field(default_factory=dict)
+
+
+def build_rewards(names: Sequence[str], env: RewardEnv) -> dict[str, Reward]:
+    """Instantiate rewards by name, in order. Unknown names raise KeyError naming them."""
+    known_rewards()
+    eps = _entry_point_factories()
+    out: dict[str, Reward] = {}
+    for name in names:
+        if name in _REGISTRY:
+            out[name] = _REGISTRY[name](env)
+        elif name in eps:
+            out[name] = eps[name].load()(env)
+        else:
+            raise KeyError(f"unknown reward {name!r} (known: {', '.join(known_rewards())})")
+    return out

@@ -1,0 +1,119 @@
+"""SFT phase: TRL ``SFTTrainer`` + PEFT LoRA on the selected answers.
+
+Examples are conversational prompt/completion pairs, so the loss covers only the assistant turn.
+Iteration 1 creates the adapter; later iterations load the previous one as trainable and keep
+training it. ``paged_adamw_8bit`` on CUDA with bitsandbytes, plain AdamW on CPU. The adapter is
+written atomically (temp folder, then rename) and reloads with ``PeftModel.from_pretrained``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from irsflow.models import cuda_available, free_memory, load_model, load_tokenizer
+from irsflow.store import ProgressFn, atomic_dir, no_progress
+
+log = logging.getLogger("irsflow.sft")
+
+
+def sft_examples(rows: list[dict], best: list[int]) -> list[dict]:
+    """Scored rows + chosen indexes -> prompt/completion examples (empty answers dropped)."""
+    out = []
+    for row, b in zip(rows, best):
+        answer = row["candidates"][b]["text"]
+        if answer.strip():
+            out.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]})
+    return out
+
+
+def _fused_loss_available() -> bool:
+    # TRL 1.15 computes the SFT loss with a Triton kernel; without Triton (CPU wheels of torch)
+    # that path fails, so we compute the same token-level NLL from the logits instead.
+    return cuda_available() and importlib.util.find_spec("triton") is not None
+
+
+def make_trainer_class():
+    """SFTTrainer with a plain cross-entropy loss where TRL's fused kernel cannot run."""
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class IrsSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if _fused_loss_available():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", "completion_mask")})
+            logits = outputs.logits[:, :-1].float()
+            target = labels[:, 1:]
+            total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                    ignore_index=-100, reduction="sum")
+            denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
+            loss = total / denom
+            return (loss, outputs) if return_outputs else loss
+
+    return IrsSFTTrainer
+
+
+def pick_optimizer() -> str:
+    if cuda_available() and importlib.util.find_spec("bitsandbytes") is not None:
+        return "paged_adamw_8bit"
+    return "adamw_torch"
+
+
+def train_sft(
+    model_path: str, adapter_in: str | None, examples: list[dict], out_dir: Path, *, learning_rate: float,
+    batch_size: int, epochs: float, max_seq_length: int, lora, seed: int, load_in_4bit: bool = False,
+    progress: ProgressFn = no_progress,
+) -> dict:
+    """Train and save the adapter to ``out_dir``; returns loss, steps, seconds, memory after release."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import SFTConfig
+
+    if not examples:
+        raise ValueError("no non-empty answers were selected: nothing to train on")
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(model_path, padding_side="right")
+    model = load_model(model_path, adapter=adapter_in, load_in_4bit=load_in_4bit, trainable=True)
+    if adapter_in is None:
+        if load_in_4bit:
+            model = prepare_model_for_kbit_training(model)
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+
+    class _Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            progress(100.0 * state.global_step / max(1, state.max_steps))
+
+    on_cpu = not cuda_available()
+    try:
+        with tempfile.TemporaryDirectory(prefix="irsflow-sft-") as scratch:
+            args = SFTConfig(
+                output_dir=scratch, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                num_train_epochs=epochs, max_length=max_seq_length, seed=seed, data_seed=seed,
+                optim=pick_optimizer(), logging_steps=1, save_strategy="no", report_to=[],
+                use_cpu=on_cpu, bf16=not on_cpu, gradient_checkpointing=False,
+                lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True,
+                dataloader_num_workers=0,
+            )
+            trainer = make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                                 processing_class=tokenizer, callbacks=[_Progress()])
+            trainer.remove_callback(PrinterCallback)  # losses go to our logger, not stdout
+            out = trainer.train()
+            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            log.info("sft: %d examples, %d steps, loss %.4f", len(examples), trainer.state.global_step,
+                     out.training_loss)
+            with atomic_dir(Path(out_dir)) as tmp:
+                trainer.model.save_pretrained(tmp)
+            steps = trainer.state.global_step
+            del trainer
+    finally:
+        del model
+        mem_after = free_memory()
+    return {"loss": float(out.training_loss), "losses": losses, "steps": steps, "examples": len(examples),
+            "seconds": time.perf_counter() - t0, "mem_after_release": mem_after}
