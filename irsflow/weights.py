@@ -65,6 +65,14 @@ class DynamicWeights:
         return cls(names, np.array([dw.initial_weights[n] for n in names], dtype=float),
                    dw.history_window, dw.temperature, dw.momentum)
 
+    @classmethod
+    def resume(cls, weights: dict[str, float], history: list[dict], dw) -> "DynamicWeights":
+        """Rebuild from the current weights and past per-iteration means (dicts by name)."""
+        names = list(weights)
+        past = [[np.nan if h.get(n) is None else float(h[n]) for n in names] for h in history]
+        return cls(names, np.array([weights[n] for n in names], dtype=float),
+                   dw.history_window, dw.temperature, dw.momentum, past)
+
     def as_dict(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.names, self.weights)}
 

@@ -1,0 +1,65 @@
+"""Job lifecycle and the seed's read API (section 4.2 status, 4.3 metrics), from the job dir.
+
+    store = create_job(request)                # validates inputs, writes config.json
+    job_status(store.job_id)                   # {"job_id", "stage", "state", "detail": {...}}
+    job_metrics(store.job_id)                  # metrics.jsonl as a list
+"""
+from __future__ import annotations
+
+from irsflow.config import TrainRequest, parse_request
+from irsflow.dataset import load_questions, questions_hash, resolve_dataset
+from irsflow.errors import InputError
+from irsflow.models import check_4bit
+from irsflow.store import JobStore, new_job_id, utc_now
+
+
+def preflight(req: TrainRequest) -> dict:
+    """Everything checkable before a model loads: schema, question set, 4-bit on this machine."""
+    questions = load_questions(req.dataset, req.n_questions)
+    check_4bit(req.irs_config.load_in_4bit)
+    return {"dataset_path": str(resolve_dataset(req.dataset)), "n_questions_used": len(questions),
+            "questions_sha256": questions_hash(questions)}
+
+
+def create_job(request: TrainRequest | dict, job_id: str | None = None) -> JobStore:
+    req = parse_request(request)
+    facts = preflight(req)
+    store = JobStore(job_id or new_job_id())
+    if store.exists():
+        raise InputError(f"job id: {store.job_id} already exists at {store.dir}")
+    store.create({"job_id": store.job_id, "created_at": utc_now(), "request": req.model_dump(mode="json"), **facts})
+    store.update_status(state="queued", stage=req.stage, current_iteration=0,
+                        total_iterations=req.irs_config.n_iterations, current_phase=None, phase_progress=0.0)
+    return store
+
+
+def open_job(job_id: str) -> JobStore:
+    store = JobStore(job_id)
+    if not store.exists():
+        raise InputError(f"job id: no job {job_id!r} under {store.dir.parent}")
+    return store
+
+
+def job_status(job_id: str) -> dict:
+    """The section 4.2 shape, read from status.json (kept current by every phase)."""
+    store = open_job(job_id)
+    s = store.read_status()
+    detail = {
+        "current_iteration": s.get("current_iteration", 0),
+        "total_iterations": s.get("total_iterations"),
+        "current_phase": s.get("current_phase"),
+        "phase_progress": s.get("phase_progress", 0.0),
+        "metrics": s.get("metrics", {"avg_reward": None, "reward_breakdown": {}, "current_weights": {}}),
+        "runtime": s.get("runtime", {"device": None, "unsloth_available": None, "gpu_mem_used": None}),
+    }
+    out = {"job_id": store.job_id, "stage": s.get("stage", "IRS"), "state": s.get("state", "unknown"),
+           "detail": detail}
+    if s.get("error"):
+        out["error"] = s["error"]
+    if s.get("flow_run_id"):
+        out["flow_run_id"] = s["flow_run_id"]
+    return out
+
+
+def job_metrics(job_id: str) -> list[dict]:
+    return open_job(job_id).read_metrics()

@@ -1,0 +1,147 @@
+"""The three IRS phases as plain functions over a job directory (no Prefect here).
+
+Each reads its inputs from files, writes its output atomically under ``phases/iter_<n>/`` or
+``checkpoints/``, appends the seed's ``metrics.jsonl`` rows, keeps ``status.json`` current, and
+returns a small JSON-able summary (paths and content hashes, so callers can cache on them).
+
+    gen = run_generate(store, req, 1, adapter=None)
+    sc = run_score(store, req, 1, weights={"rel": 1.0, ...}, history=[])
+    ft = run_sft(store, req, 1, adapter_in=None)
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from irsflow.config import TrainRequest
+from irsflow.dataset import load_questions
+from irsflow.generate import generate_candidates
+from irsflow.models import device_name, resolve_model, unsloth_available
+from irsflow.rewards import RewardEnv, build_rewards
+from irsflow.rewards.similarity import load_similarity
+from irsflow.scoring import score_candidates
+from irsflow.sft import sft_examples, train_sft
+from irsflow.store import JobStore, ProgressFn, atomic_dir, hash_path, read_jsonl, write_jsonl
+from irsflow.weights import DynamicWeights
+
+log = logging.getLogger("irsflow.phases")
+PHASES = ("GENERATING", "SCORING", "TRAINING")
+
+
+def phase_reporter(store: JobStore, iteration: int, phase: str, extra: ProgressFn | None = None,
+                   step: float = 25.0) -> ProgressFn:
+    """Progress callback: status.json on every call, a metrics row every ``step`` percent."""
+    last = [-step]
+
+    def report(pct: float) -> None:
+        pct = round(float(pct), 1)
+        store.update_status(current_iteration=iteration, current_phase=phase, phase_progress=pct)
+        if pct - last[0] >= step or (pct >= 100 and last[0] < 100):
+            store.metric(iteration, phase, progress=pct)
+            last[0] = pct
+        if extra is not None:
+            extra(pct)
+
+    return report
+
+
+def runtime_info(mem: int | None = None) -> dict:
+    return {"device": device_name(), "unsloth_available": unsloth_available(), "gpu_mem_used": mem}
+
+
+def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: str | None,
+                 progress: ProgressFn | None = None) -> dict:
+    cfg = req.irs_config
+    report = phase_reporter(store, iteration, "GENERATING", progress)
+    report(0)
+    questions = load_questions(req.dataset, req.n_questions)
+    rows, stats = generate_candidates(
+        resolve_model(req.model_id), adapter, questions, n_candidates=cfg.n_candidates,
+        max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling, seed=req.seed, iteration=iteration,
+        gen_batch_size=cfg.gen_batch_size, top_k=req.top_k, system_prompt=req.system_prompt,
+        load_in_4bit=cfg.load_in_4bit, progress=report)
+    path = store.phase_dir(iteration) / "candidates.jsonl"
+    write_jsonl(path, rows)
+    store.update_status(runtime=runtime_info(stats["mem_after_release"]))
+    log.info("iter %d: generated %d x %d candidates in %.1fs (%.0f tok/s)", iteration, len(rows),
+             cfg.n_candidates, stats["seconds"], stats["tokens_per_s"])
+    return {"path": str(path), "sha256": hash_path(path), **stats}
+
+
+def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[str, float],
+              history: list[dict], progress: ProgressFn | None = None) -> dict:
+    """Score with ``weights``, pick the best, then update the weights from ``history`` + this
+    iteration's means. Returns the means, the weights used and the next weights."""
+    t0 = time.perf_counter()
+    report = phase_reporter(store, iteration, "SCORING", progress)
+    report(0)
+    rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
+    env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
+    rewards = build_rewards(list(weights), env)
+    scored = [{"question": r["question"], "context": r["context"], "reference": r.get("reference"),
+               "candidates": [c["text"] for c in r["candidates"]]} for r in rows]
+    result = score_candidates(scored, rewards, weights, progress=report)
+
+    dw = DynamicWeights.resume(weights, history, req.irs_config.dw_config)
+    explain = dw.observe(result.means)
+
+    scores = [{"id": r["id"], "rewards": [result.breakdown(i, c) for c in range(len(r["candidates"]))],
+               "totals": [round(float(t), 6) for t in result.totals[i]], "best": result.best[i]}
+              for i, r in enumerate(rows)]
+    path = store.phase_dir(iteration) / "scores.jsonl"
+    write_jsonl(path, scores)
+    samples = []
+    for i, r in enumerate(rows):
+        b = result.best[i]
+        samples.append({
+            "iter": iteration, "id": r["id"], "question": r["question"], "chosen": r["candidates"][b]["text"],
+            "chosen_index": b, "chosen_total": scores[i]["totals"][b], "weights": dict(weights),
+            "sampling": r["sampling"],
+            "candidates": [{"text": c["text"], "rewards": scores[i]["rewards"][j], "total": scores[i]["totals"][j],
+                            "finish_reason": c["finish_reason"], "n_tokens": c["n_tokens"]}
+                           for j, c in enumerate(r["candidates"])],
+        })
+    summary = {
+        "avg_reward": round(result.avg_reward, 6), "best_avg_reward": round(result.best_avg_reward, 6),
+        "reward_breakdown": {k: (None if v is None else round(v, 6)) for k, v in result.means.items()},
+        "weights": dict(weights), "next_weights": explain["weights_after"], "slopes": explain["slopes"],
+        "weights_updated": explain["updated"], "scorer": env.similarity.kind,
+    }
+    store.add_samples(samples)
+    store.metric(iteration, "METRICS", **summary)
+    store.update_status(metrics={"avg_reward": summary["avg_reward"], "reward_breakdown": summary["reward_breakdown"],
+                                 "current_weights": summary["next_weights"]})
+    log.info("iter %d: avg reward %.4f, breakdown %s, weights %s -> %s", iteration, result.avg_reward,
+             summary["reward_breakdown"], summary["weights"], summary["next_weights"])
+    return {"path": str(path), "sha256": hash_path(path), "seconds": time.perf_counter() - t0, **summary}
+
+
+def run_sft(store: JobStore, req: TrainRequest, iteration: int, adapter_in: str | None,
+            progress: ProgressFn | None = None) -> dict:
+    cfg = req.irs_config
+    report = phase_reporter(store, iteration, "TRAINING", progress)
+    report(0)
+    rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
+    best = [s["best"] for s in read_jsonl(store.phase_dir(iteration) / "scores.jsonl")]
+    out_dir = store.checkpoint(iteration)
+    stats = train_sft(
+        resolve_model(req.model_id), adapter_in, sft_examples(rows, best), out_dir,
+        learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.sft_epochs,
+        max_seq_length=cfg.max_seq_length, lora=cfg.lora, seed=req.seed + iteration,
+        load_in_4bit=cfg.load_in_4bit, progress=report)
+    store.metric(iteration, "TRAINING", epoch=cfg.sft_epochs, loss=round(stats["loss"], 6), steps=stats["steps"],
+                 examples=stats["examples"], mem_after_release=stats["mem_after_release"])
+    store.update_status(runtime=runtime_info(stats["mem_after_release"]))
+    return {"adapter": str(out_dir), "sha256": hash_path(out_dir), **stats}
+
+
+def finalize(store: JobStore, adapter: str) -> str:
+    """Copy the last iteration's adapter to ``checkpoints/final`` (atomically)."""
+    final = store.checkpoint("final")
+    with atomic_dir(final) as tmp:
+        for f in Path(adapter).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+    return str(final)

@@ -1,0 +1,50 @@
+"""Shared Prefect plumbing for the phase tasks: the GPU slot limit, loading a job's request,
+and retry rules (bad input is never retried)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from prefect import get_client
+from prefect.exceptions import ObjectNotFound
+
+from irsflow.config import TrainRequest
+from irsflow.errors import InputError
+from irsflow.job import open_job
+
+GPU_TAG = "gpu"
+CPU_TAG = "cpu"
+log = logging.getLogger("irsflow.prefect")
+
+
+def gpu_slots() -> int:
+    return int(os.environ.get("IRSFLOW_GPU_SLOTS", "1"))
+
+
+def ensure_gpu_limit(slots: int | None = None) -> int:
+    """Create the ``gpu`` tag concurrency limit if it is missing. Without it, gpu-tagged tasks run
+    unlimited, silently. An existing limit is left as the operator set it."""
+    slots = gpu_slots() if slots is None else slots
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_concurrency_limit_by_tag(GPU_TAG)
+            return existing.concurrency_limit
+        except ObjectNotFound:
+            client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+            log.info("created concurrency limit tag:%s = %d", GPU_TAG, slots)
+            return slots
+
+
+def job_request(job_id: str) -> TrainRequest:
+    return TrainRequest.model_validate(open_job(job_id).read_config()["request"])
+
+
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry anything but InputError (bad config, data, model id)."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return False
