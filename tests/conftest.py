@@ -1,0 +1,98 @@
+"""Test session setup: offline, isolated data/Prefect homes, one real Prefect server on 127.0.0.1.
+
+Environment is set before anything imports Prefect or transformers."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_SESSION = Path(tempfile.mkdtemp(prefix="irsflow-tests-"))
+os.environ.update({
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "IRSFLOW_DATA_DIR": str(_SESSION / "data"),
+    "PREFECT_HOME": str(_SESSION / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "irsflow",
+})
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real `prefect server start` (SQLite under PREFECT_HOME); PREFECT_API_URL points at it."""
+    import httpx
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = open(_SESSION / "prefect-server.log", "w")
+    proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(_SESSION / 'prefect-server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("prefect server did not become healthy in 90 s")
+    os.environ["PREFECT_API_URL"] = url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield url
+    os.environ.pop("PREFECT_API_URL", None)
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from irsflow.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture()
+def data_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "data"
+    monkeypatch.setenv("IRSFLOW_DATA_DIR", str(d))
+    return d
+
+
+def tiny_request(model: Path, **overrides) -> dict:
+    """A fast request on the tiny model; nested dicts in overrides are merged one level deep."""
+    req = {"model_id": str(model), "n_questions": 6, "top_k": 2, "seed": 3,
+           "irs_config": {"n_iterations": 2, "n_candidates": 4, "max_new_tokens": 24, "learning_rate": 1e-3,
+                          "batch_size": 2, "max_seq_length": 2048, "gen_batch_size": 8}}
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(req.get(k), dict):
+            req[k] = {**req[k], **v}
+        else:
+            req[k] = v
+    return req
