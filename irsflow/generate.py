@@ -30,6 +30,19 @@ def batch_seed(seed: int, iteration: int, batch_index: int) -> int:
     return (seed * 1_000_003 + iteration * 10_007 + batch_index) % (2**31 - 1)
 
 
+def prefill_cache(model, ids, mask, n: int):
+    """Run the shared prompt once and copy its KV cache for the ``n`` samples of each prompt.
+
+    ``generate(num_return_sequences=n)`` would repeat the prompt n times before the forward pass;
+    prompts with contexts are long, so prefill dominates and sharing it saves most of it. The last
+    prompt token is left for ``generate`` so it produces the first logits itself."""
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n)
+    return cache
+
+
 def sample_batch(model, tokenizer, prompts: list[list[dict]], n: int, max_new_tokens: int,
                  sampling, seed: int) -> list[list[dict]]:
     """One ``generate()`` call: ``len(prompts)`` x ``n`` samples -> per prompt, n candidate dicts."""
@@ -38,11 +51,14 @@ def sample_batch(model, tokenizer, prompts: list[list[dict]], n: int, max_new_to
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     stops = stop_token_ids(tokenizer)
-    torch.manual_seed(seed)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.inference_mode():
+        cache = prefill_cache(model, ids, mask, n)
+        torch.manual_seed(seed)
         out = model.generate(
-            **enc, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-            top_k=sampling.top_k or None, max_new_tokens=max_new_tokens, num_return_sequences=n,
+            input_ids=ids.repeat_interleave(n, dim=0), attention_mask=mask.repeat_interleave(n, dim=0),
+            past_key_values=cache, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+            top_k=sampling.top_k or None, max_new_tokens=max_new_tokens,
             eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
         )
     new = out[:, enc["input_ids"].shape[1]:].tolist()

@@ -63,6 +63,9 @@ def prefect_server():
 
     with temporary_settings({PREFECT_API_URL: url}):
         yield url
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()  # send buffered run logs before the server goes away
     os.environ.pop("PREFECT_API_URL", None)
     proc.terminate()
     try:

@@ -9,6 +9,7 @@ Real shapes for GPU measurements: ``build_tiny_model(path, hidden=1536, layers=2
 """
 from __future__ import annotations
 
+import string
 import sys
 from pathlib import Path
 
@@ -40,9 +41,10 @@ def build_tokenizer(vocab_size: int = 512):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_CORPUS * 20, trainer)
+    # Only printable ASCII in the alphabet: a random model then cannot emit invalid UTF-8 byte
+    # fragments, whose decoded U+FFFD would re-encode differently and blur what SFT learns.
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(_CORPUS * 20 + [string.printable], trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None)
     fast.chat_template = CHATML
@@ -50,6 +52,7 @@ def build_tokenizer(vocab_size: int = 512):
 
 
 def build_tiny_model(path: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                     init_range: float = 0.1,
                      intermediate: int | None = None, vocab_size: int = 512, seed: int = 0) -> Path:
     """Write a random-init Qwen2 model + tokenizer to ``path``; returns the path."""
     import torch
@@ -60,7 +63,7 @@ def build_tiny_model(path: str | Path, hidden: int = 64, layers: int = 2, heads:
     config = Qwen2Config(
         vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         num_key_value_heads=kv_heads, intermediate_size=intermediate or hidden * 4,
-        max_position_embeddings=2048, tie_word_embeddings=True,
+        max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=init_range,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
     )
     torch.manual_seed(seed)
