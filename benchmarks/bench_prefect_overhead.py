@@ -9,9 +9,10 @@ One iteration = generate -> score -> sft on a fresh job (``create_job``, not tim
     B  direct: ``run_generate``, ``run_score``, ``run_sft`` called in turn on a second job.
 
 Prefect's share = (A - B) / A with the medians of 3 alternating repeats (A B A B A B).
-Target: < 10%. As a second, less noise-prone estimate, the three phase functions are timed
-inside the Prefect tasks too (the benchmark wraps the names the task modules call), giving
-"in-run" overhead = A - (time inside the phase functions), whose median share is also reported.
+Target: < 10%. Two less noise-prone figures come from inside the Prefect runs themselves (the
+benchmark wraps the names the task modules call, and two private Prefect functions): "in-run"
+overhead = A - (time inside the three phase functions), and the part of A spent in Prefect's
+tag-concurrency slot calls (acquire + release around each tagged task run).
 
 Two workloads:
   tiny  a random 2-layer Qwen2 chat model (``build_tiny_model``) with
@@ -21,18 +22,20 @@ Two workloads:
         batch 4, top_k 2) with n_iterations=1 and n_questions=8: "the demo" figure.
 
 Start-up is kept out of the timings: a warm-up flow (``ensure_gpu_limit()`` inside a flow) starts
-the temporary server and creates the ``gpu`` limit; an untimed direct iteration per workload
-loads the libraries and fills the page cache. Prefect's console logging is left as configured
-(the irsflow logger is routed through Prefect as ``irsflow train`` does). Figures also go to
-``benchmarks/out/bench_prefect_overhead.json``.
+the temporary server and creates the ``gpu`` limit; then one untimed direct tiny iteration loads
+the libraries, and before the demo the SmolLM2 weights are read once. Prefect's console logging is
+left as configured (the irsflow logger is routed through Prefect as ``irsflow train`` does).
+Figures also go to ``benchmarks/out/bench_prefect_overhead.json`` (``--only`` keeps the other
+workload's figures from an earlier run).
 
 Threads: torch runs with ``--threads`` intra-op threads, 1 by default. On a shared 2-core machine
 two OpenMP threads stall whenever another process holds a core: each parallel matmul then waits
 for a scheduler slice (measured here under load 5: a [16x576]@[576x1536] matmul took 17 ms with
 2 threads and 0.4 ms with 1), which swamps the comparison. ``--threads 0`` keeps torch's default.
 
-Run (from the repository root; 3 to 4 minutes on 2 CPU cores, more on a busy machine; add
-``--only tiny`` or ``--only demo`` to run one workload):
+Run (from the repository root). Measured on 2 busy CPU cores: about 2 minutes for the tiny
+workload and 8 for the demo (one demo iteration alone takes about 70 s); ``--only tiny`` or
+``--only demo`` runs one workload:
 
     HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/python benchmarks/bench_prefect_overhead.py
 """
@@ -67,21 +70,37 @@ REPEATS = 3
 TARGET_SHARE = 10.0
 OUT = ROOT / "benchmarks" / "out" / "bench_prefect_overhead.json"
 
-# Time spent inside the phase functions, per call, wherever they are called from.
+# Seconds spent inside the phase functions, and inside Prefect's tag-concurrency slot calls
+# (acquire + release around each tagged task run), per call, wherever they are called from.
 _PHASE_SECONDS: list[float] = []
+_SLOT_SECONDS: list[float] = []
 
 
-def _timed(fn):
+def _timed(fn, sink: list[float]):
     def wrapper(*args, **kwargs):
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            _PHASE_SECONDS.append(time.perf_counter() - t0)
+            sink.append(time.perf_counter() - t0)
 
-    wrapper.__name__ = fn.__name__
+    wrapper.__name__ = getattr(fn, "__name__", "wrapped")
     wrapper.__doc__ = fn.__doc__
     return wrapper
+
+
+def instrument_slot_calls() -> bool:
+    """Time Prefect's slot acquire/release calls (private API: skipped if it has moved)."""
+    try:
+        import prefect.concurrency._sync as cs
+    except ImportError:
+        return False
+    names = ("acquire_concurrency_slots_with_lease", "release_concurrency_slots_with_lease")
+    if not all(callable(getattr(cs, n, None)) for n in names):
+        return False
+    for n in names:
+        setattr(cs, n, _timed(getattr(cs, n), _SLOT_SECONDS))
+    return True
 
 
 def tiny_request(model_dir: str) -> dict:
@@ -97,7 +116,9 @@ def demo_request() -> dict:
     return data
 
 
-def measure(label: str, request: dict, irs_iteration, phases) -> dict:
+def make_runners(request: dict, irs_iteration, phases):
+    """(via_prefect, direct): each runs one iteration on a fresh job and returns
+    (seconds, seconds inside the phase functions, seconds in slot calls, avg_reward)."""
     from irsflow.config import parse_request
     from irsflow.job import create_job
 
@@ -108,51 +129,56 @@ def measure(label: str, request: dict, irs_iteration, phases) -> dict:
     def via_prefect():
         store = create_job(req)
         _PHASE_SECONDS.clear()
+        _SLOT_SECONDS.clear()
         t0 = time.perf_counter()
         out = irs_iteration(store.job_id, 1, None, weights, [])
         dt = time.perf_counter() - t0
         assert out["sft"]["steps"] > 0 and len(_PHASE_SECONDS) == 3, (out, _PHASE_SECONDS)
-        return dt, sum(_PHASE_SECONDS), out["score"]["avg_reward"]
+        return dt, sum(_PHASE_SECONDS), sum(_SLOT_SECONDS), out["score"]["avg_reward"]
 
     def direct():
         store = create_job(req)
         _PHASE_SECONDS.clear()
+        _SLOT_SECONDS.clear()
         t0 = time.perf_counter()
         run_generate(store, req, 1, None)
         sc = run_score(store, req, 1, weights, [])
         ft = run_sft(store, req, 1, None)
         dt = time.perf_counter() - t0
         assert ft["steps"] > 0 and len(_PHASE_SECONDS) == 3
-        return dt, sum(_PHASE_SECONDS), sc["avg_reward"]
+        return dt, sum(_PHASE_SECONDS), sum(_SLOT_SECONDS), sc["avg_reward"]
 
-    print(f"[{label}] warm-up: one direct iteration (not timed)", flush=True)
-    t0 = time.perf_counter()
-    direct()
-    warm_s = time.perf_counter() - t0
+    return req, via_prefect, direct
 
+
+def measure(label: str, request: dict, irs_iteration, phases) -> dict:
+    req, via_prefect, direct = make_runners(request, irs_iteration, phases)
     times = {"A": [], "B": []}
     inside = {"A": [], "B": []}
+    slots = {"A": [], "B": []}
     for rep in range(1, REPEATS + 1):
         for name, fn in (("A", via_prefect), ("B", direct)):
-            dt, phase_s, avg = fn()
+            dt, phase_s, slot_s, avg = fn()
             times[name].append(dt)
             inside[name].append(phase_s)
-            print(f"[{label}] repeat {rep}: {name} {dt:.2f}s (phases {phase_s:.2f}s, avg_reward {avg:.4f})",
-                  flush=True)
+            slots[name].append(slot_s)
+            print(f"[{label}] repeat {rep}: {name} {dt:.2f}s (inside phases {phase_s:.2f}s, "
+                  f"tag-slot calls {slot_s:.2f}s, avg_reward {avg:.4f})", flush=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}
     share = 100.0 * (med["A"] - med["B"]) / med["A"]
-    in_run = [100.0 * (a - p) / a for a, p in zip(times["A"], inside["A"])]
+    in_run = [a - p for a, p in zip(times["A"], inside["A"])]
     return {
         "request": req.model_dump(mode="json"),
-        "warmup_direct_seconds": warm_s,
         "seconds": times,
-        "phase_seconds": inside,
+        "seconds_inside_phases": inside,
+        "seconds_in_tag_slot_calls": slots["A"],
         "median_seconds": med,
         "prefect_seconds": med["A"] - med["B"],
         "prefect_share_percent": share,
-        "in_run_overhead_seconds": [a - p for a, p in zip(times["A"], inside["A"])],
-        "in_run_share_percent_median": statistics.median(in_run),
+        "in_run_overhead_seconds": in_run,
+        "in_run_share_percent_median": statistics.median(100.0 * o / a for o, a in zip(in_run, times["A"])),
+        "median_tag_slot_seconds": statistics.median(slots["A"]),
         "meets_target": share < TARGET_SHARE,
     }
 
@@ -187,8 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
     from tasks.common import ensure_gpu_limit
 
     for mod, name in ((tasks.generate, "run_generate"), (tasks.score, "run_score"), (tasks.sft, "run_sft")):
-        setattr(mod, name, _timed(getattr(mod, name)))
+        setattr(mod, name, _timed(getattr(mod, name), _PHASE_SECONDS))
     phases = (tasks.generate.run_generate, tasks.score.run_score, tasks.sft.run_sft)
+    slot_timing = instrument_slot_calls()
 
     @flow(name="bench-warmup")
     def warmup() -> int:
@@ -201,15 +228,23 @@ def main(argv: list[str] | None = None) -> dict:
     startup_s = time.perf_counter() - t0
     print(f"warm-up flow done in {startup_s:.1f}s, gpu limit {gpu_limit}", flush=True)
 
+    # Untimed: one direct tiny iteration imports and initialises everything (TRL, PEFT, MiniLM).
+    t0 = time.perf_counter()
+    tiny_dir = str(build_tiny_model(Path(_TMP) / "tiny-model"))
+    make_runners(tiny_request(tiny_dir), irs_iteration, phases)[2]()
+    warm_s = time.perf_counter() - t0
+    print(f"warm-up direct tiny iteration done in {warm_s:.1f}s", flush=True)
+
     results: dict = {}
     t_all = time.perf_counter()
     if "tiny" in parts:
-        model_dir = build_tiny_model(Path(_TMP) / "tiny-model")
-        results["tiny"] = measure("tiny", tiny_request(str(model_dir)), irs_iteration, phases)
+        results["tiny"] = measure("tiny", tiny_request(tiny_dir), irs_iteration, phases)
     if "demo" in parts:
-        from irsflow.models import resolve_model
+        from irsflow.models import load_model, load_tokenizer, resolve_model
 
-        resolve_model("builtin:smollm2-135m-instruct")  # convert the GGUF once, outside any timing
+        # Convert the GGUF if needed and read the weights once (page cache), outside any timing.
+        demo_dir = resolve_model(demo_request().get("model_id", "builtin:smollm2-135m-instruct"))
+        load_tokenizer(demo_dir), load_model(demo_dir)
         results["demo"] = measure("demo", demo_request(), irs_iteration, phases)
 
     report = {
@@ -217,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "torch_threads": threads, "platform": platform.platform()},
         "prefect_version": prefect.__version__,
         "server_startup_seconds": startup_s,
+        "warmup_direct_tiny_iteration_seconds": warm_s,
+        "tag_slot_calls_timed": slot_timing,
         "gpu_concurrency_limit": gpu_limit,
         "repeats": REPEATS,
         "target_share_percent": TARGET_SHARE,
@@ -237,6 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {label}: A via Prefect median {m['A']:.2f}s, B direct median {m['B']:.2f}s, "
               f"Prefect {r['prefect_seconds']:+.2f}s = {r['prefect_share_percent']:.1f}%; "
               f"in-run (A minus time inside phases) {r['in_run_share_percent_median']:.1f}%")
+        if slot_timing:
+            print(f"        of A, in Prefect's tag-concurrency slot calls (acquire+release, tags gpu/cpu): "
+                  f"median {r['median_tag_slot_seconds']:.2f}s")
     print(f"  wrote {OUT}")
     line = ", ".join(f"{label}{' (the demo)' if label == 'demo' else ''} {r['prefect_share_percent']:.1f}%"
                      for label, r in results.items())

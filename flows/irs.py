@@ -11,9 +11,10 @@ Run it:  irsflow train --request configs/demo.json
 """
 from __future__ import annotations
 
+import logging
 import traceback
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.runtime import flow_run
 
 from irsflow.config import TrainRequest
@@ -24,6 +25,10 @@ from tasks.common import ensure_gpu_limit
 from tasks.generate import generate
 from tasks.score import score
 from tasks.sft import sft
+
+# Library loggers ("irsflow.*") reach train.log and, with PREFECT_LOGGING_EXTRA_LOGGERS=irsflow,
+# the flow-run logs in the UI; job-level lines go through the same logger so both tell one story.
+log = logging.getLogger("irsflow.flow")
 
 
 @flow(name="irs-iteration", flow_run_name="{job_id}-iter-{iteration}")
@@ -39,14 +44,13 @@ def irs_iteration(job_id: str, iteration: int, adapter: str | None, weights: dic
 @flow(name="irs-train", flow_run_name="irs-{job_id}")
 def irs_train(request: TrainRequest, job_id: str | None = None) -> dict:
     """A whole IRS job. ``job_id`` names an existing job dir (made by ``irsflow train``) or a new one."""
-    logger = get_run_logger()
     ensure_gpu_limit()
     store = JobStore(job_id) if job_id and JobStore(job_id).exists() else create_job(request, job_id)
     job_id = store.job_id
     with store.log_to_file():
         store.update_status(state="running", flow_run_id=str(flow_run.get_id() or ""), error=None,
                             runtime=runtime_info())
-        logger.info("job %s: %d iterations, job dir %s", job_id, request.irs_config.n_iterations, store.dir)
+        log.info("job %s: %d iterations, job dir %s", job_id, request.irs_config.n_iterations, store.dir)
         try:
             weights = dict(request.irs_config.dw_config.initial_weights)
             history: list[dict] = []
@@ -55,7 +59,7 @@ def irs_train(request: TrainRequest, job_id: str | None = None) -> dict:
             for it in range(1, request.irs_config.n_iterations + 1):
                 out = irs_iteration(job_id, it, adapter, weights, history)
                 s = out["score"]
-                logger.info("iter %d: avg_reward=%.4f breakdown=%s weights=%s loss=%.4f", it, s["avg_reward"],
+                log.info("iter %d: avg_reward=%.4f breakdown=%s weights=%s loss=%.4f", it, s["avg_reward"],
                             s["reward_breakdown"], s["next_weights"], out["sft"]["loss"])
                 history.append(s["reward_breakdown"])
                 weights = s["next_weights"]
@@ -65,6 +69,7 @@ def irs_train(request: TrainRequest, job_id: str | None = None) -> dict:
                                    "loss": out["sft"]["loss"]})
             final = finalize(store, adapter)
         except BaseException as err:
+            log.error("job %s failed: %s: %s", job_id, type(err).__name__, err)
             store.update_status(state="failed", error=f"{type(err).__name__}: {err}",
                                 traceback=traceback.format_exc(limit=8))
             raise

@@ -9,15 +9,17 @@ from __future__ import annotations
 from irsflow.config import TrainRequest, parse_request
 from irsflow.dataset import load_questions, questions_hash, resolve_dataset
 from irsflow.errors import InputError
-from irsflow.models import check_4bit
+from irsflow.models import check_4bit, check_model
 from irsflow.store import JobStore, new_job_id, utc_now
 
 
 def preflight(req: TrainRequest) -> dict:
-    """Everything checkable before a model loads: schema, question set, 4-bit on this machine."""
+    """Everything checkable before a model loads: schema, question set, 4-bit on this machine,
+    and that the model id resolves to a readable config."""
     questions = load_questions(req.dataset, req.n_questions)
     check_4bit(req.irs_config.load_in_4bit)
-    return {"dataset_path": str(resolve_dataset(req.dataset)), "n_questions_used": len(questions),
+    model_path = check_model(req.model_id)
+    return {"model_path": model_path, "dataset_path": str(resolve_dataset(req.dataset)), "n_questions_used": len(questions),
             "questions_sha256": questions_hash(questions)}
 
 

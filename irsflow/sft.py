@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from irsflow.errors import InputError
 from irsflow.models import cuda_available, free_memory, load_model, load_tokenizer
 from irsflow.store import ProgressFn, atomic_dir, no_progress
 
@@ -57,6 +58,19 @@ def make_trainer_class():
     return IrsSFTTrainer
 
 
+def check_lengths(tokenizer, examples: list[dict], max_seq_length: int) -> None:
+    """Examples whose prompt fills ``max_seq_length`` have no answer tokens left to learn from."""
+    too_long = sum(
+        len(tokenizer.apply_chat_template(e["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False))
+        >= max_seq_length for e in examples)
+    if too_long == len(examples):
+        raise InputError(f"irs_config.max_seq_length: {max_seq_length} tokens is shorter than every prompt; "
+                         "raise it or lower top_k")
+    if too_long:
+        log.warning("%d of %d examples have prompts longer than max_seq_length=%d and teach nothing",
+                    too_long, len(examples), max_seq_length)
+
+
 def pick_optimizer() -> str:
     if cuda_available() and importlib.util.find_spec("bitsandbytes") is not None:
         return "paged_adamw_8bit"
@@ -78,6 +92,7 @@ def train_sft(
         raise ValueError("no non-empty answers were selected: nothing to train on")
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(model_path, padding_side="right")
+    check_lengths(tokenizer, examples, max_seq_length)
     model = load_model(model_path, adapter=adapter_in, load_in_4bit=load_in_4bit, trainable=True)
     if adapter_in is None:
         if load_in_4bit:

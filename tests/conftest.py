@@ -65,7 +65,7 @@ def prefect_server():
         yield url
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler.flush()  # send buffered run logs before the server goes away
+        APILogHandler().flush()  # send buffered run logs before the server goes away
     os.environ.pop("PREFECT_API_URL", None)
     proc.terminate()
     try:
