@@ -37,7 +37,8 @@ def prefill_cache(model, ids, mask, n: int):
     prompts with contexts are long, so prefill dominates and sharing it saves most of it. The last
     prompt token is left for ``generate`` so it produces the first logits itself."""
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True,
+                logits_to_keep=1)  # only the cache is needed; skip full-vocabulary logits per token
     cache = out.past_key_values
     cache.batch_repeat_interleave(n)
     return cache

@@ -73,6 +73,7 @@ def _convert(src: Path, gguf: str, target: Path) -> None:
             model.generation_config.eos_token_id = model.config.eos_token_id
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
+        tok.clean_up_tokenization_spaces = False  # BPE: avoids a warning on every load
         model.config.pad_token_id = tok.pad_token_id
         with atomic_dir(target) as tmp:
             model.save_pretrained(tmp)

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Sequence
@@ -75,15 +76,20 @@ class HeuristicSimilarity:
         return out
 
 
+@functools.lru_cache(maxsize=2)
+def _sentence_model(path: str, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device)
+
+
 def load_similarity(settings) -> EmbeddingSimilarity | HeuristicSimilarity:
     """Load the configured backend. ``auto`` falls back to the heuristic with a warning."""
     if settings.backend == "heuristic":
         return HeuristicSimilarity()
     try:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(resolve_embedder(settings.embedder), device=settings.device)
-        return EmbeddingSimilarity(model)
+        # The bi-encoder is small and CPU-resident: keep it across scoring phases of one process.
+        return EmbeddingSimilarity(_sentence_model(resolve_embedder(settings.embedder), settings.device))
     except Exception as err:  # any load failure: missing package, bad folder, no weights
         if settings.backend == "embedding":
             raise

