@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1, see the module docstring; 0: torch's default)")
+    ap.add_argument("--questions", type=int, default=N_QUESTIONS,
+                    help="prompts in the batched call (the demo batches 16: configs/demo.json gen_batch_size)")
+    ap.add_argument("--repeats", type=int, default=REPEATS)
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
+    n_questions, repeats = args.questions, args.repeats
 
     import torch
 
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     load_s = time.perf_counter() - t
 
-    questions = load_questions("builtin:demo", N_QUESTIONS)
+    questions = load_questions("builtin:demo", n_questions)
     prompts = [build_messages(q, TOP_K, req.system_prompt) for q in questions]
     prompt_tokens = [len(tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
                                    add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -115,10 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     times = {"A": [], "B": []}
     tokens = {"A": [], "B": []}
     finish = {}
-    for rep in range(1, REPEATS + 1):
+    for rep in range(1, repeats + 1):
         for name, fn in (("A", run_a), ("B", run_b)):
             dt, cands = fn(rep)
-            assert len(cands) == N_QUESTIONS * N_CANDIDATES, len(cands)
+            assert len(cands) == n_questions * N_CANDIDATES, len(cands)
             n_tok = sum(c["n_tokens"] for c in cands)
             times[name].append(dt)
             tokens[name].append(n_tok)
@@ -133,10 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform(), "device": str(model.device), "dtype": str(model.dtype)},
         "model": {"id": MODEL_ID, "path": path, "resolve_seconds": resolve_s, "load_seconds": load_s},
-        "workload": {"questions": N_QUESTIONS, "candidates_per_question": N_CANDIDATES,
+        "workload": {"questions": n_questions, "candidates_per_question": N_CANDIDATES,
                      "max_new_tokens": MAX_NEW_TOKENS, "top_k": TOP_K, "prompt_tokens": prompt_tokens,
                      "sampling": sampling.model_dump()},
-        "repeats": REPEATS,
+        "repeats": repeats,
         "seconds": times,
         "new_tokens": tokens,
         "median_seconds": med,
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     OUT.write_text(json.dumps(report, indent=2) + "\n")
 
     print()
-    print(f"generation benchmark: {MODEL_ID} on {model.device} ({model.dtype}, {threads} torch thread(s)), {N_QUESTIONS} questions x "
+    print(f"generation benchmark: {MODEL_ID} on {model.device} ({model.dtype}, {threads} torch thread(s)), {n_questions} questions x "
           f"{N_CANDIDATES} candidates x {MAX_NEW_TOKENS} new tokens, prompts {min(prompt_tokens)}-"
           f"{max(prompt_tokens)} tokens")
     print(f"  A batched (1 call, 8 prompts x n=4):    median {med['A']:.2f}s  {tps['A']:.1f} tok/s")

@@ -28,6 +28,16 @@ def _fmt(d: dict) -> str:
     return ", ".join(f"{k}={'-' if v is None else f'{v:.3f}'}" for k, v in d.items())
 
 
+def _quiet_progress_bars() -> None:
+    """Per-phase progress goes to metrics.jsonl and the logs; library bars only clutter the console."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def cmd_train(args) -> int:
     from irsflow.config import load_request
     from irsflow.job import create_job, job_status
@@ -37,6 +47,7 @@ def cmd_train(args) -> int:
     print(f"job_id: {store.job_id}", flush=True)
     print(f"job_dir: {store.dir}", flush=True)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "irsflow")
+    _quiet_progress_bars()
     from flows.irs import irs_train
 
     try:

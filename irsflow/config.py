@@ -170,6 +170,6 @@ def load_request(path: str | Path) -> TrainRequest:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except (ValueError, Exception) as err:  # json.JSONDecodeError / yaml.YAMLError
+    except Exception as err:  # json.JSONDecodeError or yaml.YAMLError: report, do not crash
         raise ConfigError(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: {err}") from None
     return parse_request(data, source=str(p))
