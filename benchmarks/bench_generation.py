@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"generation benchmark: {MODEL_ID} on {model.device} ({model.dtype}, {threads} torch thread(s)), {n_questions} questions x "
           f"{N_CANDIDATES} candidates x {MAX_NEW_TOKENS} new tokens, prompts {min(prompt_tokens)}-"
           f"{max(prompt_tokens)} tokens")
-    print(f"  A batched (1 call, 8 prompts x n=4):    median {med['A']:.2f}s  {tps['A']:.1f} tok/s")
-    print(f"  B one at a time (32 calls, n=1):        median {med['B']:.2f}s  {tps['B']:.1f} tok/s")
+    print(f"  A batched (1 call, {n_questions} prompts x n={N_CANDIDATES}):    median {med['A']:.2f}s  {tps['A']:.1f} tok/s")
+    print(f"  B one at a time ({n_questions * N_CANDIDATES} calls, n=1):        median {med['B']:.2f}s  {tps['B']:.1f} tok/s")
     print(f"  wrote {OUT}")
     print(f"speedup B/A (time) = {speedup:.2f}x  (target >= 4x: {'met' if speedup >= 4.0 else 'NOT met'})")
     return report
