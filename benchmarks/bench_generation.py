@@ -24,13 +24,10 @@ run to convert the embedded GGUF):
 from __future__ import annotations
 
 import os
-import tempfile
 
-_TMP = tempfile.mkdtemp(prefix="irsflow-bench-generation-")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ["IRSFLOW_DATA_DIR"] = os.path.join(_TMP, "data")
-os.environ["PREFECT_HOME"] = os.path.join(_TMP, "prefect")
+from _bench import add_threads_arg, isolate, set_threads
+
+_TMP = isolate("generation")
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -48,21 +45,11 @@ REPEATS = 3
 OUT = Path(__file__).resolve().parent / "out" / "bench_generation.json"
 
 
-def set_threads(n: int) -> int:
-    """``n`` torch intra-op threads (0: leave torch's default); returns the count in use."""
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1, see the module docstring; 0: torch's default)")
+    add_threads_arg(ap)
     ap.add_argument("--questions", type=int, default=N_QUESTIONS,
                     help="prompts in the batched call (the demo batches 16: configs/demo.json gen_batch_size)")
     ap.add_argument("--repeats", type=int, default=REPEATS)

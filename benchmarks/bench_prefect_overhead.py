@@ -42,13 +42,10 @@ takes about 55 to 80 s); ``--only tiny`` or ``--only demo`` runs one workload:
 from __future__ import annotations
 
 import os
-import tempfile
 
-_TMP = tempfile.mkdtemp(prefix="irsflow-bench-prefect-")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ["IRSFLOW_DATA_DIR"] = os.path.join(_TMP, "data")
-os.environ["PREFECT_HOME"] = os.path.join(_TMP, "prefect")
+from _bench import add_threads_arg, isolate, set_threads
+
+_TMP = isolate("prefect")
 os.environ.pop("PREFECT_API_URL", None)  # let Prefect start its temporary local server
 os.environ.pop("PREFECT_PROFILES_PATH", None)
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "irsflow")  # as `irsflow train` does
@@ -183,20 +180,10 @@ def measure(label: str, request: dict, irs_iteration, phases) -> dict:
     }
 
 
-def set_threads(n: int) -> int:
-    """``n`` torch intra-op threads (0: leave torch's default); returns the count in use."""
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=["tiny", "demo"], default=None, help="run one workload")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1, see the module docstring; 0: torch's default)")
+    add_threads_arg(ap)
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     parts = [args.only] if args.only else ["tiny", "demo"]

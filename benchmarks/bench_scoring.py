@@ -29,13 +29,10 @@ Run (from the repository root, about 2.5 minutes on 2 busy CPU cores):
 from __future__ import annotations
 
 import os
-import tempfile
 
-_TMP = tempfile.mkdtemp(prefix="irsflow-bench-scoring-")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ["IRSFLOW_DATA_DIR"] = os.path.join(_TMP, "data")
-os.environ["PREFECT_HOME"] = os.path.join(_TMP, "prefect")
+from _bench import add_threads_arg, isolate, set_threads
+
+_TMP = isolate("scoring")
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -93,21 +90,11 @@ def make_candidates(q, n: int, rng: random.Random) -> list[str]:
     return out
 
 
-def set_threads(n: int) -> int:
-    """``n`` torch intra-op threads (0: leave torch's default); returns the count in use."""
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1, see the module docstring; 0: torch's default)")
+    add_threads_arg(ap)
     ap.add_argument("--c-questions", type=int, default=N_QUESTIONS,
                     help="time the naive variant C on the first K questions and scale to all (default: all)")
     args = ap.parse_args(argv)
