@@ -30,3 +30,13 @@ def set_threads(n: int) -> int:
     if n > 0:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def run(main, tmp: str) -> None:
+    """Run a benchmark's ``main`` and remove its temp folder however it ends."""
+    import shutil
+
+    try:
+        main()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

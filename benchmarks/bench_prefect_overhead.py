@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 
-from _bench import add_threads_arg, isolate, set_threads
+from _bench import add_threads_arg, isolate, run, set_threads
 
 _TMP = isolate("prefect")
 os.environ.pop("PREFECT_API_URL", None)  # let Prefect start its temporary local server
@@ -55,7 +55,6 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -272,7 +271,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        shutil.rmtree(_TMP, ignore_errors=True)
+    run(main, _TMP)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 
-from _bench import add_threads_arg, isolate, set_threads
+from _bench import add_threads_arg, isolate, run, set_threads
 
 _TMP = isolate("scoring")
 
@@ -38,7 +38,6 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -208,7 +207,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        shutil.rmtree(_TMP, ignore_errors=True)
+    run(main, _TMP)

@@ -1,5 +1,4 @@
-"""Shared Prefect plumbing for the phase tasks: the GPU slot limit, loading a job's request,
-and retry rules (bad input is never retried)."""
+"""Shared Prefect plumbing for the phase tasks: the GPU slot limit and loading a job's request."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +8,6 @@ from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 
 from irsflow.config import TrainRequest
-from irsflow.errors import InputError
 from irsflow.job import open_job
 
 GPU_TAG = "gpu"
@@ -38,13 +36,3 @@ def ensure_gpu_limit(slots: int | None = None) -> int:
 def job_request(job_id: str) -> TrainRequest:
     return TrainRequest.model_validate(open_job(job_id).read_config()["request"])
 
-
-def retry_unless_bad_input(task, task_run, state) -> bool:
-    """Prefect ``retry_condition_fn``: retry anything but InputError (bad config, data, model id)."""
-    try:
-        state.result()
-    except InputError:
-        return False
-    except Exception:
-        return True
-    return False
