@@ -8,7 +8,6 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_LOGGING_EXTRA_LOGGERS := irsflow
 export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
 # Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
 export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect

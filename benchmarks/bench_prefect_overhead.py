@@ -48,7 +48,6 @@ from _bench import add_threads_arg, isolate, run, set_threads
 _TMP = isolate("prefect")
 os.environ.pop("PREFECT_API_URL", None)  # let Prefect start its temporary local server
 os.environ.pop("PREFECT_PROFILES_PATH", None)
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "irsflow")  # as `irsflow train` does
 # B runs the phases outside any flow run: don't warn about irsflow log lines with no run to ship to.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 

@@ -1,13 +1,18 @@
 """The ``irsflow`` command.
 
     irsflow train --request configs/demo.json    # run a job through Prefect, print its id
+    irsflow rerun JOB_ID [--from-phase SCORING]  # resume a failed job at its failed phase
     irsflow status JOB_ID                        # seed 000 section 4.2 shape
     irsflow metrics JOB_ID                       # metrics.jsonl as a JSON array (section 4.3)
     irsflow validate --request FILE              # check a request and its question set, load nothing
     irsflow rewards                              # reward names usable in dw_config.initial_weights
     irsflow build-tiny DIR                       # a tiny random chat model for tests
+    irsflow up | down                            # the local stack: Prefect server, pools, workers
+    irsflow doctor [--repair]                    # limits, leaked GPU slots, servers
+    irsflow api [--port 8080]                    # the seed's job API (POST /api/train ...)
 
-Jobs run against the Prefect server named by PREFECT_API_URL, else Prefect's local default.
+Jobs run against the Prefect server named by PREFECT_API_URL, else the local stack of `irsflow up`
+when it runs, else Prefect's temporary local server.
 Exit codes: 0 ok, 1 the job failed, 2 bad input (nothing was run).
 """
 from __future__ import annotations
@@ -46,7 +51,6 @@ def cmd_train(args) -> int:
     store = create_job(req, args.job_id)  # validates the question set and device before Prefect starts
     print(f"job_id: {store.job_id}", flush=True)
     print(f"job_dir: {store.dir}", flush=True)
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "irsflow")
     _quiet_progress_bars()
     from flows.irs import irs_train
 
@@ -56,11 +60,83 @@ def cmd_train(args) -> int:
         print(f"job {store.job_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
         _print_json(job_status(store.job_id))
         return 1
+    _print_iterations(result)
+    return 0
+
+
+def _print_iterations(result: dict) -> None:
     for it in result["iterations"]:
+        cached = f"  cached: {', '.join(p.lower() for p in it['cached'])}" if it.get("cached") else ""
         print(f"iter {it['iter']}: avg_reward={it['avg_reward']:.4f}  breakdown: {_fmt(it['reward_breakdown'])}"
-              f"  weights: {_fmt(it['weights'])}  loss={it['loss']:.4f}")
+              f"  weights: {_fmt(it['weights'])}  loss={it['loss']:.4f}{cached}")
     print(f"final adapter: {result['final_adapter']}")
     print(f"job_dir: {result['job_dir']}")
+
+
+def cmd_rerun(args) -> int:
+    """Resume a job in this process (or queue it on its deployment with --submit); finished phases
+    whose files are intact come back from Prefect's cache."""
+    from irsflow.job import job_status, open_job
+    from irsflow.resume import check_phase
+
+    store = open_job(args.job_id)
+    if args.from_phase:
+        check_phase(args.from_phase)
+    from deployments.runs import release_dead_run
+
+    release_dead_run(store, force=args.force)  # refuses while the job's process is still alive
+    params = {"request": None, "job_id": store.job_id, "from_phase": args.from_phase,
+              "from_iteration": args.from_iteration}
+    if args.submit:
+        from prefect.deployments import run_deployment
+
+        run = run_deployment(args.deployment, parameters=params, timeout=0)
+        print(f"job_id: {store.job_id}\nflow_run_id: {run.id}\nqueued on {args.deployment}")
+        return 0
+    _quiet_progress_bars()
+    from flows.irs import irs_train
+
+    try:
+        result = irs_train(**params)
+    except Exception as err:
+        print(f"job {store.job_id} failed again: {type(err).__name__}: {err}", file=sys.stderr)
+        _print_json(job_status(store.job_id))
+        return 1
+    _print_iterations(result)
+    return 0
+
+
+def cmd_up(args) -> int:
+    from deployments.stack import up
+
+    st = up(port=args.port, api_url=args.api_url, workers=not args.no_workers)
+    print(f"{'reusing' if st.get('reused') else 'started'} the irsflow stack")
+    for name, p in st["procs"].items():
+        print(f"  {name}: pid {p['pid']}  log {p['log']}")
+    print(f"Prefect UI:  {st['ui_url']}\nexport PREFECT_API_URL={st['api_url']}")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from deployments.stack import down
+
+    stopped = down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from deployments.doctor import format_report, run_doctor
+
+    checks, code = run_doctor(repair=args.repair)
+    print(json.dumps(checks, indent=2) if args.json else format_report(checks))
+    return code
+
+
+def cmd_api(args) -> int:
+    from deployments.api import serve
+
+    serve(host=args.host, port=args.port)
     return 0
 
 
@@ -113,6 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.add_argument("job_id")
         s.set_defaults(fn=fn)
+    r = sub.add_parser("rerun", help="resume a job: finished phases come back from the cache")
+    r.add_argument("job_id")
+    r.add_argument("--from-phase", choices=["GENERATING", "SCORING", "TRAINING"], default=None,
+                   help="force this phase and every phase after it")
+    r.add_argument("--from-iteration", type=int, default=1, help="iteration --from-phase applies to (default 1)")
+    r.add_argument("--submit", action="store_true", help="queue it on the deployment instead of running here")
+    r.add_argument("--deployment", default="irs-train/irs-manual")
+    r.add_argument("--force", action="store_true", help="rerun even if the job's last run may still be alive")
+    r.set_defaults(fn=cmd_rerun)
+    u = sub.add_parser("up", help="start the local stack (Prefect server, pools, deployments, workers)")
+    u.add_argument("--port", type=int, default=int(os.environ.get("IRSFLOW_PREFECT_PORT", "4200")))
+    u.add_argument("--api-url", default=None, help="use this Prefect server instead of starting one")
+    u.add_argument("--no-workers", action="store_true")
+    u.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop what `irsflow up` started").set_defaults(fn=cmd_down)
+    d = sub.add_parser("doctor", help="check limits, leaked GPU slots, pools and servers")
+    d.add_argument("--repair", action="store_true", help="create missing limits, free leaked slots")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_doctor)
+    a = sub.add_parser("api", help="serve the job API (seed 000 section 4)")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8080)
+    a.set_defaults(fn=cmd_api)
     v = sub.add_parser("validate", help="check a request file and its question set")
     v.add_argument("--request", required=True)
     v.set_defaults(fn=cmd_validate)
@@ -124,8 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _default_api_url(command: str) -> None:
+    """Without PREFECT_API_URL, talk to the local stack when one runs (so runs show in its UI)."""
+    if os.environ.get("PREFECT_API_URL") or command in ("up", "down", "validate", "rewards", "build-tiny"):
+        return
+    from deployments.stack import api_url_from_stack
+
+    url = api_url_from_stack()
+    if url:
+        os.environ["PREFECT_API_URL"] = url
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _default_api_url(args.command)
     try:
         return args.fn(args)
     except InputError as err:

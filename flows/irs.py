@@ -7,67 +7,102 @@
 The ``gpu`` tag has a concurrency limit of 1 (created here if missing), so across every job on
 one Prefect server only one model is resident at a time; scoring runs beside it on the CPU.
 
-Run it:  irsflow train --request configs/demo.json
+Reruns resume: each phase's result is persisted under a key over its inputs, so a retried run
+(``prefect flow-run retry``, the UI's Retry, ``irsflow rerun``) gets finished phases back Cached and
+recomputes only what failed, or what ``from_phase``/``from_iteration`` force, or a phase whose
+files went missing or changed.
+
+Run it:  irsflow train --request configs/demo.json      irsflow rerun JOB_ID [--from-phase SCORING]
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import traceback
+from typing import Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
 
+from irsflow.charts import iteration_row
 from irsflow.config import TrainRequest
-from irsflow.job import create_job
+from irsflow.job import open_job, open_or_create
 from irsflow.phases import finalize, runtime_info
-from irsflow.store import JobStore
-from tasks.common import ensure_gpu_limit
+from irsflow.resume import GENERATING, PHASES, SCORING, TRAINING, forced, outputs_valid, phase_key
+from tasks.artifacts import publish_iterations, start_progress
+from tasks.common import ensure_gpu_limit, job_logs, job_request
 from tasks.generate import generate
 from tasks.score import score
 from tasks.sft import sft
 
-# Library loggers ("irsflow.*") reach train.log and, with PREFECT_LOGGING_EXTRA_LOGGERS=irsflow,
-# the flow-run logs in the UI; job-level lines go through the same logger so both tell one story.
+Phase = Literal["GENERATING", "SCORING", "TRAINING"]
+TASKS = {GENERATING: generate, SCORING: score, TRAINING: sft}
 log = logging.getLogger("irsflow.flow")
 
 
-@flow(name="irs-iteration", flow_run_name="{job_id}-iter-{iteration}")
-def irs_iteration(job_id: str, iteration: int, adapter: str | None, weights: dict[str, float],
-                  history: list[dict]) -> dict:
-    """One IRS iteration: generate -> score -> sft. Returns the phase summaries."""
-    gen = generate(job_id, iteration, adapter)
-    scored = score(job_id, iteration, weights, history, wait_for=[gen])
-    trained = sft(job_id, iteration, adapter, wait_for=[scored])
-    return {"iteration": iteration, "generate": gen, "score": scored, "sft": trained}
+def _iteration_run_name() -> str:
+    p = flow_run.parameters
+    return f"{p['job_id']}-iter-{p['iteration']}"
 
 
-@flow(name="irs-train", flow_run_name="irs-{job_id}")
-def irs_train(request: TrainRequest, job_id: str | None = None) -> dict:
-    """A whole IRS job. ``job_id`` names an existing job dir (made by ``irsflow train``) or a new one."""
+def _job_run_name() -> str:
+    return f"irs-{flow_run.parameters.get('job_id') or 'new'}"
+
+
+@flow(name="irs-iteration", flow_run_name=_iteration_run_name)
+def irs_iteration(job_id: str, iteration: int, from_phase: Phase | None = None, from_iteration: int = 1) -> dict:
+    """One IRS iteration of an existing job: generate -> score -> sft. Its inputs (adapter, weights,
+    reward history) come from the job dir, so it also runs alone to redo one iteration."""
+    store, req = open_job(job_id), job_request(job_id)
+    out: dict = {"iteration": iteration, "cached": []}
+    with job_logs(store):
+        for phase in PHASES:
+            key = phase_key(store, req, iteration, phase)
+            valid, why = outputs_valid(store, iteration, phase, key)
+            refresh = forced(iteration, phase, from_phase, from_iteration) or not valid
+            if refresh and why not in ("never finished",):
+                log.info("iter %d %s: recomputing (%s)", iteration, phase,
+                         "forced" if forced(iteration, phase, from_phase, from_iteration) else why)
+            state = TASKS[phase].with_options(refresh_cache=refresh)(job_id, iteration, return_state=True)
+            result = state.result()  # re-raises the task's failure
+            if state.name == "Cached":
+                out["cached"].append(phase)
+                log.info("iter %d %s: cached result reused (%s)", iteration, phase, why)
+            out[{GENERATING: "generate", SCORING: "score", TRAINING: "sft"}[phase]] = result
+    return out
+
+
+@flow(name="irs-train", flow_run_name=_job_run_name)
+def irs_train(request: TrainRequest | None = None, job_id: str | None = None, from_phase: Phase | None = None,
+              from_iteration: int = 1) -> dict:
+    """A whole IRS job. ``job_id`` names a job dir to create or resume; without one a retried run
+    finds the job it made by its flow run id. ``from_phase``/``from_iteration`` force that phase
+    and everything after it."""
     ensure_gpu_limit()
-    store = JobStore(job_id) if job_id and JobStore(job_id).exists() else create_job(request, job_id)
+    run_id = str(flow_run.get_id() or "")
+    store, req = open_or_create(request, job_id, flow_run_id=run_id or None)
     job_id = store.job_id
-    with store.log_to_file():
-        store.update_status(state="running", flow_run_id=str(flow_run.get_id() or ""), error=None,
-                            runtime=runtime_info())
-        log.info("job %s: %d iterations, job dir %s", job_id, request.irs_config.n_iterations, store.dir)
+    with job_logs(store):
+        store.update_status(state="running", flow_run_id=run_id, error=None, traceback=None,
+                            runtime=runtime_info(), pid=os.getpid(), host=socket.gethostname())
+        log.info("job %s: %d iterations, job dir %s%s", job_id, req.irs_config.n_iterations, store.dir,
+                 f", forcing from iteration {from_iteration} {from_phase}" if from_phase else "")
+        start_progress(store)
+        rows, iterations = [], []
         try:
-            weights = dict(request.irs_config.dw_config.initial_weights)
-            history: list[dict] = []
-            adapter: str | None = None
-            iterations = []
-            for it in range(1, request.irs_config.n_iterations + 1):
-                out = irs_iteration(job_id, it, adapter, weights, history)
+            for it in range(1, req.irs_config.n_iterations + 1):
+                out = irs_iteration(job_id, it, from_phase, from_iteration)
                 s = out["score"]
-                log.info("iter %d: avg_reward=%.4f breakdown=%s weights=%s loss=%.4f", it, s["avg_reward"],
-                            s["reward_breakdown"], s["next_weights"], out["sft"]["loss"])
-                history.append(s["reward_breakdown"])
-                weights = s["next_weights"]
-                adapter = out["sft"]["adapter"]
+                log.info("iter %d: avg_reward=%.4f breakdown=%s weights=%s loss=%.4f%s", it, s["avg_reward"],
+                         s["reward_breakdown"], s["next_weights"], out["sft"]["loss"],
+                         f" (cached: {', '.join(out['cached'])})" if out["cached"] else "")
+                rows.append(iteration_row(out))
+                publish_iterations(store, rows)
                 iterations.append({"iter": it, "avg_reward": s["avg_reward"], "reward_breakdown": s["reward_breakdown"],
                                    "weights_used": s["weights"], "weights": s["next_weights"],
-                                   "loss": out["sft"]["loss"]})
-            final = finalize(store, adapter)
+                                   "loss": out["sft"]["loss"], "cached": out["cached"]})
+            final = finalize(store, out["sft"]["adapter"])
         except BaseException as err:
             log.error("job %s failed: %s: %s", job_id, type(err).__name__, err)
             store.update_status(state="failed", error=f"{type(err).__name__}: {err}",

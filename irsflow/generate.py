@@ -95,7 +95,7 @@ def generate_candidates(
             samples = sample_batch(model, tokenizer, prompts, n_candidates, max_new_tokens, sampling, s)
             settings = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
                         "top_k": sampling.top_k, "max_new_tokens": max_new_tokens,
-                        "n_candidates": n_candidates, "seed": s, "adapter": adapter}
+                        "n_candidates": n_candidates, "seed": s, "adapter": adapter, "gen_batch_size": gen_batch_size}
             for q, p, cands in zip(chunk, prompts, samples):
                 n_tokens += sum(c["n_tokens"] for c in cands)
                 rows.append({"id": q.id, "question": q.question, "context": "\n\n".join(q.top_contexts(top_k)),

@@ -6,11 +6,13 @@
 """
 from __future__ import annotations
 
+import json
+
 from irsflow.config import TrainRequest, parse_request
 from irsflow.dataset import load_questions, questions_hash, resolve_dataset
 from irsflow.errors import InputError
 from irsflow.models import check_4bit, check_model
-from irsflow.store import JobStore, new_job_id, utc_now
+from irsflow.store import JobStore, data_dir, new_job_id, utc_now
 
 
 def preflight(req: TrainRequest) -> dict:
@@ -40,6 +42,34 @@ def open_job(job_id: str) -> JobStore:
     if not store.exists():
         raise InputError(f"job id: no job {job_id!r} under {store.dir.parent}")
     return store
+
+
+def find_job_by_flow_run(flow_run_id: str) -> JobStore | None:
+    """The job a flow run made (a retried deployment run carries no job id, only its run id)."""
+    for status in sorted((data_dir() / "jobs").glob("train_*/status.json")):
+        try:
+            if json.loads(status.read_text(encoding="utf-8")).get("flow_run_id") == flow_run_id:
+                return JobStore(status.parent.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def open_or_create(request: TrainRequest | dict | None, job_id: str | None, flow_run_id: str | None = None
+                   ) -> tuple[JobStore, TrainRequest]:
+    """Resume the named job (or the job this flow run made before a retry), else create one.
+    A request given for an existing job must be the one it was created with."""
+    store = JobStore(job_id) if job_id else (find_job_by_flow_run(flow_run_id) if flow_run_id else None)
+    if store is not None and store.exists():
+        stored = TrainRequest.model_validate(store.read_config()["request"])
+        if request is not None and parse_request(request) != stored:
+            raise InputError(f"request: job {store.job_id} exists with a different request; "
+                             "rerun it without a request or start a new job")
+        return store, stored
+    if request is None:
+        raise InputError(f"request: required to start a job ({job_id or 'no job id'} does not exist yet)")
+    store = create_job(request, job_id)
+    return store, TrainRequest.model_validate(store.read_config()["request"])
 
 
 def job_status(job_id: str) -> dict:

@@ -23,7 +23,9 @@ from irsflow.rewards import RewardEnv, build_rewards
 from irsflow.rewards.similarity import load_similarity
 from irsflow.scoring import score_candidates
 from irsflow.sft import sft_examples, train_sft
-from irsflow.store import JobStore, ProgressFn, atomic_dir, hash_path, read_jsonl, write_jsonl
+from irsflow.resume import score_summary_path
+from irsflow.retry import halve_on_oom
+from irsflow.store import JobStore, ProgressFn, atomic_dir, atomic_write_json, hash_path, read_jsonl, write_jsonl
 from irsflow.weights import DynamicWeights
 
 log = logging.getLogger("irsflow.phases")
@@ -57,11 +59,18 @@ def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: st
     report = phase_reporter(store, iteration, "GENERATING", progress)
     report(0)
     questions = load_questions(req.dataset, req.n_questions)
-    rows, stats = generate_candidates(
-        resolve_model(req.model_id), adapter, questions, n_candidates=cfg.n_candidates,
-        max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling, seed=req.seed, iteration=iteration,
-        gen_batch_size=cfg.gen_batch_size, top_k=req.top_k, system_prompt=req.system_prompt,
-        load_in_4bit=cfg.load_in_4bit, progress=report)
+
+    def attempt(batch: int):
+        return generate_candidates(
+            resolve_model(req.model_id), adapter, questions, n_candidates=cfg.n_candidates,
+            max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling, seed=req.seed, iteration=iteration,
+            gen_batch_size=batch, top_k=req.top_k, system_prompt=req.system_prompt,
+            load_in_4bit=cfg.load_in_4bit, progress=report)
+
+    rows, stats = halve_on_oom(
+        attempt, cfg.gen_batch_size, "irs_config.gen_batch_size",
+        f"generate (n_candidates={cfg.n_candidates}, max_new_tokens={cfg.max_new_tokens})")
+    stats["gen_batch_size"] = rows[0]["sampling"].get("gen_batch_size") if rows else cfg.gen_batch_size
     path = store.phase_dir(iteration) / "candidates.jsonl"
     write_jsonl(path, rows)
     store.update_status(runtime=runtime_info(stats["mem_after_release"]))
@@ -109,7 +118,8 @@ def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[
         "weights": dict(weights), "next_weights": explain["weights_after"], "slopes": explain["slopes"],
         "weights_updated": explain["updated"], "scorer": env.similarity.kind,
     }
-    store.add_samples(samples)
+    store.replace_samples(iteration, samples)  # a forced re-score replaces, never duplicates
+    atomic_write_json(score_summary_path(store, iteration), summary)
     store.metric(iteration, "METRICS", **summary)
     store.update_status(metrics={"avg_reward": summary["avg_reward"], "reward_breakdown": summary["reward_breakdown"],
                                  "current_weights": summary["next_weights"]})
@@ -126,13 +136,21 @@ def run_sft(store: JobStore, req: TrainRequest, iteration: int, adapter_in: str 
     rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
     best = [s["best"] for s in read_jsonl(store.phase_dir(iteration) / "scores.jsonl")]
     out_dir = store.checkpoint(iteration)
-    stats = train_sft(
-        resolve_model(req.model_id), adapter_in, sft_examples(rows, best), out_dir,
-        learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.sft_epochs,
-        max_seq_length=cfg.max_seq_length, lora=cfg.lora, seed=req.seed + iteration,
-        load_in_4bit=cfg.load_in_4bit, progress=report)
+    examples = sft_examples(rows, best)
+
+    def attempt(batch: int):
+        # a halved batch with doubled accumulation keeps the effective batch and so the learning dynamics
+        return train_sft(
+            resolve_model(req.model_id), adapter_in, examples, out_dir,
+            learning_rate=cfg.learning_rate, batch_size=batch, grad_accum=max(1, cfg.batch_size // batch),
+            epochs=cfg.sft_epochs, max_seq_length=cfg.max_seq_length, lora=cfg.lora, seed=req.seed + iteration,
+            load_in_4bit=cfg.load_in_4bit, progress=report)
+
+    stats = halve_on_oom(attempt, cfg.batch_size, "irs_config.batch_size",
+                         f"sft (max_seq_length={cfg.max_seq_length})")
     store.metric(iteration, "TRAINING", epoch=cfg.sft_epochs, loss=round(stats["loss"], 6), steps=stats["steps"],
-                 examples=stats["examples"], mem_after_release=stats["mem_after_release"])
+                 examples=stats["examples"], batch_size=stats["batch_size"], grad_accum=stats["grad_accum"],
+                 seconds=round(stats["seconds"], 3), mem_after_release=stats["mem_after_release"])
     store.update_status(runtime=runtime_info(stats["mem_after_release"]))
     return {"adapter": str(out_dir), "sha256": hash_path(out_dir), **stats}
 

@@ -80,9 +80,10 @@ def pick_optimizer() -> str:
 def train_sft(
     model_path: str, adapter_in: str | None, examples: list[dict], out_dir: Path, *, learning_rate: float,
     batch_size: int, epochs: float, max_seq_length: int, lora, seed: int, load_in_4bit: bool = False,
-    progress: ProgressFn = no_progress,
+    grad_accum: int = 1, progress: ProgressFn = no_progress,
 ) -> dict:
-    """Train and save the adapter to ``out_dir``; returns loss, steps, seconds, memory after release."""
+    """Train and save the adapter to ``out_dir``; returns loss, steps, seconds, memory after release.
+    ``grad_accum`` > 1 keeps the effective batch when ``batch_size`` was halved after running out of memory."""
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import PrinterCallback, TrainerCallback
@@ -110,6 +111,7 @@ def train_sft(
         with tempfile.TemporaryDirectory(prefix="irsflow-sft-") as scratch:
             args = SFTConfig(
                 output_dir=scratch, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                gradient_accumulation_steps=grad_accum,
                 num_train_epochs=epochs, max_length=max_seq_length, seed=seed, data_seed=seed,
                 optim=pick_optimizer(), logging_steps=1, save_strategy="no", report_to=[],
                 use_cpu=on_cpu, bf16=not on_cpu, gradient_checkpointing=False,
@@ -131,4 +133,5 @@ def train_sft(
         del model
         mem_after = free_memory()
     return {"loss": float(out.training_loss), "losses": losses, "steps": steps, "examples": len(examples),
+            "batch_size": batch_size, "grad_accum": grad_accum,
             "seconds": time.perf_counter() - t0, "mem_after_release": mem_after}

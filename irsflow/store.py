@@ -151,6 +151,12 @@ class JobStore:
     def add_samples(self, rows: list[dict]) -> None:
         append_jsonl(self.samples_path, rows)
 
+    def replace_samples(self, iteration: int, rows: list[dict]) -> None:
+        """Set iteration ``iteration``'s rows of samples.jsonl (a re-scored iteration replaces its rows)."""
+        with _append_lock:
+            kept = [r for r in read_jsonl(self.samples_path) if r.get("iter") != iteration]
+            write_jsonl(self.samples_path, kept + rows)
+
     def update_status(self, **fields: Any) -> dict:
         with _append_lock:
             status = self.read_status()
@@ -175,6 +181,10 @@ class JobStore:
         """Mirror the library logger into ``train.log`` for the duration of the block."""
         logger = logging.getLogger(logger_name)
         self.dir.mkdir(parents=True, exist_ok=True)
+        if any(isinstance(h, logging.FileHandler) and h.baseFilename == str(self.log_path.resolve())
+               for h in logger.handlers):
+            yield logger  # an outer block (the job's flow) already writes this file: no doubled lines
+            return
         handler = logging.FileHandler(self.log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)

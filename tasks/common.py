@@ -1,18 +1,45 @@
-"""Shared Prefect plumbing for the phase tasks: the GPU slot limit and loading a job's request."""
+"""Shared Prefect plumbing for the phase tasks.
+
+- the ``gpu`` tag concurrency limit (one model resident across every job on a server);
+- ``phase_task``: a task whose result is persisted under the phase's content key (reruns resume),
+  that retries transient failures with backoff and fails bad input at once;
+- run logs: the library's ``irsflow.*`` loggers go to the flow-run logs in the UI and to the job's
+  ``train.log``, so both tell the same story.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
-from prefect import get_client
+from prefect import get_client, task
 from prefect.exceptions import ObjectNotFound
+from prefect.logging.handlers import APILogHandler
+from prefect.tasks import exponential_backoff
 
 from irsflow.config import TrainRequest
 from irsflow.job import open_job
+from irsflow.resume import phase_key
+from irsflow.retry import failure_kind
+from irsflow.store import JobStore
 
 GPU_TAG = "gpu"
 CPU_TAG = "cpu"
 log = logging.getLogger("irsflow.prefect")
+
+
+def _route_library_logs() -> None:
+    """Send ``irsflow.*`` records to the current run's logs (what PREFECT_LOGGING_EXTRA_LOGGERS does,
+    but without depending on every worker's environment). Outside a run the handler ignores them."""
+    lib = logging.getLogger("irsflow")
+    if not any(isinstance(h, APILogHandler) for h in lib.handlers):
+        lib.addHandler(APILogHandler())
+    if lib.level == logging.NOTSET or lib.level > logging.INFO:
+        lib.setLevel(logging.INFO)
+
+
+_route_library_logs()
 
 
 def gpu_slots() -> int:
@@ -36,3 +63,41 @@ def ensure_gpu_limit(slots: int | None = None) -> int:
 def job_request(job_id: str) -> TrainRequest:
     return TrainRequest.model_validate(open_job(job_id).read_config()["request"])
 
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Retry HTTP 429/5xx and connection errors only. Bad input fails the same way every time, and
+    out-of-memory was already retried inside the phase with smaller batches."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as err:  # the failed state re-raises the task's exception
+        kind = failure_kind(err)
+        logging.getLogger("irsflow.prefect").log(
+            logging.WARNING if kind == "transient" else logging.ERROR,
+            "%s failed (%s): %s: %s%s", task_run.name, kind, type(err).__name__, err,
+            "; retrying" if kind == "transient" else "; not retrying")
+        return kind == "transient"
+    return False
+
+
+def _phase_cache_key(phase: str) -> Callable:
+    def key(context, parameters: dict) -> str:
+        return phase_key(open_job(parameters["job_id"]), job_request(parameters["job_id"]), parameters["iteration"], phase)
+    return key
+
+
+def phase_task(phase: str, tag: str, name: str):
+    """Decorator for a phase task taking ``(job_id, iteration)``."""
+    return task(
+        name=name, tags=[tag], task_run_name=f"{name}-iter-{{iteration}}",
+        persist_result=True, cache_key_fn=_phase_cache_key(phase),
+        retries=int(os.environ.get("IRSFLOW_TASK_RETRIES", "3")),
+        retry_delay_seconds=exponential_backoff(backoff_factor=float(os.environ.get("IRSFLOW_RETRY_BACKOFF_S", "10"))),
+        retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient,
+    )
+
+
+@contextmanager
+def job_logs(store: JobStore) -> Iterator[None]:
+    """Mirror library logs into the job's train.log for the duration of a task or flow."""
+    with store.log_to_file():
+        yield

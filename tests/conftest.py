@@ -19,7 +19,6 @@ os.environ.update({
     "IRSFLOW_DATA_DIR": str(_SESSION / "data"),
     "PREFECT_HOME": str(_SESSION / "prefect"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "irsflow",
 })
 os.environ.pop("PREFECT_API_URL", None)
 
@@ -43,8 +42,10 @@ def prefect_server():
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = open(_SESSION / "prefect-server.log", "w")
+    # PREFECT_UI_API_URL: with --port alone the UI's /ui-settings still says :4200, and the browser calls that.
     proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PREFECT_UI_API_URL": url})
     deadline = time.time() + 90
     while time.time() < deadline:
         try:

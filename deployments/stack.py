@@ -1,0 +1,234 @@
+"""The local stack: a Prefect server, the work pools, the deployments and one worker per pool.
+
+    irsflow up      # or: make up      -> server on 127.0.0.1:4200 (SQLite under <data dir>/prefect),
+                                          pools gpu (process, concurrency 1) and cpu (process),
+                                          the gpu tag limit, every deployment in prefect.yaml,
+                                          a zombie-run automation, one worker per pool
+    irsflow down    # or: make down    -> stops exactly the processes `up` started (by PID)
+
+State lives in ``<data dir>/stack/stack.json`` (PIDs, command lines, URLs) and the processes' logs
+in ``<data dir>/stack/*.log``. ``up`` is idempotent: a healthy stack it started is reused.
+With ``--api-url`` it skips the server and sets up pools, deployments and workers on that one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+from irsflow.store import atomic_write_json, data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+POOLS = {"gpu": 1, "cpu": None}  # pool name -> flow-run concurrency (None: unlimited)
+ZOMBIE_AUTOMATION = "irsflow: crash flow runs whose heartbeats stopped"
+HEARTBEAT_S = 30  # a flow run's process beats every 30 s; 3 missed beats mark it Crashed
+BIN = Path(sys.executable).parent
+
+
+def stack_dir() -> Path:
+    return data_dir() / "stack"
+
+
+def state_path() -> Path:
+    return stack_dir() / "stack.json"
+
+
+def read_state() -> dict:
+    p = state_path()
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return None
+
+
+def alive(pid: int, cmdline: str | None = None) -> bool:
+    """The PID runs, and (when given) still runs the command we started: PIDs get reused."""
+    current = _cmdline(pid)
+    return current is not None and (cmdline is None or current == cmdline)
+
+
+def stack_env(api_url: str | None = None) -> dict[str, str]:
+    """Environment for the server, the workers and the flow runs they start."""
+    env = dict(os.environ)
+    env.update({
+        "IRSFLOW_DATA_DIR": str(data_dir()), "IRSFLOW_HOME": str(ROOT),
+        "PREFECT_HOME": env.get("PREFECT_HOME") or str(data_dir() / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+        "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+        "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "5"),
+    })
+    env.pop("PREFECT_LOGGING_EXTRA_LOGGERS", None)  # tasks/common routes irsflow logs itself
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _spawn(name: str, argv: list[str], env: dict) -> dict:
+    stack_dir().mkdir(parents=True, exist_ok=True)
+    log = open(stack_dir() / f"{name}.log", "ab")
+    # a session of its own: `down` signals the whole group (a worker's flow-run children included)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    time.sleep(0.2)
+    return {"pid": proc.pid, "cmdline": _cmdline(proc.pid) or " ".join(argv), "log": str(stack_dir() / f"{name}.log")}
+
+
+def start_server(port: int, env: dict, timeout: float = 120) -> tuple[str, dict]:
+    api_url = f"http://127.0.0.1:{port}/api"
+    if healthy(api_url):
+        raise RuntimeError(f"port {port}: a Prefect server not started by this stack already listens there; "
+                           f"use it with --api-url {api_url} or pick another --port")
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # the UI asks /ui-settings where the API is; without this it says 127.0.0.1:4200 whatever the port
+    env = {**env, "PREFECT_UI_API_URL": api_url}
+    proc = _spawn("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
+    deadline = time.time() + timeout
+    while not healthy(api_url):
+        if not alive(proc["pid"]):
+            tail = Path(proc["log"]).read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"prefect server exited during start-up:\n{tail}")
+        if time.time() > deadline:
+            raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s (log: {proc['log']})")
+        time.sleep(0.5)
+    return api_url, proc
+
+
+def ensure_pools(client) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    for name, limit in POOLS.items():
+        try:
+            client.read_work_pool(name)
+            client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(
+                name=name, type="process", concurrency_limit=limit,
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+                description="irsflow: one GPU flow run at a time" if name == "gpu" else "irsflow: CPU-only flows"))
+
+
+def ensure_zombie_automation(client) -> None:
+    """Mark a flow run Crashed when its heartbeats stop (its worker was killed): a Running run
+    cannot be retried, a Crashed one can, from the UI or `prefect flow-run retry`."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    if client.read_automations_by_name(ZOMBIE_AUTOMATION):
+        return
+    ends = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
+    client.create_automation(Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *ends},
+                             match={"prefect.resource.id": ["prefect.flow-run.*"]},
+                             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+                             within=timedelta(seconds=3 * HEARTBEAT_S)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message="Flow run marked Crashed: its heartbeats stopped (worker died?)")],
+    ))
+
+
+def deploy_all(env: dict) -> str:
+    out = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"prefect deploy --all failed:\n{(out.stdout + out.stderr)[-3000:]}")
+    return out.stdout
+
+
+def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> dict:
+    """Start (or reuse) the stack; returns its state (URLs, PIDs)."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    state = read_state()
+    if state and healthy(state["api_url"]) and all(alive(p["pid"], p["cmdline"]) for p in state["procs"].values()):
+        return {**state, "reused": True}
+    if state:
+        down()  # half-dead leftovers of an earlier stack: stop what is ours before starting again
+    env = stack_env()
+    procs: dict[str, dict] = {}
+    try:
+        if api_url is None:
+            api_url, procs["server"] = start_server(port, env)
+        elif not healthy(api_url):
+            raise RuntimeError(f"--api-url {api_url}: no healthy Prefect server there")
+        env = stack_env(api_url)
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            from tasks.common import ensure_gpu_limit
+
+            with get_client(sync_client=True) as client:
+                ensure_pools(client)
+                ensure_zombie_automation(client)
+            ensure_gpu_limit()
+        deploy_all(env)
+        if workers:
+            for pool, limit in POOLS.items():
+                argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+                        "--name", f"irsflow-{pool}-{os.uname().nodename}-{os.getpid()}"]
+                procs[f"worker-{pool}"] = _spawn(f"worker-{pool}", argv + (["--limit", str(limit)] if limit else []), env)
+    except BaseException:
+        _stop_all(procs)
+        raise
+    ui = api_url.removesuffix("/api")
+    state = {"api_url": api_url, "ui_url": ui, "data_dir": str(data_dir()), "prefect_home": env["PREFECT_HOME"],
+             "procs": procs, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(state_path(), state)
+    return state
+
+
+def _stop_all(procs: dict[str, dict], timeout: float = 20) -> list[str]:
+    stopped = []
+    # workers before the server, so they do not log connection errors on the way out
+    for name in sorted(procs, key=lambda n: n == "server"):
+        p = procs[name]
+        if not alive(p["pid"], p["cmdline"]):
+            continue
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(p["pid"], sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + wait
+            while time.time() < deadline and alive(p["pid"], p["cmdline"]):
+                time.sleep(0.2)
+            if not alive(p["pid"], p["cmdline"]):
+                break
+        stopped.append(f"{name} (pid {p['pid']})")
+    return stopped
+
+
+def down() -> list[str]:
+    """Stop the processes recorded by `up` (only those, by PID and command line)."""
+    state = read_state()
+    stopped = _stop_all(state.get("procs", {}))
+    state_path().unlink(missing_ok=True)
+    return stopped
+
+
+def api_url_from_stack() -> str | None:
+    """The running local stack's API URL, for commands run without PREFECT_API_URL."""
+    state = read_state()
+    url = state.get("api_url")
+    return url if url and healthy(url, timeout=1.0) else None
