@@ -130,15 +130,14 @@ def ensure_pools(client) -> None:
 def ensure_zombie_automation(client) -> None:
     """Mark a flow run Crashed when its heartbeats stop (its worker was killed): a Running run
     cannot be retried, a Crashed one can, from the UI or `prefect flow-run retry`."""
-    from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
     if client.read_automations_by_name(ZOMBIE_AUTOMATION):
         return
     ends = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
-    client.create_automation(Automation(
+    client.create_automation(AutomationCore(
         name=ZOMBIE_AUTOMATION,
         trigger=EventTrigger(after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *ends},
                              match={"prefect.resource.id": ["prefect.flow-run.*"]},

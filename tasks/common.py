@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from prefect import get_client, task
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.logging.handlers import APILogHandler
 from prefect.tasks import exponential_backoff
@@ -29,12 +30,20 @@ CPU_TAG = "cpu"
 log = logging.getLogger("irsflow.prefect")
 
 
+class _RunLogHandler(APILogHandler):
+    """Prefect's API log handler, silent outside a run (the CLI and doctor log without one)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+            super().emit(record)
+
+
 def _route_library_logs() -> None:
     """Send ``irsflow.*`` records to the current run's logs (what PREFECT_LOGGING_EXTRA_LOGGERS does,
-    but without depending on every worker's environment). Outside a run the handler ignores them."""
+    but without depending on every worker's environment)."""
     lib = logging.getLogger("irsflow")
     if not any(isinstance(h, APILogHandler) for h in lib.handlers):
-        lib.addHandler(APILogHandler())
+        lib.addHandler(_RunLogHandler())
     if lib.level == logging.NOTSET or lib.level > logging.INFO:
         lib.setLevel(logging.INFO)
 

@@ -100,3 +100,36 @@ def tiny_request(model: Path, **overrides) -> dict:
         else:
             req[k] = v
     return req
+
+
+@pytest.fixture(scope="session")
+def stack(prefect_server, tmp_path_factory):
+    """`irsflow up --api-url <test server>`: the gpu/cpu process pools, the gpu tag limit, every
+    deployment in prefect.yaml and one real worker per pool, sharing one data dir with the tests
+    that use it (as production shares one volume). Yields the stack state plus ``data_dir``."""
+    from deployments import stack as st
+
+    data = tmp_path_factory.mktemp("stack-data")
+    old = os.environ.get("IRSFLOW_DATA_DIR")
+    os.environ.update({"IRSFLOW_DATA_DIR": str(data), "PREFECT_WORKER_QUERY_SECONDS": "2"})
+    try:
+        state = st.up(api_url=prefect_server)
+    finally:
+        os.environ["IRSFLOW_DATA_DIR"] = old or ""
+        os.environ.pop("PREFECT_WORKER_QUERY_SECONDS", None)
+    try:
+        yield {**state, "data_dir": data}
+    finally:
+        _cancel_live_runs()
+        st._stop_all(state["procs"])
+
+
+def _cancel_live_runs() -> None:
+    """Flow runs live in sessions of their own: cancel any still going before the workers stop."""
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        for r in client.read_flow_runs(limit=200):
+            if r.state and not r.state.is_final():
+                client.set_flow_run_state(r.id, Cancelled(message="test session ended"), force=True)

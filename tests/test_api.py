@@ -60,9 +60,9 @@ def start_api(prefect_url: str, data_dir: Path, log: Path, deployment: str = DEP
 
 
 @pytest.fixture(scope="module")
-def job_data(tmp_path_factory) -> Path:
-    """The data dir shared by the API and the worker (as in production: one volume)."""
-    return tmp_path_factory.mktemp("api-data")
+def job_data(stack) -> Path:
+    """The data dir shared by the API and the stack's workers (as in production: one volume)."""
+    return stack["data_dir"]
 
 
 @pytest.fixture(scope="module")
@@ -76,41 +76,8 @@ def api(prefect_server, job_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def irs_stack(prefect_server, job_data, tmp_path_factory):
-    """Work pool + `irs-manual` deployment + a real `prefect worker start` subprocess.
-    Swap for the shared stack fixture once it exists."""
-    from prefect import Flow, get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.states import Cancelling
-    from prefect.workers.process import ProcessWorker
-
-    pool = f"api-test-{uuid.uuid4().hex[:6]}"
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process",
-                                               base_job_template=ProcessWorker.get_default_base_job_template()))
-    flow = Flow.from_source(source=str(ROOT), entrypoint="flows/irs.py:irs_train")
-    dep_id = flow.deploy(name=DEPLOYMENT.split("/")[1], work_pool_name=pool, build=False, push=False,
-                         job_variables={"env": {"HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "irsflow"}},
-                         print_next_steps=False, ignore_warnings=True)
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    # A 2 s poll instead of the default 10 s: the job starts sooner, nothing else changes.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "IRSFLOW_DATA_DIR": str(job_data), "PREFECT_API_URL": prefect_server,
-           "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    worker = subprocess.Popen([str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-                              cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield {"pool": pool, "deployment_id": dep_id, "worker_log": log, "worker": worker}
-    finally:
-        # Flow runs live in their own sessions: ask the worker to cancel any still going, then stop it.
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])))
-            live = [r for r in runs if r.state and not r.state.is_final()]
-            for r in live:
-                client.set_flow_run_state(r.id, Cancelling(), force=True)
-        if live and worker.poll() is None:
-            time.sleep(15)
-        _stop(worker)
+def irs_stack(stack):
+    return stack
 
 
 def test_auth_is_required_and_health_is_open(api):
@@ -191,12 +158,16 @@ def test_unavailable_deployment_is_503_and_leaves_no_job_dir(prefect_server, tin
 
 
 def test_job_end_to_end(api, irs_stack, tiny_model, job_data, tmp_path):
+    from deployments.stack import alive
+
+    worker = irs_stack["procs"]["worker-gpu"]
+    before = set(job_data.glob("jobs/train_*"))
     # Preflight errors are 422 naming the field, and write nothing.
     for body, field in ((tiny_request(tmp_path / "no-such-model"), "model_id"),
                         (tiny_request(tiny_model, dataset=str(tmp_path / "none.jsonl")), "dataset")):
         r = api.post("/api/train", headers=AUTH, json=body)
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, r.text
-    assert not list(job_data.glob("jobs/train_*"))
+    assert set(job_data.glob("jobs/train_*")) == before
 
     r = api.post("/api/train", headers=AUTH, json=tiny_request(tiny_model))
     assert r.status_code == 202, r.text
@@ -211,9 +182,9 @@ def test_job_end_to_end(api, irs_stack, tiny_model, job_data, tmp_path):
             states.append(st["state"])
         if st["state"] in ("completed", "failed", "cancelled"):
             break
-        assert irs_stack["worker"].poll() is None, _tail(irs_stack["worker_log"])
+        assert alive(worker["pid"]), _tail(Path(worker["log"]))
         time.sleep(1)
-    assert st["state"] == "completed", (states, st, _tail(irs_stack["worker_log"]))
+    assert st["state"] == "completed", (states, st, _tail(Path(worker["log"])))
     assert st["flow_run_id"] == job["flow_run_id"] and st["prefect_state"] == "Completed"
     assert set(states) <= {"queued", "running", "completed"} and states[0] in ("queued", "running"), states
 
@@ -231,6 +202,7 @@ def test_job_end_to_end(api, irs_stack, tiny_model, job_data, tmp_path):
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(uuid.UUID(job["flow_run_id"]))
-    assert run.deployment_id == irs_stack["deployment_id"] and run.parameters["job_id"] == job["job_id"]
+        dep = client.read_deployment_by_name(DEPLOYMENT)
+    assert run.deployment_id == dep.id and run.parameters["job_id"] == job["job_id"]
     assert run.parameters["request"]["irs_config"]["n_iterations"] == 2 and "api" in run.tags
-    assert [p.name for p in (job_data / "jobs").iterdir()] == [f"train_{job['job_id']}"]
+    assert set(job_data.glob("jobs/train_*")) == before | {job_data / "jobs" / f"train_{job['job_id']}"}
