@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, VENV_BIN, _free_port, tiny_request
+from tests.conftest import ROOT, _free_port, tiny_request
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
