@@ -1,4 +1,5 @@
-# irsflow: `make demo` (install + a 2-iteration IRS job on SmolLM2-135M) and `make test`.
+# irsflow: `make demo` (install + a 2-iteration IRS job on SmolLM2-135M), `make up`/`make down`
+# (the local Prefect stack: server, pools, deployments, workers) and `make test`.
 # The install is idempotent: .venv/.installed is stamped with the files that define it.
 PY ?= python3.11
 VENV := .venv
@@ -12,7 +13,7 @@ export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
 # Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
 export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect
 
-.PHONY: install demo test bench clean
+.PHONY: install demo up down doctor api test bench clean
 
 install: $(STAMP)
 
@@ -33,13 +34,28 @@ demo: install
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/irsflow train --request configs/demo.json
 
+up: install
+	$(BIN)/irsflow up
+
+down:
+	@test -x $(BIN)/irsflow && $(BIN)/irsflow down || true
+
+doctor: install
+	$(BIN)/irsflow doctor
+
+api: install
+	$(BIN)/irsflow api
+
 test: install
+	# the browser test needs Debian's chromium; the script installs it where it can and never fails
+	bash infra/install_chromium.sh
 	$(BIN)/python -m pytest -q tests
 
 bench: install
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_prefect_overhead.py
+	$(BIN)/python benchmarks/bench_reliability.py
 
 clean:
 	rm -rf $(VENV) data

@@ -156,6 +156,14 @@ def deploy_all(env: dict) -> str:
     return out.stdout
 
 
+def spawn_worker(pool: str, env: dict) -> dict:
+    """One `prefect worker start` for ``pool`` (flow-run concurrency as the pool's)."""
+    argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+            "--name", f"irsflow-{pool}-{os.uname().nodename}-{time.time_ns() % 10**8}"]
+    limit = POOLS.get(pool)
+    return _spawn(f"worker-{pool}", argv + (["--limit", str(limit)] if limit else []), env)
+
+
 def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> dict:
     """Start (or reuse) the stack; returns its state (URLs, PIDs)."""
     from prefect import get_client
@@ -183,10 +191,8 @@ def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> di
             ensure_gpu_limit()
         deploy_all(env)
         if workers:
-            for pool, limit in POOLS.items():
-                argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-                        "--name", f"irsflow-{pool}-{os.uname().nodename}-{os.getpid()}"]
-                procs[f"worker-{pool}"] = _spawn(f"worker-{pool}", argv + (["--limit", str(limit)] if limit else []), env)
+            for pool in POOLS:
+                procs[f"worker-{pool}"] = spawn_worker(pool, env)
     except BaseException:
         _stop_all(procs)
         raise
