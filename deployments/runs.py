@@ -5,25 +5,13 @@ Prefect (a Running run whose process is gone blocks a retry and looks alive in t
 """
 from __future__ import annotations
 
-import os
 import socket
 
 from irsflow.errors import InputError
+from irsflow.job import process_alive
 from irsflow.store import JobStore
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def release_dead_run(store: JobStore, force: bool = False) -> str | None:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 from irsflow.config import TrainRequest, parse_request
 from irsflow.dataset import load_questions, questions_hash, resolve_dataset
@@ -72,10 +74,32 @@ def open_or_create(request: TrainRequest | dict | None, job_id: str | None, flow
     return store, TrainRequest.model_validate(store.read_config()["request"])
 
 
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_process(status: dict) -> bool:
+    """A job that says running, on this host, whose process is gone (killed, OOM-killed, power cut)."""
+    return (status.get("state") == "running" and status.get("host") == socket.gethostname()
+            and not process_alive(status.get("pid")))
+
+
 def job_status(job_id: str) -> dict:
-    """The section 4.2 shape, read from status.json (kept current by every phase)."""
+    """The section 4.2 shape, read from status.json (kept current by every phase). A running job
+    whose process died says failed, since nobody else will write that."""
     store = open_job(job_id)
     s = store.read_status()
+    if dead_process(s):
+        s = {**s, "state": "failed",
+             "error": f"the job's process (pid {s.get('pid')}) died; `irsflow rerun {store.job_id}` resumes it"}
     detail = {
         "current_iteration": s.get("current_iteration", 0),
         "total_iterations": s.get("total_iterations"),

@@ -72,3 +72,46 @@ def test_learnable_reward_rises(finished_job):
     store, _ = finished_job
     conc = [r["reward_breakdown"]["conc"] for r in job_metrics(store.job_id) if r["phase"] == "METRICS"]
     assert conc[-1] >= conc[0] + 0.02, conc
+
+
+def test_the_ui_gets_progress_table_chart_and_the_phase_logs(finished_job):
+    """What the Prefect UI shows for the job: artifacts, and flow-run logs telling the same story
+    as train.log."""
+    import os
+    import time
+
+    import httpx
+    from prefect.logging.handlers import APILogHandler
+
+    from tasks.artifacts import artifact_key
+
+    store, _ = finished_job
+    api = os.environ["PREFECT_API_URL"]
+    keys = {what: artifact_key(store.job_id, what) for what in ("progress", "iterations", "trends")}
+    arts = {a["key"]: a for a in httpx.post(f"{api}/artifacts/latest/filter",
+                                            json={"artifacts": {"key": {"any_": list(keys.values())}}}).json()}
+    assert arts[keys["progress"]]["type"] == "progress" and arts[keys["progress"]]["data"] == 100.0
+    table = arts[keys["iterations"]]
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
+    assert table["type"] == "table" and [r["iter"] for r in rows] == [1, 2, 3]
+    assert {"avg_reward", "r_conc", "w_conc", "loss", "generate_s", "score_s", "sft_s"} <= set(rows[0])
+    assert "data:image/png;base64," in arts[keys["trends"]]["data"]
+    assert (store.dir / "charts" / "trends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    APILogHandler().flush()
+    flows = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"like_": store.job_id}}}).json()
+    ids = [f["id"] for f in flows]
+    assert len(ids) == 4  # the job and its three iterations
+    wanted = ["generated 8 x 6 candidates", "iter 3: avg reward", "sft: 8 examples", f"job {store.job_id}: 3 iterations"]
+    deadline = time.time() + 20
+    while True:  # run logs are shipped in the background in batches
+        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": ids}}, "limit": 200}).json()
+        text = "\n".join(entry["message"] for entry in logs)
+        if all(w in text for w in wanted) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert all(w in text for w in wanted), text[-3000:]
+    train_log = (store.dir / "train.log").read_text()
+    assert all(w in train_log for w in wanted)
+    assert not any(line.count(" sft: 8 examples") > 1 for line in train_log.splitlines())
+    assert train_log.count(f"job {store.job_id}: 3 iterations") == 1, "each line once in train.log"

@@ -121,7 +121,11 @@ def test_sigkill_mid_sft_then_rerun_resumes_at_that_sft(prefect_server, tiny_mod
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # a real crash: no handler runs, nothing is marked failed
     proc.wait(30)
-    assert json.loads(status.read_text())["state"] == "running"
+    assert json.loads(status.read_text())["state"] == "running"  # nobody was left to write otherwise
+    st = subprocess.run([sys.executable, "-m", "flows.cli", "status", job_id], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+    reported = json.loads(st.stdout)
+    assert reported["state"] == "failed" and f"irsflow rerun {job_id}" in reported["error"], reported
     assert not (data / "jobs" / f"train_{job_id}" / "checkpoints" / "iter_2").exists()
 
     out = subprocess.run([sys.executable, "-m", "flows.cli", "rerun", job_id], cwd=ROOT, env=env,
