@@ -31,7 +31,7 @@ from irsflow.job import open_job, open_or_create
 from irsflow.phases import finalize, runtime_info
 from irsflow.resume import GENERATING, PHASES, SCORING, TRAINING, forced, outputs_valid, phase_key
 from tasks.artifacts import publish_iterations, start_progress
-from tasks.common import ensure_gpu_limit, job_logs, job_request
+from tasks.common import ensure_gpu_limit, job_request
 from tasks.generate import generate
 from tasks.score import score
 from tasks.sft import sft
@@ -56,14 +56,13 @@ def irs_iteration(job_id: str, iteration: int, from_phase: Phase | None = None, 
     reward history) come from the job dir, so it also runs alone to redo one iteration."""
     store, req = open_job(job_id), job_request(job_id)
     out: dict = {"iteration": iteration, "cached": []}
-    with job_logs(store):
+    with store.log_to_file():
         for phase in PHASES:
-            key = phase_key(store, req, iteration, phase)
-            valid, why = outputs_valid(store, iteration, phase, key)
-            refresh = forced(iteration, phase, from_phase, from_iteration) or not valid
-            if refresh and why not in ("never finished",):
-                log.info("iter %d %s: recomputing (%s)", iteration, phase,
-                         "forced" if forced(iteration, phase, from_phase, from_iteration) else why)
+            valid, why = outputs_valid(store, iteration, phase, phase_key(store, req, iteration, phase))
+            must = forced(iteration, phase, from_phase, from_iteration)
+            refresh = must or not valid
+            if must or (not valid and why != "never finished"):
+                log.info("iter %d %s: recomputing (%s)", iteration, phase, "forced" if must else why)
             state = TASKS[phase].with_options(refresh_cache=refresh)(job_id, iteration, return_state=True)
             result = state.result()  # re-raises the task's failure
             if state.name == "Cached":
@@ -83,7 +82,7 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
     run_id = str(flow_run.get_id() or "")
     store, req = open_or_create(request, job_id, flow_run_id=run_id or None)
     job_id = store.job_id
-    with job_logs(store):
+    with store.log_to_file():
         store.update_status(state="running", flow_run_id=run_id, error=None, traceback=None,
                             runtime=runtime_info(), pid=os.getpid(), host=socket.gethostname())
         log.info("job %s: %d iterations, job dir %s%s", job_id, req.irs_config.n_iterations, store.dir,

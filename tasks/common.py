@@ -3,15 +3,14 @@
 - the ``gpu`` tag concurrency limit (one model resident across every job on a server);
 - ``phase_task``: a task whose result is persisted under the phase's content key (reruns resume),
   that retries transient failures with backoff and fails bad input at once;
-- run logs: the library's ``irsflow.*`` loggers go to the flow-run logs in the UI and to the job's
-  ``train.log``, so both tell the same story.
+- run logs: the library's ``irsflow.*`` loggers go to the flow-run logs in the UI (and, through
+  ``JobStore.log_to_file``, to the job's ``train.log``), so both tell the same story.
 """
 from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from prefect import get_client, task
 from prefect.context import FlowRunContext, TaskRunContext
@@ -23,7 +22,6 @@ from irsflow.config import TrainRequest
 from irsflow.job import open_job
 from irsflow.resume import phase_key
 from irsflow.retry import failure_kind
-from irsflow.store import JobStore
 
 GPU_TAG = "gpu"
 CPU_TAG = "cpu"
@@ -103,10 +101,3 @@ def phase_task(phase: str, tag: str, name: str):
         retry_delay_seconds=exponential_backoff(backoff_factor=float(os.environ.get("IRSFLOW_RETRY_BACKOFF_S", "10"))),
         retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient,
     )
-
-
-@contextmanager
-def job_logs(store: JobStore) -> Iterator[None]:
-    """Mirror library logs into the job's train.log for the duration of a task or flow."""
-    with store.log_to_file():
-        yield

@@ -7,12 +7,12 @@ from irsflow.job import open_job
 from irsflow.phases import run_generate, run_score, run_sft
 from irsflow.resume import GENERATING, SCORING, iteration_inputs, phase_key, record_outputs
 from tasks.artifacts import progress_updater
-from tasks.common import job_logs, job_request
+from tasks.common import job_request
 
 
 def run_phase_task(job_id: str, iteration: int, phase: str) -> dict:
     store, req = open_job(job_id), job_request(job_id)
-    with job_logs(store):
+    with store.log_to_file():
         key = phase_key(store, req, iteration, phase)  # before running: the phase must not change its own inputs
         inputs = iteration_inputs(store, req, iteration)
         progress = progress_updater(store, iteration, phase, req.irs_config.n_iterations)
