@@ -10,6 +10,8 @@
     irsflow up | down                            # the local stack: Prefect server, pools, workers
     irsflow doctor [--repair]                    # limits, leaked GPU slots, servers
     irsflow api [--port 8080]                    # the seed's job API (POST /api/train ...)
+    irsflow codebook list|add|disable|export     # rules from human corrections, injected into prompts
+    irsflow feedback etl|import-corrections      # Langfuse thumbs -> SFT rows, pairs, annotation queue
 
 Jobs run against the Prefect server named by PREFECT_API_URL, else the local stack of `irsflow up`
 when it runs, else Prefect's temporary local server.
@@ -220,12 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("path")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(fn=cmd_build_tiny)
+    from flows.cli_codebook import add_codebook_parser
+
+    add_codebook_parser(sub)
+    from flows.cli_feedback import add_feedback_parser
+
+    add_feedback_parser(sub)
     return p
 
 
 def _default_api_url(command: str) -> None:
     """Without PREFECT_API_URL, talk to the local stack when one runs (so runs show in its UI)."""
-    if os.environ.get("PREFECT_API_URL") or command in ("up", "down", "validate", "rewards", "build-tiny"):
+    if os.environ.get("PREFECT_API_URL") or command in ("up", "down", "validate", "rewards", "build-tiny", "codebook"):
         return
     from deployments.stack import api_url_from_stack
 

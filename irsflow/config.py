@@ -101,6 +101,16 @@ class ScoringConfig(_Strict):
     device: str = "cpu"
 
 
+class CodebookConfig(_Strict):
+    """Rules from reviewed corrections added to matching prompts (irsflow/codebook.py)."""
+
+    enabled: bool = Field(False, description="Inject matching codebook rules into generation prompts.")
+    path: str | None = Field(None, min_length=1, description="SQLite file; default <data dir>/codebook.sqlite.")
+    version: int | None = Field(None, ge=0, description="Pin this codebook version (reproduce a job); latest if unset.")
+    top_k: int = Field(3, ge=1, description="Most rules injected per question.")
+    threshold: float = Field(0.5, ge=0, description="Minimum rule score (cosine + keyword bonus) to inject.")
+
+
 class TrainRequest(_Strict):
     """A training job request. ``stage`` selects the trainer; IRS is the foundation stage."""
 
@@ -116,6 +126,7 @@ class TrainRequest(_Strict):
         description="System turn of every prompt.",
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    codebook: CodebookConfig = Field(default_factory=CodebookConfig)
 
 
 _MESSAGES = {

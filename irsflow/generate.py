@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Mapping
 
 from irsflow.dataset import Question
 from irsflow.models import free_memory, load_model, load_tokenizer, stop_token_ids
@@ -17,10 +18,11 @@ from irsflow.store import ProgressFn, no_progress
 log = logging.getLogger("irsflow.generate")
 
 
-def build_messages(q: Question, top_k: int, system_prompt: str) -> list[dict]:
-    """System turn (instructions + numbered top-k contexts), then the question as the user turn."""
+def build_messages(q: Question, top_k: int, system_prompt: str, extra_system: str = "") -> list[dict]:
+    """System turn (instructions + per-question extra text such as codebook rules + numbered top-k
+    contexts), then the question as the user turn."""
     ctx = q.top_contexts(top_k)
-    system = system_prompt
+    system = system_prompt + extra_system
     if ctx:
         system += "\n\nContext:\n" + "\n".join(f"[{i}] {c}" for i, c in enumerate(ctx, 1))
     return [{"role": "system", "content": system}, {"role": "user", "content": q.question}]
@@ -79,8 +81,11 @@ def generate_candidates(
     model_path: str, adapter: str | None, questions: list[Question], *, n_candidates: int,
     max_new_tokens: int, sampling, seed: int, iteration: int, gen_batch_size: int, top_k: int,
     system_prompt: str, load_in_4bit: bool = False, progress: ProgressFn = no_progress,
+    extra_system: Mapping[str, str] | None = None,
 ) -> tuple[list[dict], dict]:
-    """Returns (one row per question, phase stats incl. memory after release)."""
+    """Returns (one row per question, phase stats incl. memory after release). ``extra_system``:
+    question id -> text appended to that question's system prompt (codebook rules)."""
+    extra_system = extra_system or {}
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(model_path, padding_side="left")
     model = load_model(model_path, adapter=adapter, load_in_4bit=load_in_4bit)
@@ -90,7 +95,7 @@ def generate_candidates(
     try:
         for b, start in enumerate(range(0, len(questions), gen_batch_size)):
             chunk = questions[start:start + gen_batch_size]
-            prompts = [build_messages(q, top_k, system_prompt) for q in chunk]
+            prompts = [build_messages(q, top_k, system_prompt, extra_system.get(q.id, "")) for q in chunk]
             s = batch_seed(seed, iteration, b)
             samples = sample_batch(model, tokenizer, prompts, n_candidates, max_new_tokens, sampling, s)
             settings = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,

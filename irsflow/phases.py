@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from irsflow.codebook_retrieval import select_for_questions
 from irsflow.config import TrainRequest
 from irsflow.dataset import load_questions
 from irsflow.generate import generate_candidates
@@ -59,18 +60,25 @@ def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: st
     report = phase_reporter(store, iteration, "GENERATING", progress)
     report(0)
     questions = load_questions(req.dataset, req.n_questions)
+    # one codebook snapshot for the whole phase: every row records the version and hash it used
+    rules = None
+    if req.codebook.enabled:
+        rules = select_for_questions(req.codebook, load_similarity(req.scoring), questions)
 
     def attempt(batch: int):
         return generate_candidates(
             resolve_model(req.model_id), adapter, questions, n_candidates=cfg.n_candidates,
             max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling, seed=req.seed, iteration=iteration,
             gen_batch_size=batch, top_k=req.top_k, system_prompt=req.system_prompt,
-            load_in_4bit=cfg.load_in_4bit, progress=report)
+            load_in_4bit=cfg.load_in_4bit, progress=report, extra_system=rules.extra_system if rules else None)
 
     rows, stats = halve_on_oom(
         attempt, cfg.gen_batch_size, "irs_config.gen_batch_size",
         f"generate (n_candidates={cfg.n_candidates}, max_new_tokens={cfg.max_new_tokens})")
     stats["gen_batch_size"] = rows[0]["sampling"].get("gen_batch_size") if rows else cfg.gen_batch_size
+    if rules is not None:
+        for row in rows:
+            row["codebook"] = rules.record(row["id"])
     path = store.phase_dir(iteration) / "candidates.jsonl"
     write_jsonl(path, rows)
     store.update_status(runtime=runtime_info(stats["mem_after_release"]))

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from irsflow.codebook_retrieval import key_parts as codebook_key_parts
 from irsflow.config import TrainRequest
 from irsflow.errors import InputError
 from irsflow.store import JobStore, atomic_write_json, hash_path, utc_now
@@ -93,6 +94,8 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
                      system_prompt=req.system_prompt, n_candidates=cfg.n_candidates,
                      max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling.model_dump(),
                      gen_batch_size=cfg.gen_batch_size, load_in_4bit=cfg.load_in_4bit)
+        if req.codebook.enabled:  # only then: keys of jobs without a codebook stay as they were
+            parts.update(codebook=codebook_key_parts(req.codebook, req.scoring))
     elif phase == SCORING:
         parts.update(candidates=_hash_or_missing(d / "candidates.jsonl"), weights=inputs.weights,
                      history=inputs.history, scoring=req.scoring.model_dump(), dw=cfg.dw_config.model_dump())

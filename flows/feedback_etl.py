@@ -1,0 +1,55 @@
+"""The feedback ETL as a Prefect flow (a deployment on the cpu pool, and a subflow of the weekly round).
+
+    Langfuse thumbs -> <data dir>/feedback/<run id>/ : SFT rows (messages, ShareGPT, Alpaca),
+    preference pairs, annotation queue + Label Studio tasks, golden rows from corrections, manifest
+
+Run it:  irsflow feedback etl [--label-studio-export export.json]
+         prefect deployment run feedback-etl/feedback-etl
+Keys: LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY, or Prefect Secret blocks langfuse-public-key /
+langfuse-secret-key. The run id is derived from the flow run, so a retried run resumes the same run.
+"""
+from __future__ import annotations
+
+import logging
+
+from prefect import flow, get_client
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from irsflow.feedback.etl import FeedbackSettings
+from tasks.feedback import extract_transform
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Langfuse request drowns the run log
+
+
+def _run_id() -> str:
+    run_id = flow_run.get_id()
+    if not run_id:
+        from irsflow.store import new_job_id
+
+        return new_job_id()
+    with get_client(sync_client=True) as client:
+        created = client.read_flow_run(run_id).created  # stable across retries, unlike the start time
+    return f"{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+
+
+def summary_markdown(m: dict) -> str:
+    lines = [f"### Feedback ETL `{m['run_id']}`", "",
+             f"window {m['window'][0] or 'beginning'} .. {m['window'][1]}; "
+             f"{m['counts'].get('records', 0)} feedback records, {m['counts'].get('corrections', 0)} corrections"
+             + ("" if m.get("written", True) else " (nothing new: no files written)"), "",
+             "| file | rows | sha256 |", "|---|---|---|"]
+    lines += [f"| {name} | {f['rows']} | `{f['sha256'][:12]}` |" for name, f in m["files"].items()]
+    if m["skipped"]:
+        lines += ["", "| skipped because | rows |", "|---|---|"] + [f"| {k} | {v} |" for k, v in m["skipped"].items()]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="feedback-etl", log_prints=False)
+def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_export: str | None = None) -> dict:
+    """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark."""
+    manifest = extract_transform(settings, _run_id(), label_studio_export)
+    create_markdown_artifact(markdown=summary_markdown(manifest), key="feedback-etl-summary",
+                             description="what the last feedback ETL run extracted and wrote")
+    return {k: manifest[k] for k in ("run_id", "window", "counts", "skipped", "written")} | {
+        "files": {k: v["rows"] for k, v in manifest["files"].items()}}

@@ -1,0 +1,36 @@
+"""CPU task: one feedback ETL run (Langfuse -> training data), keys fetched inside the task so they
+never become a parameter, a log line or an artifact."""
+from __future__ import annotations
+
+import os
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from irsflow.feedback.etl import FeedbackSettings, run_etl
+from tasks.common import CPU_TAG, retry_if_transient
+
+SECRET_BLOCKS = {"LANGFUSE_PUBLIC_KEY": "langfuse-public-key", "LANGFUSE_SECRET_KEY": "langfuse-secret-key"}
+
+
+def secret(env: str, block: str) -> str | None:
+    """From the environment, else the Prefect Secret block of that name (None if neither)."""
+    if os.environ.get(env):
+        return os.environ[env]
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(block).get()
+    except ValueError:  # no such block
+        return None
+
+
+def langfuse_keys() -> tuple[str, str] | None:
+    pk, sk = (secret(env, block) for env, block in SECRET_BLOCKS.items())
+    return (pk, sk) if pk and sk else None  # None: LangfuseSettings says which one is missing
+
+
+@task(name="extract-transform", tags=[CPU_TAG], retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10),
+      retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+def extract_transform(settings: FeedbackSettings, run_id: str, label_studio_export: str | None = None) -> dict:
+    return run_etl(settings, run_id, keys=langfuse_keys(), label_studio_export=label_studio_export)
