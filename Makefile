@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_prefect_overhead.py
 	$(BIN)/python benchmarks/bench_reliability.py
+	$(BIN)/python benchmarks/bench_feedback_extract.py
 
 clean:
 	rm -rf $(VENV) data

@@ -9,12 +9,15 @@
 
 Every row carries its provenance (``trace_id``; pairs carry both sides' ids). Rows are written
 as they come, so memory does not grow with the number of traces; a preference pair needs the
-other half of its prompt, found through an index of prompt key -> file offset, not kept in memory.
+other half of its prompt, found through an on-disk index (SQLite, bounded cache) of prompt key ->
+file offset, not kept in memory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import IO
@@ -78,6 +81,29 @@ class JsonArraySink(JsonlSink):
         return super().close()
 
 
+class PromptIndex:
+    """prompt key -> offsets of its first up row and first down row, on disk (memory stays flat)."""
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="irsflow-pairs-")
+        self.db = sqlite3.connect(f"{self._dir.name}/index.sqlite")
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-2048;"
+                              "CREATE TABLE idx (key TEXT PRIMARY KEY, up INTEGER, down INTEGER, paired INTEGER)")
+
+    def add(self, key: str, label: str, offset: int) -> tuple[int, int] | None:
+        """Record the first offset per side; returns (up, down) the first time both sides exist."""
+        row = self.db.execute("SELECT up, down, paired FROM idx WHERE key = ?", (key,)).fetchone()
+        up, down, paired = row or (None, None, 0)
+        up, down = (offset if label == "up" and up is None else up), (offset if label == "down" and down is None else down)
+        ready = up is not None and down is not None and not paired
+        self.db.execute("INSERT OR REPLACE INTO idx VALUES (?, ?, ?, ?)", (key, up, down, int(paired or ready)))
+        return (up, down) if ready else None
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+
 class RunOutputs:
     """Route extracted feedback records into the run's files; count what was skipped and why."""
 
@@ -86,9 +112,7 @@ class RunOutputs:
         self.sinks = {name: (JsonArraySink if name.endswith(".json") else JsonlSink)(folder / name) for name in FILES}
         self.counts: Counter = Counter(records=0, corrections=0)
         self.skipped: Counter = Counter()
-        self._up: dict[str, int] = {}    # prompt key -> offset in sft.messages.jsonl
-        self._down: dict[str, int] = {}  # prompt key -> offset in annotation_queue.jsonl
-        self._paired: set[str] = set()
+        self.index = PromptIndex()  # offsets into sft.messages.jsonl (up) / annotation_queue.jsonl (down)
 
     def add(self, record: dict) -> None:
         """One record from the extractor: ``trace_id``, ``score_id``, ``label`` up/down/None, ``trace``."""
@@ -109,16 +133,14 @@ class RunOutputs:
             offset = self.sinks["sft.messages.jsonl"].write({"messages": msgs, **meta})
             self.sinks["sft.sharegpt.jsonl"].write(sharegpt_row(msgs, **meta))
             self.sinks["sft.alpaca.jsonl"].write(alpaca_row(msgs, **meta))
-            self._up.setdefault(key, offset)
         else:
             row = {"messages": msgs, **meta, "comment": record.get("comment")}
             offset = self.sinks["annotation_queue.jsonl"].write(row)
             self.sinks["label_studio_tasks.json"].write(ls_task(row))
-            self._down.setdefault(key, offset)
-        if key in self._up and key in self._down and key not in self._paired:
-            self._paired.add(key)
-            up = self.sinks["sft.messages.jsonl"].read_at(self._up[key])
-            down = self.sinks["annotation_queue.jsonl"].read_at(self._down[key])
+        both = self.index.add(key, record["label"], offset)
+        if both:
+            up = self.sinks["sft.messages.jsonl"].read_at(both[0])
+            down = self.sinks["annotation_queue.jsonl"].read_at(both[1])
             self.sinks["pairs.jsonl"].write({"prompt": up["messages"][:-1], "chosen": up["messages"][-1]["content"],
                                              "rejected": down["messages"][-1]["content"], "source": "thumbs",
                                              "chosen_trace_id": up["trace_id"], "rejected_trace_id": down["trace_id"]})
@@ -134,4 +156,5 @@ class RunOutputs:
             self.skipped[f"label studio: {reason}"] += n
 
     def close(self) -> dict:
+        self.index.close()
         return {name: sink.close() for name, sink in self.sinks.items()}
