@@ -12,6 +12,7 @@ crash between rename and watermark is healed at the next start from the manifest
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from datetime import datetime, timezone
@@ -83,8 +84,6 @@ def _heal_uncommitted() -> ExtractState:
 
 
 def read_manifest(run_dir: Path) -> dict:
-    import json
-
     return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
 
 
