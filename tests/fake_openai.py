@@ -1,0 +1,126 @@
+"""A scriptable OpenAI-compatible chat server on 127.0.0.1 for tests and benchmarks.
+
+    with FakeOpenAI(api_key="sk-test") as srv:          # srv.base_url -> "http://127.0.0.1:PORT/v1"
+        srv.script([{"kind": "blank"}, {"kind": "status", "status": 429, "retry_after": "1"}])
+        srv.default = {"kind": "ok", "delay": 0.2}
+        ...                                              # srv.count, srv.requests, srv.times
+
+``POST /v1/chat/completions`` answers in the real response shape (id, object, created, model,
+choices[].message, finish_reason, usage). Scripted actions are used first-in first-out, then
+``default``. Kinds: ok (valid judgement JSON), blank (empty content), invalid (not JSON),
+schema (JSON missing fields), status (an error status with an OpenAI error body; optional
+retry_after header). Any action may carry ``delay`` seconds. A wrong Bearer key gets 401.
+``GET /stats`` returns {"count": n}. ``python tests/fake_openai.py KEY DELAY`` serves in its own
+process and prints its base URL (the benchmark does this so the server's CPU is not the client's).
+Token usage is counted as UTF-8 bytes // 4, below the client's bytes-per-token cost bound.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _judgement(score: float) -> str:
+    return json.dumps({"teacher_score": score, "safety_flag": score < 0.3, "comment": "fake judgement",
+                       "best_answer": None})
+
+
+class FakeOpenAI:
+    def __init__(self, api_key: str = "sk-fake", default: dict | None = None):
+        self.api_key = api_key
+        self.default = default or {"kind": "ok"}
+        self._script: deque[dict] = deque()
+        self._lock = threading.Lock()
+        self.requests: list[dict] = []  # request bodies, in arrival order
+        self.times: list[float] = []  # time.monotonic() of each arrival
+        self.statuses: list[int] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's pool expects
+            # headers and body go out in two writes: with Nagle on, the body waits for the client's
+            # delayed ACK (~40 ms per request), which real servers do not add
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):  # request count, for a client in another process (the benchmark)
+                if self.path == "/stats":
+                    return self._send(200, {"count": fake.count})
+                self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                    return self._send(401, {"error": {"message": "bad key", "type": "authentication_error"}})
+                req = json.loads(body)
+                with fake._lock:
+                    fake.requests.append(req)
+                    fake.times.append(time.monotonic())
+                    action = fake._script.popleft() if fake._script else dict(fake.default)
+                if action.get("delay"):
+                    time.sleep(action["delay"])
+                kind = action.get("kind", "ok")
+                if kind == "status":
+                    headers = {"Retry-After": str(action["retry_after"])} if "retry_after" in action else {}
+                    return self._send(action["status"], {"error": {"message": f"scripted {action['status']}",
+                                                                   "type": "server_error"}}, headers)
+                content = {"ok": _judgement(action.get("score", 0.75)), "blank": "", "invalid": "{not json",
+                           "schema": json.dumps({"teacher_score": 2, "comment": 1})}[kind]
+                prompt_bytes = sum(len(m["content"].encode()) for m in req["messages"])
+                usage = {"prompt_tokens": prompt_bytes // 4, "completion_tokens": len(content.encode()) // 4 + 1}
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                self._send(200, {
+                    "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": int(time.time()),
+                    "model": req["model"], "system_fingerprint": "fp_fake",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "logprobs": None, "finish_reason": "stop"}],
+                    "usage": usage})
+
+            def _send(self, status: int, obj: dict, headers: dict | None = None):
+                data = json.dumps(obj).encode()
+                with fake._lock:
+                    fake.statuses.append(status)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def count(self) -> int:
+        """Chat requests that passed the key check."""
+        return len(self.requests)
+
+    def script(self, actions: list[dict]) -> None:
+        with self._lock:
+            self._script.extend(actions)
+
+    def __enter__(self) -> "FakeOpenAI":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    with FakeOpenAI(api_key=sys.argv[1], default={"kind": "ok", "delay": float(sys.argv[2])}) as srv:
+        print(srv.base_url, flush=True)
+        threading.Event().wait()
