@@ -18,7 +18,6 @@ import json
 import sys
 
 from irsflow.codebook import Codebook, Rule
-from irsflow.errors import InputError
 
 
 def _open(args, create: bool = False) -> Codebook:
@@ -144,14 +143,10 @@ def add_codebook_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="irsflow")
-    add_codebook_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["codebook", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.fn(args)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """``python -m flows.cli_codebook ARGS`` = ``irsflow codebook ARGS`` (same parser, same exit codes)."""
+    from flows.cli import main as irsflow_main
+
+    return irsflow_main(["codebook", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,11 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+try:
+    from tests.http_reply import send_json
+except ImportError:  # run as a script (python tests/fake_*.py): tests/ itself is on sys.path
+    from http_reply import send_json
+
 SCORES, TRACES, TRACE = "/api/public/v2/scores", "/api/public/traces", "/api/public/traces/{id}"
 
 
@@ -251,13 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
         with lf._lock:  # counted before the client can see the answer
             lf.counts[path] += 1
             lf.log.append((self._arrived, path, status, urlsplit(self.path).query))
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, data, headers)
 
     def do_GET(self) -> None:
         self._arrived = time.time()

@@ -22,6 +22,11 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+try:
+    from tests.http_reply import send_json
+except ImportError:  # run as a script (python tests/fake_*.py): tests/ itself is on sys.path
+    from http_reply import send_json
+
 
 def _judgement(score: float) -> str:
     return json.dumps({"teacher_score": score, "safety_flag": score < 0.3, "comment": "fake judgement",
@@ -87,13 +92,7 @@ class FakeOpenAI:
                 data = json.dumps(obj).encode()
                 with fake._lock:
                     fake.statuses.append(status)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, data, headers)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
