@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.cli_feedback import add_feedback_parser
 
     add_feedback_parser(sub)
+    from flows.cli_teacher import add_teacher_parsers
+
+    add_teacher_parsers(sub)
     return p
 
 

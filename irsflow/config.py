@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from irsflow.errors import ConfigError
+from irsflow.teacher.client import TeacherConfig
 
 EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
 DEMO_DATASET = "builtin:demo"
@@ -49,6 +50,12 @@ class DWConfig(_Strict):
         unknown = sorted(set(value) - set(known_rewards()))
         if unknown:
             raise ValueError(f"unknown reward {unknown[0]!r} (known: {', '.join(known_rewards())})")
+        from irsflow.rewards import is_penalty
+
+        penalties = [k for k in value if is_penalty(k)]
+        if penalties:
+            raise ValueError(f"{penalties[0]!r} is a penalty (higher is worse): use it in scoring.fusion "
+                             "with a negative weight, or use the fused reward 'rlaif'")
         bad = [k for k, w in value.items() if not (w >= 0)]
         if bad:
             raise ValueError(f"weight of {bad[0]!r} must be >= 0")
@@ -89,6 +96,31 @@ class IRSConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
+class FusionConfig(_Strict):
+    """The ``rlaif`` reward: a linear formula over other rewards (seed 001), and when the teacher
+    and the rules disagree enough for an item to go to ``teacher_conflicts.jsonl``."""
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"chain": 0.35, "emergency": 0.25, "risk": -0.15, "teacher": 0.25},
+        description="Reward name -> weight; penalties (risk) take negative weights.")
+    conflict_threshold: float = Field(0.4, gt=0, le=1, description="|teacher_score - rules_score| above this is a conflict.")
+
+    @field_validator("weights")
+    @classmethod
+    def _formula(cls, value: dict[str, float]) -> dict[str, float]:
+        from irsflow.rewards import is_penalty, known_rewards
+
+        unknown = sorted(set(value) - set(known_rewards()) | ({"rlaif"} & set(value)))
+        if unknown:
+            raise ValueError(f"unknown or recursive reward {unknown[0]!r} (known: {', '.join(known_rewards())})")
+        for k, w in value.items():
+            if is_penalty(k) and w > 0:
+                raise ValueError(f"{k!r} is a penalty: its weight must be <= 0")
+        if sum(w for w in value.values() if w > 0) <= 0:
+            raise ValueError("needs at least one positive weight")
+        return value
+
+
 class ScoringConfig(_Strict):
     """How the DW-GRPO rewards are computed (seed 000 section 3.1)."""
 
@@ -99,6 +131,20 @@ class ScoringConfig(_Strict):
     reranker_path: str | None = Field(None, description="Cross-encoder folder for `rel`; cosine if unset.")
     faith: Literal["embedding", "bertscore"] = "embedding"
     device: str = "cpu"
+    rules: str = Field("builtin:default", min_length=1,
+                       description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.")
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_load(cls, value: str) -> str:
+        from irsflow.rewards.rules import load_rules
+
+        try:
+            load_rules(value)
+        except ConfigError as err:  # re-raised by pydantic with the field path
+            raise ValueError(str(err).removeprefix("scoring.rules: ")) from None
+        return value
 
 
 class CodebookConfig(_Strict):
@@ -127,6 +173,14 @@ class TrainRequest(_Strict):
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     codebook: CodebookConfig = Field(default_factory=CodebookConfig)
+    teacher: TeacherConfig | None = Field(
+        None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block.")
+
+    @model_validator(mode="after")
+    def _teacher_configured(self):
+        if "teacher" in self.irs_config.dw_config.initial_weights and self.teacher is None:
+            raise ValueError("irs_config.dw_config.initial_weights: reward 'teacher' needs a `teacher` block")
+        return self
 
 
 _MESSAGES = {
@@ -151,7 +205,8 @@ def format_validation_error(err: ValidationError) -> str:
         else:
             msg = e["msg"]
             msg = msg.removeprefix("Value error, ")
-        lines.append(f"{path}: {msg}")
+        # a whole-request check names its own field path in the message
+        lines.append(msg if path == "<request>" and ": " in msg else f"{path}: {msg}")
     return "\n".join(lines)
 
 

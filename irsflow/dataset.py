@@ -1,4 +1,6 @@
 """Question sets: JSONL rows ``{"id"?, "question", "contexts"?: [str], "reference"?, "meta"?}``.
+Shipped: ``builtin:demo`` (IRS demo), ``builtin:gold`` and ``builtin:redteam`` (seed 001 teacher
+quality checks and RL prompt mixing; medical questions with reference answers).
 
     from irsflow.dataset import load_questions
     qs = load_questions("builtin:demo", limit=16)
@@ -38,7 +40,9 @@ def resolve_dataset(spec: str) -> Path:
         name = spec.split(":", 1)[1]
         path = Path(str(resources.files("irsflow") / "data" / f"{name}_questions.jsonl"))
         if not path.is_file():
-            raise DatasetError(f"dataset: unknown builtin question set {name!r} (known: demo)")
+            known = sorted(p.name.removesuffix("_questions.jsonl")
+                           for p in Path(str(resources.files("irsflow") / "data")).glob("*_questions.jsonl"))
+            raise DatasetError(f"dataset: unknown builtin question set {name!r} (known: {', '.join(known)})")
         return path
     path = Path(spec).expanduser()
     if not path.is_file():

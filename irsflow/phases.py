@@ -88,14 +88,18 @@ def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: st
 
 
 def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[str, float],
-              history: list[dict], progress: ProgressFn | None = None) -> dict:
+              history: list[dict], progress: ProgressFn | None = None, teacher_api_key: str | None = None) -> dict:
     """Score with ``weights``, pick the best, then update the weights from ``history`` + this
-    iteration's means. Returns the means, the weights used and the next weights."""
+    iteration's means. Returns the means, the weights used and the next weights. With a teacher
+    configured, its calls are cached and billed to ``<job>/teacher_usage.csv``, and teacher/rules
+    disagreements of the ``rlaif`` reward go to ``phases/iter_n/teacher_conflicts.jsonl``."""
     t0 = time.perf_counter()
     report = phase_reporter(store, iteration, "SCORING", progress)
     report(0)
     rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
     env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
+    if req.teacher is not None:
+        env.extras.update(teacher=req.teacher.with_key(teacher_api_key), teacher_usage_path=store.dir / "teacher_usage.csv")
     rewards = build_rewards(list(weights), env)
     scored = [{"question": r["question"], "context": r["context"], "reference": r.get("reference"),
                "candidates": [c["text"] for c in r["candidates"]]} for r in rows]
@@ -126,6 +130,10 @@ def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[
         "weights": dict(weights), "next_weights": explain["weights_after"], "slopes": explain["slopes"],
         "weights_updated": explain["updated"], "scorer": env.similarity.kind,
     }
+    conflicts = [dict(c, iter=iteration) for r in rewards.values() for c in getattr(r, "conflicts", [])]
+    if any(hasattr(r, "conflicts") for r in rewards.values()):
+        write_jsonl(store.phase_dir(iteration) / "teacher_conflicts.jsonl", conflicts)
+        summary["teacher_conflicts"] = len(conflicts)
     store.replace_samples(iteration, samples)  # a forced re-score replaces, never duplicates
     atomic_write_json(score_summary_path(store, iteration), summary)
     store.metric(iteration, "METRICS", **summary)

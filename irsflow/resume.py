@@ -99,6 +99,10 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
     elif phase == SCORING:
         parts.update(candidates=_hash_or_missing(d / "candidates.jsonl"), weights=inputs.weights,
                      history=inputs.history, scoring=req.scoring.model_dump(), dw=cfg.dw_config.model_dump())
+        if req.scoring.rules != "builtin:default":  # the file's content, not just its name
+            parts.update(rules_sha256=hash_path(Path(req.scoring.rules).expanduser()))
+        if req.teacher is not None:
+            parts.update(teacher=req.teacher.model_dump(mode="json"))
     else:
         parts.update(model=req.model_id, adapter=adapter_hash, candidates=_hash_or_missing(d / "candidates.jsonl"),
                      scores=_hash_or_missing(d / "scores.jsonl"), learning_rate=cfg.learning_rate,

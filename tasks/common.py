@@ -101,3 +101,29 @@ def phase_task(phase: str, tag: str, name: str):
         retry_delay_seconds=exponential_backoff(backoff_factor=float(os.environ.get("IRSFLOW_RETRY_BACKOFF_S", "10"))),
         retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient,
     )
+
+
+def secret(env: str, block: str) -> str | None:
+    """From the environment, else the Prefect Secret block of that name (None if neither)."""
+    if os.environ.get(env):
+        return os.environ[env]
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(block).get()
+    except ValueError:  # no such block
+        return None
+
+
+TEACHER_KEY_BLOCK = "teacher-api-key"
+
+
+def teacher_key() -> str | None:
+    """The teacher's API key: $IRSFLOW_TEACHER_API_KEY, $DEEPSEEK_API_KEY, else the Secret block
+    ``teacher-api-key``; fetched inside the task so it is never a parameter or a log line."""
+    from irsflow.teacher.client import KEY_ENV
+
+    for env in KEY_ENV:
+        if os.environ.get(env):
+            return os.environ[env]
+    return secret(KEY_ENV[-1], TEACHER_KEY_BLOCK)

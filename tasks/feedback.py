@@ -2,27 +2,13 @@
 never become a parameter, a log line or an artifact."""
 from __future__ import annotations
 
-import os
-
 from prefect import task
 from prefect.tasks import exponential_backoff
 
 from irsflow.feedback.etl import FeedbackSettings, run_etl
-from tasks.common import CPU_TAG, retry_if_transient
+from tasks.common import CPU_TAG, retry_if_transient, secret
 
 SECRET_BLOCKS = {"LANGFUSE_PUBLIC_KEY": "langfuse-public-key", "LANGFUSE_SECRET_KEY": "langfuse-secret-key"}
-
-
-def secret(env: str, block: str) -> str | None:
-    """From the environment, else the Prefect Secret block of that name (None if neither)."""
-    if os.environ.get(env):
-        return os.environ[env]
-    from prefect.blocks.system import Secret
-
-    try:
-        return Secret.load(block).get()
-    except ValueError:  # no such block
-        return None
 
 
 def langfuse_keys() -> tuple[str, str] | None:

@@ -7,7 +7,7 @@ from irsflow.job import open_job
 from irsflow.phases import run_generate, run_score, run_sft
 from irsflow.resume import GENERATING, SCORING, iteration_inputs, phase_key, record_outputs
 from tasks.artifacts import progress_updater
-from tasks.common import job_request
+from tasks.common import job_request, teacher_key
 
 
 def run_phase_task(job_id: str, iteration: int, phase: str) -> dict:
@@ -19,7 +19,9 @@ def run_phase_task(job_id: str, iteration: int, phase: str) -> dict:
         if phase == GENERATING:
             out = run_generate(store, req, iteration, inputs.adapter, progress=progress)
         elif phase == SCORING:
-            out = run_score(store, req, iteration, inputs.weights, inputs.history, progress=progress)
+            key_ = teacher_key() if req.teacher is not None else None
+            out = run_score(store, req, iteration, inputs.weights, inputs.history, progress=progress,
+                            teacher_api_key=key_)
         else:
             out = run_sft(store, req, iteration, inputs.adapter, progress=progress)
         record_outputs(store, iteration, phase, key)

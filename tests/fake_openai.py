@@ -9,7 +9,9 @@
 choices[].message, finish_reason, usage). Scripted actions are used first-in first-out, then
 ``default``. Kinds: ok (valid judgement JSON), blank (empty content), invalid (not JSON),
 schema (JSON missing fields), status (an error status with an OpenAI error body; optional
-retry_after header). Any action may carry ``delay`` seconds. A wrong Bearer key gets 401.
+retry_after header). An ok action may set score, safety_flag, comment, best_answer; any action
+may carry ``delay`` seconds. Scripted actions go first; then ``srv.route = f`` answers with ``f(request body)`` where it returns
+an action (per-item replies whatever the arrival order). A wrong Bearer key gets 401.
 ``GET /stats`` returns {"count": n}. ``python tests/fake_openai.py KEY DELAY`` serves in its own
 process and prints its base URL (the benchmark does this so the server's CPU is not the client's).
 Token usage is counted as UTF-8 bytes // 4, below the client's bytes-per-token cost bound.
@@ -28,9 +30,10 @@ except ImportError:  # run as a script (python tests/fake_*.py): tests/ itself i
     from http_reply import send_json
 
 
-def _judgement(score: float) -> str:
-    return json.dumps({"teacher_score": score, "safety_flag": score < 0.3, "comment": "fake judgement",
-                       "best_answer": None})
+def _judgement(action: dict) -> str:
+    score = action.get("score", 0.75)
+    return json.dumps({"teacher_score": score, "safety_flag": action.get("safety_flag", score < 0.3),
+                       "comment": action.get("comment", "fake judgement"), "best_answer": action.get("best_answer")})
 
 
 class FakeOpenAI:
@@ -42,6 +45,8 @@ class FakeOpenAI:
         self.requests: list[dict] = []  # request bodies, in arrival order
         self.times: list[float] = []  # time.monotonic() of each arrival
         self.statuses: list[int] = []
+        # route(request body) -> action or None: per-item replies independent of arrival order
+        self.route = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -68,7 +73,10 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append(req)
                     fake.times.append(time.monotonic())
-                    action = fake._script.popleft() if fake._script else dict(fake.default)
+                    if fake._script:  # scripted actions first, then the route, then the default
+                        action = fake._script.popleft()
+                    else:
+                        action = (fake.route(req) if fake.route else None) or dict(fake.default)
                 if action.get("delay"):
                     time.sleep(action["delay"])
                 kind = action.get("kind", "ok")
@@ -76,7 +84,7 @@ class FakeOpenAI:
                     headers = {"Retry-After": str(action["retry_after"])} if "retry_after" in action else {}
                     return self._send(action["status"], {"error": {"message": f"scripted {action['status']}",
                                                                    "type": "server_error"}}, headers)
-                content = {"ok": _judgement(action.get("score", 0.75)), "blank": "", "invalid": "{not json",
+                content = {"ok": _judgement(action), "blank": "", "invalid": "{not json",
                            "schema": json.dumps({"teacher_score": 2, "comment": 1})}[kind]
                 prompt_bytes = sum(len(m["content"].encode()) for m in req["messages"])
                 usage = {"prompt_tokens": prompt_bytes // 4, "completion_tokens": len(content.encode()) // 4 + 1}

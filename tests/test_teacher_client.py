@@ -146,7 +146,7 @@ def test_key_never_in_files_logs_or_errors(srv, tmp_path, caplog):
 
 
 def test_config_and_input_errors(srv, tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="teacher.prices"):  # pydantic wraps it in a ValidationError
+    with pytest.raises(ValueError, match="prices: no price"):  # pydantic wraps it in a ValidationError
         TeacherSettings(model="other-model", budget_usd=1.0)
     with pytest.raises(ValueError, match="concurrency"):
         TeacherSettings(concurrency=0)

@@ -56,12 +56,18 @@ def register_reward(name: str, factory: RewardFactory) -> None:
     _REGISTRY[name] = factory
 
 
+def is_penalty(name: str) -> bool:
+    """A penalty (higher is worse, e.g. ``risk``) may only enter a fusion with a negative weight."""
+    known_rewards()
+    return bool(getattr(_REGISTRY.get(name), "penalty", False))
+
+
 def _entry_point_factories() -> dict[str, RewardFactory]:
     return {ep.name: ep for ep in entry_points(group="irsflow.rewards")}  # loaded lazily
 
 
 def known_rewards() -> list[str]:
-    from irsflow.rewards import text  # noqa: F401  (registers the built-ins)
+    from irsflow.rewards import fusion, rules, text  # noqa: F401  (registers the built-ins)
 
     return sorted(set(_REGISTRY) | set(_entry_point_factories()))
 

@@ -59,12 +59,14 @@ class JudgementCache:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
 
-    def export_jsonl(self, path: Path) -> int:
+    def export_jsonl(self, path: Path, keys: set[str] | None = None) -> int:
         """Write every cached judgement as ``teacher_judgements.jsonl`` (seed 001 section 3.1): one
         line per judgement with id, prompt, answer, teacher_score, safety_flag, comment, best_answer
-        and the model/template version that produced it. Returns the number of lines."""
+        and the model/template version that produced it; only ``keys`` if given. Returns the number of lines."""
         rows = [self._row(r) for r in self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM judgements ORDER BY created_at, key")]
+        if keys is not None:
+            rows = [r for r in rows if r["key"] in keys]
         out = [{"id": r["item_id"], "prompt": r["prompt"], "answer": r["answer"], "context": r["context"],
                 **r["reply"], "model": r["model"], "template_version": r["template_version"],
                 "key": r["key"], "created_at": r["created_at"]} for r in rows]

@@ -53,12 +53,12 @@ def _key_from_env() -> SecretStr | None:
     return None
 
 
-class TeacherSettings(BaseModel):
-    """Everything the teacher client needs; defaults live here and nowhere else."""
+class TeacherConfig(BaseModel):
+    """The teacher block of a request or flow run: everything but the key, so it can be stored,
+    logged and shown in the UI. Defaults live here and nowhere else."""
     model_config = _STRICT
     base_url: str = Field("https://api.deepseek.com", description="any OpenAI-compatible endpoint")
     model: str = Field("deepseek-flash", description="model names change (deepseek-chat was retired): keep in config")
-    api_key: SecretStr | None = Field(default_factory=_key_from_env, description=f"from ${' or $'.join(KEY_ENV)}")
     template_id: str = "judge"
     template_version: str = "v1"
     concurrency: int = Field(16, ge=1, le=512)
@@ -78,11 +78,22 @@ class TeacherSettings(BaseModel):
     @model_validator(mode="after")
     def _price_needed_for_budget(self):
         if self.budget_usd is not None and self.model not in self.prices:
-            raise ConfigError(f"teacher.prices: no price for model {self.model!r}, needed by teacher.budget_usd")
+            raise ValueError(f"prices: no price for model {self.model!r}, needed by budget_usd")
         return self
 
     def resolved_cache_path(self) -> Path:
         return self.cache_path or data_dir() / "teacher" / "cache.sqlite"
+
+    def with_key(self, api_key: str | SecretStr | None = None) -> "TeacherSettings":
+        """Settings for a run: ``api_key`` if given, else the environment (``KEY_ENV``)."""
+        key = api_key if api_key is not None else _key_from_env()
+        return TeacherSettings(**{f: getattr(self, f) for f in TeacherConfig.model_fields}, api_key=key)
+
+
+class TeacherSettings(TeacherConfig):
+    """A :class:`TeacherConfig` plus the API key (a ``SecretStr``: masked in repr and dumps)."""
+    api_key: Annotated[SecretStr | None, Field(strict=False)] = Field(
+        default_factory=_key_from_env, description=f"from ${' or $'.join(KEY_ENV)}", exclude=True)
 
 
 class TeacherReply(BaseModel):
@@ -96,7 +107,7 @@ class TeacherReply(BaseModel):
 
 class Judgement(BaseModel):
     id: str
-    status: Literal["ok", "failed", "budget_stopped"]
+    status: Literal["ok", "failed", "budget_stopped", "missing"]  # missing: cache-only lookup found none
     teacher_score: float | None = None
     safety_flag: bool | None = None
     comment: str | None = None
@@ -287,8 +298,7 @@ async def ajudge_items(items: list[dict], settings: TeacherSettings, usage_path:
     cache = JudgementCache(settings.resolved_cache_path())
     run = _Run(settings, cache)
     try:
-        keys = [judgement_key(settings.model, settings.template_version, it["prompt"], it["answer"], it["context"])
-                for it in items]
+        keys = [_key(settings, it) for it in items]
         results: dict[str, Judgement] = {}
         todo: dict[str, dict] = {}  # one call per distinct key, even if several ids share it
         for it, key in zip(items, keys):
@@ -327,6 +337,30 @@ def judge_items(items: list[dict], settings: TeacherSettings, usage_path: Path |
     """Judge ``items`` ({"id", "prompt", "answer", "context"?}) in input order. Cached successes
     cost nothing; returns one :class:`Judgement` per item with status ok / failed / budget_stopped."""
     return asyncio.run(ajudge_items(items, settings, usage_path))
+
+
+def cached_judgements(items: list[dict], settings: TeacherConfig) -> list[Judgement]:
+    """What the cache already holds for ``items``, without any API call (no key needed): ``ok``
+    (``cached=True``) or ``missing``. Reports and inspection use this."""
+    items = _check_items(items)
+    path = settings.resolved_cache_path()
+    if not path.exists():
+        return [Judgement(id=it["id"], status="missing", key=_key(settings, it)) for it in items]
+    cache = JudgementCache(path)
+    try:
+        out = []
+        for it in items:
+            key = _key(settings, it)
+            hit = cache.get(key)
+            out.append(Judgement(id=it["id"], status="ok", key=key, cached=True, **hit["reply"]) if hit
+                       else Judgement(id=it["id"], status="missing", key=key))
+        return out
+    finally:
+        cache.close()
+
+
+def _key(settings: TeacherConfig, it: dict) -> str:
+    return judgement_key(settings.model, settings.template_version, it["prompt"], it["answer"], it["context"])
 
 
 USAGE_FIELDS = ["run_at", "model", "template_version", "items", "calls", "cache_hits", "ok", "failures",
