@@ -31,7 +31,7 @@ from irsflow.job import open_job, open_or_create
 from irsflow.phases import finalize, runtime_info
 from irsflow.resume import GENERATING, PHASES, SCORING, TRAINING, forced, outputs_valid, phase_key
 from tasks.artifacts import publish_iterations, start_progress
-from tasks.common import ensure_gpu_limit, job_request
+from tasks.common import ensure_gpu_limit, job_request, require_teacher_key
 from tasks.generate import generate
 from tasks.score import score
 from tasks.sft import sft
@@ -90,6 +90,8 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
         start_progress(store)
         rows, iterations = [], []
         try:
+            if req.uses_teacher():
+                require_teacher_key()  # before generation, not after it
             for it in range(1, req.irs_config.n_iterations + 1):
                 out = irs_iteration(job_id, it, from_phase, from_iteration)
                 s = out["score"]

@@ -176,6 +176,12 @@ class TrainRequest(_Strict):
     teacher: TeacherConfig | None = Field(
         None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block.")
 
+    def uses_teacher(self) -> bool:
+        """Whether scoring will call the teacher (so a key must be found before generation)."""
+        weights = self.irs_config.dw_config.initial_weights
+        return self.teacher is not None and ("teacher" in weights or (
+            "rlaif" in weights and "teacher" in self.scoring.fusion.weights))
+
     @model_validator(mode="after")
     def _teacher_configured(self):
         if "teacher" in self.irs_config.dw_config.initial_weights and self.teacher is None:

@@ -127,3 +127,14 @@ def teacher_key() -> str | None:
         if os.environ.get(env):
             return os.environ[env]
     return secret(KEY_ENV[-1], TEACHER_KEY_BLOCK)
+
+
+def require_teacher_key() -> str:
+    from irsflow.errors import ConfigError
+    from irsflow.teacher.client import KEY_ENV
+
+    key = teacher_key()
+    if not key:
+        raise ConfigError(f"teacher.api_key: not set (export {' or '.join(KEY_ENV)}, "
+                          f"or create the Prefect Secret block {TEACHER_KEY_BLOCK!r})")
+    return key

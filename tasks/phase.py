@@ -19,7 +19,7 @@ def run_phase_task(job_id: str, iteration: int, phase: str) -> dict:
         if phase == GENERATING:
             out = run_generate(store, req, iteration, inputs.adapter, progress=progress)
         elif phase == SCORING:
-            key_ = teacher_key() if req.teacher is not None else None
+            key_ = teacher_key() if req.uses_teacher() else None
             out = run_score(store, req, iteration, inputs.weights, inputs.history, progress=progress,
                             teacher_api_key=key_)
         else:

@@ -7,12 +7,11 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from irsflow.config import ScoringConfig
-from irsflow.errors import ConfigError
-from irsflow.teacher.client import KEY_ENV, TeacherConfig
+from irsflow.teacher.client import TeacherConfig
 from irsflow.job import open_job
 from irsflow.teacher.labelling import items_from_job, label_items, load_items
 from irsflow.teacher.quality import quality_check
-from tasks.common import CPU_TAG, TEACHER_KEY_BLOCK, retry_if_transient, teacher_key
+from tasks.common import CPU_TAG, require_teacher_key, retry_if_transient
 
 _RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
               retry_condition_fn=retry_if_transient)
@@ -24,11 +23,7 @@ class TeacherUnavailable(RuntimeError):
 
 
 def settings_with_key(teacher: TeacherConfig):
-    key = teacher_key()
-    if not key:
-        raise ConfigError(f"teacher.api_key: not set (export {' or '.join(KEY_ENV)}, "
-                          f"or create the Prefect Secret block {TEACHER_KEY_BLOCK!r})")
-    return teacher.with_key(key)
+    return teacher.with_key(require_teacher_key())
 
 
 def _check(summary: dict) -> dict:

@@ -260,3 +260,36 @@ def test_prompt_set_keeps_the_red_team_share(tmp_path):
     assert sorted(r["meta"]["flags"] for r in rows if r["meta"]["high_risk"]) == [["anaphylaxis"], ["chest_pain"]]
     with pytest.raises(InputError, match="10 high-risk prompts needed .* only 2 available"):
         build_prompt_set([PromptSource(str(mixed)), PromptSource("builtin:demo")], n=25, min_high_risk_share=0.4)
+
+
+def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(teacher_env, tiny_model, tmp_path,
+                                                                             monkeypatch):
+    srv, _, teacher = teacher_env
+    from prefect.blocks.system import Secret
+
+    from flows.irs import irs_train
+    from flows.teacher_labelling import teacher_labelling
+    from irsflow.errors import ConfigError
+    from irsflow.teacher import TeacherConfig
+
+    monkeypatch.delenv("DEEPSEEK_API_KEY")
+    req = tiny_request(tiny_model, n_questions=2, teacher=teacher, irs_config={
+        "n_iterations": 1, "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0}}})
+    store = create_job(req)
+    with pytest.raises(ConfigError, match="teacher.api_key: not set .*teacher-api-key"):
+        irs_train(request=req, job_id=store.job_id)
+    assert not (store.phase_dir(1) / "candidates.jsonl").exists()  # failed before any model loaded
+
+    Secret(value=KEY).save("teacher-api-key", overwrite=True)
+    try:
+        samples = tmp_path / "one.jsonl"
+        samples.write_text(json.dumps({"id": "x", "prompt": "Is tea healthy?", "answer": "In moderation, yes."}) + "\n")
+        before = srv.count
+        s = teacher_labelling(samples=str(samples), teacher=TeacherConfig(**teacher), out_dir=str(tmp_path / "o"))
+        assert s["teacher_ok"] == 1 and srv.count == before + 1
+    finally:
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            doc = client.read_block_document_by_name("teacher-api-key", block_type_slug="secret")
+            client.delete_block_document(doc.id)
