@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from irsflow.errors import DatasetError
 
@@ -74,18 +74,24 @@ def _parse_row(obj: Any, where: str, lineno: int) -> Question:
     return Question(str(qid), q.strip(), tuple(c for c in ctx if c.strip()), ref, meta)
 
 
-def parse_questions(text: str, source: str = "<questions>") -> list[Question]:
-    """Parse JSONL text; blank lines are skipped."""
-    out: list[Question] = []
-    seen: dict[str, int] = {}
+def jsonl_objects(text: str, source: str, error: type[Exception] = DatasetError) -> Iterator[tuple[str, int, Any]]:
+    """``(where, lineno, value)`` per non-blank line; malformed JSON raises ``error`` naming
+    ``source:line`` and the column."""
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
         try:
-            obj = json.loads(line)
+            yield where, lineno, json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+            raise error(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+
+
+def parse_questions(text: str, source: str = "<questions>") -> list[Question]:
+    """Parse JSONL text; blank lines are skipped."""
+    out: list[Question] = []
+    seen: dict[str, int] = {}
+    for where, lineno, obj in jsonl_objects(text, source):
         q = _parse_row(obj, where, lineno)
         if q.id in seen:
             raise DatasetError(f"{where}: duplicate id {q.id!r} (first on line {seen[q.id]})")

@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 from irsflow.config import ScoringConfig
+from irsflow.dataset import jsonl_objects
 from irsflow.errors import InputError
 from irsflow.rewards import RewardBatch, RewardEnv
 from irsflow.rewards.fusion import FUSED, FusedReward
@@ -45,14 +46,7 @@ def load_items(path: str | Path) -> list[dict]:
     if not p.is_file():
         raise InputError(f"samples: no file {p}")
     items, seen = [], set()
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{p}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not valid JSON ({err.msg})") from None
+    for where, n, row in jsonl_objects(p.read_text(encoding="utf-8"), str(p), InputError):
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object")
         prompt, answer = row.get("prompt", row.get("question")), row.get("answer", row.get("chosen"))
