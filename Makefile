@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_prefect_overhead.py
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_feedback_extract.py
+	$(BIN)/python benchmarks/bench_teacher.py
 
 clean:
 	rm -rf $(VENV) data
