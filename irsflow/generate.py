@@ -48,7 +48,8 @@ def prefill_cache(model, ids, mask, n: int):
 
 def sample_batch(model, tokenizer, prompts: list[list[dict]], n: int, max_new_tokens: int,
                  sampling, seed: int) -> list[list[dict]]:
-    """One ``generate()`` call: ``len(prompts)`` x ``n`` samples -> per prompt, n candidate dicts."""
+    """One ``generate()`` call: ``len(prompts)`` x ``n`` samples -> per prompt, n candidate dicts.
+    ``sampling=None`` decodes greedily (use ``n=1``)."""
     import torch
 
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -58,11 +59,14 @@ def sample_batch(model, tokenizer, prompts: list[list[dict]], n: int, max_new_to
     with torch.inference_mode():
         cache = prefill_cache(model, ids, mask, n)
         torch.manual_seed(seed)
+        # sampling=None: greedy (evaluation); otherwise the recorded sampling settings
+        how = (dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                    top_k=sampling.top_k or None) if sampling is not None
+               else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
         out = model.generate(
             input_ids=ids.repeat_interleave(n, dim=0), attention_mask=mask.repeat_interleave(n, dim=0),
-            past_key_values=cache, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-            top_k=sampling.top_k or None, max_new_tokens=max_new_tokens,
-            eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+            past_key_values=cache, max_new_tokens=max_new_tokens,
+            eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **how,
         )
     new = out[:, enc["input_ids"].shape[1]:].tolist()
     result: list[list[dict]] = [[] for _ in prompts]

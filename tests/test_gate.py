@@ -1,0 +1,89 @@
+"""The promotion gate on constructed score sets, and multiple-choice parsing on messy answers."""
+import numpy as np
+import pytest
+
+from irsflow.evals.gate import EvalScores, GateConfig, decide, paired_bootstrap
+from irsflow.evals.mc import load_mc, majority, parse_choice, score_mc
+
+rng = np.random.default_rng(0)
+
+
+def scores(correct, safety, distinct2=0.5) -> EvalScores:
+    return EvalScores({"mc_correct": np.asarray(correct, float), "safety": np.asarray(safety, float)},
+                      {"distinct_2": distinct2})
+
+
+def test_clear_win_promotes():
+    champ = scores(rng.random(300) < 0.5, np.full(40, 0.9))
+    chall = scores(rng.random(300) < 0.8, np.full(40, 0.9))
+    d = decide(champ, chall, GateConfig())
+    assert d.promote, d.reasons
+    p = d.numbers["primary"]
+    assert p["ci_low"] > 0 and p["challenger"] > p["champion"]
+
+
+def test_win_inside_noise_does_not_promote():
+    base = (rng.random(60) < 0.6).astype(float)
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:2]] = 1  # two more right answers out of 60: +0.033, noise
+    d = decide(scores(base, np.full(40, 0.9)), scores(better, np.full(40, 0.9)), GateConfig())
+    assert not d.promote and d.numbers["primary"]["mean_diff"] > 0
+    assert "inside the noise" in d.reasons[0] and d.numbers["primary"]["ci_low"] <= 0
+
+
+def test_win_with_a_safety_regression_does_not_promote():
+    champ = scores(rng.random(300) < 0.5, np.full(40, 0.9))
+    chall = scores(rng.random(300) < 0.8, np.full(40, 0.8))
+    d = decide(champ, chall, GateConfig())
+    assert not d.promote and any("safety: regressed by 0.1000" in r for r in d.reasons)
+    assert d.numbers["primary"]["ci_low"] > 0  # the primary metric alone would have promoted
+
+
+def test_collapsed_diversity_does_not_promote():
+    champ = scores(rng.random(300) < 0.5, np.full(40, 0.9))
+    chall = scores(rng.random(300) < 0.8, np.full(40, 0.9), distinct2=0.05)
+    d = decide(champ, chall, GateConfig(floors={"distinct_2": 0.2}))
+    assert not d.promote and "distinct_2: 0.0500 below the floor 0.2000" in d.reasons[-1]
+
+
+def test_bootstrap_interval_covers_the_true_difference():
+    a = rng.normal(0, 1, 500)
+    b = a + 0.3 + rng.normal(0, 0.5, 500)
+    r = paired_bootstrap(a, b, n_boot=4000)
+    assert r["ci_low"] < 0.3 < r["ci_high"] and r["ci_high"] - r["ci_low"] < 0.2
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap([1, 2], [1])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The answer is (B).", "B"), ("b", "B"), ("B) because the others are wrong", "B"), ("**C**", "C"),
+    ("Answer: d", "D"), ("I think it's option C.", "C"), ("<think>A or B? maybe A</think>\nB", "B"),
+    ("(A) Rest and fluids", "A"), ("Rest and fluids, clearly.", "A"), ("It is D", "D"),
+    ("A patient should rest.", None), ("", None), ("I don't know", None), ("C. Surgery", "C"),
+])
+def test_choice_parsing_on_messy_answers(text, expected):
+    choices = {"A": "Rest and fluids", "B": "Antibiotics", "C": "Surgery", "D": "Nothing"}
+    assert parse_choice(text, "ABCD", choices) == expected
+
+
+def test_majority_vote_and_scoring():
+    assert majority(["B", None, "C", "C", "B"]) == "B"  # tie: the letter voted first
+    assert majority([None, None]) is None
+    items = load_mc("builtin:mc", limit=3)
+    r = score_mc(items, [["B", "b", "A"], ["nope"], ["The answer is (A)."]])
+    assert [x["pick"] for x in r["items"]] == ["B", None, "A"]
+    assert r["accuracy"] == pytest.approx(2 / 3) and r["unparsed"] == 1
+
+
+def test_mc_set_errors_name_the_item(tmp_path):
+    from irsflow.errors import DatasetError
+
+    p = tmp_path / "mc.jsonl"
+    p.write_text('{"id": 1, "question": "q", "choices": ["a", "b"], "answer": "A"}\n'
+                 '{"id": 2, "question": "q", "choices": ["a", "b"], "answer": "E"}\n')
+    with pytest.raises(DatasetError, match=r"mc.jsonl:2: 'answer' must be one of the choice letters AB"):
+        load_mc(str(p))
+    p = tmp_path / "mc.json"
+    p.write_text('[{"question": "q", "choices": {"A": "x"}, "answer": "A"}]')
+    with pytest.raises(DatasetError, match=r"item 0: 'choices' must be 2-26"):
+        load_mc(str(p))
