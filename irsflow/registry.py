@@ -1,0 +1,204 @@
+"""MLflow tracking and the adapter registry: every job and eval is a run; finished jobs register
+their adapter as a new model version; aliases `challenger` / `champion` drive the gate and serving.
+
+    reg = Registry(TrackingSettings())                 # SQLite + artifacts under <data dir>/mlflow
+    run_id = reg.log_job(store)                       # params, per-iteration metrics, hashes, adapter
+    v = reg.register(run_id, store)                   # new version, tagged, aliased `challenger`
+    reg.promote(v)                                    # `champion` -> v (the old champion remembered)
+    reg.rollback()                                    # `champion` -> the previous champion
+
+The champion history lives in the registered model's tag ``champion_history`` (a JSON list of
+versions), so rollback needs nothing but the registry. Adapters are logged as files
+(``log_artifacts``); ``mlflow.transformers.log_model`` is not used (with a PeftModel it was seen to
+reload base weights).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from irsflow.errors import InputError
+from irsflow.store import JobStore, data_dir, hash_path, read_jsonl
+
+log = logging.getLogger("irsflow.registry")
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+class TrackingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tracking_uri: str | None = Field(None, description="MLflow server URI; default sqlite:///<data dir>/mlflow/mlflow.db")
+    artifact_root: str | None = Field(None, description="default <data dir>/mlflow/artifacts (server: its own)")
+    experiment: str = "irsflow"
+    model_name: str = Field("irsflow-adapter", min_length=1, description="the registered model")
+
+    def uri(self) -> str:
+        return self.tracking_uri or os.environ.get("IRSFLOW_MLFLOW_URI") or \
+            f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
+
+
+def check_adapter(path: str | Path) -> Path:
+    """A loadable PEFT adapter folder, checked before any alias moves: adapter_config.json parses
+    and names a peft type, and the weights file's header reads."""
+    p = Path(path)
+    cfg = p / "adapter_config.json"
+    if not cfg.is_file():
+        raise InputError(f"adapter {p}: no adapter_config.json")
+    try:
+        if not json.loads(cfg.read_text(encoding="utf-8")).get("peft_type"):
+            raise InputError(f"adapter {p}: adapter_config.json names no peft_type")
+    except ValueError:
+        raise InputError(f"adapter {p}: adapter_config.json is not valid JSON") from None
+    weights = p / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise InputError(f"adapter {p}: no adapter_model.safetensors")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            if not list(f.keys()):
+                raise InputError(f"adapter {p}: adapter_model.safetensors holds no tensors")
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any header/format error means a broken file
+        raise InputError(f"adapter {p}: adapter_model.safetensors does not load ({err})") from None
+    return p
+
+
+def local_path(uri: str) -> str:
+    """``file:///x/y`` -> ``/x/y`` (adapters served by vLLM must be on its filesystem)."""
+    u = urlparse(uri)
+    return unquote(u.path) if u.scheme in ("file", "") else uri
+
+
+class Registry:
+    def __init__(self, settings: TrackingSettings | None = None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.s = settings or TrackingSettings()
+        uri = self.s.uri()
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        exp = self.client.get_experiment_by_name(self.s.experiment)
+        if exp is None:
+            root = self.s.artifact_root or (None if not uri.startswith("sqlite") else
+                                            (data_dir() / "mlflow" / "artifacts").as_uri())
+            self.experiment_id = self.client.create_experiment(self.s.experiment, artifact_location=root)
+        else:
+            self.experiment_id = exp.experiment_id
+
+    # --- tracking -----------------------------------------------------------------------------
+    def log_job(self, store: JobStore, adapter: str | None = None) -> str:
+        """One run per job: request params, per-iteration METRICS rows, data hashes, the adapter."""
+        cfg = store.read_config()
+        req = cfg["request"]
+        adapter = adapter or str(store.checkpoint("final"))
+        run = self.client.create_run(self.experiment_id, run_name=f"job-{store.job_id}",
+                                     tags={"irsflow.kind": "job", "irsflow.job_id": store.job_id})
+        rid = run.info.run_id
+        try:
+            params = _flatten(req)
+            for k, v in params.items():
+                self.client.log_param(rid, k, str(v)[:6000])
+            for row in read_jsonl(store.metrics_path):
+                if row.get("phase") != "METRICS":
+                    continue
+                step = int(row.get("iter", 0))
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter":
+                        self.client.log_metric(rid, k, float(v), step=step)
+                for k, v in (row.get("reward_breakdown") or {}).items():
+                    if v is not None:
+                        self.client.log_metric(rid, f"r_{k}", float(v), step=step)
+            for k, v in self.data_hashes(store).items():
+                self.client.set_tag(rid, k, v)
+            self.client.log_artifacts(rid, adapter, "adapter")
+            self.client.set_terminated(rid, "FINISHED")
+        except BaseException:
+            self.client.set_terminated(rid, "FAILED")
+            raise
+        return rid
+
+    @staticmethod
+    def data_hashes(store: JobStore) -> dict[str, str]:
+        cfg = store.read_config()
+        out = {"irsflow.questions_sha256": cfg.get("questions_sha256", "")}
+        if store.samples_path.exists():
+            out["irsflow.train_data_sha256"] = hash_path(store.samples_path)
+        return out
+
+    # --- registry -----------------------------------------------------------------------------
+    def register(self, run_id: str, store: JobStore) -> str:
+        """New version from the run's ``adapter`` artifacts, checked first, then aliased challenger."""
+        from mlflow.exceptions import MlflowException
+
+        run = self.client.get_run(run_id)
+        source = f"{run.info.artifact_uri}/adapter"
+        check_adapter(local_path(source))
+        try:
+            self.client.get_registered_model(self.s.model_name)
+        except MlflowException:
+            self.client.create_registered_model(self.s.model_name, description="irsflow LoRA adapters")
+        req = store.read_config()["request"]
+        tags = {"base_model": req["model_id"], "job_id": store.job_id, "stage": req.get("stage", "IRS"),
+                **{k.removeprefix("irsflow."): v for k, v in self.data_hashes(store).items()}}
+        mv = self.client.create_model_version(self.s.model_name, source=source, run_id=run_id, tags=tags)
+        self.client.set_registered_model_alias(self.s.model_name, CHALLENGER, mv.version)
+        log.info("registered %s version %s (job %s) as %s", self.s.model_name, mv.version, store.job_id, CHALLENGER)
+        return str(mv.version)
+
+    def version(self, alias_or_version: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if alias_or_version.isdigit():
+                return self.client.get_model_version(self.s.model_name, alias_or_version)
+            return self.client.get_model_version_by_alias(self.s.model_name, alias_or_version)
+        except MlflowException:
+            return None
+
+    def adapter_path(self, alias_or_version: str) -> str | None:
+        mv = self.version(alias_or_version)
+        return local_path(mv.source) if mv else None
+
+    def _history(self) -> list[str]:
+        rm = self.client.get_registered_model(self.s.model_name)
+        return json.loads(rm.tags.get("champion_history", "[]"))
+
+    def promote(self, version: str) -> str | None:
+        """Move ``champion`` to ``version``; returns the previous champion's version (or None)."""
+        check_adapter(self.adapter_path(version) or "")
+        prev = self.version(CHAMPION)
+        history = self._history() + [str(version)]
+        self.client.set_registered_model_alias(self.s.model_name, CHAMPION, str(version))
+        self.client.set_registered_model_tag(self.s.model_name, "champion_history", json.dumps(history))
+        return str(prev.version) if prev else None
+
+    def rollback(self) -> tuple[str, str]:
+        """``champion`` back to the previous champion: returns (from, to) versions."""
+        history = self._history()
+        if len(history) < 2:
+            raise InputError(f"rollback: {self.s.model_name} has no previous champion (history {history})")
+        current, previous = history[-1], history[-2]
+        self.client.set_registered_model_alias(self.s.model_name, CHAMPION, previous)
+        self.client.set_registered_model_tag(self.s.model_name, "champion_history", json.dumps(history[:-1]))
+        self.client.set_model_version_tag(self.s.model_name, current, "rolled_back", "true")
+        return current, previous
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(isinstance(x, (dict, str, int, float, bool, type(None))) for x in v.values()):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (dict, list)) else v
+    return out
