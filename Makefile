@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_feedback_extract.py
 	$(BIN)/python benchmarks/bench_teacher.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) data

@@ -23,8 +23,10 @@ def generate_answers(model_path: str, adapter: str | None, prompts: list[list[di
     tokenizer = load_tokenizer(model_path, padding_side="left")
     model = load_model(model_path, adapter=adapter, load_in_4bit=load_in_4bit)
     model.eval()
+    load_s = time.perf_counter() - t0
     out: list[list[str]] = []
     tokens = 0
+    t1 = time.perf_counter()
     try:
         for b, start in enumerate(range(0, len(prompts), batch_size)):
             chunk = prompts[start:start + batch_size]
@@ -32,8 +34,9 @@ def generate_answers(model_path: str, adapter: str | None, prompts: list[list[di
                 out.append([c["text"] for c in cands])
                 tokens += sum(c["n_tokens"] for c in cands)
             progress(100.0 * len(out) / len(prompts))
+        answer_s = time.perf_counter() - t1
     finally:
         del model
         free_memory()
     secs = time.perf_counter() - t0
-    return out, {"seconds": round(secs, 3), "new_tokens": tokens, "prompts": len(prompts), "batch_size": batch_size}
+    return out, {"seconds": round(secs, 3), "load_s": round(load_s, 3), "answer_s": round(answer_s, 4), "new_tokens": tokens, "prompts": len(prompts), "batch_size": batch_size}
