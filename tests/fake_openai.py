@@ -22,12 +22,12 @@ import json
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 try:
-    from tests.http_reply import send_json
+    from tests.http_reply import LocalServer, send_json
 except ImportError:  # run as a script (python tests/fake_*.py): tests/ itself is on sys.path
-    from http_reply import send_json
+    from http_reply import LocalServer, send_json
 
 
 def _judgement(action: dict) -> str:
@@ -36,7 +36,7 @@ def _judgement(action: dict) -> str:
                        "comment": action.get("comment", "fake judgement"), "best_answer": action.get("best_answer")})
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     def __init__(self, api_key: str = "sk-fake", default: dict | None = None):
         self.api_key = api_key
         self.default = default or {"kind": "ok"}
@@ -102,10 +102,7 @@ class FakeOpenAI:
                     fake.statuses.append(status)
                 send_json(self, status, data, headers)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(Handler, "/v1")
 
     @property
     def count(self) -> int:
@@ -116,13 +113,6 @@ class FakeOpenAI:
         with self._lock:
             self._script.extend(actions)
 
-    def __enter__(self) -> "FakeOpenAI":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 if __name__ == "__main__":

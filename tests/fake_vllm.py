@@ -13,15 +13,14 @@ for the base or a loaded adapter, 404 otherwise.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from tests.http_reply import send_json
+from tests.http_reply import LocalServer, send_json
 
 
-class FakeVLLM:
+class FakeVLLM(LocalServer):
     def __init__(self, base_model: str = "base-model"):
         self.base_model = base_model
         self.adapters: dict[str, str] = {}
@@ -86,18 +85,7 @@ class FakeVLLM:
                         "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode())
                 self._err(404, "not found")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(Handler, "/v1")
 
     def loads(self) -> list[dict]:
         return [b for p, b in self.calls if p == "/v1/load_lora_adapter"]
-
-    def __enter__(self) -> "FakeVLLM":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
