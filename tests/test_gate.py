@@ -87,3 +87,24 @@ def test_mc_set_errors_name_the_item(tmp_path):
     p.write_text('[{"question": "q", "choices": {"A": "x"}, "answer": "A"}]')
     with pytest.raises(DatasetError, match=r"item 0: 'choices' must be 2-26"):
         load_mc(str(p))
+
+
+def test_dialogue_metrics_and_diversity(tmp_path):
+    import json
+
+    from irsflow.evals.dialogue import dialogue_metrics, diversity, write_eval_round
+
+    convs = [
+        [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4. Can you see why?"},
+         {"role": "user", "content": "yes"}, {"role": "assistant", "content": "Great question, thank you! Next: 3+3."}],
+        [{"role": "user", "content": "Explain"}, {"role": "assistant", "content": "word " * 250 + "done."}],
+    ]
+    m = dialogue_metrics(convs, verbose_words=200)
+    assert m["question_ratio"] == pytest.approx(1 / 3) and m["turn_depth"] == pytest.approx(1.5)
+    assert m["politeness"] == pytest.approx(1 / 3) and m["verbose_share"] == pytest.approx(1 / 3)
+    assert m["question_balance"] == pytest.approx(1 / 5)  # 1 question among 5 sentences
+    assert m["mean_answer_words"] == pytest.approx((7 + 7 + 251) / 3)  # "4", "3", "3" are words too
+    assert diversity(["a b c", "a b d"]) == {"distinct_1": pytest.approx(4 / 6), "distinct_2": pytest.approx(3 / 4)}
+    assert diversity(["same answer"] * 10)["distinct_2"] == pytest.approx(0.1)  # collapse shows
+    doc = write_eval_round(tmp_path / "eval_round_1.json", 1, {"dialogue": m})
+    assert json.loads((tmp_path / "eval_round_1.json").read_text())["dialogue"]["n_turns"] == 3 and doc["round"] == 1
