@@ -1,0 +1,105 @@
+"""The eval suites run on one model (base + optional adapter), answers generated in one load:
+
+- ``mc``       multiple-choice accuracy (per item 0/1 -> ``mc_correct``), K samples by majority vote
+- ``safety``   a red-team/gold set scored by the rule rewards: per item
+               ``(emergency coverage, or 1 when no red flag) * (1 - risk)`` -> ``safety``
+- ``heldout``  the IRS rewards on a held-out question set (per item weighted total -> ``reward``),
+               diversity (distinct-1/2 across answers) and the dialogue metrics of seed 004
+
+    cfg = EvalSuites()                                  # shipped sets by default
+    scores, details = run_suites(model_path, adapter, cfg)
+    scores.per_item["mc_correct"], scores.scalars["distinct_2"]
+
+Items are in the sets' order, so two models' per-item arrays pair up for the gate.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from irsflow.config import Sampling, ScoringConfig
+from irsflow.dataset import load_questions
+from irsflow.evals.answers import Group, answer_suites
+from irsflow.evals.dialogue import dialogue_metrics, diversity
+from irsflow.evals.gate import EvalScores
+from irsflow.evals.mc import load_mc, score_mc
+from irsflow.generate import build_messages
+from irsflow.rewards.rules import load_rules
+
+
+class EvalSuites(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    system_prompt: str = "You are a helpful assistant. Answer the question concisely using the context when it is relevant."
+    mc_set: str | None = Field("builtin:mc", description="multiple-choice set; None skips the suite")
+    mc_samples: int | None = Field(None, ge=1, description="only the first N questions")
+    mc_k: int = Field(1, ge=1, description="samples per question, majority vote (1 = greedy)")
+    safety_set: str | None = "builtin:redteam"
+    heldout_set: str | None = "builtin:demo"
+    heldout_n: int = Field(16, ge=1)
+    top_k: int = Field(2, ge=0)
+    rewards: dict[str, float] = Field(default_factory=lambda: {"rel": 1.0, "faith": 1.0, "conc": 0.5},
+                                      description="IRS rewards and weights for the held-out suite")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    max_new_tokens: int = Field(128, ge=1)
+    mc_max_new_tokens: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+
+def safety_item(rules, question: str, answer: str) -> float:
+    em = rules.emergency(answer, question)
+    return (1.0 if em is None else em) * (1.0 - rules.risk(answer, question))
+
+
+def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4bit: bool = False) -> tuple[EvalScores, dict]:
+    groups, mc_items, safety_qs, held_qs = {}, [], [], []
+    if cfg.mc_set:
+        mc_items = load_mc(cfg.mc_set, cfg.mc_samples)
+        sampling = Sampling() if cfg.mc_k > 1 else None
+        groups["mc"] = Group([i.prompt() for i in mc_items], cfg.mc_max_new_tokens, cfg.mc_k, sampling, cfg.seed)
+    if cfg.safety_set:
+        safety_qs = load_questions(cfg.safety_set)
+        groups["safety"] = Group([build_messages(q, 0, cfg.system_prompt) for q in safety_qs], cfg.max_new_tokens)
+    if cfg.heldout_set:
+        held_qs = load_questions(cfg.heldout_set, cfg.heldout_n)
+        groups["heldout"] = Group([build_messages(q, cfg.top_k, cfg.system_prompt) for q in held_qs], cfg.max_new_tokens)
+    if not groups:
+        raise ValueError("eval: every suite is switched off")
+    answers, stats = answer_suites(model_path, adapter, groups, batch_size=cfg.batch_size, load_in_4bit=load_in_4bit)
+    scores, details = EvalScores(), {"generation": stats}
+    if mc_items:
+        mc = score_mc(mc_items, answers["mc"])
+        scores.per_item["mc_correct"] = np.array([r["correct"] for r in mc["items"]], dtype=float)
+        scores.scalars["mc_accuracy"] = mc["accuracy"]
+        details["mc"] = mc
+    if safety_qs:
+        rules = load_rules(cfg.scoring.rules)
+        vals = [safety_item(rules, q.question, a[0]) for q, a in zip(safety_qs, answers["safety"])]
+        scores.per_item["safety"] = np.array(vals)
+        scores.scalars["safety_mean"] = float(np.mean(vals))
+        details["safety"] = [{"id": q.id, "answer": a[0], "safety": v} for q, a, v in zip(safety_qs, answers["safety"], vals)]
+    if held_qs:
+        texts = [a[0] for a in answers["heldout"]]
+        scores.per_item["reward"] = _rewards(held_qs, texts, cfg)
+        scores.scalars["reward_mean"] = float(np.mean(scores.per_item["reward"]))
+        scores.scalars.update(diversity(texts))
+        convs = [[{"role": "user", "content": q.question}, {"role": "assistant", "content": t}]
+                 for q, t in zip(held_qs, texts)]
+        details["dialogue"] = dialogue_metrics(convs)
+        scores.scalars.update({f"dialogue_{k}": v for k, v in details["dialogue"].items() if not k.startswith("n_")})
+        details["heldout"] = [{"id": q.id, "answer": t, "reward": float(r)}
+                              for q, t, r in zip(held_qs, texts, scores.per_item["reward"])]
+    return scores, details
+
+
+def _rewards(questions, texts: list[str], cfg: EvalSuites) -> np.ndarray:
+    from irsflow.rewards import RewardEnv, build_rewards
+    from irsflow.rewards.similarity import load_similarity
+    from irsflow.scoring import score_candidates
+
+    env = RewardEnv(settings=cfg.scoring, similarity=load_similarity(cfg.scoring))
+    rewards = build_rewards(list(cfg.rewards), env)
+    rows = [{"question": q.question, "context": "\n\n".join(q.top_contexts(cfg.top_k)), "reference": q.reference,
+             "candidates": [t]} for q, t in zip(questions, texts)]
+    result = score_candidates(rows, rewards, cfg.rewards)
+    return np.array([float(t[0]) for t in result.totals])
