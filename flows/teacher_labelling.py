@@ -28,13 +28,6 @@ from tasks.artifacts import artifact_key
 from tasks.teacher import label_task, quality_task
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per teacher call drowns the run log
-log = logging.getLogger("irsflow.teacher")
-
-
-def _artifact(markdown: str, key: str, description: str) -> None:
-    # The Prefect artifact limit is generous, but a 10k-row table is unreadable: the report keeps
-    # the table at MAX_TABLE_ROWS and the CSV holds the rest.
-    create_markdown_artifact(markdown=markdown, key=key, description=description)
 
 
 @flow(name="teacher-labelling", log_prints=False)
@@ -59,7 +52,9 @@ def teacher_labelling(job_id: str | None = None, samples: str | None = None, ite
         source = {"samples": str(Path(samples).resolve())}
         key = re.sub(r"[^a-z0-9-]+", "-", f"teacher-{Path(samples).stem.lower()}")
     summary = label_task(source, scoring, teacher, str(out))
-    _artifact(summary.pop("report_markdown"), key, f"teacher labelling: scores, conflicts, best answers ({out})")
+    # the report's table stops at MAX_TABLE_ROWS (a 10k-row artifact is unreadable); the CSV has all
+    create_markdown_artifact(markdown=summary.pop("report_markdown"), key=key,
+                             description=f"teacher labelling: scores, conflicts, best answers ({out})")
     summary["out_dir"] = str(out)
     return summary
 
@@ -73,6 +68,6 @@ def teacher_quality_check(sets: dict[str, str] | None = None, teacher: TeacherCo
     sets = sets or {"gold": "builtin:gold", "red_team": "builtin:redteam"}
     out = Path(out_dir) if out_dir else data_dir() / "teacher" / "quality_check"
     summary = quality_task(sets, scoring, teacher, str(out), score_floor)
-    _artifact((out / "qc_report.md").read_text(encoding="utf-8"), "teacher-quality-check",
-              "reference answers the teacher or the rules flag")
+    create_markdown_artifact(markdown=(out / "qc_report.md").read_text(encoding="utf-8"), key="teacher-quality-check",
+                             description="reference answers the teacher or the rules flag")
     return {**summary, "out_dir": str(out)}
