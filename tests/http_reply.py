@@ -15,7 +15,16 @@ def send_json(handler, status: int, data: bytes, headers: dict | None = None,
 
 class LocalServer:
     """A threaded HTTP server on 127.0.0.1 for one handler class; ``with`` starts and stops it.
-    Subclasses call ``self._serve(Handler, "/v1")`` in ``__init__``; ``base_url`` ends in the prefix."""
+    ``LocalServer(Handler)`` directly, or subclasses call ``self._serve(Handler, "/v1")`` in their
+    ``__init__``; ``base_url`` ends in the prefix, ``port`` is the bound port."""
+
+    def __init__(self, handler=None, prefix: str = ""):
+        if handler is not None:
+            self._serve(handler, prefix)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
 
     def _serve(self, handler, prefix: str = "") -> None:
         import threading

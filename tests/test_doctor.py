@@ -14,9 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from prefect import get_client
@@ -26,6 +25,7 @@ from prefect.states import Crashed
 
 from deployments.doctor import LIMIT_NAME, check_pool, check_services, format_report, run_doctor
 from tests.conftest import ROOT
+from tests.http_reply import LocalServer
 
 
 def _by_name(checks: list[dict]) -> dict[str, dict]:
@@ -121,17 +121,13 @@ def test_services_are_probed_without_showing_secrets(monkeypatch):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
+    with LocalServer(Answer) as server:
+        port = server.port
         monkeypatch.setenv("IRSFLOW_VLLM_URL", f"http://bob:s3cret@127.0.0.1:{port}/v1?api_key=k3y")
         monkeypatch.setenv("LANGFUSE_HOST", f"http://127.0.0.1:{_closed_port()}")
         monkeypatch.setenv("IRSFLOW_MLFLOW_URI", "sqlite:///mlflow.db")
         monkeypatch.delenv("IRSFLOW_TEACHER_BASE_URL", raising=False)
         checks = _by_name(check_services(timeout=2))
-    finally:
-        server.shutdown()
     assert set(checks) == {"service:vllm", "service:langfuse", "service:mlflow"}
     assert checks["service:vllm"]["ok"] and "HTTP 404" in checks["service:vllm"]["detail"]
     assert not checks["service:langfuse"]["ok"] and "unreachable" in checks["service:langfuse"]["detail"]

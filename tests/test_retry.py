@@ -1,8 +1,7 @@
 """Retries by kind: transient HTTP/connection failures retry through Prefect, bad input fails at
 once, and running out of device memory retries inside the phase with a halved batch down to 1."""
-import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from irsflow.phases import run_generate, run_score, run_sft
 from irsflow.retry import OutOfMemory, failure_kind
 from tasks.common import retry_if_transient
 from tests.conftest import _free_port, tiny_request
+from tests.http_reply import LocalServer
 
 
 @contextmanager
@@ -35,12 +35,8 @@ def flaky_server(codes):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", seen
-    finally:
-        server.shutdown()
+    with LocalServer(Handler) as server:
+        yield server.base_url + "/", seen
 
 
 def _raised(fn):
