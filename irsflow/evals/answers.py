@@ -25,6 +25,25 @@ class Group:
     n: int = 1
     sampling: object = None  # irsflow.config.Sampling; None = greedy
     seed: int = 0
+    letters: list[str] | None = None  # per prompt: score these next tokens instead of generating
+
+
+def pick_letters(model, tokenizer, prompts: list[list[dict]], letters: list[str]) -> list[str]:
+    """Log-likelihood choice (the lm-eval-harness way): one forward pass over the batch, then per
+    prompt the letter whose first token has the highest next-token logit. Never unparsable."""
+    import torch
+
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    mask = enc["attention_mask"]
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
+    with torch.inference_mode():
+        logits = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+    out = []
+    for row, options in zip(logits, letters):
+        ids = [tokenizer.encode(L, add_special_tokens=False)[0] for L in options]
+        out.append(options[int(torch.argmax(row[ids]))])
+    return out
 
 
 def answer_suites(model_path: str, adapter: str | None, groups: dict[str, Group], *, batch_size: int = 16,
@@ -45,6 +64,10 @@ def answer_suites(model_path: str, adapter: str | None, groups: dict[str, Group]
             out[name] = []
             for b, start in enumerate(range(0, len(g.prompts), batch_size)):
                 chunk = g.prompts[start:start + batch_size]
+                if g.letters is not None:
+                    out[name] += [[x] for x in pick_letters(model, tokenizer, chunk, g.letters[start:start + batch_size])]
+                    done += len(chunk)
+                    continue
                 for cands in sample_batch(model, tokenizer, chunk, g.n, g.max_new_tokens, g.sampling,
                                           batch_seed(g.seed, 0, b)):
                     out[name].append([c["text"] for c in cands])

@@ -14,6 +14,8 @@ Items are in the sets' order, so two models' per-item arrays pair up for the gat
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +34,9 @@ class EvalSuites(BaseModel):
     system_prompt: str = "You are a helpful assistant. Answer the question concisely using the context when it is relevant."
     mc_set: str | None = Field("builtin:mc", description="multiple-choice set; None skips the suite")
     mc_samples: int | None = Field(None, ge=1, description="only the first N questions")
-    mc_k: int = Field(1, ge=1, description="samples per question, majority vote (1 = greedy)")
+    mc_mode: Literal["generate", "loglik"] = Field(
+        "generate", description="generate: parse the answer text; loglik: the choice letter with the highest next-token logit")
+    mc_k: int = Field(1, ge=1, description="samples per question, majority vote (1 = greedy; generate mode)")
     safety_set: str | None = "builtin:redteam"
     heldout_set: str | None = "builtin:demo"
     heldout_n: int = Field(16, ge=1)
@@ -55,8 +59,11 @@ def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4b
     groups, mc_items, safety_qs, held_qs = {}, [], [], []
     if cfg.mc_set:
         mc_items = load_mc(cfg.mc_set, cfg.mc_samples)
-        sampling = Sampling() if cfg.mc_k > 1 else None
-        groups["mc"] = Group([i.prompt() for i in mc_items], cfg.mc_max_new_tokens, cfg.mc_k, sampling, cfg.seed)
+        if cfg.mc_mode == "loglik":
+            groups["mc"] = Group([i.prompt() for i in mc_items], letters=[list(i.letters) for i in mc_items])
+        else:
+            sampling = Sampling() if cfg.mc_k > 1 else None
+            groups["mc"] = Group([i.prompt() for i in mc_items], cfg.mc_max_new_tokens, cfg.mc_k, sampling, cfg.seed)
     if cfg.safety_set:
         safety_qs = load_questions(cfg.safety_set)
         groups["safety"] = Group([build_messages(q, 0, cfg.system_prompt) for q in safety_qs], cfg.max_new_tokens)
