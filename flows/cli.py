@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.cli_teacher import add_teacher_parsers
 
     add_teacher_parsers(sub)
+    from flows.cli_eval import add_eval_parsers
+
+    add_eval_parsers(sub)
     return p
 
 

@@ -14,7 +14,7 @@ SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 def test_every_entrypoint_is_a_flow_whose_parameters_build():
     assert {d["name"] for d in SPEC["deployments"]} >= {"irs-manual", "irs-weekly", "irs-iteration", "feedback-etl",
-                                                     "teacher-labelling", "teacher-quality-check"}
+                                                     "teacher-labelling", "teacher-quality-check", "eval-gate"}
     for dep in SPEC["deployments"]:
         path, name = dep["entrypoint"].split(":")
         flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")

@@ -1,0 +1,60 @@
+"""`irsflow eval-gate`, `irsflow rollback`, `irsflow eval`: the eval gate from the shell.
+
+    irsflow eval-gate --job JOB_ID [--settings gate.json]   # through Prefect (flow eval-gate)
+    irsflow rollback [--settings gate.json]                 # champion -> previous, vLLM reloaded
+    irsflow eval --model builtin:smollm2-135m-instruct [--adapter DIR] [--settings gate.json]
+
+--settings: an EvalGateSettings JSON (suites, gate thresholds, tracking, vllm).
+"""
+from __future__ import annotations
+
+import json
+
+
+def _settings(path: str | None):
+    from flows.cli_teacher import _load
+    from irsflow.evals.round import EvalGateSettings
+
+    return _load(EvalGateSettings, path, "settings") or EvalGateSettings()
+
+
+def cmd_gate(args) -> int:
+    from flows.eval_gate import eval_gate
+
+    print(json.dumps(eval_gate(job_id=args.job, version=args.version, settings=_settings(args.settings)), indent=2,
+                     default=str))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from irsflow.evals.round import rollback
+
+    print(json.dumps(rollback(_settings(args.settings)), indent=2, default=str))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from irsflow.evals.suites import run_suites
+    from irsflow.models import resolve_model
+
+    s = _settings(args.settings)
+    scores, details = run_suites(resolve_model(args.model), args.adapter, s.suites, load_in_4bit=s.load_in_4bit)
+    print(json.dumps({"scalars": scores.scalars, "generation": details["generation"]}, indent=2))
+    return 0
+
+
+def add_eval_parsers(sub) -> None:
+    g = sub.add_parser("eval-gate", help="evaluate a job's adapter vs the champion, gate, promote, hot-load")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--job", default=None, help="a finished job: register its final adapter first")
+    src.add_argument("--version", default=None, help="a registered version (default: alias challenger)")
+    g.add_argument("--settings", default=None)
+    g.set_defaults(fn=cmd_gate)
+    r = sub.add_parser("rollback", help="move the champion alias back and reload vLLM with it")
+    r.add_argument("--settings", default=None)
+    r.set_defaults(fn=cmd_rollback)
+    e = sub.add_parser("eval", help="run the eval suites on a model (+ adapter) and print the metrics")
+    e.add_argument("--model", required=True)
+    e.add_argument("--adapter", default=None)
+    e.add_argument("--settings", default=None)
+    e.set_defaults(fn=cmd_eval)

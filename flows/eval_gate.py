@@ -1,0 +1,72 @@
+"""The eval gate as a Prefect flow (deployment `eval-gate/eval-gate` on the gpu pool; a subflow of
+the weekly round): evaluate -> register -> gate -> deploy.
+
+    irsflow eval-gate --job JOB_ID [--settings gate.json]      # a finished job's adapter
+    prefect deployment run eval-gate/eval-gate -p job_id=JOB_ID
+    irsflow rollback [--settings gate.json]                    # champion back, vLLM reloaded
+
+1. the job's final adapter is checked, logged as an MLflow run and registered (alias challenger);
+   without a job, the version aliased `challenger` is used;
+2. champion (the `champion` alias, else the base model) and challenger are evaluated on the same
+   suites (gpu-tagged tasks: one model resident at a time);
+3. the gate decides (paired bootstrap on the primary metric, safety tolerances, diversity floors);
+   the decision and its numbers go to MLflow (an eval run and the version's tags), eval_round_<n>.json
+   and a Prefect markdown artifact;
+4. on promotion: `champion` moves, the model card is rewritten, vLLM hot-loads the adapter under its
+   serving name (verified; on failure the previous adapter stays served, the alias moves back and
+   the run fails). Every round appends to CHANGELOG.md.
+"""
+from __future__ import annotations
+
+import logging
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from irsflow.config import TrainRequest
+from irsflow.evals import round as rnd
+from irsflow.job import open_job
+from irsflow.registry import CHAMPION, Registry
+from tasks.common import ensure_gpu_limit
+from tasks.eval import deploy_task, evaluate_task, gate_task, register_task
+
+log = logging.getLogger("irsflow.evals")
+
+
+@flow(name="eval-gate", log_prints=False)
+def eval_gate(job_id: str | None = None, version: str | None = None,
+              settings: rnd.EvalGateSettings = rnd.EvalGateSettings()) -> dict:
+    """Gate a finished job's adapter (``job_id``) or a registered ``version`` (default: the one
+    aliased challenger) against the champion."""
+    ensure_gpu_limit()
+    model_id = settings.model_id
+    if job_id:
+        store = open_job(job_id)
+        model_id = model_id or TrainRequest.model_validate(store.read_config()["request"]).model_id
+        version = register_task(settings, store.job_id)
+    reg = Registry(settings.tracking)
+    version = rnd.require_challenger(reg, version)
+    if model_id is None:
+        model_id = reg.version(version).tags.get("base_model")
+    champ = reg.version(CHAMPION)
+    champ_version = str(champ.version) if champ else None
+    champ_path = reg.adapter_path(champ_version) if champ_version else None
+    n = rnd.next_round(reg)
+    out = rnd.round_dir(settings, n)
+    log.info("eval gate round %d: version %s vs %s", n, version, f"version {champ_version}" if champ else "the base model")
+    champion = evaluate_task(settings, model_id, champ_path, str(out / "champion"), "champion")
+    challenger = evaluate_task(settings, model_id, reg.adapter_path(version), str(out / "challenger"), "challenger")
+    result = gate_task(settings, version, champion, challenger, n, champ_version)
+    create_markdown_artifact(markdown=rnd.gate_markdown(result), key="eval-gate",
+                             description=f"gate decision, round {n}: version {version}")
+    log.info("eval gate round %d: %s", n, "; ".join(result["reasons"]))
+    deployed = None
+    try:
+        if result["promote"]:
+            deployed = deploy_task(settings, result, champ_path)
+    except Exception as err:
+        rnd.changelog(settings, {**result, "promote": False, "reasons": result["reasons"] + [f"deploy failed: {err}"]})
+        raise
+    rnd.changelog(settings, result)
+    return {"round": n, "version": version, "champion_before": champ_version, "promote": result["promote"],
+            "reasons": result["reasons"], "deployed": deployed, "mlflow_run_id": result["mlflow_run_id"]}

@@ -1,0 +1,37 @@
+"""Tasks of the eval gate: evaluating a model loads it (gpu tag, one resident model at a time);
+registering, deciding and deploying do not (cpu tag). Thin shells over irsflow.evals.round."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from irsflow.evals import round as rnd
+from irsflow.models import resolve_model
+from irsflow.store import JobStore
+from tasks.common import CPU_TAG, GPU_TAG, retry_if_transient
+
+_RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
+              retry_condition_fn=retry_if_transient)
+
+
+@task(name="register-challenger", tags=[CPU_TAG])
+def register_task(settings: rnd.EvalGateSettings, job_id: str) -> str:
+    return rnd.register_job(settings, JobStore(job_id))
+
+
+@task(name="evaluate", tags=[GPU_TAG], task_run_name="evaluate-{who}")
+def evaluate_task(settings: rnd.EvalGateSettings, model_id: str, adapter: str | None, out: str, who: str) -> dict:
+    return rnd.evaluate(settings, resolve_model(model_id), adapter, Path(out))
+
+
+@task(name="gate", tags=[CPU_TAG])
+def gate_task(settings: rnd.EvalGateSettings, version: str, champion: dict, challenger: dict, n: int,
+              champion_version: str | None) -> dict:
+    return rnd.decide_and_record(settings, version, champion, challenger, n, champion_version)
+
+
+@task(name="promote-deploy", tags=[CPU_TAG], **_RETRY)
+def deploy_task(settings: rnd.EvalGateSettings, result: dict, previous_path: str | None) -> dict:
+    return rnd.promote_and_deploy(settings, result, previous_path)

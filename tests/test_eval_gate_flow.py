@@ -1,0 +1,146 @@
+"""The eval-gate flow through Prefect on the tiny model, real MLflow on SQLite and a vLLM-shaped
+server on 127.0.0.1: register -> evaluate champion and challenger -> gate -> promote -> hot-load,
+a round that does not promote, a deploy failure that keeps the old adapter served, rollback, and
+a broken adapter that never reaches the registry.
+
+Multiple-choice answers of a random tiny model mean nothing, so each test set's answer key is one
+adapter's own log-likelihood picks: that adapter is, by construction, clearly better than the rest.
+"""
+import json
+import os
+
+import httpx
+import pytest
+
+from irsflow.errors import InputError
+from irsflow.evals.round import EvalGateSettings
+from irsflow.registry import CHALLENGER, CHAMPION, Registry
+from irsflow.serving.vllm import DeployError, VLLMSettings
+from tests.conftest import tiny_request  # at the top: importing conftest resets the session's env vars
+from tests.fake_vllm import FakeVLLM
+
+
+@pytest.fixture(scope="module")
+def env(prefect_server, tiny_model, tmp_path_factory):
+    data = tmp_path_factory.mktemp("gatedata")
+    saved = os.environ.get("IRSFLOW_DATA_DIR")
+    os.environ["IRSFLOW_DATA_DIR"] = str(data)
+    with FakeVLLM(base_model=str(tiny_model)) as vllm:
+        yield data, vllm
+    if saved is None:
+        os.environ.pop("IRSFLOW_DATA_DIR", None)
+    else:
+        os.environ["IRSFLOW_DATA_DIR"] = saved
+
+
+def job_with_random_adapter(tiny_model, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from irsflow.job import create_job
+    from irsflow.models import load_model
+
+    store = create_job(tiny_request(tiny_model, seed=seed))
+    torch.manual_seed(seed)
+    model = get_peft_model(load_model(str(tiny_model)), LoraConfig(r=8, target_modules="all-linear",
+                                                                   init_lora_weights=False))
+    model.save_pretrained(store.checkpoint("final"))
+    store.metric(1, "METRICS", avg_reward=0.5, reward_breakdown={"conc": 0.5})
+    store.samples_path.write_text('{"iter": 1, "id": "q", "question": "q", "chosen": "a"}\n')
+    return store
+
+
+def mc_keyed_to(tiny_model, adapter, path) -> str:
+    """30 questions whose answer key is ``adapter``'s own picks."""
+    from irsflow.evals.answers import Group, answer_suites
+    from irsflow.evals.mc import MCItem
+
+    items = [MCItem(f"m{i}", f"Question {i}: which word fits item {i * 7 % 13}?",
+                    {"A": "alpha", "B": "beta", "C": "gamma", "D": "delta"}, "A") for i in range(30)]
+    picks, _ = answer_suites(str(tiny_model), str(adapter),
+                             {"mc": Group([i.prompt() for i in items], letters=[list("ABCD")] * len(items))})
+    path.write_text("".join(json.dumps({"id": i.id, "question": i.question, "choices": i.choices, "answer": p[0]}) + "\n"
+                            for i, p in zip(items, picks["mc"])))
+    return str(path)
+
+
+def settings(vllm, mc_set: str) -> EvalGateSettings:
+    return EvalGateSettings.model_validate({
+        "suites": {"mc_set": mc_set, "mc_mode": "loglik", "heldout_n": 4, "max_new_tokens": 8,
+                   "scoring": {"backend": "heuristic"}},
+        # a random model's safety answers are noise: this test is about the flow, the gate's
+        # safety rule has its own tests
+        "gate": {"safety_tolerance": {"safety": 1.0}, "floors": {"distinct_2": 0.05}},
+        "vllm": {"base_url": vllm.base_url, "serving_name": "assistant"}})
+
+
+def test_rounds_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefect_server, capsys):
+    data, vllm = env
+    from flows.cli import main
+    from flows.eval_gate import eval_gate
+
+    a = job_with_random_adapter(tiny_model, 11)
+    s_a = settings(vllm, mc_keyed_to(tiny_model, a.checkpoint("final"), tmp_path / "mc_a.jsonl"))
+
+    # round 1: A vs the base model -> promoted, hot-loaded, card + changelog
+    state = eval_gate(job_id=a.job_id, settings=s_a, return_state=True)
+    r1 = state.result()
+    assert r1["promote"] and r1["version"] == "1" and r1["champion_before"] is None
+    reg = Registry(s_a.tracking)
+    v1_path = reg.adapter_path("1")
+    assert str(reg.version(CHAMPION).version) == "1"
+    assert vllm.adapters == {"assistant": v1_path} and vllm.loads()[-1]["load_inplace"] is True
+    assert [b["model"] for p, b in vllm.calls if p == "/v1/chat/completions"] == ["assistant"]
+    tags = reg.version("1").tags
+    assert tags["gate.promote"] == "true" and json.loads(tags["gate.numbers"])["primary"]["ci_low"] > 0
+    assert tags["job_id"] == a.job_id and tags["base_model"] == str(tiny_model)
+    assert "**promoted to champion**" in open(os.path.join(v1_path, "README.md")).read()
+    round1 = json.loads((data / "evals" / "irsflow-adapter" / "round_1" / "eval_round_1.json").read_text())
+    assert round1["gate"]["promote"] and round1["challenger"]["dialogue"]["n_turns"] == 4
+    arts = httpx.post(f"{prefect_server}/artifacts/filter", json={"artifacts": {"flow_run_id": {
+        "any_": [str(state.state_details.flow_run_id)]}}}).json()
+    assert any(x["key"] == "eval-gate" and "**PROMOTED**" in x["data"] for x in arts)
+
+    # round 2: B on A's key -> worse than the champion -> not promoted, nothing loaded
+    b = job_with_random_adapter(tiny_model, 12)
+    loads = len(vllm.loads())
+    r2 = eval_gate(job_id=b.job_id, settings=s_a)
+    assert not r2["promote"] and r2["champion_before"] == "1"
+    assert str(reg.version(CHAMPION).version) == "1" and str(reg.version(CHALLENGER).version) == "2"
+    assert len(vllm.loads()) == loads and reg.version("2").tags["gate.promote"] == "false"
+
+    # round 3: C on its own key wins, but vLLM fails the verification -> run fails, A stays served
+    c = job_with_random_adapter(tiny_model, 13)
+    s_c = settings(vllm, mc_keyed_to(tiny_model, c.checkpoint("final"), tmp_path / "mc_c.jsonl"))
+    vllm.fail_next = {"/v1/chat/completions": 500}
+    with pytest.raises(DeployError, match="restored"):
+        eval_gate(job_id=c.job_id, settings=s_c)
+    assert vllm.adapters == {"assistant": v1_path} and str(reg.version(CHAMPION).version) == "1"
+
+    # round 4: the same version again, the server healthy -> promoted and served
+    r4 = eval_gate(version="3", settings=s_c)
+    assert r4["promote"] and vllm.adapters == {"assistant": reg.adapter_path("3")}
+    log = (data / "evals" / "irsflow-adapter" / "CHANGELOG.md").read_text()
+    assert [line.split(": ")[1] for line in log.splitlines() if line.startswith("## Round")] == [
+        "version 1 PROMOTED", "version 2 kept as challenger", "version 3 kept as challenger", "version 3 PROMOTED"]
+    assert "deploy failed" in log
+
+    # rollback: champion back to 1, and vLLM reloaded with it
+    (tmp_path / "s.json").write_text(s_c.model_dump_json())
+    assert main(["rollback", "--settings", str(tmp_path / "s.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["to"] == "1"
+    assert str(reg.version(CHAMPION).version) == "1" and vllm.adapters == {"assistant": v1_path}
+
+
+def test_a_broken_adapter_never_reaches_the_registry(env, tiny_model, tmp_path):
+    data, vllm = env
+    from flows.eval_gate import eval_gate
+
+    bad = job_with_random_adapter(tiny_model, 14)
+    (bad.checkpoint("final") / "adapter_model.safetensors").write_bytes(b"not a tensor file")
+    reg = Registry(settings(vllm, "builtin:mc").tracking)
+    before = [str(mv.version) for mv in reg.client.search_model_versions(f"name='{reg.s.model_name}'")]
+    with pytest.raises(InputError, match="does not load"):
+        eval_gate(job_id=bad.job_id, settings=settings(vllm, "builtin:mc"))
+    after = [str(mv.version) for mv in reg.client.search_model_versions(f"name='{reg.s.model_name}'")]
+    assert after == before
