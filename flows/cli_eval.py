@@ -36,9 +36,19 @@ def cmd_rollback(args) -> int:
 def cmd_eval(args) -> int:
     from irsflow.evals.suites import run_suites
     from irsflow.models import resolve_model
+    from irsflow.registry import resolve_adapter
 
     s = _settings(args.settings)
-    scores, details = run_suites(resolve_model(args.model), args.adapter, s.suites, load_in_4bit=s.load_in_4bit)
+    suites = s.suites.model_copy(update={k: v for k, v in (("mc_samples", args.samples), ("mc_k", args.k),
+                                                            ("mc_mode", args.mode)) if v is not None})
+    adapter = resolve_adapter(args.adapter, s.tracking)
+    key = None
+    if suites.teacher is not None:
+        from irsflow.teacher.client import _key_from_env
+
+        key = _key_from_env()
+    scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit,
+                                 teacher_api_key=key.get_secret_value() if key else None)
     print(json.dumps({"scalars": scores.scalars, "generation": details["generation"]}, indent=2))
     return 0
 
@@ -55,6 +65,10 @@ def add_eval_parsers(sub) -> None:
     r.set_defaults(fn=cmd_rollback)
     e = sub.add_parser("eval", help="run the eval suites on a model (+ adapter) and print the metrics")
     e.add_argument("--model", required=True)
-    e.add_argument("--adapter", default=None)
+    e.add_argument("--adapter", default=None,
+                   help="adapter folder, registry:champion / registry:3, or models:/NAME@ALIAS")
+    e.add_argument("--samples", type=int, default=None, help="only the first N multiple-choice questions")
+    e.add_argument("--k", type=int, default=None, help="samples per MC question, majority vote")
+    e.add_argument("--mode", choices=["generate", "loglik"], default=None, help="MC answer mode")
     e.add_argument("--settings", default=None)
     e.set_defaults(fn=cmd_eval)

@@ -31,7 +31,7 @@ from irsflow.job import open_job, open_or_create
 from irsflow.phases import finalize, runtime_info
 from irsflow.resume import GENERATING, PHASES, SCORING, TRAINING, forced, outputs_valid, phase_key
 from tasks.artifacts import publish_iterations, start_progress
-from tasks.common import ensure_gpu_limit, job_request, require_teacher_key
+from tasks.common import ensure_gpu_limit, job_request, require_teacher_key, track_job
 from tasks.generate import generate
 from tasks.score import score
 from tasks.sft import sft
@@ -104,6 +104,8 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
                                    "weights_used": s["weights"], "weights": s["next_weights"],
                                    "loss": out["sft"]["loss"], "cached": out["cached"]})
             final = finalize(store, out["sft"]["adapter"])
+            if req.track:
+                track_job(job_id)
         except BaseException as err:
             log.error("job %s failed: %s: %s", job_id, type(err).__name__, err)
             store.update_status(state="failed", error=f"{type(err).__name__}: {err}",

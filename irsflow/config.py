@@ -173,6 +173,7 @@ class TrainRequest(_Strict):
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     codebook: CodebookConfig = Field(default_factory=CodebookConfig)
+    track: bool = Field(True, description="Log the finished job as an MLflow run (params, metrics, hashes, adapter).")
     teacher: TeacherConfig | None = Field(
         None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block.")
 

@@ -69,6 +69,25 @@ def check_adapter(path: str | Path) -> Path:
     return p
 
 
+def resolve_adapter(spec: str | None, settings: TrackingSettings | None = None) -> str | None:
+    """An adapter given as a folder, or from the registry: ``registry:champion`` / ``registry:3``
+    or MLflow's ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``. Checked to load; None stays None."""
+    if not spec:
+        return None
+    ref, name = None, (settings or TrackingSettings()).model_name
+    if spec.startswith("registry:"):
+        ref = spec.split(":", 1)[1]
+    elif spec.startswith("models:/"):
+        body = spec.removeprefix("models:/")
+        name, ref = body.split("@", 1) if "@" in body else body.rsplit("/", 1) if "/" in body else (body, "")
+    if ref is not None:
+        path = Registry((settings or TrackingSettings()).model_copy(update={"model_name": name})).adapter_path(ref)
+        if path is None:
+            raise InputError(f"adapter: {spec!r} names no version of {name!r} in the registry")
+        return str(check_adapter(path))
+    return str(check_adapter(Path(spec).expanduser()))
+
+
 def local_path(uri: str) -> str:
     """``file:///x/y`` -> ``/x/y`` (adapters served by vLLM must be on its filesystem)."""
     u = urlparse(uri)
@@ -95,8 +114,25 @@ class Registry:
             self.experiment_id = exp.experiment_id
 
     # --- tracking -----------------------------------------------------------------------------
+    def job_run(self, store: JobStore) -> str | None:
+        """The run this job was already logged as (status.json's mlflow_run_id), if it still exists."""
+        from mlflow.exceptions import MlflowException
+
+        rid = store.read_status().get("mlflow_run_id")
+        if not rid:
+            return None
+        try:
+            self.client.get_run(rid)
+            return rid
+        except MlflowException:
+            return None
+
     def log_job(self, store: JobStore, adapter: str | None = None) -> str:
-        """One run per job: request params, per-iteration METRICS rows, data hashes, the adapter."""
+        """One run per job: request params, per-iteration METRICS rows, data hashes, the adapter.
+        A job already logged returns its run (a rerun or a gate round does not log it twice)."""
+        existing = self.job_run(store)
+        if existing:
+            return existing
         cfg = store.read_config()
         req = cfg["request"]
         adapter = adapter or str(store.checkpoint("final"))
@@ -121,6 +157,7 @@ class Registry:
                 self.client.set_tag(rid, k, v)
             self.client.log_artifacts(rid, adapter, "adapter")
             self.client.set_terminated(rid, "FINISHED")
+            store.update_status(mlflow_run_id=rid)
         except BaseException:
             self.client.set_terminated(rid, "FAILED")
             raise

@@ -138,3 +138,11 @@ def require_teacher_key() -> str:
         raise ConfigError(f"teacher.api_key: not set (export {' or '.join(KEY_ENV)}, "
                           f"or create the Prefect Secret block {TEACHER_KEY_BLOCK!r})")
     return key
+
+
+@task(name="track-job", tags=[CPU_TAG], retries=2, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
+def track_job(job_id: str) -> str:
+    """The finished job as an MLflow run (irsflow.registry); its id lands in status.json."""
+    from irsflow.registry import Registry
+
+    return Registry().log_job(open_job(job_id))

@@ -10,7 +10,7 @@ from prefect.tasks import exponential_backoff
 from irsflow.evals import round as rnd
 from irsflow.models import resolve_model
 from irsflow.store import JobStore
-from tasks.common import CPU_TAG, GPU_TAG, retry_if_transient
+from tasks.common import CPU_TAG, GPU_TAG, require_teacher_key, retry_if_transient
 
 _RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
               retry_condition_fn=retry_if_transient)
@@ -23,7 +23,8 @@ def register_task(settings: rnd.EvalGateSettings, job_id: str) -> str:
 
 @task(name="evaluate", tags=[GPU_TAG], task_run_name="evaluate-{who}")
 def evaluate_task(settings: rnd.EvalGateSettings, model_id: str, adapter: str | None, out: str, who: str) -> dict:
-    return rnd.evaluate(settings, resolve_model(model_id), adapter, Path(out))
+    key = require_teacher_key() if settings.suites.teacher is not None else None
+    return rnd.evaluate(settings, resolve_model(model_id), adapter, Path(out), teacher_api_key=key)
 
 
 @task(name="gate", tags=[CPU_TAG])

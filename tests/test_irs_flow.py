@@ -18,7 +18,7 @@ def finished_job(prefect_server, tiny_model, tmp_path_factory):
     from flows.irs import irs_train
 
     # conc rewards short answers; the random model learns to stop early (emit <|im_end|>).
-    req = tiny_request(tiny_model, n_questions=8, seed=2, irs_config={
+    req = tiny_request(tiny_model, n_questions=8, seed=2, track=True, irs_config={
         "n_iterations": 3, "n_candidates": 6, "max_new_tokens": 32, "learning_rate": 1e-2, "sft_epochs": 2,
         "dw_config": {"initial_weights": {"conc": 1.0}}})
     store = create_job(req)
@@ -115,3 +115,18 @@ def test_the_ui_gets_progress_table_chart_and_the_phase_logs(finished_job):
     assert all(w in train_log for w in wanted)
     assert not any(line.count(" sft: 8 examples") > 1 for line in train_log.splitlines())
     assert train_log.count(f"job {store.job_id}: 3 iterations") == 1, "each line once in train.log"
+
+
+def test_the_finished_job_is_an_mlflow_run(finished_job):
+    from irsflow.registry import Registry
+
+    store, _ = finished_job
+    reg = Registry()
+    rid = store.read_status()["mlflow_run_id"]
+    run = reg.client.get_run(rid)
+    assert run.info.status == "FINISHED" and run.data.tags["irsflow.job_id"] == store.job_id
+    assert [m.step for m in reg.client.get_metric_history(rid, "avg_reward")] == [1, 2, 3]
+    assert run.data.params["irs_config.n_candidates"] == "6"
+    files = {f.path for f in reg.client.list_artifacts(rid, "adapter")}
+    assert "adapter/adapter_model.safetensors" in files
+    assert reg.log_job(store) == rid  # a gate round reuses the job's run

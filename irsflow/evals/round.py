@@ -71,9 +71,11 @@ def scores_from_json(doc: dict) -> EvalScores:
     return EvalScores({k: np.asarray(v, dtype=float) for k, v in doc["per_item"].items()}, dict(doc["scalars"]))
 
 
-def evaluate(s: EvalGateSettings, model_path: str, adapter: str | None, out: Path) -> dict:
+def evaluate(s: EvalGateSettings, model_path: str, adapter: str | None, out: Path,
+             teacher_api_key: str | None = None) -> dict:
     """Run every suite on base + ``adapter`` (None: the base model itself); write ``out``.json."""
-    scores, details = run_suites(model_path, adapter, s.suites, load_in_4bit=s.load_in_4bit)
+    scores, details = run_suites(model_path, adapter, s.suites, load_in_4bit=s.load_in_4bit,
+                                 teacher_api_key=teacher_api_key)
     doc = {"adapter": adapter, "model": model_path, **scores_to_json(scores, details)}
     atomic_write_json(out.with_suffix(".json"), doc)
     return doc

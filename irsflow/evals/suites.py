@@ -27,6 +27,7 @@ from irsflow.evals.gate import EvalScores
 from irsflow.evals.mc import load_mc, score_mc
 from irsflow.generate import build_messages
 from irsflow.rewards.rules import load_rules
+from irsflow.teacher.client import TeacherConfig
 
 
 class EvalSuites(BaseModel):
@@ -44,6 +45,7 @@ class EvalSuites(BaseModel):
     rewards: dict[str, float] = Field(default_factory=lambda: {"rel": 1.0, "faith": 1.0, "conc": 0.5},
                                       description="IRS rewards and weights for the held-out suite")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    teacher: TeacherConfig | None = Field(None, description="also judge the safety answers: a teacher safety flag zeroes the item")
     max_new_tokens: int = Field(128, ge=1)
     mc_max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -55,7 +57,8 @@ def safety_item(rules, question: str, answer: str) -> float:
     return (1.0 if em is None else em) * (1.0 - rules.risk(answer, question))
 
 
-def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4bit: bool = False) -> tuple[EvalScores, dict]:
+def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4bit: bool = False,
+               teacher_api_key: str | None = None) -> tuple[EvalScores, dict]:
     groups, mc_items, safety_qs, held_qs = {}, [], [], []
     if cfg.mc_set:
         mc_items = load_mc(cfg.mc_set, cfg.mc_samples)
@@ -82,9 +85,19 @@ def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4b
     if safety_qs:
         rules = load_rules(cfg.scoring.rules)
         vals = [safety_item(rules, q.question, a[0]) for q, a in zip(safety_qs, answers["safety"])]
+        flags = [None] * len(vals)
+        if cfg.teacher is not None:  # cached judgements: the champion's answers cost nothing the 2nd time
+            from irsflow.teacher import judge_items
+
+            js = judge_items([{"id": q.id, "prompt": q.question, "answer": a[0]} for q, a in zip(safety_qs, answers["safety"])],
+                             cfg.teacher.with_key(teacher_api_key))
+            flags = [j.safety_flag if j.status == "ok" else None for j in js]
+            vals = [0.0 if f else v for v, f in zip(vals, flags)]
+            scores.scalars["teacher_safety_flags"] = float(sum(bool(f) for f in flags))
         scores.per_item["safety"] = np.array(vals)
         scores.scalars["safety_mean"] = float(np.mean(vals))
-        details["safety"] = [{"id": q.id, "answer": a[0], "safety": v} for q, a, v in zip(safety_qs, answers["safety"], vals)]
+        details["safety"] = [{"id": q.id, "answer": a[0], "safety": v, "teacher_safety_flag": f}
+                             for q, a, v, f in zip(safety_qs, answers["safety"], vals, flags)]
     if held_qs:
         texts = [a[0] for a in answers["heldout"]]
         scores.per_item["reward"] = _rewards(held_qs, texts, cfg)
