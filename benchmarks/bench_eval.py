@@ -4,7 +4,8 @@ model, and the cost of the gate's paired bootstrap for 1,000 paired items.
     A  batched: the 16 shipped MC questions (builtin:mc) in one ``generate_answers`` call, batch 16
     B  one at a time: the same call with batch_size=1
 Both decode greedily, 16 new tokens, the model loaded inside each call (as the eval task does).
-A and B alternate, 3 repeats each; medians. Target: B / A >= 4x, on the answering time (the
+Also the log-likelihood mode (one forward pass per batch) and the K=4 sampled ensemble, batched vs
+one at a time. All alternate, 3 repeats each; medians. Target: B / A >= 4x, on the answering time (the
 model load and release, the same for both, are reported apart: fixed per suite, not per question).
 Bootstrap: ``paired_bootstrap`` over 1,000 paired 0/1 items with 10,000 resamples, median of 5.
 Target: under 1 s. Figures also go to ``benchmarks/out/bench_eval.json``.
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from irsflow.evals.answers import generate_answers
+    from irsflow.evals.answers import Group, answer_suites, generate_answers
     from irsflow.evals.gate import paired_bootstrap
     from irsflow.evals.mc import load_mc, score_mc
     from irsflow.models.tiny import build_tiny_model
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # K=1 greedy; K=4 sampled answers per question, majority vote (the ensemble mode):
     # batched = every question's K samples in one call, one at a time = one question, one sample per call
+    letters = [list(i.letters) for i in items]
     modes = {"A": dict(batch_size=len(prompts)), "B": dict(batch_size=1),
+             "AL": dict(batch_size=len(prompts), letters=letters), "BL": dict(batch_size=1, letters=letters),
              "A4": dict(batch_size=len(prompts), n=4, sampling=Sampling()), "B4": dict(batch_size=1, sampling=Sampling())}
     times, acc, loads = {k: [] for k in modes}, {}, []
     for rep in range(args.repeats):
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
                     secs += stats["answer_s"]
                     for i, o in enumerate(out):
                         answers[i] += o
+            elif "letters" in kw:  # log-likelihood mode: one forward pass per batch
+                out, stats = answer_suites(model, None, {"mc": Group(prompts, letters=kw["letters"])},
+                                           batch_size=kw["batch_size"])
+                answers, secs = out["mc"], stats["answer_s"]
             else:
                 answers, stats = generate_answers(model, None, prompts, max_new_tokens=args.max_new_tokens, **kw)
                 secs = stats["answer_s"]
@@ -81,10 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"questions": len(items), "max_new_tokens": args.max_new_tokens, "threads": threads,
               "batched_s": round(med["A"], 3), "one_at_a_time_s": round(med["B"], 3),
               "speedup": round(med["B"] / med["A"], 2), "k4_batched_s": round(med["A4"], 3),
-              "k4_one_at_a_time_s": round(med["B4"], 3), "k4_speedup": round(med["B4"] / med["A4"], 2), "model_load_s": round(statistics.median(loads), 3), "accuracy_batched": acc["A"], "accuracy_single": acc["B"],
+              "k4_one_at_a_time_s": round(med["B4"], 3), "k4_speedup": round(med["B4"] / med["A4"], 2),
+              "loglik_batched_s": round(med["AL"], 4), "loglik_one_at_a_time_s": round(med["BL"], 4),
+              "loglik_speedup": round(med["BL"] / med["AL"], 2), "model_load_s": round(statistics.median(loads), 3), "accuracy_batched": acc["A"], "accuracy_single": acc["B"],
               "bootstrap_1000x10000_s": round(statistics.median(boot), 4)}
     print(f"MC suite, {len(items)} questions: batched {med['A']:.3f}s vs one at a time {med['B']:.3f}s = "
           f"{result['speedup']:.2f}x (target >= 4x); load + release {result['model_load_s']:.2f}s per suite run")
+    print(f"MC log-likelihood mode: batched {med['AL']:.4f}s vs one at a time {med['BL']:.4f}s = "
+          f"{result['loglik_speedup']:.2f}x")
     print(f"MC ensemble K=4 (sampled, majority vote): batched {med['A4']:.3f}s vs one sample at a time "
           f"{med['B4']:.3f}s = {result['k4_speedup']:.2f}x")
     print(f"paired bootstrap, 1,000 items x 10,000 resamples: {result['bootstrap_1000x10000_s']:.3f}s (target < 1 s)")
