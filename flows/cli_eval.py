@@ -49,7 +49,17 @@ def cmd_eval(args) -> int:
         key = _key_from_env()
     scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit,
                                  teacher_api_key=key.get_secret_value() if key else None)
-    print(json.dumps({"scalars": scores.scalars, "generation": details["generation"]}, indent=2))
+    from irsflow.evals.round import scores_to_json
+    from irsflow.registry import Registry
+    from irsflow.store import atomic_write_json, data_dir, new_job_id
+
+    out = data_dir() / "evals" / "standalone" / f"eval-{new_job_id()}.json"
+    atomic_write_json(out, {"model": args.model, "adapter": adapter, **scores_to_json(scores, details)})
+    run_id = Registry(s.tracking).log_eval(f"eval-{out.stem}", {"model": args.model, "adapter": args.adapter or "",
+                                                                 "suites": suites.model_dump(mode="json")},
+                                           scores.scalars, out)
+    print(json.dumps({"scalars": scores.scalars, "generation": details["generation"], "file": str(out),
+                      "mlflow_run_id": run_id}, indent=2))
     return 0
 
 

@@ -163,6 +163,19 @@ class Registry:
             raise
         return rid
 
+    def log_eval(self, name: str, params: dict, scalars: dict[str, float], details: Path | None = None) -> str:
+        """A standalone evaluation as a run (``irsflow.kind`` = eval): params, metrics, details file."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={"irsflow.kind": "eval"})
+        rid = run.info.run_id
+        for k, v in _flatten(params).items():
+            self.client.log_param(rid, k, str(v)[:6000])
+        for k, v in scalars.items():
+            self.client.log_metric(rid, k, float(v))
+        if details is not None:
+            self.client.log_artifact(rid, str(details))
+        self.client.set_terminated(rid, "FINISHED")
+        return rid
+
     @staticmethod
     def data_hashes(store: JobStore) -> dict[str, str]:
         cfg = store.read_config()

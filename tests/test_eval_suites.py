@@ -81,3 +81,9 @@ def test_eval_cli_on_a_registry_uri(tiny_model, zero_adapter, data_dir, capsys):
                  "--mode", "loglik"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert 0 <= out["scalars"]["mc_accuracy"] <= 1 and out["generation"]["prompts"] == 4 + 12 + 16
+    from irsflow.registry import Registry  # every eval is an MLflow run, its per-item file attached
+
+    run = Registry().client.get_run(out["mlflow_run_id"])
+    assert run.data.tags["irsflow.kind"] == "eval" and run.data.metrics["mc_accuracy"] == out["scalars"]["mc_accuracy"]
+    assert run.data.params["adapter"] == zero_adapter
+    assert json.loads(open(out["file"]).read())["per_item"]["mc_correct"]
