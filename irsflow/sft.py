@@ -77,6 +77,64 @@ def pick_optimizer() -> str:
     return "adamw_torch"
 
 
+def trainable_model(model_path: str, adapter_in: str | None, lora, load_in_4bit: bool = False):
+    """The base model with the adapter to train: ``adapter_in`` continued, or a fresh LoRA."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model = load_model(model_path, adapter=adapter_in, load_in_4bit=load_in_4bit, trainable=True)
+    if adapter_in is None:
+        if load_in_4bit:
+            model = prepare_model_for_kbit_training(model)
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+    return model
+
+
+def progress_callback(progress: ProgressFn):
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            progress(100.0 * state.global_step / max(1, state.max_steps))
+
+    return _Progress()
+
+
+def training_args(scratch: str, learning_rate: float, batch_size: int, epochs: float, max_length: int,
+                  seed: int) -> dict:
+    """What every irsflow trainer sets the same way: constant LR, a step log, no checkpoints, CPU
+    or bf16 by device, the optimizer of ``pick_optimizer``."""
+    on_cpu = not cuda_available()
+    return dict(output_dir=scratch, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                num_train_epochs=epochs, max_length=max_length, seed=seed, data_seed=seed, optim=pick_optimizer(),
+                logging_steps=1, save_strategy="no", report_to=[], use_cpu=on_cpu, bf16=not on_cpu,
+                lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True, dataloader_num_workers=0)
+
+
+def fit(load_model_fn, make_trainer, out_dir: Path, prefix: str) -> tuple[float, list[dict], int, int]:
+    """Load the trainable model, build the trainer on a scratch folder, train (step losses to our
+    logger, not stdout), save the adapter atomically, then free the model whatever happened.
+    Returns (mean training loss, the log rows with a loss, steps, memory in use after release)."""
+    from transformers import PrinterCallback
+
+    model = load_model_fn()
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+            trainer = make_trainer(model, scratch)
+            trainer.remove_callback(PrinterCallback)
+            out = trainer.train()
+            with atomic_dir(Path(out_dir)) as tmp:
+                trainer.model.save_pretrained(tmp)
+            history = [h for h in trainer.state.log_history if "loss" in h]
+            steps = trainer.state.global_step
+            del trainer
+    finally:
+        del model
+        mem_after = free_memory()
+    return float(out.training_loss), history, steps, mem_after
+
+
 def train_sft(
     model_path: str, adapter_in: str | None, examples: list[dict], out_dir: Path, *, learning_rate: float,
     batch_size: int, epochs: float, max_seq_length: int, lora, seed: int, load_in_4bit: bool = False,
@@ -85,8 +143,6 @@ def train_sft(
     """Train and save the adapter to ``out_dir``; returns loss, steps, seconds, memory after release.
     ``grad_accum`` > 1 keeps the effective batch when ``batch_size`` was halved after running out of memory."""
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig
 
     if not examples:
@@ -94,44 +150,16 @@ def train_sft(
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(model_path, padding_side="right")
     check_lengths(tokenizer, examples, max_seq_length)
-    model = load_model(model_path, adapter=adapter_in, load_in_4bit=load_in_4bit, trainable=True)
-    if adapter_in is None:
-        if load_in_4bit:
-            model = prepare_model_for_kbit_training(model)
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
-    class _Progress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            progress(100.0 * state.global_step / max(1, state.max_steps))
+    def make_trainer(model, scratch):
+        args = SFTConfig(**training_args(scratch, learning_rate, batch_size, epochs, max_seq_length, seed),
+                         gradient_accumulation_steps=grad_accum, gradient_checkpointing=False)
+        return make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                                    processing_class=tokenizer, callbacks=[progress_callback(progress)])
 
-    on_cpu = not cuda_available()
-    try:
-        with tempfile.TemporaryDirectory(prefix="irsflow-sft-") as scratch:
-            args = SFTConfig(
-                output_dir=scratch, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-                gradient_accumulation_steps=grad_accum,
-                num_train_epochs=epochs, max_length=max_seq_length, seed=seed, data_seed=seed,
-                optim=pick_optimizer(), logging_steps=1, save_strategy="no", report_to=[],
-                use_cpu=on_cpu, bf16=not on_cpu, gradient_checkpointing=False,
-                lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True,
-                dataloader_num_workers=0,
-            )
-            trainer = make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                 processing_class=tokenizer, callbacks=[_Progress()])
-            trainer.remove_callback(PrinterCallback)  # losses go to our logger, not stdout
-            out = trainer.train()
-            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            log.info("sft: %d examples, %d steps, loss %.4f", len(examples), trainer.state.global_step,
-                     out.training_loss)
-            with atomic_dir(Path(out_dir)) as tmp:
-                trainer.model.save_pretrained(tmp)
-            steps = trainer.state.global_step
-            del trainer
-    finally:
-        del model
-        mem_after = free_memory()
-    return {"loss": float(out.training_loss), "losses": losses, "steps": steps, "examples": len(examples),
+    loss, history, steps, mem_after = fit(lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit),
+                                          make_trainer, out_dir, "irsflow-sft-")
+    log.info("sft: %d examples, %d steps, loss %.4f", len(examples), steps, loss)
+    return {"loss": loss, "losses": [h["loss"] for h in history], "steps": steps, "examples": len(examples),
             "batch_size": batch_size, "grad_accum": grad_accum,
             "seconds": time.perf_counter() - t0, "mem_after_release": mem_after}
