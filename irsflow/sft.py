@@ -101,13 +101,14 @@ def progress_callback(progress: ProgressFn):
     return _Progress()
 
 
-def training_args(scratch: str, learning_rate: float, batch_size: int, epochs: float, max_length: int,
+def training_args(scratch: str, learning_rate: float, batch_size: int, epochs: float, max_length: int | None,
                   seed: int) -> dict:
     """What every irsflow trainer sets the same way: constant LR, a step log, no checkpoints, CPU
     or bf16 by device, the optimizer of ``pick_optimizer``."""
     on_cpu = not cuda_available()
     return dict(output_dir=scratch, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-                num_train_epochs=epochs, max_length=max_length, seed=seed, data_seed=seed, optim=pick_optimizer(),
+                num_train_epochs=epochs, **({} if max_length is None else {"max_length": max_length}),
+                seed=seed, data_seed=seed, optim=pick_optimizer(),
                 logging_steps=1, save_strategy="no", report_to=[], use_cpu=on_cpu, bf16=not on_cpu,
                 lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True, dataloader_num_workers=0)
 
