@@ -134,6 +134,7 @@ class ScoringConfig(_Strict):
     rules: str = Field("builtin:default", min_length=1,
                        description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    reward_model: str | None = Field(None, min_length=1, description="Trained reward model folder for the `rm` reward.")
 
     @field_validator("rules")
     @classmethod
