@@ -20,6 +20,22 @@ from irsflow.store import ProgressFn, atomic_dir, no_progress
 log = logging.getLogger("irsflow.sft")
 
 
+class WeightedCollator:
+    """Wraps the trainer's collator: pulls each example's ``weight`` out before collating and
+    returns it as a tensor beside the batch (SFTTrainer has no native per-example weights)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, examples):
+        import torch
+
+        weights = [float(e.get("weight", 1.0)) for e in examples]
+        batch = self.inner([{k: v for k, v in e.items() if k != "weight"} for e in examples])
+        batch["weight"] = torch.tensor(weights)
+        return batch
+
+
 def sft_examples(rows: list[dict], best: list[int]) -> list[dict]:
     """Scored rows + chosen indexes -> prompt/completion examples (empty answers dropped)."""
     out = []
@@ -43,16 +59,24 @@ def make_trainer_class():
 
     class IrsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if _fused_loss_available():
+            weight = inputs.pop("weight", None)
+            if weight is None and _fused_loss_available():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"]
             outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", "completion_mask")})
             logits = outputs.logits[:, :-1].float()
             target = labels[:, 1:]
-            total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                    ignore_index=-100, reduction="sum")
-            denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
-            loss = total / denom
+            if weight is None:
+                total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                        ignore_index=-100, reduction="sum")
+                denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
+                loss = total / denom
+            else:
+                # per-example loss weights (seed 004): each example's mean token NLL, weighted, / sum of weights
+                nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+                per_example = nll.sum(1) / (target != -100).sum(1).clamp(min=1)
+                w = weight.to(per_example)
+                loss = (w * per_example).sum() / w.sum().clamp(min=1e-8)
             return (loss, outputs) if return_outputs else loss
 
     return IrsSFTTrainer
@@ -142,7 +166,8 @@ def train_sft(
     grad_accum: int = 1, progress: ProgressFn = no_progress,
 ) -> dict:
     """Train and save the adapter to ``out_dir``; returns loss, steps, seconds, memory after release.
-    ``grad_accum`` > 1 keeps the effective batch when ``batch_size`` was halved after running out of memory."""
+    ``grad_accum`` > 1 keeps the effective batch when ``batch_size`` was halved after running out of memory.
+    Examples may carry a ``weight`` (per-example loss weight, default 1)."""
     from datasets import Dataset
     from trl import SFTConfig
 
@@ -152,11 +177,19 @@ def train_sft(
     tokenizer = load_tokenizer(model_path, padding_side="right")
     check_lengths(tokenizer, examples, max_seq_length)
 
+    weighted = any("weight" in e for e in examples)
+    if weighted:
+        examples = [{**e, "weight": float(e.get("weight", 1.0))} for e in examples]
+
     def make_trainer(model, scratch):
         args = SFTConfig(**training_args(scratch, learning_rate, batch_size, epochs, max_seq_length, seed),
-                         gradient_accumulation_steps=grad_accum, gradient_checkpointing=False)
-        return make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                    processing_class=tokenizer, callbacks=[progress_callback(progress)])
+                         gradient_accumulation_steps=grad_accum, gradient_checkpointing=False,
+                         remove_unused_columns=not weighted)  # keep the weight column for the collator
+        trainer = make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                                       processing_class=tokenizer, callbacks=[progress_callback(progress)])
+        if weighted:
+            trainer.data_collator = WeightedCollator(trainer.data_collator)
+        return trainer
 
     loss, history, steps, mem_after = fit(lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit),
                                           make_trainer, out_dir, "irsflow-sft-")
