@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_feedback_extract.py
 	$(BIN)/python benchmarks/bench_teacher.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_irs_vs_grpo.py
 
 clean:
 	rm -rf $(VENV) data
