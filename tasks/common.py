@@ -92,6 +92,13 @@ def _phase_cache_key(phase: str) -> Callable:
     return key
 
 
+def transient_retries(n: int) -> dict:
+    """Task options: retry HTTP 429/5xx and connection errors ``n`` times with exponential backoff
+    and jitter; bad input and other failures fail at once (``retry_if_transient``)."""
+    return dict(retries=n, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
+                retry_condition_fn=retry_if_transient)
+
+
 def phase_task(phase: str, tag: str, name: str):
     """Decorator for a phase task taking ``(job_id, iteration)``."""
     return task(

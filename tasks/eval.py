@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.tasks import exponential_backoff
 
 from irsflow.evals import round as rnd
 from irsflow.models import resolve_model
 from irsflow.store import JobStore
-from tasks.common import CPU_TAG, GPU_TAG, require_teacher_key, retry_if_transient
+from tasks.common import CPU_TAG, GPU_TAG, require_teacher_key, transient_retries
 
-_RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
-              retry_condition_fn=retry_if_transient)
 
 
 @task(name="register-challenger", tags=[CPU_TAG])
@@ -33,6 +30,6 @@ def gate_task(settings: rnd.EvalGateSettings, version: str, champion: dict, chal
     return rnd.decide_and_record(settings, version, champion, challenger, n, champion_version)
 
 
-@task(name="promote-deploy", tags=[CPU_TAG], **_RETRY)
+@task(name="promote-deploy", tags=[CPU_TAG], **transient_retries(2))
 def deploy_task(settings: rnd.EvalGateSettings, result: dict, previous_path: str | None) -> dict:
     return rnd.promote_and_deploy(settings, result, previous_path)

@@ -3,10 +3,9 @@ never become a parameter, a log line or an artifact."""
 from __future__ import annotations
 
 from prefect import task
-from prefect.tasks import exponential_backoff
 
 from irsflow.feedback.etl import FeedbackSettings, run_etl
-from tasks.common import CPU_TAG, retry_if_transient, secret
+from tasks.common import CPU_TAG, secret, transient_retries
 
 SECRET_BLOCKS = {"LANGFUSE_PUBLIC_KEY": "langfuse-public-key", "LANGFUSE_SECRET_KEY": "langfuse-secret-key"}
 
@@ -16,7 +15,6 @@ def langfuse_keys() -> tuple[str, str] | None:
     return (pk, sk) if pk and sk else None  # None: LangfuseSettings says which one is missing
 
 
-@task(name="extract-transform", tags=[CPU_TAG], retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10),
-      retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+@task(name="extract-transform", tags=[CPU_TAG], **transient_retries(3))
 def extract_transform(settings: FeedbackSettings, run_id: str, label_studio_export: str | None = None) -> dict:
     return run_etl(settings, run_id, keys=langfuse_keys(), label_studio_export=label_studio_export)

@@ -4,17 +4,14 @@ log line or an artifact."""
 from __future__ import annotations
 
 from prefect import task
-from prefect.tasks import exponential_backoff
 
 from irsflow.config import ScoringConfig
 from irsflow.teacher.client import TeacherConfig
 from irsflow.job import open_job
 from irsflow.teacher.labelling import items_from_job, label_items, load_items
 from irsflow.teacher.quality import quality_check
-from tasks.common import CPU_TAG, require_teacher_key, retry_if_transient
+from tasks.common import CPU_TAG, require_teacher_key, transient_retries
 
-_RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
-              retry_condition_fn=retry_if_transient)
 
 
 class TeacherUnavailable(RuntimeError):
@@ -32,7 +29,7 @@ def _check(summary: dict) -> dict:
     return summary
 
 
-@task(name="teacher-label", tags=[CPU_TAG], **_RETRY)
+@task(name="teacher-label", tags=[CPU_TAG], **transient_retries(2))
 def label_task(source: dict, scoring: ScoringConfig, teacher: TeacherConfig, out_dir: str) -> dict:
     """``source``: {"job_id", "iterations"?} or {"samples"}; items are read here, not passed around."""
     from pathlib import Path
@@ -47,7 +44,7 @@ def label_task(source: dict, scoring: ScoringConfig, teacher: TeacherConfig, out
     return _check(label_items(items, scoring, settings, Path(out_dir), source=what, title=title))
 
 
-@task(name="teacher-quality-check", tags=[CPU_TAG], **_RETRY)
+@task(name="teacher-quality-check", tags=[CPU_TAG], **transient_retries(2))
 def quality_task(sets: dict[str, str], scoring: ScoringConfig, teacher: TeacherConfig, out_dir: str,
                  score_floor: float) -> dict:
     from pathlib import Path
