@@ -15,26 +15,19 @@ from pathlib import Path
 
 from irsflow.dataset import jsonl_objects
 from irsflow.errors import InputError
-from irsflow.store import JobStore, read_jsonl
+from irsflow.store import JobStore
 
 
 def irs_pairs(store: JobStore, min_margin: float = 0.05, iterations: list[int] | None = None) -> list[dict]:
-    samples = read_jsonl(store.samples_path)
-    prompts: dict[int, dict[str, list]] = {}
     out = []
-    for s in samples:
-        it = int(s["iter"])
-        if iterations and it not in iterations:
-            continue
-        if it not in prompts:
-            prompts[it] = {r["id"]: r["prompt"] for r in read_jsonl(store.phase_dir(it) / "candidates.jsonl")}
+    for it, s, row in store.samples_with_candidates(iterations):
         cands = [c for c in s["candidates"] if c["text"].strip()]
         if len(cands) < 2:
             continue
         best, worst = max(cands, key=lambda c: c["total"]), min(cands, key=lambda c: c["total"])
         margin = best["total"] - worst["total"]
         if margin >= min_margin and best["text"] != worst["text"]:
-            out.append({"id": f"{it}:{s['id']}", "prompt": prompts[it][s["id"]], "chosen": best["text"],
+            out.append({"id": f"{it}:{s['id']}", "prompt": row["prompt"], "chosen": best["text"],
                         "rejected": worst["text"], "source": "irs", "margin": round(margin, 6)})
     return out
 

@@ -151,6 +151,18 @@ class JobStore:
     def add_samples(self, rows: list[dict]) -> None:
         append_jsonl(self.samples_path, rows)
 
+    def samples_with_candidates(self, iterations: list[int] | None = None) -> Iterator[tuple[int, dict, dict]]:
+        """``(iteration, samples.jsonl row, that question's candidates.jsonl row)`` for every (or
+        the given) iteration; each iteration's candidates file is read once."""
+        by_iter: dict[int, dict[str, dict]] = {}
+        for s in read_jsonl(self.samples_path):
+            it = int(s["iter"])
+            if iterations and it not in iterations:
+                continue
+            if it not in by_iter:
+                by_iter[it] = {r["id"]: r for r in read_jsonl(self.phase_dir(it) / "candidates.jsonl")}
+            yield it, s, by_iter[it].get(s["id"], {})
+
     def replace_samples(self, iteration: int, rows: list[dict]) -> None:
         """Set iteration ``iteration``'s rows of samples.jsonl (a re-scored iteration replaces its rows)."""
         with _append_lock:

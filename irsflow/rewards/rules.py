@@ -119,8 +119,12 @@ class RuleSet(_Rules):
                 if pat.search(answer) and (when is None or when.search(about)) and not (unless and unless.search(answer))]
 
     def risk(self, answer: str, question: str = "", context: str = "") -> float:
-        hits = set(self.risk_hits(answer, question, context))
-        return float(min(1.0, sum(w for name, *_, w in self._risks if name in hits)))
+        return self.risk_of(self.risk_hits(answer, question, context))
+
+    def risk_of(self, hits: list[str]) -> float:
+        """The penalty of the patterns named in ``hits`` (from ``risk_hits``): weights summed, capped at 1."""
+        hit = set(hits)
+        return float(min(1.0, sum(w for name, *_, w in self._risks if name in hit)))
 
 
 def _terms(terms: list[str]) -> re.Pattern:

@@ -30,7 +30,7 @@ from irsflow.errors import InputError
 from irsflow.rewards import RewardBatch, RewardEnv
 from irsflow.rewards.fusion import FUSED, FusedReward
 from irsflow.rewards.rules import load_rules
-from irsflow.store import JobStore, atomic_write_json, read_jsonl, utc_now, write_jsonl
+from irsflow.store import JobStore, atomic_write_json, utc_now, write_jsonl
 from irsflow.teacher.cache import JudgementCache
 from irsflow.teacher.client import TeacherConfig, TeacherSettings
 from irsflow.teacher.report import write_report
@@ -75,19 +75,10 @@ def load_items(path: str | Path) -> list[dict]:
 def items_from_job(store: JobStore, iterations: list[int] | None = None) -> list[dict]:
     """The chosen answer of every question of every (or the given) iteration, with the prompt's
     context joined from that iteration's candidates file."""
-    samples = read_jsonl(store.samples_path)
-    if not samples:
+    items = [{"id": f"{it}:{s['id']}", "iter": it, "prompt": s["question"], "answer": s["chosen"],
+              "context": row.get("context") or ""} for it, s, row in store.samples_with_candidates(iterations)]
+    if not items and not (store.samples_path.exists() and store.samples_path.stat().st_size):
         raise InputError(f"job {store.job_id}: no samples.jsonl rows yet (has an iteration finished scoring?)")
-    contexts: dict[int, dict[str, str]] = {}
-    items = []
-    for s in samples:
-        it = int(s["iter"])
-        if iterations and it not in iterations:
-            continue
-        if it not in contexts:
-            contexts[it] = {r["id"]: r.get("context") or "" for r in read_jsonl(store.phase_dir(it) / "candidates.jsonl")}
-        items.append({"id": f"{it}:{s['id']}", "iter": it, "prompt": s["question"], "answer": s["chosen"],
-                      "context": contexts[it].get(s["id"], "")})
     if not items:
         raise InputError(f"job {store.job_id}: no samples for iterations {iterations}")
     return items
@@ -111,11 +102,15 @@ def compute_labels(items: list[dict], scoring: ScoringConfig, teacher: TeacherSe
     rows = []
     for item, terms, j in zip(items, fused.terms, judgements):
         q, a, c = item["prompt"], item["answer"], item.get("context") or ""
+        hits = rules.risk_hits(a, q, c)
+        # the fusion already scored the rule terms it uses; the report always shows all three
+        rule_terms = {k: terms[k] if k in terms else score() for k, score in (
+            ("chain", lambda: rules.chain_score(a)), ("emergency", lambda: rules.emergency(a, q)),
+            ("risk", lambda: rules.risk_of(hits)))}
         rows.append({
             "id": item["id"], **({"iter": item["iter"]} if "iter" in item else {}),
-            "prompt": q, "answer": a, "context": c,
-            "chain": rules.chain_score(a), "emergency": rules.emergency(a, q), "risk": rules.risk(a, q, c),
-            "raised_flags": rules.raised_flags(q), "risk_hits": rules.risk_hits(a, q, c),
+            "prompt": q, "answer": a, "context": c, **rule_terms,
+            "raised_flags": rules.raised_flags(q), "risk_hits": hits,
             **{k: v for k, v in terms.items() if k not in ("rules_score", FUSED, "conflict")},
             "teacher_status": j.status if j else "not_configured",
             "teacher_score": j.teacher_score if j else None, "safety_flag": j.safety_flag if j else None,
