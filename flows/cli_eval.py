@@ -42,13 +42,8 @@ def cmd_eval(args) -> int:
     suites = s.suites.model_copy(update={k: v for k, v in (("mc_samples", args.samples), ("mc_k", args.k),
                                                             ("mc_mode", args.mode)) if v is not None})
     adapter = resolve_adapter(args.adapter, s.tracking)
-    key = None
-    if suites.teacher is not None:
-        from irsflow.teacher.client import _key_from_env
-
-        key = _key_from_env()
-    scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit,
-                                 teacher_api_key=key.get_secret_value() if key else None)
+    # a configured teacher takes its key from the environment (TeacherConfig.with_key)
+    scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit)
     from irsflow.evals.round import scores_to_json
     from irsflow.registry import Registry
     from irsflow.store import atomic_write_json, data_dir, new_job_id

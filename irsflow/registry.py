@@ -74,14 +74,15 @@ def resolve_adapter(spec: str | None, settings: TrackingSettings | None = None) 
     or MLflow's ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``. Checked to load; None stays None."""
     if not spec:
         return None
-    ref, name = None, (settings or TrackingSettings()).model_name
+    settings = settings or TrackingSettings()
+    ref, name = None, settings.model_name
     if spec.startswith("registry:"):
         ref = spec.split(":", 1)[1]
     elif spec.startswith("models:/"):
         body = spec.removeprefix("models:/")
         name, ref = body.split("@", 1) if "@" in body else body.rsplit("/", 1) if "/" in body else (body, "")
     if ref is not None:
-        path = Registry((settings or TrackingSettings()).model_copy(update={"model_name": name})).adapter_path(ref)
+        path = Registry(settings.model_copy(update={"model_name": name})).adapter_path(ref)
         if path is None:
             raise InputError(f"adapter: {spec!r} names no version of {name!r} in the registry")
         return str(check_adapter(path))

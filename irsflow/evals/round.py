@@ -23,7 +23,7 @@ from irsflow.evals.card import append_changelog, write_model_card
 from irsflow.evals.dialogue import write_eval_round
 from irsflow.evals.gate import Decision, EvalScores, GateConfig, decide
 from irsflow.evals.suites import EvalSuites, run_suites
-from irsflow.registry import CHAMPION, Registry, TrackingSettings, check_adapter
+from irsflow.registry import Registry, TrackingSettings, check_adapter
 from irsflow.serving.vllm import VLLMSettings, hot_load
 from irsflow.store import JobStore, atomic_write_json, data_dir, utc_now
 
@@ -97,15 +97,12 @@ def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challen
     p = d.numbers["primary"]
     for k in ("mean_diff", "ci_low", "ci_high"):
         reg.client.log_metric(rid, f"gate.{k}", p[k])
-    numbers = json.dumps(d.numbers, default=float)
-    for target in ("run", "version"):
-        tags = {"gate.promote": str(d.promote).lower(), "gate.reasons": " | ".join(d.reasons)[:4900],
-                "gate.numbers": numbers[:4900], "gate.round": str(n), "gate.champion_version": champion_version or "base"}
-        for k, v in tags.items():
-            if target == "run":
-                reg.client.set_tag(rid, k, v)
-            else:
-                reg.client.set_model_version_tag(reg.s.model_name, version, k, v)
+    tags = {"gate.promote": str(d.promote).lower(), "gate.reasons": " | ".join(d.reasons)[:4900],
+            "gate.numbers": json.dumps(d.numbers, default=float)[:4900], "gate.round": str(n),
+            "gate.champion_version": champion_version or "base"}
+    for k, v in tags.items():  # on the round's run and on the version it judged
+        reg.client.set_tag(rid, k, v)
+        reg.client.set_model_version_tag(reg.s.model_name, version, k, v)
     reg.client.set_terminated(rid, "FINISHED")
     reg.client.set_registered_model_tag(reg.s.model_name, "gate_rounds", str(n))
     result = {"round": n, "version": version, "champion_version": champion_version, "promote": d.promote,
@@ -133,24 +130,23 @@ def promote_and_deploy(s: EvalGateSettings, result: dict, previous_path: str | N
         except Exception:
             reg.rollback()
             raise
-    mv = reg.version(version)
-    info = {"version": version, "base_model": mv.tags.get("base_model", ""), "job_id": mv.tags.get("job_id", ""),
-            "round": result["round"], "date": result["date"],
-            "data": {k: v for k, v in mv.tags.items() if k.endswith("sha256")},
-            "metrics": result["metrics"], "decision": {"promote": True, "reasons": result["reasons"]}}
-    write_model_card(path, info)
+    write_model_card(path, _card_info(reg, result))
     return {"champion": version, "path": path, "served": served}
 
 
-def changelog(s: EvalGateSettings, result: dict) -> Path:
-    reg = Registry(s.tracking)
+def _card_info(reg: Registry, result: dict) -> dict:
+    """What the model card and the changelog say about a round's version."""
     mv = reg.version(result["version"])
+    return {"version": result["version"], "base_model": mv.tags.get("base_model", ""),
+            "job_id": mv.tags.get("job_id", ""), "round": result["round"], "date": result["date"],
+            "data": {k: v for k, v in mv.tags.items() if k.endswith("sha256")}, "metrics": result["metrics"],
+            "decision": {"promote": result["promote"], "reasons": result["reasons"]}}
+
+
+def changelog(s: EvalGateSettings, result: dict) -> Path:
     path = data_dir() / "evals" / s.tracking.model_name / "CHANGELOG.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    append_changelog(path, {"version": result["version"], "base_model": mv.tags.get("base_model", ""),
-                            "job_id": mv.tags.get("job_id", ""), "round": result["round"], "date": result["date"],
-                            "metrics": result["metrics"], "decision": {"promote": result["promote"],
-                                                                      "reasons": result["reasons"]}})
+    append_changelog(path, _card_info(Registry(s.tracking), result))
     return path
 
 
@@ -192,4 +188,4 @@ def require_challenger(reg: Registry, version: str | None) -> str:
 
 
 __all__ = ["EvalGateSettings", "register_job", "evaluate", "decide_and_record", "promote_and_deploy", "changelog",
-           "rollback", "gate_markdown", "next_round", "round_dir", "require_challenger", "CHAMPION"]
+           "rollback", "gate_markdown", "next_round", "round_dir", "require_challenger"]
