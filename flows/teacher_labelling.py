@@ -13,7 +13,6 @@ irsflow/teacher/labelling.py. A rerun or a retried run re-bills nothing: judgeme
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from prefect import flow
@@ -24,7 +23,7 @@ from irsflow.errors import InputError
 from irsflow.job import open_job
 from irsflow.store import data_dir
 from irsflow.teacher.client import TeacherConfig
-from tasks.artifacts import artifact_key
+from tasks.artifacts import artifact_key, safe_key
 from tasks.teacher import label_task, quality_task
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per teacher call drowns the run log
@@ -50,7 +49,7 @@ def teacher_labelling(job_id: str | None = None, samples: str | None = None, ite
         teacher, scoring = teacher or TeacherConfig(), scoring or ScoringConfig()
         out = Path(out_dir) if out_dir else data_dir() / "teacher" / "runs" / Path(samples).stem
         source = {"samples": str(Path(samples).resolve())}
-        key = re.sub(r"[^a-z0-9-]+", "-", f"teacher-{Path(samples).stem.lower()}")
+        key = safe_key(f"teacher-{Path(samples).stem}")
     summary = label_task(source, scoring, teacher, str(out))
     # the report's table stops at MAX_TABLE_ROWS (a 10k-row artifact is unreadable); the CSV has all
     create_markdown_artifact(markdown=summary.pop("report_markdown"), key=key,

@@ -17,9 +17,13 @@ from irsflow.store import JobStore, ProgressFn, atomic_write_bytes
 log = logging.getLogger("irsflow.prefect")
 
 
-def artifact_key(job_id: str, what: str) -> str:
+def safe_key(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"irs-{job_id.lower()}-{what}")
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower())
+
+
+def artifact_key(job_id: str, what: str) -> str:
+    return safe_key(f"irs-{job_id}-{what}")
 
 
 def start_progress(store: JobStore) -> str | None:

@@ -27,7 +27,7 @@ from irsflow.rewards.rules import load_rules
 from irsflow.store import atomic_write_json, atomic_write_text, utc_now, write_jsonl
 from irsflow.teacher.client import TeacherSettings
 from irsflow.teacher.labelling import compute_labels, summarize
-from irsflow.teacher.report import _cell, _fmt
+from irsflow.teacher.report import fmt, md_cell
 
 
 def quality_check(sets: dict[str, str], scoring: ScoringConfig, teacher: TeacherSettings, out_dir: Path,
@@ -85,8 +85,8 @@ def qc_markdown(summary: dict, flagged: list[dict]) -> str:
              f"**{s['flagged']} flagged** (teacher score floor {s['score_floor']}).", ""]
     if flagged:
         lines += ["| id | why | teacher | comment | teacher's best answer |", "|---|---|---|---|---|"]
-        lines += [f"| `{_cell(r['id'])}` | {_cell('; '.join(r['reasons']))} | {_fmt(r['teacher_score'])} | "
-                  f"{_cell(r['comment'])} | {_cell(r['best_answer'])} |" for r in flagged]
+        lines += [f"| `{md_cell(r['id'])}` | {md_cell('; '.join(r['reasons']))} | {fmt(r['teacher_score'])} | "
+                  f"{md_cell(r['comment'])} | {md_cell(r['best_answer'])} |" for r in flagged]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,7 @@ CSV_FIELDS = ["id", "iter", "prompt", "answer", "chain", "emergency", "risk", "r
 MAX_TABLE_ROWS = 300  # the artifact stays readable; the CSV has everything
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
@@ -30,8 +30,8 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _cell(v, limit: int | None = None) -> str:
-    s = _fmt(v).replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+def md_cell(v, limit: int | None = None) -> str:
+    s = fmt(v).replace("\r", " ").replace("\n", " ").replace("|", "\\|")
     return s if limit is None or len(s) <= limit else s[: limit - 1] + "…"
 
 
@@ -49,28 +49,28 @@ def report_markdown(rows: list[dict], title: str, summary: dict) -> str:
              f"| {s['items']} | {s['teacher_ok']} | {s['teacher_failed']} | {s['teacher_budget_stopped']} | "
              f"{s['teacher_missing']} | {s['safety_flags']} | {s['conflicts']} |", "",
              "| mean | chain | emergency | risk | rules | teacher | rlaif |", "|---|---|---|---|---|---|---|",
-             f"| | {_fmt(s['mean_chain'])} | {_fmt(s['mean_emergency'])} | {_fmt(s['mean_risk'])} | "
-             f"{_fmt(s['mean_rules_score'])} | {_fmt(s['mean_teacher_score'])} | {_fmt(s['mean_rlaif'])} |", ""]
+             f"| | {fmt(s['mean_chain'])} | {fmt(s['mean_emergency'])} | {fmt(s['mean_risk'])} | "
+             f"{fmt(s['mean_rules_score'])} | {fmt(s['mean_teacher_score'])} | {fmt(s['mean_rlaif'])} |", ""]
     review = [r for r in rows if r.get("conflict") or r.get("safety_flag")]
     if review:
         lines += ["## For expert review (conflicts and safety flags)", ""]
         for r in review:
             why = " and ".join(w for w, on in (("conflict", r.get("conflict")), ("safety flag", r.get("safety_flag"))) if on)
             lines += [f"### `{r['id']}`: {why}", "",
-                      f"rules {_fmt(r.get('rules_score'))} (chain {_fmt(r.get('chain'))}, emergency "
-                      f"{_fmt(r.get('emergency')) or 'n/a'}, risk {_fmt(r.get('risk'))}"
-                      + (f": {_fmt(r.get('risk_hits'))}" if r.get("risk_hits") else "") + ")"
-                      f" vs teacher {_fmt(r.get('teacher_score'))}", ""]
+                      f"rules {fmt(r.get('rules_score'))} (chain {fmt(r.get('chain'))}, emergency "
+                      f"{fmt(r.get('emergency')) or 'n/a'}, risk {fmt(r.get('risk'))}"
+                      + (f": {fmt(r.get('risk_hits'))}" if r.get("risk_hits") else "") + ")"
+                      f" vs teacher {fmt(r.get('teacher_score'))}", ""]
             lines += _block("Question", r["prompt"]) + _block("Answer", r["answer"])
             lines += _block("Teacher", r.get("comment")) + _block("Teacher's best answer", r.get("best_answer"))
     lines += ["## Samples", "", "| id | answer | chain | emerg. | risk | rules | teacher | rlaif | comment | best answer |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows[:MAX_TABLE_ROWS]:
-        teacher = _fmt(r.get("teacher_score")) if r.get("teacher_status") == "ok" else r.get("teacher_status", "")
-        lines.append(f"| `{_cell(r['id'])}` | {_cell(r['answer'], 120)} | {_cell(r.get('chain'))} | "
-                     f"{_cell(r.get('emergency'))} | {_cell(r.get('risk'))} | {_cell(r.get('rules_score'))} | "
-                     f"{_cell(teacher)} | {_cell(r.get('rlaif'))} | {_cell(r.get('comment'), 120)} | "
-                     f"{_cell(r.get('best_answer'), 120)} |")
+        teacher = fmt(r.get("teacher_score")) if r.get("teacher_status") == "ok" else r.get("teacher_status", "")
+        lines.append(f"| `{md_cell(r['id'])}` | {md_cell(r['answer'], 120)} | {md_cell(r.get('chain'))} | "
+                     f"{md_cell(r.get('emergency'))} | {md_cell(r.get('risk'))} | {md_cell(r.get('rules_score'))} | "
+                     f"{md_cell(teacher)} | {md_cell(r.get('rlaif'))} | {md_cell(r.get('comment'), 120)} | "
+                     f"{md_cell(r.get('best_answer'), 120)} |")
     if len(rows) > MAX_TABLE_ROWS:
         lines += ["", f"{len(rows) - MAX_TABLE_ROWS} more rows in inspect_report.csv."]
     return "\n".join(lines) + "\n"
