@@ -104,6 +104,7 @@ def test_irs_scoring_uses_the_teacher_and_the_fused_reward(teacher_job, teacher_
         assert c["gap"] > 0.4 and c["teacher_score"] > 0.4 and c["comment"].startswith("hash score")
     usage = list(csv.DictReader(open(store.dir / "teacher_usage.csv")))
     assert sum(int(u["calls"]) for u in usage) == calls and float(usage[0]["cost_usd"]) > 0
+    assert len(usage) == 1  # `teacher` and `rlaif` share one judging pass over the batch
 
 
 def test_labelling_a_job_reuses_the_scoring_judgements(teacher_job, teacher_env, prefect_server):

@@ -29,7 +29,6 @@ from irsflow.rewards import RewardBatch, RewardEnv, build_rewards, register_rewa
 
 log = logging.getLogger("irsflow.rewards")
 FUSED = "rlaif"
-DEFAULT_FUSION = {"chain": 0.35, "emergency": 0.25, "risk": -0.15, "teacher": 0.25}
 
 
 def teacher_settings(env: RewardEnv):
@@ -53,12 +52,17 @@ class TeacherReward:
             from irsflow.errors import ConfigError
 
             raise ConfigError("reward 'teacher' needs a `teacher` block in the request")
+        memo = self.env.extras.get("_teacher_batch")
+        if memo is not None and memo[0] is batch:  # `teacher` and `rlaif` on the same batch: judge it once
+            self.last = memo[1]
+            return [j.teacher_score if j.status == "ok" else None for j in self.last]
         items = [{"id": str(i), "prompt": q, "answer": a, "context": c}
                  for i, (q, a, c) in enumerate(zip(batch.questions, batch.answers, batch.contexts))]
         if self.env.extras.get("teacher_cache_only"):  # reports: what is known, never a call
             self.last = cached_judgements(items, self.settings)
         else:
             self.last = judge_items(items, self.settings, usage_path=self.env.extras.get("teacher_usage_path"))
+        self.env.extras["_teacher_batch"] = (batch, self.last)
         return [j.teacher_score if j.status == "ok" else None for j in self.last]
 
 
@@ -96,9 +100,10 @@ class FusedReward:
     penalty = False
 
     def __init__(self, env: RewardEnv):
-        cfg = getattr(env.settings, "fusion", None)
-        self.weights = dict(cfg.weights) if cfg is not None else dict(DEFAULT_FUSION)
-        self.threshold = cfg.conflict_threshold if cfg is not None else 0.4
+        from irsflow.config import FusionConfig  # the defaults live in the config schema only
+
+        cfg = getattr(env.settings, "fusion", None) or FusionConfig()
+        self.weights, self.threshold = dict(cfg.weights), cfg.conflict_threshold
         names = [n for n in self.weights if n != FUSED]
         if "teacher" in names and teacher_settings(env) is None:
             log.info("rlaif: no teacher configured, fusing the rule terms only")
