@@ -22,6 +22,8 @@ from irsflow.teacher.client import TeacherConfig
 
 EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
 DEMO_DATASET = "builtin:demo"
+DEFAULT_SYSTEM_PROMPT = ("You are a helpful assistant. Answer the question concisely using the context "
+                         "when it is relevant.")
 
 
 class _Strict(BaseModel):
@@ -169,7 +171,7 @@ class TrainRequest(_Strict):
     dataset: str = Field(DEMO_DATASET, min_length=1, description="Question-set JSONL path or builtin:demo.")
     seed: int = Field(42, ge=0)
     system_prompt: str = Field(
-        "You are a helpful assistant. Answer the question concisely using the context when it is relevant.",
+        DEFAULT_SYSTEM_PROMPT,
         description="System turn of every prompt.",
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from irsflow.config import Sampling, ScoringConfig
+from irsflow.config import DEFAULT_SYSTEM_PROMPT, Sampling, ScoringConfig
 from irsflow.dataset import load_questions
 from irsflow.evals.answers import Group, answer_suites
 from irsflow.evals.dialogue import dialogue_metrics, diversity
@@ -32,7 +32,7 @@ from irsflow.teacher.client import TeacherConfig
 
 class EvalSuites(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    system_prompt: str = "You are a helpful assistant. Answer the question concisely using the context when it is relevant."
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # the one training requests use by default
     mc_set: str | None = Field("builtin:mc", description="multiple-choice set; None skips the suite")
     mc_samples: int | None = Field(None, ge=1, description="only the first N questions")
     mc_mode: Literal["generate", "loglik"] = Field(
