@@ -1,8 +1,13 @@
-"""IRS training as Prefect flows: one parent run per job, one child flow run per iteration.
+"""Training jobs as Prefect flows: one parent run per job, one child flow run per iteration
+(round). IRS, the default stage:
 
     for iteration in 1..n:
         generate (tag gpu)  ->  score (tag cpu)  ->  sft (tag gpu)
     checkpoints/final  <-  the last iteration's adapter
+
+Every other stage (``request.stage``: ONPOLICY, DPO, KTO, GRPO, PPO, RM) runs through the same two
+flows with its own phase list (``irsflow.resume.stage_phases``: GRPO has no generate/score, ONPOLICY
+adds ``evaluate-round``) and its own training task (``train-<stage>``), same job dir and metrics.
 
 The ``gpu`` tag has a concurrency limit of 1 (created here if missing), so across every job on
 one Prefect server only one model is resident at a time; scoring runs beside it on the CPU.
@@ -29,16 +34,28 @@ from irsflow.charts import iteration_row
 from irsflow.config import TrainRequest
 from irsflow.job import open_job, open_or_create
 from irsflow.phases import finalize, runtime_info
-from irsflow.resume import GENERATING, PHASES, SCORING, TRAINING, forced, outputs_valid, phase_key
+from irsflow.resume import (EVALUATING, GENERATING, SCORING, TRAINING, forced, outputs_valid, phase_key,
+                            stage_phases)
 from tasks.artifacts import publish_iterations, start_progress
 from tasks.common import ensure_gpu_limit, job_request, require_teacher_key, track_job
+from tasks.evaluate_round import evaluate_round
 from tasks.generate import generate
 from tasks.score import score
 from tasks.sft import sft
 
-Phase = Literal["GENERATING", "SCORING", "TRAINING"]
-TASKS = {GENERATING: generate, SCORING: score, TRAINING: sft}
+Phase = Literal["GENERATING", "SCORING", "TRAINING", "EVALUATING"]
+TASKS = {GENERATING: generate, SCORING: score, TRAINING: sft, EVALUATING: evaluate_round}
+RESULT_KEY = {GENERATING: "generate", SCORING: "score", TRAINING: "sft", EVALUATING: "eval"}
 log = logging.getLogger("irsflow.flow")
+
+
+def phase_task_for(stage: str, phase: str):
+    """The task of ``phase``; a stage's training task is named after it (``train-dpo-iter-1``)."""
+    task = TASKS[phase]
+    if phase == TRAINING and stage != "IRS":
+        name = f"train-{stage.lower()}"
+        task = task.with_options(name=name, task_run_name=f"{name}-iter-{{iteration}}")
+    return task
 
 
 def _iteration_run_name() -> str:
@@ -47,35 +64,40 @@ def _iteration_run_name() -> str:
 
 
 def _job_run_name() -> str:
-    return f"irs-{flow_run.parameters.get('job_id') or 'new'}"
+    p = flow_run.parameters
+    req = p.get("request")
+    stage = (req.get("stage") if isinstance(req, dict) else getattr(req, "stage", None)) or "irs"
+    return f"{str(stage).lower()}-{p.get('job_id') or 'new'}"
 
 
 @flow(name="irs-iteration", flow_run_name=_iteration_run_name)
 def irs_iteration(job_id: str, iteration: int, from_phase: Phase | None = None, from_iteration: int = 1) -> dict:
-    """One IRS iteration of an existing job: generate -> score -> sft. Its inputs (adapter, weights,
-    reward history) come from the job dir, so it also runs alone to redo one iteration."""
+    """One iteration (round) of an existing job: generate -> score -> train (-> evaluate) for IRS and
+    the stages that sample, train (-> evaluate) for GRPO. Its inputs (adapter, weights, reward history)
+    come from the job dir, so it also runs alone to redo one iteration."""
     store, req = open_job(job_id), job_request(job_id)
-    out: dict = {"iteration": iteration, "cached": []}
+    out: dict = {"iteration": iteration, "stage": req.stage, "cached": []}
     with store.log_to_file():
-        for phase in PHASES:
+        for phase in stage_phases(req):
             valid, why = outputs_valid(store, iteration, phase, phase_key(store, req, iteration, phase))
             must = forced(iteration, phase, from_phase, from_iteration)
             refresh = must or not valid
             if must or (not valid and why != "never finished"):
                 log.info("iter %d %s: recomputing (%s)", iteration, phase, "forced" if must else why)
-            state = TASKS[phase].with_options(refresh_cache=refresh)(job_id, iteration, return_state=True)
+            task = phase_task_for(req.stage, phase)
+            state = task.with_options(refresh_cache=refresh)(job_id, iteration, return_state=True)
             result = state.result()  # re-raises the task's failure
             if state.name == "Cached":
                 out["cached"].append(phase)
                 log.info("iter %d %s: cached result reused (%s)", iteration, phase, why)
-            out[{GENERATING: "generate", SCORING: "score", TRAINING: "sft"}[phase]] = result
+            out[RESULT_KEY[phase]] = result
     return out
 
 
 @flow(name="irs-train", flow_run_name=_job_run_name)
 def irs_train(request: TrainRequest | None = None, job_id: str | None = None, from_phase: Phase | None = None,
               from_iteration: int = 1) -> dict:
-    """A whole IRS job. ``job_id`` names a job dir to create or resume; without one a retried run
+    """A whole training job of any stage. ``job_id`` names a job dir to create or resume; without one a retried run
     finds the job it made by its flow run id. ``from_phase``/``from_iteration`` force that phase
     and everything after it."""
     ensure_gpu_limit()
@@ -85,7 +107,8 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
     with store.log_to_file():
         store.update_status(state="running", flow_run_id=run_id, error=None, traceback=None,
                             runtime=runtime_info(), pid=os.getpid(), host=socket.gethostname())
-        log.info("job %s: %d iterations, job dir %s%s", job_id, req.irs_config.n_iterations, store.dir,
+        log.info("job %s: %d iterations of stage %s (%s), job dir %s%s", job_id, req.irs_config.n_iterations,
+                 req.stage, " -> ".join(stage_phases(req)), store.dir,
                  f", forcing from iteration {from_iteration} {from_phase}" if from_phase else "")
         start_progress(store)
         rows, iterations = [], []
@@ -94,15 +117,16 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
                 require_teacher_key()  # before generation, not after it
             for it in range(1, req.irs_config.n_iterations + 1):
                 out = irs_iteration(job_id, it, from_phase, from_iteration)
-                s = out["score"]
-                log.info("iter %d: avg_reward=%.4f breakdown=%s weights=%s loss=%.4f%s", it, s["avg_reward"],
-                         s["reward_breakdown"], s["next_weights"], out["sft"]["loss"],
+                s = out.get("score") or out["sft"]  # GRPO scores inside its training
+                log.info("iter %d: avg_reward=%s breakdown=%s weights=%s loss=%.4f%s", it, s.get("avg_reward"),
+                         s.get("reward_breakdown"), s.get("next_weights"), out["sft"]["loss"],
                          f" (cached: {', '.join(out['cached'])})" if out["cached"] else "")
                 rows.append(iteration_row(out))
                 publish_iterations(store, rows)
-                iterations.append({"iter": it, "avg_reward": s["avg_reward"], "reward_breakdown": s["reward_breakdown"],
-                                   "weights_used": s["weights"], "weights": s["next_weights"],
-                                   "loss": out["sft"]["loss"], "cached": out["cached"]})
+                iterations.append({"iter": it, "avg_reward": s.get("avg_reward"),
+                                   "reward_breakdown": s.get("reward_breakdown"), "weights_used": s.get("weights"),
+                                   "weights": s.get("next_weights"), "loss": out["sft"]["loss"],
+                                   "cached": out["cached"], **({"eval": out["eval"]["path"]} if "eval" in out else {})})
             final = finalize(store, out["sft"]["adapter"])
             if req.track:
                 track_job(job_id)
@@ -112,4 +136,5 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
                                 traceback=traceback.format_exc(limit=8))
             raise
         store.update_status(state="completed", current_phase="DONE", phase_progress=100.0)
-    return {"job_id": job_id, "job_dir": str(store.dir), "final_adapter": final, "iterations": iterations}
+    return {"job_id": job_id, "stage": req.stage, "job_dir": str(store.dir), "final_adapter": final,
+            "iterations": iterations}

@@ -12,20 +12,28 @@ from __future__ import annotations
 import base64
 import io
 
-from irsflow.resume import PHASES
+from irsflow.resume import ALL_PHASES
+
+
+def _r(v):
+    return None if v is None else round(v, 4)
 
 
 def iteration_row(out: dict) -> dict:
-    """Flatten one iteration's phase results (as returned by the iteration flow) into a table row."""
-    s, g, t = out["score"], out["generate"], out["sft"]
-    row = {"iter": out["iteration"], "avg_reward": round(s["avg_reward"], 4),
-           "best_avg_reward": round(s["best_avg_reward"], 4)}
-    row.update({f"r_{k}": (None if v is None else round(v, 4)) for k, v in s["reward_breakdown"].items()})
-    row.update({f"w_{k}": round(v, 4) for k, v in s["weights"].items()})
+    """Flatten one iteration's phase results (as returned by the iteration flow) into a table row.
+    GRPO has no generate/score phase: its reward figures come with its training result."""
+    t = out["sft"]
+    s, g = out.get("score") or t, out.get("generate")
+    row = {"iter": out["iteration"], "avg_reward": _r(s.get("avg_reward")), "best_avg_reward": _r(s.get("best_avg_reward"))}
+    row.update({f"r_{k}": _r(v) for k, v in (s.get("reward_breakdown") or {}).items()})
+    row.update({f"w_{k}": round(v, 4) for k, v in (s.get("weights") or {}).items()})
     row["loss"] = round(t["loss"], 4)
-    row.update({"generate_s": round(g["seconds"], 1), "score_s": round(s["seconds"], 1),
-                "sft_s": round(t["seconds"], 1)})
-    row["cached"] = ",".join(p.lower() for p in PHASES if p in out.get("cached", [])) or "-"
+    if g is not None:
+        row.update({"generate_s": round(g["seconds"], 1), "score_s": round(s["seconds"], 1)})
+    row["sft_s"] = round(t["seconds"], 1)
+    if "eval" in out:
+        row["eval_s"] = round(out["eval"]["seconds"], 1)
+    row["cached"] = ",".join(p.lower() for p in ALL_PHASES if p in out.get("cached", [])) or "-"
     return row
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from irsflow.errors import ConfigError
+from irsflow.stage_config import Stage, StageConfig
 from irsflow.teacher.client import TeacherConfig
 
 EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
@@ -137,6 +138,7 @@ class ScoringConfig(_Strict):
                        description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     reward_model: str | None = Field(None, min_length=1, description="Trained reward model folder for the `rm` reward.")
+    length_limit: int = Field(80, ge=1, description="Words an answer may take before `length_limit` starts to fall.")
 
     @field_validator("rules")
     @classmethod
@@ -161,10 +163,15 @@ class CodebookConfig(_Strict):
 
 
 class TrainRequest(_Strict):
-    """A training job request. ``stage`` selects the trainer; IRS is the foundation stage."""
+    """A training job request. ``stage`` selects the trainer (IRS, the foundation, by default);
+    ``irs_config`` holds what every stage shares, ``stage_config`` what the others add."""
 
-    stage: Literal["IRS"] = "IRS"
+    stage: Stage = "IRS"
     model_id: str = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
+    init_adapter: str | None = Field(
+        None, min_length=1, description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
+                                        "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
+    stage_config: StageConfig = Field(default_factory=StageConfig)
     irs_config: IRSConfig = Field(default_factory=IRSConfig)
     n_questions: int = Field(100, ge=1, description="Questions taken from the dataset, in file order.")
     top_k: int = Field(3, ge=0, description="Contexts per question put into the prompt.")
@@ -186,10 +193,34 @@ class TrainRequest(_Strict):
         return self.teacher is not None and ("teacher" in weights or (
             "rlaif" in weights and "teacher" in self.scoring.fusion.weights))
 
+    def round_eval(self) -> bool:
+        """Whether each round ends with an EVALUATING phase (eval_round_<n>.json + changelog line)."""
+        flag = self.stage_config.eval_each_round
+        return self.stage == "ONPOLICY" if flag is None else flag
+
     @model_validator(mode="after")
     def _teacher_configured(self):
         if "teacher" in self.irs_config.dw_config.initial_weights and self.teacher is None:
             raise ValueError("irs_config.dw_config.initial_weights: reward 'teacher' needs a `teacher` block")
+        return self
+
+    @model_validator(mode="after")
+    def _stage_inputs(self):
+        """What a stage cannot run without, caught before any model loads."""
+        sc, cfg = self.stage_config, self.irs_config
+        if self.stage in ("DPO", "RM") and not sc.from_candidates and not sc.pairs:
+            raise ValueError(f"stage_config.pairs: stage {self.stage} needs pairs files or from_candidates: true")
+        if self.stage == "KTO" and not sc.from_candidates and not (sc.kto_up and sc.kto_down):
+            raise ValueError("stage_config.kto_up: stage KTO needs kto_up and kto_down files or from_candidates: true")
+        if bool(sc.kto_up) != bool(sc.kto_down):
+            raise ValueError("stage_config.kto_up: kto_up and kto_down go together")
+        if self.stage == "RM" and cfg.n_iterations != 1:
+            raise ValueError("irs_config.n_iterations: stage RM trains once; must be 1")
+        if self.stage == "RM" and self.init_adapter:
+            raise ValueError("init_adapter: stage RM trains a fresh scalar head on the base model; leave it unset")
+        if self.stage == "GRPO" and cfg.batch_size % cfg.n_candidates:
+            raise ValueError(f"irs_config.batch_size: stage GRPO needs a multiple of n_candidates "
+                             f"({cfg.n_candidates}, the generations per prompt), got {cfg.batch_size}")
         return self
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 from irsflow.config import TrainRequest, parse_request
 from irsflow.dataset import load_questions, questions_hash, resolve_dataset
@@ -19,12 +20,23 @@ from irsflow.store import JobStore, data_dir, new_job_id, utc_now
 
 def preflight(req: TrainRequest) -> dict:
     """Everything checkable before a model loads: schema, question set, 4-bit on this machine,
-    and that the model id resolves to a readable config."""
+    that the model id resolves to a readable config, the adapter to start from, and the stage's
+    own data files (each bad line named)."""
+    from irsflow.stages.data import check_stage_inputs
+
     questions = load_questions(req.dataset, req.n_questions)
     check_4bit(req.irs_config.load_in_4bit)
     model_path = check_model(req.model_id)
-    return {"model_path": model_path, "dataset_path": str(resolve_dataset(req.dataset)), "n_questions_used": len(questions),
-            "questions_sha256": questions_hash(questions)}
+    check_stage_inputs(req, questions)
+    facts = {"model_path": model_path, "dataset_path": str(resolve_dataset(req.dataset)),
+             "n_questions_used": len(questions), "questions_sha256": questions_hash(questions)}
+    if req.init_adapter:
+        from irsflow.registry import resolve_adapter
+        from irsflow.store import hash_path
+
+        path = resolve_adapter(req.init_adapter)
+        facts.update(init_adapter_path=path, init_adapter_sha256=hash_path(Path(path)))
+    return facts
 
 
 def create_job(request: TrainRequest | dict, job_id: str | None = None) -> JobStore:

@@ -24,8 +24,9 @@ from irsflow.config import TrainRequest
 from irsflow.errors import InputError
 from irsflow.store import JobStore, atomic_write_json, hash_path, utc_now
 
-GENERATING, SCORING, TRAINING = "GENERATING", "SCORING", "TRAINING"
-PHASES = (GENERATING, SCORING, TRAINING)
+GENERATING, SCORING, TRAINING, EVALUATING = "GENERATING", "SCORING", "TRAINING", "EVALUATING"
+PHASES = (GENERATING, SCORING, TRAINING)  # an IRS iteration
+ALL_PHASES = (GENERATING, SCORING, TRAINING, EVALUATING)  # in the order any stage runs them
 KEY_VERSION = 1  # bump when a phase's output format changes, so old cache entries stop matching
 _manifest_lock = threading.Lock()
 
@@ -35,6 +36,19 @@ class IterationInputs:
     adapter: str | None
     weights: dict[str, float]
     history: list[dict] = field(default_factory=list)
+    previous: int | None = None  # the round before, if any (its files carry state such as PPO's KL coefficient)
+
+
+def stage_phases(req: TrainRequest) -> tuple[str, ...]:
+    """The phases of one round of ``req.stage``: generation and scoring where the stage learns from
+    scored candidates (GRPO samples inside its trainer), training, and the optional round eval."""
+    sc = req.stage_config
+    samples = req.stage in ("IRS", "ONPOLICY", "PPO") or (req.stage in ("DPO", "KTO", "RM") and sc.from_candidates)
+    return ((GENERATING, SCORING) if samples else ()) + (TRAINING,) + ((EVALUATING,) if req.round_eval() else ())
+
+
+def eval_round_path(store: JobStore, iteration: int) -> Path:
+    return store.dir / f"eval_round_{iteration}.json"
 
 
 def score_summary_path(store: JobStore, iteration: int) -> Path:
@@ -42,15 +56,25 @@ def score_summary_path(store: JobStore, iteration: int) -> Path:
 
 
 def phase_outputs(store: JobStore, iteration: int, phase: str) -> list[Path]:
+    """The files a phase writes (a stage's extra files: those of the list that exist)."""
     d = store.phase_dir(iteration)
-    return {GENERATING: [d / "candidates.jsonl"],
-            SCORING: [d / "scores.jsonl", score_summary_path(store, iteration)],
-            TRAINING: [store.checkpoint(iteration)]}[check_phase(phase)]
+    out = {GENERATING: [d / "candidates.jsonl"],
+           SCORING: [d / "scores.jsonl", score_summary_path(store, iteration)],
+           TRAINING: [store.checkpoint(iteration)],
+           EVALUATING: [eval_round_path(store, iteration)]}[check_phase(phase)]
+    if phase == SCORING:
+        out += [p for p in [d / "onpolicy.jsonl"] if p.exists()]
+    if phase == TRAINING:
+        out += [p for p in (d / "train_rows.jsonl", d / "pairs.jsonl", d / "rollouts.csv", d / "kl.json",
+                            d / "rm_eval.json", d / "grpo_curve.json") if p.exists()]
+        if not (d / "scores.jsonl").exists() and score_summary_path(store, iteration).exists():
+            out.append(score_summary_path(store, iteration))  # GRPO: written by its training phase
+    return out
 
 
 def check_phase(phase: str) -> str:
-    if phase not in PHASES:
-        raise InputError(f"phase: {phase!r} is not one of {', '.join(PHASES)}")
+    if phase not in ALL_PHASES:
+        raise InputError(f"phase: {phase!r} is not one of {', '.join(ALL_PHASES)}")
     return phase
 
 
@@ -60,20 +84,22 @@ def iteration_inputs(store: JobStore, req: TrainRequest, iteration: int) -> Iter
         raise InputError(f"iteration: {iteration} is outside 1..{req.irs_config.n_iterations}")
     weights = dict(req.irs_config.dw_config.initial_weights)
     history: list[dict] = []
-    for k in range(1, iteration):
+    scored = SCORING in stage_phases(req) or req.stage == "GRPO"  # stages whose rounds move the weights
+    for k in range(1, iteration if scored else 1):
         path = score_summary_path(store, k)
         if not path.exists():
             raise InputError(f"iteration: {iteration} needs iteration {k} scored first ({path} is missing)")
         summary = json.loads(path.read_text(encoding="utf-8"))
         history.append(summary["reward_breakdown"])
         weights = summary["next_weights"]
-    adapter = None
+    adapter = store.read_config().get("init_adapter_path")
     if iteration > 1:
         ckpt = store.checkpoint(iteration - 1)
         if not (ckpt / "adapter_config.json").exists():
             raise InputError(f"iteration: {iteration} needs the adapter of iteration {iteration - 1} ({ckpt} is missing)")
         adapter = str(ckpt)
-    return IterationInputs(adapter=adapter, weights=weights, history=history)
+    return IterationInputs(adapter=adapter, weights=weights, history=history,
+                           previous=iteration - 1 if iteration > 1 else None)
 
 
 def _hash_or_missing(path: Path) -> str:
@@ -88,6 +114,9 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
     d = store.phase_dir(iteration)
     parts: dict = {"v": KEY_VERSION, "job": store.job_id, "phase": check_phase(phase), "iteration": iteration,
                    "seed": req.seed}
+    if req.stage != "IRS":  # only then: IRS keys stay as they were
+        parts.update(stage=req.stage, stage_config=req.stage_config.model_dump(mode="json"),
+                     init_adapter=store.read_config().get("init_adapter_sha256"))
     if phase == GENERATING:
         parts.update(model=req.model_id, adapter=adapter_hash, questions=store.read_config().get("questions_sha256"),
                      dataset=req.dataset, n_questions=req.n_questions, top_k=req.top_k,
@@ -103,11 +132,24 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
             parts.update(rules_sha256=hash_path(Path(req.scoring.rules).expanduser()))
         if req.teacher is not None:
             parts.update(teacher=req.teacher.model_dump(mode="json"))
-    else:
+    elif phase == TRAINING:
         parts.update(model=req.model_id, adapter=adapter_hash, candidates=_hash_or_missing(d / "candidates.jsonl"),
                      scores=_hash_or_missing(d / "scores.jsonl"), learning_rate=cfg.learning_rate,
                      batch_size=cfg.batch_size, epochs=cfg.sft_epochs, max_seq_length=cfg.max_seq_length,
                      lora=cfg.lora.model_dump(), load_in_4bit=cfg.load_in_4bit)
+        if req.stage != "IRS":  # the stage's own inputs: data files, and what its sampling/scoring use
+            sc = req.stage_config
+            files = [*sc.pairs, sc.anchors, sc.kto_up, sc.kto_down]
+            parts.update(files={f: _hash_or_missing(Path(f).expanduser()) for f in files if f},
+                         weights=inputs.weights, sampling=cfg.sampling.model_dump(), n_candidates=cfg.n_candidates,
+                         max_new_tokens=cfg.max_new_tokens, scoring=req.scoring.model_dump(), dataset=req.dataset,
+                         questions=store.read_config().get("questions_sha256"), system_prompt=req.system_prompt,
+                         previous_kl=_hash_or_missing(store.phase_dir(iteration - 1) / "kl.json"))
+    else:
+        parts.update(model=req.model_id, checkpoint=_hash_or_missing(store.checkpoint(iteration)),
+                     questions=store.read_config().get("questions_sha256"), sampling=cfg.sampling.model_dump(),
+                     max_new_tokens=cfg.max_new_tokens, weights=inputs.weights, scoring=req.scoring.model_dump(),
+                     previous=_hash_or_missing(eval_round_path(store, iteration - 1)))
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return f"irs-{phase.lower()}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
@@ -152,5 +194,5 @@ def forced(iteration: int, phase: str, from_phase: str | None, from_iteration: i
     """``--from-phase P --from-iteration N`` forces (N, P) and every phase after it."""
     if from_phase is None:
         return False
-    order = (iteration, PHASES.index(check_phase(phase)))
-    return order >= (from_iteration, PHASES.index(check_phase(from_phase)))
+    order = (iteration, ALL_PHASES.index(check_phase(phase)))
+    return order >= (from_iteration, ALL_PHASES.index(check_phase(from_phase)))

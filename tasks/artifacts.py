@@ -37,13 +37,13 @@ def start_progress(store: JobStore) -> str | None:
     return str(art_id)
 
 
-def job_progress(iteration: int, phase: str, pct: float, n_iterations: int) -> float:
-    """Overall percentage of a job, counting each phase of each iteration as one equal step."""
-    done = (iteration - 1) * len(PHASES) + PHASES.index(phase) + min(max(pct, 0.0), 100.0) / 100.0
-    return round(100.0 * done / (len(PHASES) * n_iterations), 1)
+def job_progress(iteration: int, phase: str, pct: float, n_iterations: int, phases=PHASES) -> float:
+    """Overall percentage of a job, counting each phase of each round as one equal step."""
+    done = (iteration - 1) * len(phases) + phases.index(phase) + min(max(pct, 0.0), 100.0) / 100.0
+    return round(100.0 * done / (len(phases) * n_iterations), 1)
 
 
-def progress_updater(store: JobStore, iteration: int, phase: str, n_iterations: int,
+def progress_updater(store: JobStore, iteration: int, phase: str, n_iterations: int, phases=PHASES,
                      min_interval_s: float = 1.0) -> ProgressFn:
     """A phase progress callback that moves the job's progress artifact (throttled: one API call
     per second at most, plus the phase's end)."""
@@ -56,7 +56,7 @@ def progress_updater(store: JobStore, iteration: int, phase: str, n_iterations: 
             return
         last[0] = now
         try:
-            update_progress_artifact(artifact_id=art_id, progress=job_progress(iteration, phase, pct, n_iterations))
+            update_progress_artifact(artifact_id=art_id, progress=job_progress(iteration, phase, pct, n_iterations, phases))
         except Exception as err:  # noqa: BLE001
             log.debug("progress update failed: %s", err)
 

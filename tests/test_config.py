@@ -47,7 +47,7 @@ def test_defaults_live_in_the_schema():
     ({"irs_config": {"dw_config": {"initial_weights": {"rel": -1}}}},
      "irs_config.dw_config.initial_weights: weight of 'rel' must be >= 0"),
     ({"irs_config": {"n_candidate": 4}}, "irs_config.n_candidate: unknown field"),
-    ({"stage": "PPO"}, "stage: Input should be 'IRS'"),
+    ({"stage": "SFT"}, "stage: Input should be 'IRS', 'ONPOLICY', 'DPO', 'KTO', 'GRPO', 'PPO' or 'RM'"),
     ({"top_k": -1}, "top_k: must be >= 0"),
     ({"model_id": ""}, "model_id: must not be empty"),
     ({"n_questions": "many"}, "n_questions: Input should be a valid integer"),

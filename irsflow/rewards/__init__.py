@@ -68,7 +68,7 @@ def _entry_point_factories() -> dict[str, RewardFactory]:
 
 def known_rewards() -> list[str]:
     from irsflow import reward_model  # noqa: F401  (registers `rm`)
-    from irsflow.rewards import fusion, rules, text  # noqa: F401  (registers the built-ins)
+    from irsflow.rewards import fusion, rules, text, tutor  # noqa: F401  (registers the built-ins)
 
     return sorted(set(_REGISTRY) | set(_entry_point_factories()))
 

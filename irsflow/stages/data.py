@@ -1,0 +1,107 @@
+"""The data each stage trains on, built from the job dir and the request's files.
+
+    check_stage_inputs(req, questions)        # before any model loads: files parse, lines named
+    rows = onpolicy_rows(store, req, 2)       # ChatML rows + sampling metadata + score/weight
+    anchors = load_anchors(req, questions)    # anchor dialogues (file, else the references)
+    pairs = preference_pairs(store, req, 2)   # this round's best-vs-worst + the pairs files
+    kto = kto_examples(store, req, 2)         # desirable/undesirable completions
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from irsflow.config import TrainRequest
+from irsflow.dataset import Question, jsonl_objects, load_questions
+from irsflow.errors import InputError
+from irsflow.generate import build_messages
+from irsflow.pairs import _messages, irs_pairs, kto_rows, load_pairs
+from irsflow.store import JobStore, read_jsonl
+
+
+def load_anchors(req: TrainRequest, questions: list[Question] | None = None) -> list[dict]:
+    """Anchor examples ``{"prompt", "completion", "weight": 1}``: the ``anchors`` file, else every
+    question of the set that has a reference answer (prompted exactly as generation prompts it)."""
+    sc = req.stage_config
+    if sc.anchors:
+        p = Path(sc.anchors).expanduser()
+        if not p.is_file():
+            raise InputError(f"stage_config.anchors: no file {p}")
+        out = []
+        for where, _, row in jsonl_objects(p.read_text(encoding="utf-8"), str(p), InputError):
+            msgs = _messages(row.get("messages") if isinstance(row, dict) else None, where, "messages")
+            if msgs[-1]["role"] != "assistant" or len(msgs) < 2 or not msgs[-1]["content"].strip():
+                raise InputError(f"{where}: 'messages' must end with a non-empty assistant turn after a prompt")
+            out.append({"prompt": msgs[:-1], "completion": [msgs[-1]], "weight": 1.0})
+        return out
+    questions = questions if questions is not None else load_questions(req.dataset, req.n_questions)
+    out = [{"prompt": build_messages(q, req.top_k, req.system_prompt),
+            "completion": [{"role": "assistant", "content": q.reference}], "weight": 1.0}
+           for q in questions if q.reference and q.reference.strip()]
+    if not out:
+        raise InputError(f"stage_config.anchors: not set, and {req.dataset} has no reference answers to anchor on")
+    return out
+
+
+def check_stage_inputs(req: TrainRequest, questions: list[Question]) -> None:
+    """Parse every file the stage will read, so a bad line fails the job before generation."""
+    sc = req.stage_config
+    if req.stage == "ONPOLICY":
+        anchors = load_anchors(req, questions)
+        if sc.mix_ratio < 1 and not anchors:
+            raise InputError("stage_config.anchors: no anchor rows")
+    if req.stage in ("DPO", "RM") or (req.stage == "KTO" and sc.pairs):
+        for f in sc.pairs:
+            load_pairs(f)
+    if req.stage == "KTO" and sc.kto_up:
+        kto_rows(sc.kto_up, sc.kto_down)
+
+
+def onpolicy_rows(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+    """Every sampled answer of the round as a ChatML dialogue with its sampling settings, its
+    rewards, ``score`` (weighted total / sum of weights, in [0, 1]) and ``weight`` (score, floored)."""
+    floor = req.stage_config.weight_floor
+    out = []
+    for _, s, row in store.samples_with_candidates([iteration]):
+        wsum = sum(s["weights"].values()) or 1.0
+        for j, c in enumerate(s["candidates"]):
+            if not c["text"].strip():
+                continue
+            score = min(1.0, max(0.0, c["total"] / wsum))
+            out.append({"messages": row["prompt"] + [{"role": "assistant", "content": c["text"]}],
+                        "meta": {"id": s["id"], "round": iteration, "candidate": j, "sampling": row["sampling"],
+                                 "finish_reason": c["finish_reason"], "rewards": c["rewards"]},
+                        "score": round(score, 6), "weight": round(max(floor, score), 6)})
+    return out
+
+
+def onpolicy_examples(path: Path) -> list[dict]:
+    return [{"prompt": r["messages"][:-1], "completion": [r["messages"][-1]], "weight": r["weight"]}
+            for r in read_jsonl(path)]
+
+
+def preference_pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+    sc = req.stage_config
+    pairs = irs_pairs(store, sc.min_margin, [iteration]) if sc.from_candidates else []
+    for f in sc.pairs:
+        pairs += [{**p, "source": p.get("source", Path(f).name)} for p in load_pairs(f)]
+    if not pairs:
+        raise InputError(f"stage_config.min_margin: round {iteration} has no preference pairs (no candidates "
+                         f"{sc.min_margin} apart and no pairs files); lower it or add stage_config.pairs")
+    return pairs
+
+
+def kto_examples(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+    """Unpaired examples: this round's best (desirable) and worst (undesirable) answers where they
+    differ by ``min_margin``, plus the thumbs files."""
+    sc = req.stage_config
+    rows = []
+    if sc.from_candidates:
+        for p in irs_pairs(store, sc.min_margin, [iteration]):
+            rows += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
+                     {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
+    if sc.kto_up:
+        rows += kto_rows(sc.kto_up, sc.kto_down)
+    if not rows or len({r["label"] for r in rows}) < 2:
+        raise InputError(f"stage_config.min_margin: round {iteration} has no desirable and undesirable examples "
+                         "for KTO; lower it or add kto_up/kto_down")
+    return rows

@@ -1,0 +1,106 @@
+"""The EVALUATING phase (seed 004 steps 4-5): after a round's training, answer the first
+``stage_config.eval_questions`` questions with the new adapter, then write ``eval_round_<n>.json``
+(dialogue metrics, diversity, the request's reward means, the round's training figures) and rebuild
+the job's ``CHANGELOG.md`` with one line per evaluated round.
+
+    doc = run_round_eval(store, req, 2)
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from irsflow.config import TrainRequest
+from irsflow.dataset import load_questions
+from irsflow.evals.dialogue import dialogue_metrics, diversity, write_eval_round
+from irsflow.generate import generate_candidates
+from irsflow.models import resolve_model
+from irsflow.phases import phase_reporter
+from irsflow.resume import eval_round_path, iteration_inputs
+from irsflow.rewards import RewardEnv, build_rewards
+from irsflow.rewards.similarity import load_similarity
+from irsflow.scoring import score_candidates
+from irsflow.store import JobStore, ProgressFn, atomic_write_text, hash_path
+
+log = logging.getLogger("irsflow.stages")
+HEADLINE = ("question_ratio", "mean_answer_words", "distinct_2", "reward")
+
+
+def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, progress: ProgressFn | None = None) -> dict:
+    cfg = req.irs_config
+    report = phase_reporter(store, iteration, "EVALUATING", progress)
+    report(0)
+    questions = load_questions(req.dataset, req.n_questions)[:req.stage_config.eval_questions]
+    adapter = str(store.checkpoint(iteration))
+    rows, stats = generate_candidates(
+        resolve_model(req.model_id), adapter, questions, n_candidates=1, max_new_tokens=cfg.max_new_tokens,
+        sampling=cfg.sampling, seed=req.seed, iteration=10_000 + iteration, gen_batch_size=cfg.gen_batch_size,
+        top_k=req.top_k, system_prompt=req.system_prompt, load_in_4bit=cfg.load_in_4bit,
+        progress=lambda p: report(0.8 * p))
+    answers = [r["candidates"][0]["text"] for r in rows]
+    weights = iteration_inputs(store, req, iteration).weights
+    env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
+    if req.teacher is not None and req.uses_teacher():
+        weights = {k: v for k, v in weights.items() if k not in ("teacher", "rlaif")}  # no teacher spend on evals
+    scored = score_candidates([{"question": r["question"], "context": r["context"], "reference": r.get("reference"),
+                                "candidates": [a]} for r, a in zip(rows, answers)],
+                              build_rewards(list(weights), env), weights) if weights else None
+    training = [m for m in store.read_metrics() if m.get("iter") == iteration and m.get("phase") == "TRAINING"
+                and "loss" in m]
+    results = {
+        "stage": req.stage, "job_id": store.job_id, "adapter": adapter, "adapter_sha256": hash_path(store.checkpoint(iteration)),
+        "n_questions": len(rows), "sampling": rows[0]["sampling"] if rows else None,
+        "dialogue": dialogue_metrics([[{"role": "user", "content": r["question"]}, {"role": "assistant", "content": a}]
+                                      for r, a in zip(rows, answers)]),
+        "diversity": diversity(answers),
+        "rewards": ({"weighted_mean": round(scored.avg_reward / (sum(weights.values()) or 1.0), 6),
+                     **{k: (None if v is None else round(v, 6)) for k, v in scored.means.items()}} if scored else {}),
+        "training": training[-1] if training else None,
+        "answers": [{"id": r["id"], "answer": a} for r, a in zip(rows, answers)],
+    }
+    doc = write_eval_round(eval_round_path(store, iteration), iteration, results)
+    rebuild_changelog(store, req)
+    store.metric(iteration, "EVALUATING", question_ratio=round(results["dialogue"]["question_ratio"], 4),
+                 mean_answer_words=round(results["dialogue"]["mean_answer_words"], 2),
+                 distinct_2=round(results["diversity"]["distinct_2"], 4),
+                 reward=results["rewards"].get("weighted_mean"))
+    report(100)
+    log.info("round %d eval: question ratio %.2f, %.1f words, distinct-2 %.2f, reward %s", iteration,
+             results["dialogue"]["question_ratio"], results["dialogue"]["mean_answer_words"],
+             results["diversity"]["distinct_2"], results["rewards"].get("weighted_mean"))
+    return {"path": str(eval_round_path(store, iteration)), "sha256": hash_path(eval_round_path(store, iteration)),
+            "seconds": stats["seconds"], "dialogue": results["dialogue"], "diversity": results["diversity"],
+            "rewards": results["rewards"], "round": doc["round"]}
+
+
+def changelog_line(doc: dict, before: dict | None) -> str:
+    d, div, rw = doc["dialogue"], doc["diversity"], doc.get("rewards") or {}
+    now = {"question_ratio": d["question_ratio"], "mean_answer_words": d["mean_answer_words"],
+           "distinct_2": div["distinct_2"], "reward": rw.get("weighted_mean")}
+    prev = None
+    if before:
+        prev = {"question_ratio": before["dialogue"]["question_ratio"],
+                "mean_answer_words": before["dialogue"]["mean_answer_words"],
+                "distinct_2": before["diversity"]["distinct_2"], "reward": (before.get("rewards") or {}).get("weighted_mean")}
+    parts = []
+    for k in HEADLINE:
+        if now[k] is None:
+            continue
+        parts.append(f"{k} {now[k]:.3f}" + (f" ({now[k] - prev[k]:+.3f})" if prev and prev[k] is not None else ""))
+    loss = (doc.get("training") or {}).get("loss")
+    return (f"- round {doc['round']} ({doc['created_at'][:19]}Z, {doc['stage']}): " + ", ".join(parts)
+            + (f"; training loss {loss:.4f}" if loss is not None else "") + f"; checkpoint `{doc['adapter']}`")
+
+
+def rebuild_changelog(store: JobStore, req: TrainRequest) -> str:
+    """``CHANGELOG.md`` from every ``eval_round_<n>.json`` there is (a rerun round replaces its line)."""
+    docs = []
+    for it in range(1, req.irs_config.n_iterations + 1):
+        p = eval_round_path(store, it)
+        if p.exists():
+            docs.append(json.loads(p.read_text(encoding="utf-8")))
+    lines = [f"# Changelog of job {store.job_id} ({req.stage})", ""]
+    lines += [changelog_line(doc, docs[i - 1] if i else None) for i, doc in enumerate(docs)]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(store.dir / "CHANGELOG.md", text)
+    return text
