@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
     r = sub.add_parser("rerun", help="resume a job: finished phases come back from the cache")
     r.add_argument("job_id")
-    r.add_argument("--from-phase", choices=["GENERATING", "SCORING", "TRAINING"], default=None,
+    r.add_argument("--from-phase", choices=["GENERATING", "SCORING", "TRAINING", "EVALUATING"], default=None,
                    help="force this phase and every phase after it")
     r.add_argument("--from-iteration", type=int, default=1, help="iteration --from-phase applies to (default 1)")
     r.add_argument("--submit", action="store_true", help="queue it on the deployment instead of running here")

@@ -34,7 +34,10 @@ def preflight(req: TrainRequest) -> dict:
         from irsflow.registry import resolve_adapter
         from irsflow.store import hash_path
 
-        path = resolve_adapter(req.init_adapter)
+        try:
+            path = resolve_adapter(req.init_adapter)
+        except InputError as err:
+            raise InputError(f"init_adapter: {err}") from None
         facts.update(init_adapter_path=path, init_adapter_sha256=hash_path(Path(path)))
     return facts
 

@@ -14,7 +14,10 @@ SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 def test_every_entrypoint_is_a_flow_whose_parameters_build():
     assert {d["name"] for d in SPEC["deployments"]} >= {"irs-manual", "irs-weekly", "irs-iteration", "feedback-etl",
-                                                     "teacher-labelling", "teacher-quality-check", "eval-gate"}
+                                                     "teacher-labelling", "teacher-quality-check", "eval-gate",
+                                                     "onpolicy-rounds", "dpo-pairs", "grpo", "ppo-rlaif", "reward-model"}
+    stages = {d["parameters"]["request"]["stage"] for d in SPEC["deployments"] if "request" in d.get("parameters", {})}
+    assert stages == {"IRS", "ONPOLICY", "DPO", "GRPO", "PPO", "RM"}  # KTO: the DPO deployment with stage KTO
     for dep in SPEC["deployments"]:
         path, name = dep["entrypoint"].split(":")
         flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")

@@ -9,7 +9,7 @@ import pytest
 from irsflow.config import parse_request
 from irsflow.errors import ConfigError, InputError
 from irsflow.job import create_job, job_status
-from irsflow.resume import stage_phases
+from irsflow.resume import iteration_inputs, stage_phases
 from tests.conftest import tiny_request
 
 CONC = {"dw_config": {"initial_weights": {"conc": 1.0}}}
@@ -78,7 +78,10 @@ def test_dpo_and_kto_train_on_pairs_from_candidates_and_files(prefect_server, ti
     assert {p["source"] for p in used} == {"irs", "thumbs"} and all(p["chosen"] != p["rejected"] for p in used)
     row = next(m for m in store.read_metrics() if m["phase"] == "TRAINING" and "loss" in m)
     assert row["rows"] == len(used) and "margin_last" in row
-    store, _ = run_stage(tiny_model, "KTO", stage_config={"min_margin": 0.0})
+    dpo_final = str(store.checkpoint("final"))
+    store, _ = run_stage(tiny_model, "KTO", stage_config={"min_margin": 0.0}, init_adapter=dpo_final)
+    assert store.read_config()["init_adapter_path"] == dpo_final  # round 1 continues the DPO adapter
+    assert iteration_inputs(store, parse_request(store.read_config()["request"]), 1).adapter == dpo_final
     rows = [json.loads(x) for x in (store.phase_dir(1) / "pairs.jsonl").read_text().splitlines()]
     assert {r["label"] for r in rows} == {True, False}
 
@@ -126,6 +129,10 @@ def test_reward_model_stage_trains_a_scorer(prefect_server, tiny_model, data_dir
         assert len(scorer(RewardBatch(questions=["q"], answers=["a"]))) == 1
     finally:
         scorer.close()
+    from irsflow.evals.round import EvalGateSettings, register_job
+
+    with pytest.raises(InputError, match="trained a reward model"):  # not a policy to promote and serve
+        register_job(EvalGateSettings(), store)
 
 
 def test_stage_inputs_are_checked_before_any_model_loads(tiny_model, data_dir, tmp_path):
@@ -141,6 +148,8 @@ def test_stage_inputs_are_checked_before_any_model_loads(tiny_model, data_dir, t
     bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n')
     with pytest.raises(InputError, match=r"pairs.jsonl:2: 'rejected'"):
         create_job(tiny_request(tiny_model, stage="DPO", stage_config={"pairs": [str(bad)]}))
+    with pytest.raises(InputError, match="init_adapter: adapter .*no adapter_config.json"):
+        create_job(tiny_request(tiny_model, stage="DPO", init_adapter=str(tmp_path / "no-such-adapter")))
     anchors = tmp_path / "anchors.jsonl"
     anchors.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     with pytest.raises(InputError, match=r"anchors.jsonl:1: 'messages' must end"):

@@ -56,6 +56,9 @@ def next_round(reg: Registry) -> int:
 
 
 def register_job(s: EvalGateSettings, store: JobStore) -> str:
+    if store.read_config()["request"].get("stage") == "RM":
+        raise InputError(f"job_id: {store.job_id} trained a reward model (stage RM), not an adapter to serve; "
+                         "use it as scoring.reward_model")
     adapter = store.checkpoint("final")
     check_adapter(adapter)  # a broken folder fails here, before a run, a version or an alias exists
     reg = Registry(s.tracking)
