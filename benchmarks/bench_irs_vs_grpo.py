@@ -1,4 +1,5 @@
-"""IRS vs GRPO for the same reward on the tiny model: reward curves against wall time.
+"""IRS vs GRPO for the same reward on the tiny model: reward curves against wall time and compute
+(CPU seconds of this process, all threads).
 
 Reward: ``conc`` (concision against the question's contexts; the random tiny model learns to stop
 early). Questions: the first 8 demo questions with 2 contexts each. Both methods sample 4
@@ -70,39 +71,43 @@ def main(argv: list[str] | None = None) -> dict:
                                         "learning_rate": 1e-2, "batch_size": 4, "sft_epochs": 2,
                                         "dw_config": {"initial_weights": {"conc": 1.0}}}})
     store = create_job(req)
-    irs, t = [{"round": 0, "seconds": 0.0, "reward": base}], 0.0
+    irs, t, cpu = [{"round": 0, "seconds": 0.0, "cpu_seconds": 0.0, "reward": base}], 0.0, 0.0
     for it in range(1, args.rounds + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         inputs = iteration_inputs(store, req, it)
         run_generate(store, req, it, inputs.adapter)
         run_score(store, req, it, inputs.weights, inputs.history)
         adapter = run_sft(store, req, it, inputs.adapter)["adapter"]
-        t += time.perf_counter() - t0
-        irs.append({"round": it, "seconds": round(t, 2), "reward": evaluate(adapter)})
-        print(f"  IRS  round {it}: {t:6.1f}s  reward {irs[-1]['reward']:.4f}", flush=True)
-    grpo, t, adapter = [{"round": 0, "seconds": 0.0, "reward": base}], 0.0, None
+        t, cpu = t + time.perf_counter() - t0, cpu + time.process_time() - c0
+        irs.append({"round": it, "seconds": round(t, 2), "cpu_seconds": round(cpu, 2), "reward": evaluate(adapter)})
+        print(f"  IRS  round {it}: {t:6.1f}s ({cpu:6.1f} CPU s)  reward {irs[-1]['reward']:.4f}", flush=True)
+    grpo, t, cpu, adapter = [{"round": 0, "seconds": 0.0, "cpu_seconds": 0.0, "reward": base}], 0.0, 0.0, None
     for r in range(1, args.rounds + 1):
         out = Path(os.environ["IRSFLOW_DATA_DIR"]) / f"grpo_{r}"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_grpo(model, adapter, questions, conc, {"conc": 1.0}, out, system_prompt=system, top_k=2,
                    num_generations=4, max_new_tokens=32, learning_rate=1e-2, batch_size=8, epochs=1, beta=0.0,
                    lora=lora, seed=r, sampling=Sampling())
-        t += time.perf_counter() - t0
+        t, cpu = t + time.perf_counter() - t0, cpu + time.process_time() - c0
         adapter = str(out)
-        grpo.append({"round": r, "seconds": round(t, 2), "reward": evaluate(adapter)})
-        print(f"  GRPO round {r}: {t:6.1f}s  reward {grpo[-1]['reward']:.4f}", flush=True)
+        grpo.append({"round": r, "seconds": round(t, 2), "cpu_seconds": round(cpu, 2), "reward": evaluate(adapter)})
+        print(f"  GRPO round {r}: {t:6.1f}s ({cpu:6.1f} CPU s)  reward {grpo[-1]['reward']:.4f}", flush=True)
 
     target = irs[-1]["reward"]
 
-    def time_to(curve):
+    def time_to(curve, key="seconds"):
         hit = next((p for p in curve[1:] if p["reward"] >= target), None)
-        return hit["seconds"] if hit else None
+        return hit[key] if hit else None
 
     result = {"base_reward": base, "irs": irs, "grpo": grpo, "irs_final_gain": target - base,
-              "seconds_to_irs_final_level": {"irs": time_to(irs), "grpo": time_to(grpo)}}
+              "seconds_to_irs_final_level": {"irs": time_to(irs), "grpo": time_to(grpo)},
+              "cpu_seconds_to_irs_final_level": {"irs": time_to(irs, "cpu_seconds"),
+                                                 "grpo": time_to(grpo, "cpu_seconds")}}
     print(f"base reward {base:.4f}; IRS after {args.rounds} rounds {irs[-1]['reward']:.4f} in {irs[-1]['seconds']:.1f}s; "
           f"GRPO after {args.rounds} rounds {grpo[-1]['reward']:.4f} in {grpo[-1]['seconds']:.1f}s")
     print(f"wall time to reach IRS's final level: IRS {time_to(irs)}s, GRPO {time_to(grpo)}s (None: not reached)")
+    print(f"compute to reach it: IRS {time_to(irs, 'cpu_seconds')} CPU s, GRPO {time_to(grpo, 'cpu_seconds')} CPU s; "
+          f"ratio GRPO/IRS {(time_to(grpo, 'cpu_seconds') or float('nan')) / (time_to(irs, 'cpu_seconds') or float('nan')):.2f}")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -1,4 +1,7 @@
-"""`irsflow eval-gate`, `irsflow rollback`, `irsflow eval`: the eval gate from the shell.
+"""`irsflow eval-gate`, `irsflow rollback`, `irsflow eval`, `irsflow weekly`: the eval gate and the
+weekly round from the shell.
+
+    irsflow weekly [--settings weekly.json] [--submit]      # one weekly round (flow weekly-round)
 
     irsflow eval-gate --job JOB_ID [--settings gate.json]   # through Prefect (flow eval-gate)
     irsflow rollback [--settings gate.json]                 # champion -> previous, vLLM reloaded
@@ -58,7 +61,30 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_weekly(args) -> int:
+    from flows.cli_teacher import _load
+    from irsflow.weekly import WeeklySettings
+
+    settings = _load(WeeklySettings, args.settings, "settings") or WeeklySettings()  # bad settings fail here
+    if args.submit:
+        from prefect.deployments import run_deployment
+
+        run = run_deployment("weekly-round/weekly", parameters={"settings": settings.model_dump(mode="json")},
+                             timeout=0)
+        print(json.dumps({"flow_run_id": str(run.id), "name": run.name}))
+        return 0
+    from flows.weekly_round import weekly_round
+
+    out = weekly_round(settings=settings)
+    print(json.dumps({k: out[k] for k in ("round_id", "outcome", "report")}, indent=2))
+    return 0
+
+
 def add_eval_parsers(sub) -> None:
+    w = sub.add_parser("weekly", help="one weekly round: feedback -> prompts -> teacher -> train -> gate -> vLLM")
+    w.add_argument("--settings", default=None, help="a WeeklySettings JSON (default: the built-in defaults)")
+    w.add_argument("--submit", action="store_true", help="queue it on the weekly deployment instead of running here")
+    w.set_defaults(fn=cmd_weekly)
     g = sub.add_parser("eval-gate", help="evaluate a job's adapter vs the champion, gate, promote, hot-load")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--job", default=None, help="a finished job: register its final adapter first")

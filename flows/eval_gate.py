@@ -19,6 +19,7 @@ the weekly round): evaluate -> register -> gate -> deploy.
 from __future__ import annotations
 
 import logging
+import time
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -54,8 +55,10 @@ def eval_gate(job_id: str | None = None, version: str | None = None,
     n = rnd.next_round(reg)
     out = rnd.round_dir(settings, n)
     log.info("eval gate round %d: version %s vs %s", n, version, f"version {champ_version}" if champ else "the base model")
+    t0 = time.perf_counter()
     champion = evaluate_task(settings, model_id, champ_path, str(out / "champion"), "champion")
     challenger = evaluate_task(settings, model_id, reg.adapter_path(version), str(out / "challenger"), "challenger")
+    gpu_seconds = time.perf_counter() - t0  # both evaluations hold a model the whole time
     result = gate_task(settings, version, champion, challenger, n, champ_version)
     create_markdown_artifact(markdown=rnd.gate_markdown(result), key="eval-gate",
                              description=f"gate decision, round {n}: version {version}")
@@ -69,4 +72,5 @@ def eval_gate(job_id: str | None = None, version: str | None = None,
         raise
     rnd.changelog(settings, result)
     return {"round": n, "version": version, "champion_before": champ_version, "promote": result["promote"],
-            "reasons": result["reasons"], "deployed": deployed, "mlflow_run_id": result["mlflow_run_id"]}
+            "reasons": result["reasons"], "deployed": deployed, "mlflow_run_id": result["mlflow_run_id"],
+            "metrics": result["metrics"], "gpu_seconds": round(gpu_seconds, 3)}

@@ -46,9 +46,11 @@ def summary_markdown(m: dict) -> str:
 
 
 @flow(name="feedback-etl", log_prints=False)
-def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_export: str | None = None) -> dict:
-    """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark."""
-    manifest = extract_transform(settings, _run_id(), label_studio_export)
+def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_export: str | None = None,
+                 run_id: str | None = None) -> dict:
+    """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark.
+    ``run_id`` names the output folder (the weekly round passes its own id, so its retries find it)."""
+    manifest = extract_transform(settings, run_id or _run_id(), label_studio_export)
     create_markdown_artifact(markdown=summary_markdown(manifest), key="feedback-etl-summary",
                              description="what the last feedback ETL run extracted and wrote")
     return {k: manifest[k] for k in ("run_id", "window", "counts", "skipped", "written")} | {

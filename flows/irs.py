@@ -111,12 +111,13 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
                  req.stage, " -> ".join(stage_phases(req)), store.dir,
                  f", forcing from iteration {from_iteration} {from_phase}" if from_phase else "")
         start_progress(store)
-        rows, iterations = [], []
+        rows, iterations, gpu_seconds = [], [], 0.0
         try:
             if req.uses_teacher():
                 require_teacher_key()  # before generation, not after it
             for it in range(1, req.irs_config.n_iterations + 1):
                 out = irs_iteration(job_id, it, from_phase, from_iteration)
+                gpu_seconds += sum(out[k]["seconds"] for k in ("generate", "sft", "eval") if k in out)
                 s = out.get("score") or out["sft"]  # GRPO scores inside its training
                 log.info("iter %d: avg_reward=%s breakdown=%s weights=%s loss=%.4f%s", it, s.get("avg_reward"),
                          s.get("reward_breakdown"), s.get("next_weights"), out["sft"]["loss"],
@@ -137,4 +138,4 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
             raise
         store.update_status(state="completed", current_phase="DONE", phase_progress=100.0)
     return {"job_id": job_id, "stage": req.stage, "job_dir": str(store.dir), "final_adapter": final,
-            "iterations": iterations}
+            "iterations": iterations, "gpu_seconds": round(gpu_seconds, 3)}

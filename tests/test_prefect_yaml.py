@@ -15,7 +15,8 @@ SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 def test_every_entrypoint_is_a_flow_whose_parameters_build():
     assert {d["name"] for d in SPEC["deployments"]} >= {"irs-manual", "irs-weekly", "irs-iteration", "feedback-etl",
                                                      "teacher-labelling", "teacher-quality-check", "eval-gate",
-                                                     "onpolicy-rounds", "dpo-pairs", "grpo", "ppo-rlaif", "reward-model"}
+                                                     "onpolicy-rounds", "dpo-pairs", "grpo", "ppo-rlaif", "reward-model",
+                                                     "weekly"}
     stages = {d["parameters"]["request"]["stage"] for d in SPEC["deployments"] if "request" in d.get("parameters", {})}
     assert stages == {"IRS", "ONPOLICY", "DPO", "GRPO", "PPO", "RM"}  # KTO: the DPO deployment with stage KTO
     for dep in SPEC["deployments"]:
@@ -40,8 +41,9 @@ def test_the_stack_deployed_everything(stack):
             d = client.read_deployment_by_name(f"{flow_name}/{dep['name']}")
             assert d.work_pool_name == dep["work_pool"]["name"] and d.entrypoint == dep["entrypoint"]
             assert d.parameter_openapi_schema["properties"], dep["name"]
-            if dep["name"] == "irs-weekly":
+            if dep["name"] == "weekly":
                 (sched,) = d.schedules
                 assert sched.schedule.cron == "30 3 * * 1" and sched.schedule.timezone == "Asia/Shanghai"
-                assert sched.active
-                assert d.parameters["request"]["irs_config"]["n_iterations"] == 3
+                assert sched.active and d.parameters == {}  # the defaults of WeeklySettings
+            if dep["name"] == "irs-weekly":
+                assert not d.schedules and d.parameters["request"]["irs_config"]["n_iterations"] == 3

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from irsflow.config import DEFAULT_SYSTEM_PROMPT, Sampling, ScoringConfig
+from irsflow.config import DEFAULT_SYSTEM_PROMPT, CodebookConfig, Sampling, ScoringConfig
 from irsflow.dataset import load_questions
 from irsflow.evals.answers import Group, answer_suites
 from irsflow.evals.dialogue import dialogue_metrics, diversity
@@ -46,6 +46,9 @@ class EvalSuites(BaseModel):
                                       description="IRS rewards and weights for the held-out suite")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     teacher: TeacherConfig | None = Field(None, description="also judge the safety answers: a teacher safety flag zeroes the item")
+    codebook: CodebookConfig = Field(default_factory=CodebookConfig,
+                                     description="inject matching codebook rules into the safety and held-out prompts, "
+                                                 "as generation does (the weekly round passes its request's block)")
     max_new_tokens: int = Field(128, ge=1)
     mc_max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -69,10 +72,14 @@ def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4b
             groups["mc"] = Group([i.prompt() for i in mc_items], cfg.mc_max_new_tokens, cfg.mc_k, sampling, cfg.seed)
     if cfg.safety_set:
         safety_qs = load_questions(cfg.safety_set)
-        groups["safety"] = Group([build_messages(q, 0, cfg.system_prompt) for q in safety_qs], cfg.max_new_tokens)
+        extra = _codebook_extra(cfg, safety_qs)
+        groups["safety"] = Group([build_messages(q, 0, cfg.system_prompt, extra.get(q.id, "")) for q in safety_qs],
+                                 cfg.max_new_tokens)
     if cfg.heldout_set:
         held_qs = load_questions(cfg.heldout_set, cfg.heldout_n)
-        groups["heldout"] = Group([build_messages(q, cfg.top_k, cfg.system_prompt) for q in held_qs], cfg.max_new_tokens)
+        extra = _codebook_extra(cfg, held_qs)
+        groups["heldout"] = Group([build_messages(q, cfg.top_k, cfg.system_prompt, extra.get(q.id, "")) for q in held_qs],
+                                  cfg.max_new_tokens)
     if not groups:
         raise ValueError("eval: every suite is switched off")
     answers, stats = answer_suites(model_path, adapter, groups, batch_size=cfg.batch_size, load_in_4bit=load_in_4bit)
@@ -110,6 +117,16 @@ def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4b
         details["heldout"] = [{"id": q.id, "answer": t, "reward": float(r)}
                               for q, t, r in zip(held_qs, texts, scores.per_item["reward"])]
     return scores, details
+
+
+def _codebook_extra(cfg: EvalSuites, questions) -> dict[str, str]:
+    """Question id -> the codebook rules generation would add to its system prompt (none when off)."""
+    if not cfg.codebook.enabled:
+        return {}
+    from irsflow.codebook_retrieval import select_for_questions
+    from irsflow.rewards.similarity import load_similarity
+
+    return dict(select_for_questions(cfg.codebook, load_similarity(cfg.scoring), questions).extra_system)
 
 
 def _rewards(questions, texts: list[str], cfg: EvalSuites) -> np.ndarray:

@@ -1,0 +1,139 @@
+"""The weekly round: one scheduled flow that closes the loop from users' feedback to a served adapter.
+
+    feedback-etl (subflow)          Langfuse thumbs + Label Studio corrections -> training files
+    prepare-round (cpu)             new questions -> the round's prompt set (red-team share, anchors)
+    teacher-labelling (subflow)     the teacher judges every new rated answer (where configured)
+    irs-train (subflow)             the configured stage (IRS by default) from the champion adapter
+    eval-gate (subflow)             champion vs challenger -> promote -> hot-load into vLLM
+    report                          <data dir>/weekly/<round>/report.md + a markdown artifact
+
+Each subflow is also its own deployment. The round id comes from this flow run, so a retried run
+(UI Retry, ``prefect flow-run retry``) reuses the ETL folder, the cached teacher judgements and the
+training job of the same id: finished phases come back Cached and no teacher call is billed twice.
+A week without new feedback skips training, evaluates the current champion and says so.
+
+Run it:  irsflow weekly [--settings weekly.json]          prefect deployment run weekly-round/weekly
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from prefect import flow, get_client, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.eval_gate import eval_gate
+from flows.feedback_etl import feedback_etl
+from flows.irs import irs_train
+from flows.teacher_labelling import teacher_labelling
+from irsflow import weekly
+from irsflow.feedback.etl import feedback_dir
+from irsflow.registry import CHAMPION, Registry
+from irsflow.store import new_job_id
+from tasks.common import CPU_TAG, ensure_gpu_limit, require_teacher_key
+from tasks.eval import evaluate_task
+from tasks.feedback import langfuse_keys
+
+log = logging.getLogger("irsflow.weekly")
+
+
+def _round_id() -> str:
+    """Stable across retries of this flow run (its creation time and id), like the ETL's run id."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return new_job_id()
+    with get_client(sync_client=True) as client:
+        created = client.read_flow_run(run_id).created
+    return f"{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+
+
+def langfuse_configured(s: weekly.WeeklySettings) -> bool:
+    return bool((s.feedback.langfuse.get("host") or os.environ.get("LANGFUSE_HOST")) and langfuse_keys())
+
+
+@task(name="prepare-round", tags=[CPU_TAG])
+def prepare_task(settings: weekly.WeeklySettings, round_id: str, etl_dir: str | None) -> dict:
+    return weekly.prepare_round(settings, round_id, Path(etl_dir) if etl_dir else None)
+
+
+@flow(name="weekly-round", flow_run_name="weekly-{settings.request.stage}", log_prints=False)
+def weekly_round(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> dict:
+    """One weekly round (see the module docstring); returns the report's JSON."""
+    ensure_gpu_limit()
+    round_id = _round_id()
+    gate = weekly.gate_settings(settings)
+    if settings.teacher is not None or settings.request.uses_teacher():
+        require_teacher_key()  # before any work: a round that cannot label should not start
+    log.info("weekly round %s: stage %s", round_id, settings.request.stage)
+
+    # 1. what came in
+    came_in = {"etl_run": None, "traces": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 0}
+    etl_dir = None
+    if langfuse_configured(settings):
+        etl = feedback_etl(settings=settings.feedback, label_studio_export=settings.label_studio_export,
+                           run_id=round_id)
+        if (feedback_dir() / round_id / "manifest.json").exists():  # written now or by an earlier attempt
+            etl_dir = str(feedback_dir() / round_id)
+            came_in.update(etl_run=round_id, traces=etl["counts"].get("records", 0))
+    else:
+        log.warning("weekly round %s: no Langfuse host/keys configured; no new feedback to extract", round_id)
+    prep = prepare_task(settings, round_id, etl_dir)
+    came_in.update(prep["counts"])
+    reg = Registry(gate.tracking)
+    champ = reg.version(CHAMPION)
+    champ_version = str(champ.version) if champ else None
+    champ_path = reg.adapter_path(champ_version) if champ_version else None
+    cost = {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0}
+    doc = {"round_id": round_id, "stage": settings.request.stage, "came_in": came_in, "prompts": None,
+           "training": None, "gate": None, "champion_eval": None, "cost": cost}
+
+    if not prep["new_questions"]:
+        # 2'. no new feedback: no training, no empty model; the champion is still evaluated
+        if champ_path:
+            import time
+
+            t0 = time.perf_counter()
+            ev = evaluate_task(gate, settings.request.model_id, champ_path,
+                               str(weekly.round_dir(round_id) / "champion_eval"), "champion")
+            cost["gpu_minutes"] = (time.perf_counter() - t0) / 60
+            doc["champion_eval"] = ev["scalars"]
+        doc["outcome"] = ("No new feedback: nothing trained or registered; "
+                          + (f"champion version {champ_version} evaluated and still served." if champ_path
+                             else "no champion yet, the base model stays served."))
+    else:
+        doc["prompts"] = {k: prep[k] for k in ("n_prompts", "high_risk", "by_source")}
+        # 2. teacher labelling of the new items
+        rdir = weekly.round_dir(round_id)
+        if settings.teacher is not None and prep["new_samples"]:
+            teacher_labelling(samples=str(rdir / "labelling_samples.jsonl"), teacher=settings.teacher,
+                              scoring=settings.request.scoring, out_dir=str(rdir / "teacher"))
+        # 3. training from the champion
+        req = weekly.round_request(settings, rdir / "prompts.jsonl", prep["n_prompts"], champ_path)
+        train = irs_train(request=req, job_id=round_id)
+        doc["training"] = {**{k: train[k] for k in ("job_id", "stage", "iterations", "final_adapter")},
+                           "started_from": f"champion version {champ_version}" if champ_version else None}
+        # 4. the gate, and vLLM on promotion
+        result = eval_gate(job_id=train["job_id"], settings=gate)
+        doc["gate"] = {"round": result["round"], "version": result["version"], "promote": result["promote"],
+                       "reasons": result["reasons"], "table": result["metrics"],
+                       "champion_before": result["champion_before"]}
+        cost["gpu_minutes"] = (train["gpu_seconds"] + result["gpu_seconds"]) / 60
+        doc["outcome"] = (f"Version {result['version']} promoted to champion" if result["promote"]
+                          else f"Version {result['version']} registered; the champion ({champ_version or 'base model'}) stays")
+        if result["promote"]:
+            champ_version, champ_path = result["version"], reg.adapter_path(result["version"])
+        doc["served_deploy"] = result["deployed"]
+    spend = weekly.teacher_spend([weekly.round_dir(round_id) / "teacher" / "teacher_usage.csv",
+                                  *([Path(doc["training"]["final_adapter"]).parents[1] / "teacher_usage.csv"]
+                                    if doc["training"] else [])])
+    cost.update(teacher_calls=spend["calls"], teacher_usd=spend["usd"], gpu_minutes=round(cost["gpu_minutes"], 3))
+    deployed = (doc.pop("served_deploy", None) or {}).get("served") or {}
+    doc["served"] = {"champion": f"version {champ_version} ({champ_path})" if champ_version else None,
+                     "vllm": gate.vllm is not None, "served_name": gate.vllm.serving_name if gate.vllm else None,
+                     "vllm_adapter": deployed.get("path") or deployed.get("adapter")}
+    path, md = weekly.write_report(round_id, doc)
+    create_markdown_artifact(markdown=md, key="weekly-round", description=f"weekly round {round_id}: {doc['outcome']}")
+    log.info("weekly round %s: %s; report %s", round_id, doc["outcome"], path)
+    return {**doc, "report": str(path)}
