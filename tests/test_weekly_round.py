@@ -152,11 +152,10 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     mv = reg.version(g["version"])
     assert mv.tags["job_id"] == round_id and mv.tags["gate.promote"] == str(g["promote"]).lower()
     assert json.loads(mv.tags["gate.numbers"])["primary"]["mean_diff"] is not None
-    if g["promote"]:  # conc rewards stopping early, which the tiny model learns in two rounds
-        assert [b["lora_path"] for b in vllm.loads()] == [reg.adapter_path("1")]
-        assert report["served"]["vllm_adapter"] == reg.adapter_path("1")
-    else:
-        assert not vllm.loads()
+    # conc rewards stopping early, which the tiny model learns in two iterations (gain +0.08, CI above 0)
+    assert g["promote"] and reg.version(CHAMPION).version == 1
+    assert [b["lora_path"] for b in vllm.loads()] == [reg.adapter_path("1")]
+    assert report["served"]["vllm_adapter"] == reg.adapter_path("1")
     md = (stack["data_dir"] / "weekly" / round_id / "report.md").read_text()
     assert "## What came in" in md and "| reward_mean |" in md and "sk-teach" not in md
     with get_client(sync_client=True) as client:
@@ -168,11 +167,9 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     run2 = run_deployment("weekly-round/weekly", parameters={"settings": settings(tiny_model, lf, teacher, vllm)},
                           timeout=0)
     assert wait_final(run2.id).is_completed()
-    with get_client(sync_client=True) as client:
-        rid2 = next(p.name for p in (stack["data_dir"] / "weekly").iterdir() if p.name != round_id)
+    rid2 = next(p.name for p in (stack["data_dir"] / "weekly").iterdir() if p.name != round_id)
     report2 = json.loads((stack["data_dir"] / "weekly" / rid2 / "report.json").read_text())
     assert report2["training"] is None and report2["outcome"].startswith("No new feedback")
     assert len(reg.client.search_model_versions(f"name='{reg.s.model_name}'")) == versions
-    assert teacher.count == calls_before
-    if reg.version(CHAMPION):
-        assert report2["champion_eval"]["reward_mean"] >= 0
+    assert teacher.count == calls_before and len(vllm.loads()) == 1
+    assert report2["champion_eval"]["reward_mean"] > 0 and "champion version 1 evaluated" in report2["outcome"]
