@@ -167,16 +167,27 @@ def _row(q, qid: str) -> dict:
             **({"reference": q.reference} if q.reference else {}), "meta": dict(q.meta)}
 
 
+def round_codebook(s: WeeklySettings):
+    """The request's codebook block, switched off while no codebook exists yet (a fresh install: the
+    first reviewed correction creates it), so the default round runs before anyone has written a rule."""
+    from irsflow.codebook import default_path
+
+    cb = s.request.codebook
+    path = Path(cb.path).expanduser() if cb.path else default_path()
+    return cb if not cb.enabled or path.exists() else cb.model_copy(update={"enabled": False})
+
+
 def round_request(s: WeeklySettings, prompts_path: Path, n_prompts: int, champion_path: str | None) -> TrainRequest:
     """The round's training request: the configured one on this round's prompts, from the champion."""
     body = s.request.model_dump(mode="json")
-    body.update(dataset=str(prompts_path), n_questions=n_prompts, init_adapter=champion_path)
+    body.update(dataset=str(prompts_path), n_questions=n_prompts, init_adapter=champion_path,
+                codebook=round_codebook(s).model_dump(mode="json"))
     return TrainRequest.model_validate(body)
 
 
 def gate_settings(s: WeeklySettings) -> EvalGateSettings:
     """The gate's suites see the same codebook rules that generation injected."""
-    suites = s.gate.suites.model_copy(update={"codebook": s.request.codebook})
+    suites = s.gate.suites.model_copy(update={"codebook": round_codebook(s)})
     return s.gate.model_copy(update={"suites": suites})
 
 

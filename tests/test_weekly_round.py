@@ -18,6 +18,7 @@ from prefect.blocks.system import Secret
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter
 from prefect.deployments import run_deployment
 
+from irsflow.codebook import Codebook
 from irsflow.registry import CHAMPION, Registry, TrackingSettings
 from irsflow.store import JobStore
 from tests.conftest import ROOT, VENV_BIN, tiny_request
@@ -59,13 +60,13 @@ def services(stack):
 
 
 def settings(tiny_model, lf, teacher, vllm) -> dict:
-    req = tiny_request(tiny_model, irs_config={"n_iterations": 2, "n_candidates": 6, "max_new_tokens": 32,
+    req = tiny_request(tiny_model, codebook={"enabled": True}, irs_config={"n_iterations": 2, "n_candidates": 6, "max_new_tokens": 32,
                                                "learning_rate": 1e-2, "sft_epochs": 6, "batch_size": 2,
                                                "dw_config": {"initial_weights": {"conc": 1.0}}})
     return {"feedback": {"langfuse": {"host": lf.url, "score_data_type": "CATEGORICAL", "up_values": ["up"],
                                       "down_values": ["down"]}},
             "prompts": {"n": 10, "min_high_risk_share": 0.4},
-            "teacher": {"base_url": teacher.base_url, "model": "judge-test", "max_retries": 1, "backoff_s": 0.1},
+            "teacher": {"base_url": teacher.base_url, "model": "deepseek-flash", "max_retries": 1, "backoff_s": 0.1},
             "request": req,
             "gate": {"suites": {"mc_set": None, "safety_set": None, "heldout_set": "builtin:demo", "heldout_n": 8,
                                 "rewards": {"conc": 1.0}, "max_new_tokens": 32, "top_k": 2},
@@ -94,6 +95,8 @@ def task_runs_since(job_id: str, since: datetime) -> dict[str, str]:
 def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services, tiny_model):
     lf, teacher, vllm = services
     os.environ["IRSFLOW_DATA_DIR"] = str(stack["data_dir"])
+    rule = Codebook().add("Explain Rayleigh scattering when asked why the sky is blue.", ["sky", "blue"],
+                          ["Why is the sky blue?"], source="review", author="test")
     run = run_deployment("weekly-round/weekly", parameters={"settings": settings(tiny_model, lf, teacher, vllm)},
                          timeout=0)
     # find the round's training job, then kill the round's process in iteration 2's SFT
@@ -145,6 +148,7 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     assert report["prompts"]["n_prompts"] == 10 and report["prompts"]["high_risk"] >= 4
     assert report["prompts"]["by_source"]["thumbs_down"] == 4  # every new question (the pair's counts once)
     assert report["cost"]["teacher_calls"] == len(FEEDBACK) and report["cost"]["gpu_minutes"] > 0
+    assert report["cost"]["teacher_usd"] > 0  # priced from the usage ledger of the labelling run
     g = report["gate"]
     print(f"weekly round {round_id}: {report['outcome']}; gate {g['reasons']}; cost {report['cost']}")
     assert g["version"] == "1" and "reward_mean" in g["table"] and g["reasons"]
@@ -156,6 +160,9 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     assert g["promote"] and reg.version(CHAMPION).version == 1
     assert [b["lora_path"] for b in vllm.loads()] == [reg.adapter_path("1")]
     assert report["served"]["vllm_adapter"] == reg.adapter_path("1")
+    rows = [json.loads(x) for x in (store.phase_dir(1) / "candidates.jsonl").read_text().splitlines()]
+    sky = next(r for r in rows if r["question"] == "Why is the sky blue?")
+    assert sky["codebook"]["rule_ids"] == [rule.id] and "Rayleigh" in sky["prompt"][0]["content"]
     md = (stack["data_dir"] / "weekly" / round_id / "report.md").read_text()
     assert "## What came in" in md and "| reward_mean |" in md and "sk-teach" not in md
     with get_client(sync_client=True) as client:
