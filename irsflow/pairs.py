@@ -27,7 +27,7 @@ def irs_pairs(store: JobStore, min_margin: float = 0.05, iterations: list[int] |
         best, worst = max(cands, key=lambda c: c["total"]), min(cands, key=lambda c: c["total"])
         margin = best["total"] - worst["total"]
         if margin >= min_margin and best["text"] != worst["text"]:
-            out.append({"id": f"{it}:{s['id']}", "prompt": row["prompt"], "question": row["question"], "chosen": best["text"],
+            out.append({"id": f"{it}:{s['id']}", "prompt": row["prompt"], "question": row.get("question"), "chosen": best["text"],
                         "rejected": worst["text"], "source": "irs", "margin": round(margin, 6)})
     return out
 

@@ -129,7 +129,8 @@ class Registry:
             return None
 
     def log_job(self, store: JobStore, adapter: str | None = None) -> str:
-        """One run per job: request params, per-iteration METRICS rows, data hashes, the adapter.
+        """One run per job: request params, per-iteration METRICS rows (and TRAINING/EVALUATING rows
+        as ``train.*``/``eval.*``), data hashes, the adapter.
         A job already logged returns its run (a rerun or a gate round does not log it twice)."""
         existing = self.job_run(store)
         if existing:
@@ -145,12 +146,15 @@ class Registry:
             for k, v in params.items():
                 self.client.log_param(rid, k, str(v)[:6000])
             for row in read_jsonl(store.metrics_path):
-                if row.get("phase") != "METRICS":
+                phase = row.get("phase")
+                # rewards per round, and each stage's training/eval figures (loss, DPO margin, PPO KL, ...)
+                prefix = {"METRICS": "", "TRAINING": "train.", "EVALUATING": "eval."}.get(phase)
+                if prefix is None or (prefix and set(row) <= {"ts", "iter", "phase", "progress"}):
                     continue
                 step = int(row.get("iter", 0))
                 for k, v in row.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter":
-                        self.client.log_metric(rid, k, float(v), step=step)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("iter", "progress"):
+                        self.client.log_metric(rid, f"{prefix}{k}", float(v), step=step)
                 for k, v in (row.get("reward_breakdown") or {}).items():
                     if v is not None:
                         self.client.log_metric(rid, f"r_{k}", float(v), step=step)
@@ -187,9 +191,20 @@ class Registry:
 
     # --- registry -----------------------------------------------------------------------------
     def register(self, run_id: str, store: JobStore) -> str:
-        """New version from the run's ``adapter`` artifacts, checked first, then aliased challenger."""
+        """New version from the run's ``adapter`` artifacts, checked first, then aliased challenger.
+        A run registered before (a retried gate) gets its version back instead of a duplicate."""
         from mlflow.exceptions import MlflowException
 
+        try:
+            done = self.client.search_model_versions(f"name='{self.s.model_name}' and run_id='{run_id}'")
+        except MlflowException:
+            done = []
+        if done:
+            version = str(max(int(v.version) for v in done))
+            if not self.client.get_model_version(self.s.model_name, version).tags.get("gate.promote"):
+                self.client.set_registered_model_alias(self.s.model_name, CHALLENGER, version)
+            log.info("run %s is already version %s of %s", run_id, version, self.s.model_name)
+            return version
         run = self.client.get_run(run_id)
         source = f"{run.info.artifact_uri}/adapter"
         check_adapter(local_path(source))

@@ -40,6 +40,8 @@ def test_job_run_register_promote_rollback(registry, tiny_model, data_dir):
     mv = registry.version(CHALLENGER)
     assert str(mv.version) == v1 == "1" and mv.tags["job_id"] == job1.job_id and mv.tags["base_model"] == str(tiny_model)
     check_adapter(registry.adapter_path(v1))  # the registered files are a loadable adapter
+    assert registry.register(run1, job1) == "1"  # a retried gate gets the same version, no duplicate
+    assert len(registry.client.search_model_versions(f"name='{registry.s.model_name}'")) == 1
     assert registry.promote(v1) is None and str(registry.version(CHAMPION).version) == "1"
 
     job2 = finished_job(tiny_model, 2, 0.6)

@@ -100,7 +100,7 @@ def test_grpo_rounds_move_the_reward_weights(prefect_server, tiny_model, data_di
 
 def test_ppo_writes_rewards_csv_and_kl_metrics_with_an_adaptive_coefficient(prefect_server, tiny_model, data_dir):
     store, _ = run_stage(tiny_model, "PPO", irs_config={"n_iterations": 2, "n_candidates": 2},
-                         stage_config={"target_kl": 0.5, "init_kl_coef": 0.2})
+                         stage_config={"target_kl": 0.5, "init_kl_coef": 0.2}, track=True)
     kl = json.loads((store.dir / "kl_metrics.json").read_text())
     assert [r["round"] for r in kl["rounds"]] == [1, 2] and kl["target_kl"] == 0.5
     r1, r2 = kl["rounds"]
@@ -111,6 +111,11 @@ def test_ppo_writes_rewards_csv_and_kl_metrics_with_an_adaptive_coefficient(pref
         rows = list(csv.DictReader(f))
     assert {r["round"] for r in rows} == {"1", "2"} and len(rows) == 2 * 4 * 2
     assert (store.checkpoint(2) / "value_head.safetensors").is_file()
+    from irsflow.registry import Registry
+
+    rid = store.read_status()["mlflow_run_id"]  # the job's MLflow run carries each round's PPO figures
+    hist = Registry().client.get_metric_history(rid, "train.kl_mean")
+    assert [m.step for m in hist] == [1, 2] and hist[1].value == pytest.approx(r2["kl_mean"])
 
 
 def test_reward_model_stage_trains_a_scorer(prefect_server, tiny_model, data_dir, tmp_path):
