@@ -12,25 +12,14 @@ from __future__ import annotations
 
 import logging
 
-from prefect import flow, get_client
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from irsflow.feedback.etl import FeedbackSettings
+from tasks.common import stable_run_id
 from tasks.feedback import extract_transform
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Langfuse request drowns the run log
-
-
-def _run_id() -> str:
-    run_id = flow_run.get_id()
-    if not run_id:
-        from irsflow.store import new_job_id
-
-        return new_job_id()
-    with get_client(sync_client=True) as client:
-        created = client.read_flow_run(run_id).created  # stable across retries, unlike the start time
-    return f"{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
 def summary_markdown(m: dict) -> str:
@@ -50,7 +39,7 @@ def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_e
                  run_id: str | None = None) -> dict:
     """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark.
     ``run_id`` names the output folder (the weekly round passes its own id, so its retries find it)."""
-    manifest = extract_transform(settings, run_id or _run_id(), label_studio_export)
+    manifest = extract_transform(settings, run_id or stable_run_id(), label_studio_export)
     create_markdown_artifact(markdown=summary_markdown(manifest), key="feedback-etl-summary",
                              description="what the last feedback ETL run extracted and wrote")
     return {k: manifest[k] for k in ("run_id", "window", "counts", "skipped", "written")} | {

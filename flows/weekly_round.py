@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
-from prefect import flow, get_client, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from flows.eval_gate import eval_gate
 from flows.feedback_etl import feedback_etl
@@ -31,22 +31,11 @@ from flows.teacher_labelling import teacher_labelling
 from irsflow import weekly
 from irsflow.feedback.etl import feedback_dir
 from irsflow.registry import CHAMPION, Registry
-from irsflow.store import new_job_id
-from tasks.common import CPU_TAG, ensure_gpu_limit, require_teacher_key
+from tasks.common import CPU_TAG, ensure_gpu_limit, require_teacher_key, stable_run_id
 from tasks.eval import evaluate_task
 from tasks.feedback import langfuse_keys
 
 log = logging.getLogger("irsflow.weekly")
-
-
-def _round_id() -> str:
-    """Stable across retries of this flow run (its creation time and id), like the ETL's run id."""
-    run_id = flow_run.get_id()
-    if not run_id:
-        return new_job_id()
-    with get_client(sync_client=True) as client:
-        created = client.read_flow_run(run_id).created
-    return f"{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
 def langfuse_configured(s: weekly.WeeklySettings) -> bool:
@@ -62,7 +51,7 @@ def prepare_task(settings: weekly.WeeklySettings, round_id: str, etl_dir: str | 
 def weekly_round(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> dict:
     """One weekly round (see the module docstring); returns the report's JSON."""
     ensure_gpu_limit()
-    round_id = _round_id()
+    round_id = stable_run_id()  # the same on a retry: the ETL folder, the job and the report are found again
     gate = weekly.gate_settings(settings)
     if settings.teacher is not None or settings.request.uses_teacher():
         require_teacher_key()  # before any work: a round that cannot label should not start
@@ -92,8 +81,6 @@ def weekly_round(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> d
     if not prep["new_questions"]:
         # 2'. no new feedback: no training, no empty model; the champion is still evaluated
         if champ_path:
-            import time
-
             t0 = time.perf_counter()
             ev = evaluate_task(gate, settings.request.model_id, champ_path,
                                str(weekly.round_dir(round_id) / "champion_eval"), "champion")

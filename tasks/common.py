@@ -67,6 +67,21 @@ def ensure_gpu_limit(slots: int | None = None) -> int:
             return slots
 
 
+def stable_run_id() -> str:
+    """An id for what this flow run writes that a retry of the run gets again: the run's creation
+    time and id (the start time changes on a retry). Outside a run, a fresh id."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        from irsflow.store import new_job_id
+
+        return new_job_id()
+    with get_client(sync_client=True) as client:
+        created = client.read_flow_run(run_id).created
+    return f"{created:%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+
+
 def job_request(job_id: str) -> TrainRequest:
     return TrainRequest.model_validate(open_job(job_id).read_config()["request"])
 

@@ -114,3 +114,15 @@ def test_plugged_in_reward_follows_the_contract():
     assert out == [0.5, None]
     with pytest.raises(ValueError, match="RewardBatch.contexts: 1 items, answers has 2"):
         RewardBatch(questions=["q", "q"], answers=["a", "b"], contexts=["c"])
+
+
+def test_tutoring_rewards_of_seed_004():
+    from irsflow.config import ScoringConfig
+    from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
+
+    r = build_rewards(["question_ratio", "length_limit", "followup"], RewardEnv(settings=ScoringConfig(length_limit=3)))
+    b = RewardBatch(questions=["q"] * 4, answers=["Fractions add when denominators match. What is 1/2 + 1/4?",
+                                                  "Why?", "It is 4.", "one two three four five"])
+    assert r["question_ratio"](b) == [0.5, 1.0, 0.0, 0.0]
+    assert r["followup"](b) == [1.0, 0.5, 0.0, 0.0]  # explain, then ask; a bare question; no question
+    assert r["length_limit"](b)[:3] == [0.0, 1.0, 1.0] and r["length_limit"](b)[3] == pytest.approx(1 / 3)

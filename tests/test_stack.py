@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter
 from prefect.deployments import run_deployment
 
 from deployments.stack import alive
 from irsflow.job import create_job
 from tests.conftest import ROOT, VENV_BIN, _free_port, tiny_request
+from tests.prefect_runs import task_runs_after, wait_crashed
 
 
 def irsflow(args, env, timeout=300):
@@ -61,14 +61,6 @@ def test_up_starts_the_stack_and_down_stops_exactly_it(tmp_path):
         irsflow(["down"], env)
 
 
-def _task_runs_after(job_id: str, since: datetime) -> dict[str, str]:
-    with get_client(sync_client=True) as client:
-        flows = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=job_id)))
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
-                                     task_run_filter=TaskRunFilter(start_time={"after_": since}))
-    return {t.name: t.state.name for t in runs}
-
-
 @pytest.mark.slow
 def test_killed_mid_sft_then_prefect_retry_resumes_at_that_sft(stack, tiny_model):
     os.environ["IRSFLOW_DATA_DIR"] = str(stack["data_dir"])
@@ -83,21 +75,8 @@ def test_killed_mid_sft_then_prefect_retry_resumes_at_that_sft(stack, tiny_model
     else:
         pytest.fail(f"never reached iteration 2 SFT: {store.read_status()}")
     os.kill(s["pid"], signal.SIGKILL)  # the flow-run process, as the kernel's OOM killer would
-    with get_client(sync_client=True) as client:
-        deadline = time.time() + 60
-        while client.read_flow_run(run.id).state.type.value != "CRASHED":  # the worker saw its child die
-            assert time.time() < deadline, client.read_flow_run(run.id).state
-            time.sleep(0.5)
+    wait_crashed(run.id, Path(stack["procs"]["worker-gpu"]["log"]))
     assert not store.checkpoint(2).exists()
-    # Prefect 3.8.8's worker proposes Crashed a second time a few seconds after its runner did; a
-    # retry landing in between is overwritten (seen under load). Let the worker finish first: its own
-    # report in its log, or (when it found the run already Crashed and said nothing) 15 s of quiet.
-    worker_log = Path(stack["procs"]["worker-gpu"]["log"])
-    deadline = time.time() + 15
-    while f"Reported flow run '{run.id}' as crashed: Flow run infrastructure" not in worker_log.read_text():
-        if time.time() > deadline:
-            break
-        time.sleep(0.5)
 
     retried_at = datetime.now(timezone.utc)
     out = subprocess.run([str(VENV_BIN / "prefect"), "flow-run", "retry", str(run.id)], cwd=ROOT,
@@ -108,7 +87,7 @@ def test_killed_mid_sft_then_prefect_retry_resumes_at_that_sft(stack, tiny_model
         while (state := client.read_flow_run(run.id).state).type.value != "COMPLETED":
             assert time.time() < deadline and state.type.value not in ("FAILED", "CRASHED"), state
             time.sleep(1)
-    states = _task_runs_after(store.job_id, retried_at)
+    states = task_runs_after(store.job_id, retried_at)
     assert states == {"generate-iter-1": "Cached", "score-iter-1": "Cached", "sft-iter-1": "Cached",
                       "generate-iter-2": "Cached", "score-iter-2": "Cached", "sft-iter-2": "Completed"}, states
     assert store.read_status()["state"] == "completed" and (store.checkpoint("final") / "adapter_config.json").exists()

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prefect import get_client
 from prefect.blocks.system import Secret
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter
 from prefect.deployments import run_deployment
 
 from irsflow.codebook import Codebook
@@ -25,6 +24,7 @@ from tests.conftest import ROOT, VENV_BIN, tiny_request
 from tests.fake_langfuse import FakeLangfuse
 from tests.fake_openai import FakeOpenAI
 from tests.fake_vllm import FakeVLLM
+from tests.prefect_runs import task_runs_after, wait_crashed
 
 NOW = datetime.now(timezone.utc)
 FEEDBACK = [("Why is the sky blue?", "Because of Rayleigh scattering of sunlight.", "up"),
@@ -83,14 +83,6 @@ def wait_final(run_id, timeout=600):
     return state
 
 
-def task_runs_since(job_id: str, since: datetime) -> dict[str, str]:
-    with get_client(sync_client=True) as client:
-        flows = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=job_id)))
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
-                                     task_run_filter=TaskRunFilter(start_time={"after_": since}))
-    return {t.name: t.state.name for t in runs}
-
-
 @pytest.mark.slow
 def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services, tiny_model):
     lf, teacher, vllm = services
@@ -117,16 +109,8 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     assert calls_before == len(FEEDBACK)  # one teacher call per new rated answer
     lf_requests = sum(lf.counts.values())
     os.kill(s["pid"], signal.SIGKILL)
-    with get_client(sync_client=True) as client:
-        deadline = time.time() + 60
-        while client.read_flow_run(run.id).state.type.value != "CRASHED":
-            assert time.time() < deadline, client.read_flow_run(run.id).state
-            time.sleep(0.5)
+    wait_crashed(run.id, stack["procs"]["worker-gpu"]["log"])
     assert not store.checkpoint(2).exists() and not vllm.loads()
-    worker_log = stack["procs"]["worker-gpu"]["log"]
-    deadline = time.time() + 15  # let the worker's own crash report land before the retry (see test_stack)
-    while f"Reported flow run '{run.id}' as crashed" not in open(worker_log).read() and time.time() < deadline:
-        time.sleep(0.5)
 
     retried_at = datetime.now(timezone.utc)
     for attempt in range(3):  # a late second Crashed report of the worker can overwrite a retry (see test_stack)
@@ -139,7 +123,7 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     assert state.is_completed(), state
     assert teacher.count == calls_before, "the retry re-billed teacher calls"
     assert sum(lf.counts.values()) == lf_requests, "the retry extracted from Langfuse again"
-    states = task_runs_since(round_id, retried_at)
+    states = task_runs_after(round_id, retried_at)
     assert states == {"generate-iter-1": "Cached", "score-iter-1": "Cached", "sft-iter-1": "Cached",
                       "generate-iter-2": "Cached", "score-iter-2": "Cached", "sft-iter-2": "Completed"}, states
 

@@ -14,51 +14,45 @@ from irsflow.rewards import RewardBatch, RewardEnv, register_reward
 _QMARKS = ("?", "？")
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCES.findall(text or "") if s.strip()]
+def _asks(text: str) -> list[bool]:
+    """Per sentence of ``text``: whether it is a question."""
+    return [s.strip().endswith(_QMARKS) for s in _SENTENCES.findall(text or "") if s.strip()]
 
 
-class QuestionRatio:
+class _PerAnswer:
+    """A rule reward that scores each answer on its own (``score``)."""
+
+    def __init__(self, env: RewardEnv):
+        self.env = env
+
+    def __call__(self, batch: RewardBatch) -> list[float | None]:
+        return [self.score(a) for a in batch.answers]
+
+
+class QuestionRatio(_PerAnswer):
     name = "question_ratio"
 
-    def __init__(self, env: RewardEnv):
-        pass
-
-    def __call__(self, batch: RewardBatch) -> list[float | None]:
-        out = []
-        for a in batch.answers:
-            s = _sentences(a)
-            out.append(sum(x.endswith(_QMARKS) for x in s) / len(s) if s else 0.0)
-        return out
+    def score(self, answer: str) -> float:
+        asks = _asks(answer)
+        return sum(asks) / len(asks) if asks else 0.0
 
 
-class LengthLimit:
+class LengthLimit(_PerAnswer):
     name = "length_limit"
 
-    def __init__(self, env: RewardEnv):
-        self.limit = int(getattr(env.settings, "length_limit", 80) or 80)
-
-    def __call__(self, batch: RewardBatch) -> list[float | None]:
-        return [min(1.0, max(0.0, 2.0 - len(words(a)) / self.limit)) for a in batch.answers]
+    def score(self, answer: str) -> float:
+        limit = int(getattr(self.env.settings, "length_limit", 80) or 80)
+        return min(1.0, max(0.0, 2.0 - len(words(answer)) / limit))
 
 
-class FollowUp:
+class FollowUp(_PerAnswer):
     name = "followup"
 
-    def __init__(self, env: RewardEnv):
-        pass
-
-    def __call__(self, batch: RewardBatch) -> list[float | None]:
-        out = []
-        for a in batch.answers:
-            s = _sentences(a)
-            asks = [x.endswith(_QMARKS) for x in s]
-            if not any(asks):
-                out.append(0.0)
-            else:
-                first_q = asks.index(True)
-                out.append(1.0 if first_q > 0 else 0.5)
-        return out
+    def score(self, answer: str) -> float:
+        asks = _asks(answer)
+        if not any(asks):
+            return 0.0
+        return 1.0 if asks.index(True) > 0 else 0.5  # something explained before the first question
 
 
 for _cls in (QuestionRatio, LengthLimit, FollowUp):

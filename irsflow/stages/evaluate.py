@@ -73,20 +73,16 @@ def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, progress:
             "rewards": results["rewards"], "round": doc["round"]}
 
 
+def _headline(doc: dict) -> dict:
+    return {"question_ratio": doc["dialogue"]["question_ratio"], "mean_answer_words": doc["dialogue"]["mean_answer_words"],
+            "distinct_2": doc["diversity"]["distinct_2"], "reward": (doc.get("rewards") or {}).get("weighted_mean")}
+
+
 def changelog_line(doc: dict, before: dict | None) -> str:
-    d, div, rw = doc["dialogue"], doc["diversity"], doc.get("rewards") or {}
-    now = {"question_ratio": d["question_ratio"], "mean_answer_words": d["mean_answer_words"],
-           "distinct_2": div["distinct_2"], "reward": rw.get("weighted_mean")}
-    prev = None
-    if before:
-        prev = {"question_ratio": before["dialogue"]["question_ratio"],
-                "mean_answer_words": before["dialogue"]["mean_answer_words"],
-                "distinct_2": before["diversity"]["distinct_2"], "reward": (before.get("rewards") or {}).get("weighted_mean")}
-    parts = []
-    for k in HEADLINE:
-        if now[k] is None:
-            continue
-        parts.append(f"{k} {now[k]:.3f}" + (f" ({now[k] - prev[k]:+.3f})" if prev and prev[k] is not None else ""))
+    """One round's headline figures, each with its change since the round ``before``."""
+    now, prev = _headline(doc), _headline(before) if before else None
+    parts = [f"{k} {now[k]:.3f}" + (f" ({now[k] - prev[k]:+.3f})" if prev and prev[k] is not None else "")
+             for k in HEADLINE if now[k] is not None]
     loss = (doc.get("training") or {}).get("loss")
     return (f"- round {doc['round']} ({doc['created_at'][:19]}Z, {doc['stage']}): " + ", ".join(parts)
             + (f"; training loss {loss:.4f}" if loss is not None else "") + f"; checkpoint `{doc['adapter']}`")

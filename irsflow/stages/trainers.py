@@ -23,8 +23,7 @@ from irsflow.resume import IterationInputs, score_summary_path
 from irsflow.rewards import RewardEnv, build_rewards
 from irsflow.rewards.similarity import load_similarity
 from irsflow.stages.data import kto_examples, load_anchors, onpolicy_examples, preference_pairs
-from irsflow.store import (JobStore, ProgressFn, atomic_write_json, atomic_write_text, hash_path, read_jsonl,
-                           write_jsonl)
+from irsflow.store import JobStore, ProgressFn, atomic_write_json, atomic_write_text, hash_path, write_jsonl
 from irsflow.weights import DynamicWeights
 
 log = logging.getLogger("irsflow.stages")
