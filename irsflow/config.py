@@ -210,8 +210,9 @@ class TrainRequest(_Strict):
         sc, cfg = self.stage_config, self.irs_config
         if self.stage in ("DPO", "RM") and not sc.from_candidates and not sc.pairs:
             raise ValueError(f"stage_config.pairs: stage {self.stage} needs pairs files or from_candidates: true")
-        if self.stage == "KTO" and not sc.from_candidates and not (sc.kto_up and sc.kto_down):
-            raise ValueError("stage_config.kto_up: stage KTO needs kto_up and kto_down files or from_candidates: true")
+        if self.stage == "KTO" and not sc.from_candidates and not sc.pairs and not (sc.kto_up and sc.kto_down):
+            raise ValueError("stage_config.kto_up: stage KTO needs kto_up and kto_down files, pairs files "
+                             "or from_candidates: true")
         if bool(sc.kto_up) != bool(sc.kto_down):
             raise ValueError("stage_config.kto_up: kto_up and kto_down go together")
         if self.stage == "RM" and cfg.n_iterations != 1:

@@ -12,7 +12,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Stage = Literal["IRS", "ONPOLICY", "DPO", "KTO", "GRPO", "PPO", "RM"]
-STAGES: tuple[str, ...] = ("IRS", "ONPOLICY", "DPO", "KTO", "GRPO", "PPO", "RM")
 
 
 class StageConfig(BaseModel):

@@ -79,11 +79,13 @@ def test_dpo_and_kto_train_on_pairs_from_candidates_and_files(prefect_server, ti
     row = next(m for m in store.read_metrics() if m["phase"] == "TRAINING" and "loss" in m)
     assert row["rows"] == len(used) and "margin_last" in row
     dpo_final = str(store.checkpoint("final"))
-    store, _ = run_stage(tiny_model, "KTO", stage_config={"min_margin": 0.0}, init_adapter=dpo_final)
+    store, _ = run_stage(tiny_model, "KTO", stage_config={"min_margin": 0.0, "pairs": [str(pairs)]},
+                         init_adapter=dpo_final)
     assert store.read_config()["init_adapter_path"] == dpo_final  # round 1 continues the DPO adapter
     assert iteration_inputs(store, parse_request(store.read_config()["request"]), 1).adapter == dpo_final
     rows = [json.loads(x) for x in (store.phase_dir(1) / "pairs.jsonl").read_text().splitlines()]
     assert {r["label"] for r in rows} == {True, False}
+    assert {"completion": "Item 0 is fine.", "label": True} in [{k: r[k] for k in ("completion", "label")} for r in rows]
 
 
 def test_grpo_rounds_move_the_reward_weights(prefect_server, tiny_model, data_dir):
@@ -143,6 +145,9 @@ def test_reward_model_stage_trains_a_scorer(prefect_server, tiny_model, data_dir
 def test_stage_inputs_are_checked_before_any_model_loads(tiny_model, data_dir, tmp_path):
     with pytest.raises(ConfigError, match="stage_config.pairs: stage DPO needs"):
         parse_request(tiny_request(tiny_model, stage="DPO", stage_config={"from_candidates": False}))
+    parse_request(tiny_request(tiny_model, stage="KTO", stage_config={"from_candidates": False, "pairs": ["p.jsonl"]}))
+    with pytest.raises(ConfigError, match="stage_config.kto_up: stage KTO needs"):
+        parse_request(tiny_request(tiny_model, stage="KTO", stage_config={"from_candidates": False}))
     with pytest.raises(ConfigError, match="irs_config.batch_size: stage GRPO"):
         parse_request(tiny_request(tiny_model, stage="GRPO", irs_config={"n_candidates": 3, "batch_size": 4}))
     with pytest.raises(ConfigError, match="irs_config.n_iterations: stage RM"):

@@ -49,28 +49,35 @@ def check_stage_inputs(req: TrainRequest, questions: list[Question]) -> None:
         anchors = load_anchors(req, questions)
         if sc.mix_ratio < 1 and not anchors:
             raise InputError("stage_config.anchors: no anchor rows")
-    if req.stage in ("DPO", "RM") or (req.stage == "KTO" and sc.pairs):
+    if req.stage in ("DPO", "KTO", "RM"):
         for f in sc.pairs:
             load_pairs(f)
     if req.stage == "KTO" and sc.kto_up:
         kto_rows(sc.kto_up, sc.kto_down)
 
 
-def onpolicy_rows(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
-    """Every sampled answer of the round as a ChatML dialogue with its sampling settings, its
-    rewards, ``score`` (weighted total / sum of weights, in [0, 1]) and ``weight`` (score, floored)."""
-    floor = req.stage_config.weight_floor
-    out = []
+def scored_answers(store: JobStore, iteration: int):
+    """Every sampled answer of a round: ``(sample, candidates row, index, candidate, score)``, the
+    score being the weighted total over the sum of the weights (in [0, 1] for rewards in [0, 1])."""
     for _, s, row in store.samples_with_candidates([iteration]):
         wsum = sum(s["weights"].values()) or 1.0
         for j, c in enumerate(s["candidates"]):
-            if not c["text"].strip():
-                continue
-            score = min(1.0, max(0.0, c["total"] / wsum))
-            out.append({"messages": row["prompt"] + [{"role": "assistant", "content": c["text"]}],
-                        "meta": {"id": s["id"], "round": iteration, "candidate": j, "sampling": row["sampling"],
-                                 "finish_reason": c["finish_reason"], "rewards": c["rewards"]},
-                        "score": round(score, 6), "weight": round(max(floor, score), 6)})
+            yield s, row, j, c, c["total"] / wsum
+
+
+def onpolicy_rows(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+    """Every non-empty sampled answer of the round as a ChatML dialogue with its sampling settings,
+    its rewards, ``score`` (clipped to [0, 1]) and ``weight`` (score, floored)."""
+    floor = req.stage_config.weight_floor
+    out = []
+    for s, row, j, c, score in scored_answers(store, iteration):
+        if not c["text"].strip():
+            continue
+        score = min(1.0, max(0.0, score))
+        out.append({"messages": row["prompt"] + [{"role": "assistant", "content": c["text"]}],
+                    "meta": {"id": s["id"], "round": iteration, "candidate": j, "sampling": row["sampling"],
+                             "finish_reason": c["finish_reason"], "rewards": c["rewards"]},
+                    "score": round(score, 6), "weight": round(max(floor, score), 6)})
     return out
 
 
@@ -79,29 +86,34 @@ def onpolicy_examples(path: Path) -> list[dict]:
             for r in read_jsonl(path)]
 
 
-def preference_pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+def _pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+    """This round's best-vs-worst candidates (``from_candidates``) and the ``pairs`` files."""
     sc = req.stage_config
     pairs = irs_pairs(store, sc.min_margin, [iteration]) if sc.from_candidates else []
     for f in sc.pairs:
         pairs += [{**p, "source": p.get("source", Path(f).name)} for p in load_pairs(f)]
+    return pairs
+
+
+def preference_pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+    pairs = _pairs(store, req, iteration)
     if not pairs:
         raise InputError(f"stage_config.min_margin: round {iteration} has no preference pairs (no candidates "
-                         f"{sc.min_margin} apart and no pairs files); lower it or add stage_config.pairs")
+                         f"{req.stage_config.min_margin} apart and no pairs files); lower it or add stage_config.pairs")
     return pairs
 
 
 def kto_examples(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
-    """Unpaired examples: this round's best (desirable) and worst (undesirable) answers where they
-    differ by ``min_margin``, plus the thumbs files."""
+    """Unpaired examples: each pair's chosen (desirable) and rejected (undesirable) answer, pairs
+    as for DPO (this round's candidates, the pairs files), plus the thumbs files."""
     sc = req.stage_config
     rows = []
-    if sc.from_candidates:
-        for p in irs_pairs(store, sc.min_margin, [iteration]):
-            rows += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
-                     {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
+    for p in _pairs(store, req, iteration):
+        rows += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
+                 {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
     if sc.kto_up:
         rows += kto_rows(sc.kto_up, sc.kto_down)
     if not rows or len({r["label"] for r in rows}) < 2:
         raise InputError(f"stage_config.min_margin: round {iteration} has no desirable and undesirable examples "
-                         "for KTO; lower it or add kto_up/kto_down")
+                         "for KTO; lower it or add pairs or kto_up/kto_down")
     return rows

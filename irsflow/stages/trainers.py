@@ -22,7 +22,7 @@ from irsflow.phases import run_sft
 from irsflow.resume import IterationInputs, score_summary_path
 from irsflow.rewards import RewardEnv, build_rewards
 from irsflow.rewards.similarity import load_similarity
-from irsflow.stages.data import kto_examples, load_anchors, onpolicy_examples, preference_pairs
+from irsflow.stages.data import kto_examples, load_anchors, onpolicy_examples, preference_pairs, scored_answers
 from irsflow.store import JobStore, ProgressFn, atomic_write_json, atomic_write_text, hash_path, write_jsonl
 from irsflow.weights import DynamicWeights
 
@@ -126,12 +126,10 @@ def train_ppo_round(store: JobStore, req: TrainRequest, iteration: int, inputs: 
 
     cfg, sc = req.irs_config, req.stage_config
     rollouts, keys = [], []
-    for _, s, row in store.samples_with_candidates([iteration]):
-        wsum = sum(s["weights"].values()) or 1.0
-        for j, c in enumerate(s["candidates"]):
-            rollouts.append({"prompt": row["prompt"], "answer": c["text"], "reward": c["total"] / wsum,
-                             "stopped": c["finish_reason"] == "stop"})
-            keys.append((s["id"], j))
+    for s, row, j, c, score in scored_answers(store, iteration):
+        rollouts.append({"prompt": row["prompt"], "answer": c["text"], "reward": score,
+                         "stopped": c["finish_reason"] == "stop"})
+        keys.append((s["id"], j))
     prev = store.phase_dir(inputs.previous) / "kl.json" if inputs.previous else None
     kl_coef = json.loads(prev.read_text())["next_kl_coef"] if prev and prev.exists() else sc.init_kl_coef
     stats = train_ppo(resolve_model(req.model_id), inputs.adapter, store.read_config().get("init_adapter_path"),
