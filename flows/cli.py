@@ -15,7 +15,10 @@
 
 Jobs run against the Prefect server named by PREFECT_API_URL, else the local stack of `irsflow up`
 when it runs, else Prefect's temporary local server.
-Exit codes: 0 ok, 1 the job failed, 2 bad input (nothing was run).
+Prefect's temporary server gets ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (default here
+120 s; Prefect's own 20 s is too short for a busy 2-core machine) to start.
+Exit codes: 0 ok, 1 the job failed, 2 bad input (nothing was run), 3 no Prefect server could be reached
+or started.
 """
 from __future__ import annotations
 
@@ -25,6 +28,27 @@ import os
 import sys
 
 from irsflow.errors import InputError
+
+
+EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EPHEMERAL_TIMEOUT_S = "120"
+
+
+class PrefectUnavailable(Exception):
+    """Prefect's temporary server did not start in time (and no server was configured)."""
+
+
+def _ephemeral_failure(err: BaseException) -> PrefectUnavailable | None:
+    """The error Prefect raises when its temporary server does not come up, anywhere in the chain."""
+    seen = err
+    while seen is not None:
+        if "attempting to connect to ephemeral Prefect API server" in str(seen):
+            return PrefectUnavailable(
+                f"Prefect's temporary server did not start within {os.environ.get(EPHEMERAL_TIMEOUT_ENV)} s "
+                f"(this machine may be busy). Start the local stack once with `make up` (or `irsflow up`) so "
+                f"jobs use it, point PREFECT_API_URL at a running server, or raise {EPHEMERAL_TIMEOUT_ENV}.")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _print_json(obj) -> None:
@@ -59,6 +83,8 @@ def cmd_train(args) -> int:
     try:
         result = irs_train(request=req, job_id=store.job_id)
     except Exception as err:  # the flow already recorded state=failed in the job dir
+        if (unavailable := _ephemeral_failure(err)) is not None:
+            raise unavailable from None
         print(f"job {store.job_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
         _print_json(job_status(store.job_id))
         return 1
@@ -138,7 +164,7 @@ def cmd_doctor(args) -> int:
 def cmd_api(args) -> int:
     from deployments.api import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, no_auth=args.no_auth)  # InputError without a token: exit 2
     return 0
 
 
@@ -213,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("api", help="serve the job API (seed 000 section 4)")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8080)
+    a.add_argument("--no-auth", action="store_true",
+                   help="serve without IRSFLOW_API_TOKEN (refused otherwise), on 127.0.0.1 only")
     a.set_defaults(fn=cmd_api)
     v = sub.add_parser("validate", help="check a request file and its question set")
     v.add_argument("--request", required=True)
@@ -251,11 +279,20 @@ def _default_api_url(command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _default_api_url(args.command)
+    os.environ.setdefault(EPHEMERAL_TIMEOUT_ENV, EPHEMERAL_TIMEOUT_S)  # before Prefect reads its settings
     try:
         return args.fn(args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PrefectUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except Exception as err:
+        if (unavailable := _ephemeral_failure(err)) is None:
+            raise
+        print(f"error: {unavailable}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -95,6 +95,51 @@ def test_auth_is_required_and_health_is_open(api):
     assert TOKEN not in api.log.read_text()
 
 
+def _api_cli(*args: str, token: str | None, timeout: float = 30) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_API_TOKEN"}
+    if token is not None:
+        env["IRSFLOW_API_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "flows.cli", "api", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_api_refuses_to_start_without_a_token_or_open_beyond_loopback():
+    port = str(_free_port())
+    for args, token, needle in (((), None, "IRSFLOW_API_TOKEN is not set"),
+                                ((), "", "IRSFLOW_API_TOKEN is not set"),
+                                (("--no-auth", "--host", "0.0.0.0"), None, "127.0.0.1 only"),
+                                (("--no-auth",), "tok", "--no-auth given but IRSFLOW_API_TOKEN is set")):
+        r = _api_cli("--port", port, *args, token=token)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        with pytest.raises(httpx.HTTPError):  # nothing started listening
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+
+
+def test_no_auth_serves_loopback_only_without_a_token(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_API_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--no-auth", "--port", str(port)], cwd=ROOT,
+                            env={**env, "IRSFLOW_DATA_DIR": str(tmp_path / "data")},
+                            stdout=(tmp_path / "api.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.time() + 60
+        while True:
+            try:
+                r = httpx.get(f"{base}/api/train/status/x1", timeout=5)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.time() < deadline, _tail(tmp_path / "api.log")
+                time.sleep(0.3)
+        assert r.status_code == 404, r.text  # past auth without a header: an unknown job
+        assert "--no-auth" in _tail(tmp_path / "api.log")
+        ss = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True)
+        if ss.returncode == 0:  # the listening socket is bound to loopback, not 0.0.0.0
+            assert f"127.0.0.1:{port}" in ss.stdout and f"0.0.0.0:{port}" not in ss.stdout, ss.stdout
+    finally:
+        _stop(proc)
+
+
 def test_bad_body_is_422_naming_the_field(api, job_data):
     r = api.post("/api/train", headers=AUTH, json={"irs_config": {"n_candidates": 1, "bogus": True}})
     assert r.status_code == 422, r.text

@@ -89,3 +89,30 @@ def test_failed_job_reports_failed_and_keeps_its_files(prefect_server, tiny_mode
     assert (job / "phases" / "iter_1" / "candidates.jsonl").stat().st_size > 0
     assert (job / "samples.jsonl").stat().st_size > 0 and (job / "config.json").exists()
     assert "max_seq_length" in (job / "train.log").read_text()
+
+
+def test_temporary_prefect_server_that_does_not_start_says_to_start_the_stack(tiny_model, tmp_path):
+    """No PREFECT_API_URL, no local stack: Prefect starts its temporary server. A start-up budget of
+    0 s stands in for a machine too busy to start it in time: the command says what to do, no traceback."""
+    req = write(tmp_path, "req.json", tiny_request(tiny_model, irs_config={"n_iterations": 1}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(IRSFLOW_DATA_DIR=str(tmp_path / "data"), PREFECT_HOME=str(tmp_path / "prefect"),
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    out = subprocess.run(IRSFLOW + ["train", "--request", str(req)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 3, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "make up" in out.stderr and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+def test_temporary_server_start_up_budget_defaults_to_two_minutes():
+    code = ("import os, flows.cli as c; c.main(['rewards']); "
+            "from prefect.settings import get_current_settings as g; "
+            "print(os.environ[c.EPHEMERAL_TIMEOUT_ENV], g().server.ephemeral.startup_timeout_seconds)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["120", "120"]
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"  # the user's value wins
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["300", "300"]
