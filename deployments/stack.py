@@ -1,7 +1,7 @@
 """The local stack: a Prefect server, the work pools, the deployments and one worker per pool.
 
     irsflow up      # or: make up      -> server on 127.0.0.1:4200 (SQLite under <data dir>/prefect),
-                                          pools gpu (process, concurrency 1) and cpu (process),
+                                          pools gpu (process, concurrency $IRSFLOW_GPU_SLOTS, default 1) and cpu (process),
                                           the gpu tag limit, every deployment in prefect.yaml,
                                           a zombie-run automation, one worker per pool
     irsflow down    # or: make down    -> stops exactly the processes `up` started (by PID)
@@ -26,7 +26,14 @@ import httpx
 from irsflow.store import atomic_write_json, data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-POOLS = {"gpu": 1, "cpu": None}  # pool name -> flow-run concurrency (None: unlimited)
+POOLS = {"gpu": 1, "cpu": None}  # pool name -> flow-run concurrency (None: unlimited); gpu: pool_limits()
+
+
+def pool_limits() -> dict:
+    """Flow-run concurrency per pool: the gpu pool runs as many flows as there are GPU slots."""
+    from tasks.common import gpu_slots
+
+    return {**POOLS, "gpu": gpu_slots()}
 ZOMBIE_AUTOMATION = "irsflow: crash flow runs whose heartbeats stopped"
 HEARTBEAT_S = 30  # a flow run's process beats every 30 s; 3 missed beats mark it Crashed
 BIN = Path(sys.executable).parent
@@ -116,7 +123,7 @@ def ensure_pools(client) -> None:
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
-    for name, limit in POOLS.items():
+    for name, limit in pool_limits().items():
         try:
             client.read_work_pool(name)
             client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
@@ -160,7 +167,7 @@ def spawn_worker(pool: str, env: dict) -> dict:
     """One `prefect worker start` for ``pool`` (flow-run concurrency as the pool's)."""
     argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
             "--name", f"irsflow-{pool}-{os.uname().nodename}-{time.time_ns() % 10**8}"]
-    limit = POOLS.get(pool)
+    limit = pool_limits().get(pool)
     return _spawn(f"worker-{pool}", argv + (["--limit", str(limit)] if limit else []), env)
 
 
