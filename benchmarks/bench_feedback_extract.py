@@ -11,6 +11,7 @@ writer would, and drop it; mode ``etl`` runs ``run_etl`` (transform + every outp
 
     .venv/bin/python benchmarks/bench_feedback_extract.py                     # about 1.5 minutes
     .venv/bin/python benchmarks/bench_feedback_extract.py --modes auto,get --sizes 2000,10000
+    .venv/bin/python benchmarks/bench_feedback_extract.py --api v4    # Langfuse v4 routes (legacy ones 410)
 """
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out" / "bench_feedback_extract.json"
 
 
-def serve(n: int) -> tuple[subprocess.Popen, list[str]]:
-    """The fake Langfuse with ``n`` traces in a child process; returns it and (url, public, secret)."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_langfuse.py"), "--traces", str(n)],
+def serve(n: int, api: str) -> tuple[subprocess.Popen, list[str]]:
+    """The fake Langfuse with ``n`` traces in a child process; returns it and (url, public, secret).
+    ``api`` v4: its legacy routes answer 410, as Langfuse Cloud's for a new organisation."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_langfuse.py"), "--traces", str(n),
+                             "--legacy", "gone" if api == "v4" else "ok"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()
     if len(line) != 3:
@@ -49,7 +52,7 @@ def _extract(settings) -> tuple[int, int, str, dict]:
         for record in ext:
             size += len(json.dumps(record, ensure_ascii=False))
             n += 1
-    return n, size, ext.mode, dict(ext.stats)
+    return n, size, f"{ext.api}:{ext.mode}", dict(ext.stats)
 
 
 def etl(settings) -> tuple[int, int, str, dict]:
@@ -61,19 +64,19 @@ def etl(settings) -> tuple[int, int, str, dict]:
     from irsflow.feedback.etl import FeedbackSettings, run_etl
 
     os.environ["IRSFLOW_DATA_DIR"] = tempfile.mkdtemp(dir=TMP)
-    m = run_etl(FeedbackSettings(langfuse={"host": settings.host}), "bench",
+    m = run_etl(FeedbackSettings(langfuse={"host": settings.host, "api_version": settings.api_version}), "bench",
                 keys=(settings.public_key.get_secret_value(), settings.secret_key.get_secret_value()))
     size = sum((Path(os.environ["IRSFLOW_DATA_DIR"]) / "feedback" / "bench" / f).stat().st_size for f in m["files"])
     return m["counts"]["records"], size, "auto", m["extract"]
 
 
-def measure(n: int, mode: str, repeats: int) -> dict:
+def measure(n: int, mode: str, repeats: int, api: str) -> dict:
     from irsflow.feedback.langfuse import LangfuseSettings
 
-    proc, (url, pk, sk) = serve(n)
+    proc, (url, pk, sk) = serve(n, api)
     extract = etl if mode == "etl" else _extract  # noqa: F811  (the stage measured)
     try:
-        settings = LangfuseSettings(host=url, public_key=pk, secret_key=sk,
+        settings = LangfuseSettings(host=url, public_key=pk, secret_key=sk, api_version=api,
                                     trace_fetch="auto" if mode == "etl" else mode)
         extract(settings)  # warm: first connection, server-side sort caches
         times = []
@@ -101,12 +104,13 @@ def main() -> None:
     ap.add_argument("--modes", default="auto,get,etl",
                     help="extract with trace_fetch auto (lists traces here), list or get; etl: the whole ETL run")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--api", default="v3", choices=["v3", "v4"], help="the Langfuse read API generation")
     args = ap.parse_args()
     import langfuse.api  # noqa: F401  (import cost, ~1 s, outside every timing)  # noqa: F401
 
     sizes = [int(x) for x in args.sizes.split(",")]
-    rows = [measure(n, mode, args.repeats) for mode in args.modes.split(",") for n in sizes]
-    print(f"{'traces':>7} {'mode':>9} {'records':>8} {'seconds':>8} {'traces/s':>9} {'requests':>9} "
+    rows = [measure(n, mode, args.repeats, args.api) for mode in args.modes.split(",") for n in sizes]
+    print(f"{'traces':>7} {'mode':>12} {'records':>8} {'seconds':>8} {'traces/s':>9} {'requests':>9} "
           f"{'JSON MB':>8} {'peak MiB':>9}")
     for r in rows:
         print(f"{r['traces']:>7} {r['mode'] + '->' + r['used']:>9} {r['records']:>8} {r['seconds']:>8.2f} "
@@ -118,7 +122,7 @@ def main() -> None:
         print(f"peak memory {max(sizes)} / {min(sizes)} traces ({mode}): {ratios[mode]:.2f}x "
               f"(traces x{max(sizes) / min(sizes):.0f})")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"rows": rows, "peak_ratio": ratios}, indent=2) + "\n")
+    OUT.write_text(json.dumps({"api": args.api, "rows": rows, "peak_ratio": ratios}, indent=2) + "\n")
     print(f"  wrote {OUT}")
 
 

@@ -1,7 +1,8 @@
-"""Feedback extraction from Langfuse, end to end against a Langfuse-compatible server on 127.0.0.1
-(tests/fake_langfuse.py) through the SDK's HTTP layer: paging, both ways of fetching traces,
-Retry-After, auth errors, dedupe within and across runs, late feedback in the overlap window,
-secrets kept out of logs and state.
+"""Feedback extraction from Langfuse's legacy read API (self-hosted Langfuse v3), end to end against
+a Langfuse-compatible server on 127.0.0.1 (tests/fake_langfuse.py) through the SDK's HTTP layer:
+paging, both ways of fetching traces, Retry-After, auth errors, dedupe within and across runs, late
+feedback in the overlap window, secrets kept out of logs and state. Langfuse v4, the switch between
+the two and the pagination quirks of both: test_langfuse_v4.py.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/test_langfuse_extract.py -x
 """

@@ -12,15 +12,22 @@ A record: ``{"trace_id", "score_id", "label": "up"|"down"|None, "score_value", "
 "user_id", "tags"}}``; input/output are the trace's raw JSON. ``label`` None: a value that is in
 neither ``up_values`` nor ``down_values`` (the caller counts those).
 
-How. Feedback drives the extraction: scores named ``score_name`` in the window ``[from, to)``
-(``GET /api/public/v2/scores``, newest first, paged to ``meta.totalPages``), then their traces.
-Traces come one of two ways, chosen per run from the two totals (``trace_fetch="auto"``):
-"list" walks ``GET /api/public/traces`` over the same window (widened by ``trace_lookback``),
-newest first, in step with the scores, and matches as it goes: a trace is listed once, and only
-scores whose trace is not yet matched are held (about ``trace_lookback`` worth of feedback).
-Traces older than the lookback are fetched by ``GET /api/public/traces/{id}``. "get" fetches every
-trace by id (``get_workers`` at a time): cheaper when feedback is sparse among traces.
-Memory does not grow with the number of traces either way.
+Which API. Langfuse v3 serves the legacy read API, Langfuse v4 (Cloud) its replacement; each is a
+``Generation`` object (``GENERATIONS``: ``langfuse_v3.LegacyApi``, ``langfuse_v4.V4Api``) behind
+one interface. ``api_version="auto"`` starts with the one that answered last run (kept in the
+state; first run: v3) and, if that generation's first request answers 404/410 (a retired route,
+e.g. Cloud's 410 ``LEGACY_API_UNAVAILABLE_FOR_NEW_ORGANIZATION``), switches to the other once,
+logs it and stays there: a dead route is hit once per state file, not once per page.
+
+How. Feedback drives the extraction: scores named ``score_name`` in the window ``[from, to)``,
+newest first, every page to the end (short or empty pages included), then their traces. Traces
+come one of two ways, chosen per run (``trace_fetch="auto"``: from the two totals on v3, from the
+rates of the two first pages on v4, whose cursor pages carry no totals): "list" walks the traces
+over the same window (widened by ``trace_lookback``), newest first, in step with the scores, and
+matches as it goes: a trace is listed once, and only scores whose trace is not yet matched are
+held (about ``trace_lookback`` worth of feedback). Traces older than the lookback are fetched by
+id. "get" fetches every trace by id (``get_workers`` at a time): cheaper when feedback is sparse
+among traces. Memory does not grow with the number of traces either way.
 
 HTTP, settings and retries: ``irsflow.feedback.langfuse_api`` (names re-exported here).
 """
@@ -32,15 +39,19 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from itertools import chain
+from typing import Any, Iterator
 
 from irsflow.errors import IrsflowError
-from irsflow.feedback.langfuse_api import (LangfuseAuthError, LangfuseError, LangfuseReader, LangfuseSettings,
-                                          retry_after_s)
+from irsflow.feedback.langfuse_api import (Generation, LangfuseAuthError, LangfuseError, LangfuseHttp,
+                                          LangfuseSettings, Page, parse_time, retry_after_s)
+from irsflow.feedback.langfuse_v3 import LegacyApi
+from irsflow.feedback.langfuse_v4 import V4Api
 from irsflow.feedback.state import ExtractState, as_utc, load_state, plan_window, save_state
 
-__all__ = ["LangfuseSettings", "Extraction", "ExtractState", "LangfuseError", "LangfuseAuthError", "label_of",
-           "retry_after_s", "plan_window", "load_state", "save_state"]
+GENERATIONS: dict[str, type[LegacyApi] | type[V4Api]] = {"v3": LegacyApi, "v4": V4Api}
+__all__ = ["LangfuseSettings", "Extraction", "GENERATIONS", "ExtractState", "LangfuseError", "LangfuseAuthError",
+           "label_of", "retry_after_s", "plan_window", "load_state", "save_state"]
 log = logging.getLogger("irsflow.feedback.langfuse")
 
 _SKEW = timedelta(minutes=1)  # a trace's clock may run this far ahead of its feedback's clock
@@ -61,8 +72,7 @@ def _iso(t: datetime) -> str:
     return as_utc(t).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _time(s: str) -> datetime:
-    return as_utc(datetime.fromisoformat(s))  # Python 3.11 reads Langfuse's "...123Z"
+_time = parse_time
 
 
 @dataclass(slots=True)
@@ -79,11 +89,12 @@ class _Fb:
 
 class Extraction:
     """One run over the window ``plan_window(state, now)``: iterate it once for the records, then
-    call ``next_state()``. ``mode``: how traces were fetched ("list", "get", "none"). ``stats``:
-    requests, retries, scores (listed), records, up/down/unknown, and what was not handed out:
-    duplicates (within the run), seen_before (by an earlier run), superseded (an older thumb on a
-    trace), no_trace (session scores), missing_traces (trace not found: retried next run if still
-    in its window); traces_listed / traces_fetched (by id)."""
+    call ``next_state()``. ``mode``: how traces were fetched ("list", "get", "none"); ``api``: the
+    generation that answered ("v3", "v4"). ``stats``: requests, retries, api_switches, scores
+    (listed), records, up/down/unknown, and what was not handed out: duplicates (within the run),
+    seen_before (by an earlier run), superseded (an older thumb on a trace), no_trace (session
+    scores), missing_traces (trace not found: retried next run if still in its window);
+    traces_listed / traces_fetched (by id)."""
 
     def __init__(self, settings: LangfuseSettings, state: ExtractState | None = None, *,
                  now: datetime | None = None):
@@ -92,16 +103,22 @@ class Extraction:
         self.window = plan_window(self.state, now or datetime.now(timezone.utc), settings)
         self.stats: Counter = Counter()
         self.mode: str | None = None
-        self._api = LangfuseReader(settings, self.stats)
+        self._http = LangfuseHttp(settings, self.stats)
         self._pool = ThreadPoolExecutor(settings.get_workers, thread_name_prefix="langfuse-get")
+        first = settings.api_version if settings.api_version != "auto" else self.state.api_version or "v3"
+        self._api: Generation = GENERATIONS[first](self._http, self._pool)
         self._started = self._done = False
         self._keep_from = self.window[1] - timedelta(minutes=settings.overlap_minutes)
         self._recent = {k: as_utc(t) for k, t in self.state.recent_ids.items() if as_utc(t) >= self._keep_from}
         self._seen: deque[set[str]] = deque(maxlen=_SEEN_PAGES)
 
+    @property
+    def api(self) -> str:
+        return self._api.name
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._api.close()
+        self._http.close()
 
     def __enter__(self) -> Extraction:
         return self
@@ -109,24 +126,41 @@ class Extraction:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _score_page(self, page: int) -> dict:
-        return self._api.score_page(page, *self.window)
-
-    def _trace_page(self, page: int) -> dict:
+    def _trace_pages(self) -> Iterator[Page]:
         frm, to = self.window
         lookback = timedelta(minutes=self.settings.trace_lookback_minutes)
-        return self._api.trace_page(page, frm - lookback if frm else None, to + _SKEW)
+        return self._api.trace_pages(frm - lookback if frm else None, to + _SKEW)
 
-    @staticmethod
-    def _pages(fetch: Callable, first) -> Iterator[list]:
-        resp, page = first, 1
-        while True:
-            yield resp["data"]
-            # totalPages is re-read on every page: late-visible items may add pages while we read
-            if not resp["data"] or page >= resp["meta"]["totalPages"]:
-                return
-            page += 1
-            resp = fetch(page)
+    def _score_pages(self) -> tuple[Page, Iterator[Page]]:
+        """The first score page and all of them. The first request is also the probe: on a dead
+        route of this generation (``dead_codes``), ``api_version="auto"`` switches once."""
+        pages = self._api.score_pages(*self.window)
+        try:
+            first = next(pages)
+        except LangfuseError as err:
+            if self.settings.api_version != "auto" or err.status_code not in self._api.dead_codes:
+                raise
+            dead = self._api.name
+            self._api = GENERATIONS["v4" if dead == "v3" else "v3"](self._http, self._pool)
+            self.stats["api_switches"] += 1
+            log.warning("Langfuse at %s: the %s read API answered HTTP %s; switching to the %s API for this "
+                        "run and the next ones", self.settings.host, dead, err.status_code, self._api.name)
+            pages = self._api.score_pages(*self.window)
+            try:
+                first = next(pages)
+            except LangfuseError as err2:
+                raise LangfuseError(f"Langfuse at {self.settings.host} serves neither read API: {dead} answered "
+                                    f"HTTP {err.status_code}, {self._api.name} HTTP {err2.status_code} (check "
+                                    f"LANGFUSE_HOST): {err2}", err2.status_code) from err2
+        return first, chain([first], pages)
+
+    def _listing_pays(self, sfirst: Page, tfirst: Page) -> bool:
+        """Listing every trace costs about pages x _LIST_PAGE_COST GETs, fetching by id one per
+        scored trace. Totals where the server counts (v3); else the rates of the two first pages."""
+        ps = self.settings.page_size
+        if sfirst.total is not None and tfirst.total is not None:
+            return math.ceil(tfirst.total / ps) * _LIST_PAGE_COST <= sfirst.total
+        return _LIST_PAGE_COST * _rate(tfirst, self.window) <= ps * _rate(sfirst, self.window)
 
     # --- the run -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
@@ -137,35 +171,34 @@ class Extraction:
 
     def _run(self) -> Iterator[dict]:
         s, (frm, to) = self.settings, self.window
-        first = self._score_page(1)
-        n_scores = first["meta"]["totalItems"]
-        scores = self._feedback(self._pages(self._score_page, first))
-        n_traces = tfirst = None
-        if n_scores and s.trace_fetch != "get":  # one trace page tells how many traces the list walk reads
-            tfirst = self._trace_page(1)
-            n_traces = tfirst["meta"]["totalItems"]
-        if not n_scores:
+        sfirst, score_pages = self._score_pages()
+        scores = self._feedback(score_pages)
+        any_scores = bool(sfirst.rows) or sfirst.more  # a first page may be empty and not the last
+        tfirst = trace_pages = None
+        if any_scores and s.trace_fetch != "get":  # one trace page tells how many traces the list walk reads
+            tfirst, trace_pages = _peek(self._trace_pages())
+        if not any_scores:
             self.mode = "none"
         elif tfirst is None:
             self.mode = "get"
         else:
-            listing = math.ceil(n_traces / s.page_size) * _LIST_PAGE_COST <= n_scores
-            self.mode = "list" if s.trace_fetch == "list" or listing else "get"
-        log.info("Langfuse extract [%s, %s): %d feedback scores, %s traces in window -> %s",
-                 frm and _iso(frm), _iso(to), n_scores, n_traces, self.mode)
+            self.mode = "list" if s.trace_fetch == "list" or self._listing_pays(sfirst, tfirst) else "get"
+        log.info("Langfuse extract (%s API) [%s, %s): %s feedback scores, %s traces in window -> %s", self.api,
+                 frm and _iso(frm), _iso(to), _count(sfirst), tfirst and _count(tfirst), self.mode)
         if self.mode == "list":
-            yield from self._merge(scores, (t for page in self._pages(self._trace_page, tfirst) for t in page))
+            yield from self._merge(scores, (t for page in trace_pages for t in page.rows))
         else:
             yield from self._by_get(scores)
         self._done = True
         log.info("Langfuse extract done: %s", dict(self.stats))
 
-    def _feedback(self, pages: Iterator[list]) -> Iterator[_Fb]:
+    def _feedback(self, pages: Iterator[Page]) -> Iterator[_Fb]:
         """Scores as _Fb, newest first, minus within-run duplicates (offset paging shifts items to the
-        next page when newer ones become visible mid-run) and minus session-only scores."""
+        next page when newer ones become visible mid-run; tie groups are read twice) and minus
+        session-only scores."""
         for page in pages:
             ids: set[str] = set()
-            for sc in page:
+            for sc in page.rows:
                 self.stats["scores"] += 1
                 sid = sc["id"]
                 if sid in ids or any(sid in seen for seen in self._seen):
@@ -241,7 +274,13 @@ class Extraction:
                 yield from self._emit(g, None)
             else:
                 todo.append(g)
-        for g, tr in zip(todo, self._pool.map(lambda g: self._api.get_trace(g[0].trace_id), todo)):
+        n = self.settings.page_size
+        for batch in (todo[i:i + n] for i in range(0, len(todo), n)):
+            yield from self._fetched(batch, self._api.fetch_traces([g[0].trace_id for g in batch],
+                                                                   min(g[0].ts for g in batch)))
+
+    def _fetched(self, todo: list[list[_Fb]], traces: list[dict | None]) -> Iterator[dict]:
+        for g, tr in zip(todo, traces):
             self.stats["traces_fetched"] += 1
             if tr is None:  # left out of next_state's ids: a later run whose window holds it retries
                 self.stats["missing_traces"] += len(g)
@@ -287,9 +326,30 @@ class Extraction:
         if not self._done:
             raise IrsflowError("next_state() before the records were all read: the run is incomplete")
         to = self.window[1]
-        return ExtractState(watermark=to, recent_ids={k: t for k, t in self._recent.items() if t < to})
+        return ExtractState(watermark=to, recent_ids={k: t for k, t in self._recent.items() if t < to},
+                            api_version=self.api)
 
 
 def _chain1(first: _Fb, rest: Iterator[_Fb]) -> Iterator[_Fb]:
     yield first
     yield from rest
+
+
+def _peek(pages: Iterator[Page]) -> tuple[Page, Iterator[Page]]:
+    first = next(pages)
+    return first, chain([first], pages)
+
+
+def _count(page: Page) -> str:
+    return str(page.total) if page.total is not None else f"{len(page.rows)}{'+' if page.more else ''}"
+
+
+def _rate(page: Page, window: tuple[datetime | None, datetime]) -> float:
+    """Rows per second: over the window when the page is the whole listing, else over the span
+    its rows cover (newest first: from the oldest row to the window's end)."""
+    if not page.rows:
+        return 0.0
+    frm, to = window
+    oldest = min(_time(r["timestamp"]) for r in page.rows)
+    start = oldest if page.more or frm is None else min(frm, oldest)
+    return len(page.rows) / max((to - start).total_seconds(), 1.0)

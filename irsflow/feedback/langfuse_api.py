@@ -1,22 +1,32 @@
-"""The Langfuse public API as the feedback extraction reads it: settings, errors, and a reader
-that sends the SDK's requests with our retries.
+"""The Langfuse public API as the feedback extraction reads it: settings, errors, the HTTP layer
+with our retries, and what both API generations hand the extraction (``Page``, ``Generation``).
 
-    reader = LangfuseReader(LangfuseSettings.from_env(), stats=Counter())
-    reader.score_page(1, frm, to)      # api.scores.get_many   GET /api/public/v2/scores
-    reader.trace_page(1, frm, to)      # api.trace.list        GET /api/public/traces
-    reader.get_trace(trace_id)         # api.trace.get         GET /api/public/traces/{id} (None: 404)
+    http = LangfuseHttp(LangfuseSettings.from_env(), stats=Counter())
+    http.get("list scores", "api/public/v3/scores", {"limit": 100, ...})   # JSON dict; raises LangfuseError
+    api = GENERATIONS["v4"](http, pool)    # langfuse.GENERATIONS: "v3" LegacyApi, "v4" V4Api
+    api.score_pages(frm, to)               # Pages of feedback scores, newest first
+    api.trace_pages(frm, to)               # Pages of traces, newest first
+    api.fetch_traces(ids, since)           # traces by id, each with its scores newer than ``since``
+
+Two generations of the read API are in use (``api_version``): Langfuse v3 (self-hosted, the legacy
+routes ``/api/public/v2/scores``, ``/api/public/traces``) and Langfuse v4 (Cloud, self-hosted v4:
+``/api/public/v3/scores``, ``/api/public/v2/observations``). Both hand out rows in one shape, the
+legacy one: a score ``{"id", "traceId", "name", "timestamp", "value", "stringValue", "dataType",
+"comment"}`` and a trace ``{"id", "timestamp", "name", "input", "output", "metadata", "sessionId",
+"userId", "tags"[, "scores"]}``.
 
 Transport is the SDK's own generated HTTP layer (``langfuse.api.core.SyncClientWrapper``: base
-URL, basic auth, query encoding), sending the same paths and parameters as the typed methods
-named above, but the JSON is read as plain dicts: the SDK's typed parse costs 2.2 ms per score
-here (it re-evaluates type hints per object; the JSON alone 0.03 ms). ``Langfuse()`` is not used:
-it starts background threads (media upload, score ingestion) even with tracing disabled.
+URL, basic auth, query encoding), but the JSON is read as plain dicts: the SDK's typed parse costs
+2.2 ms per score here (it re-evaluates type hints per object; the JSON alone 0.03 ms).
+``Langfuse()`` is not used: it starts background threads even with tracing disabled.
 
 Retries are ours (the SDK's are switched off, ``max_retries=0``; its own retry 429/5xx twice,
 honour Retry-After, but never retry connection errors): 429/503 wait ``Retry-After`` (seconds or
 an HTTP date) when given, else 408/429/5xx and connection errors back off exponentially, at most
 ``max_retries`` times, each wait capped at ``max_wait_s``. 401/403 raise ``LangfuseAuthError``
-(an ``InputError``: never retried) naming the env vars, never the keys.
+(an ``InputError``: never retried) naming the env vars, never the keys. Other 4xx (404, 410 of a
+retired route) raise ``LangfuseError`` at once with the status code: the extraction's cue to
+switch generation.
 """
 from __future__ import annotations
 
@@ -28,8 +38,9 @@ import random
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -60,8 +71,12 @@ class LangfuseSettings(BaseModel):
     overlap_minutes: float = Field(15, ge=0, description="re-read this much before the watermark (read lag)")
     trace_lookback_minutes: float = Field(60, ge=0, description="list traces this far before their feedback")
     trace_fetch: Literal["auto", "list", "get"] = "auto"
+    api_version: Literal["auto", "v3", "v4"] = Field(
+        "auto", description="read API generation: v3 = legacy routes (self-hosted Langfuse v3), v4 = "
+        "/api/public/v3/scores + /api/public/v2/observations (Langfuse Cloud, v4); auto: the one that "
+        "answered last run (first run: v3), switching once per run when its routes answer 404/410")
     latest_per_trace: bool = Field(True, description="one record per trace: its newest feedback")
-    page_size: int = Field(100, ge=1, le=100, description="the API refuses more than 100")
+    page_size: int = Field(100, ge=1, le=100, description="the score APIs refuse more than 100")
     get_workers: int = Field(4, ge=1, le=32)
     timeout_s: float = Field(30, gt=0)
     max_retries: int = Field(4, ge=0)
@@ -129,16 +144,16 @@ def retry_after_s(headers: dict | None, now: float | None = None) -> float | Non
     return max(0.0, as_utc(when).timestamp() - (time.time() if now is None else now))
 
 
-def _wire(t: datetime | None) -> str | None:
+def wire_time(t: datetime | None) -> str | None:
     """A query timestamp as the SDK sends it (``serialize_datetime``: UTC with "Z")."""
     return None if t is None else as_utc(t).isoformat().replace("+00:00", "Z")
 
 
-def _envs(s: LangfuseSettings) -> list[str] | None:
-    return list(s.environment) if s.environment else None  # a list: the SDK repeats the key
+def parse_time(s: str) -> datetime:
+    return as_utc(datetime.fromisoformat(s))  # Python 3.11 reads Langfuse's "...123Z"
 
 
-class LangfuseReader:
+class LangfuseHttp:
     """GETs against one Langfuse project; counts ``requests`` and ``retries`` into ``stats``.
     Thread-safe: trace GETs run in a pool."""
 
@@ -205,25 +220,24 @@ class LangfuseReader:
             log.warning("Langfuse %s: %s, retry %d/%d in %.1f s", what, reason, attempt + 1, s.max_retries, wait)
             time.sleep(wait)
 
-    def score_page(self, page: int, frm: datetime | None, to: datetime) -> dict:
-        """``api.scores.get_many``: GET /api/public/v2/scores, newest first."""
-        s = self.settings
-        return self.get("list scores", "api/public/v2/scores", {
-            "page": page, "limit": s.page_size, "name": s.score_name, "dataType": s.score_data_type,
-            "fromTimestamp": _wire(frm), "toTimestamp": _wire(to), "environment": _envs(s)})
 
-    def trace_page(self, page: int, frm: datetime | None, to: datetime) -> dict:
-        """``api.trace.list``: GET /api/public/traces, newest first; "core,io": no observation ids,
-        scores or metrics."""
-        s = self.settings
-        return self.get("list traces", "api/public/traces", {
-            "page": page, "limit": s.page_size, "fromTimestamp": _wire(frm), "toTimestamp": _wire(to),
-            "orderBy": "timestamp.desc", "environment": _envs(s), "fields": "core,io"})
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, rows in the shared (legacy) shape. ``more``: the server says more
+    pages follow (a page may be short, even empty, and still have ``more``). ``total``: items in
+    the whole listing where the server counts them (legacy pages), else None (cursor pages)."""
+    rows: list[dict]
+    more: bool
+    total: int | None = None
 
-    def get_trace(self, trace_id: str) -> dict | None:
-        """``api.trace.get``; "core,io,scores": no observations (each repeats its prompt), and the
-        trace's scores, which tell whether a newer feedback exists. None when not found."""
-        from urllib.parse import quote
 
-        return self.get("get trace", f"api/public/traces/{quote(trace_id, safe='')}", {"fields": "core,io,scores"},
-                        missing_ok=True)
+class Generation(Protocol):
+    """One generation of the Langfuse read API (``langfuse_v3.LegacyApi``, ``langfuse_v4.V4Api``)."""
+    name: str
+    dead_codes: tuple[int, ...]  # a first answer with one of these: this generation's routes are gone
+
+    def score_pages(self, frm: datetime | None, to: datetime) -> Iterator[Page]: ...
+
+    def trace_pages(self, frm: datetime | None, to: datetime) -> Iterator[Page]: ...
+
+    def fetch_traces(self, trace_ids: list[str], since: datetime) -> list[dict | None]: ...

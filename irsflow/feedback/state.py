@@ -10,13 +10,20 @@ Langfuse's read API lags ingestion by minutes, so every window starts ``overlap_
 the previous watermark: feedback that became visible late is still found, and ``recent_ids``
 (ids seen inside that overlap, with their timestamps) stops feedback seen last time from being
 extracted again. ``recent_ids`` is pruned to the overlap, so the state file stays small.
+``api_version`` remembers which Langfuse read API answered (``api_version="auto"`` starts there
+next time, so a retired route is not asked again run after run).
+
+The watermark is the window's end, and moves only when the run read every score page to the end
+(short or empty pages are not the end; see ``langfuse_v3``/``langfuse_v4``) and its outputs were
+written: no score older than the watermark is left unread except by the server's read lag, which
+the overlap covers.
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +46,8 @@ class ExtractState(BaseModel):
         None, description="feedback with a timestamp before this was fully extracted (None: nothing yet)")
     recent_ids: dict[str, datetime] = Field(
         default_factory=dict, description="score id -> score timestamp, for ids in [watermark - overlap, watermark)")
+    api_version: Literal["v3", "v4"] | None = Field(
+        None, description="the Langfuse read API that answered the last run (None: not known yet)")
 
 
 def plan_window(state: ExtractState, now: datetime, settings: LangfuseSettings) -> tuple[datetime | None, datetime]:
