@@ -101,7 +101,7 @@ def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[
     if req.teacher is not None:
         env.extras.update(teacher=req.teacher.with_key(teacher_api_key), teacher_usage_path=store.dir / "teacher_usage.csv")
     rewards = build_rewards(list(weights), env)
-    scored = [{"question": r["question"], "context": r["context"], "reference": r.get("reference"),
+    scored = [{"id": f"{iteration}:{r['id']}", "question": r["question"], "context": r["context"], "reference": r.get("reference"),
                "candidates": [c["text"] for c in r["candidates"]]} for r in rows]
     result = score_candidates(scored, rewards, weights, progress=report)
 

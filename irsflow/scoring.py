@@ -57,7 +57,7 @@ def score_candidates(
     chunk_questions: int = 16,
 ) -> ScoreResult:
     """``rows``: one dict per question with ``question``, ``context`` (joined text),
-    ``reference`` and ``candidates`` (list of answer strings)."""
+    ``reference``, ``candidates`` (list of answer strings) and optionally ``id``."""
     names = list(rewards)
     w = np.array([weights[n] for n in names], dtype=float)
     matrices, totals, best = [], [], []
@@ -69,6 +69,9 @@ def score_candidates(
             answers=[a for _, a in flat],
             contexts=[r.get("context") or "" for r, _ in flat],
             references=[r.get("reference") for r, _ in flat],
+            # "<row id>/<candidate index>": what the teacher's judgements are recorded under
+            meta=[{"id": f"{r['id']}/{j}"} if r.get("id") is not None else {}
+                  for r in chunk for j in range(len(r["candidates"]))],
         )
         cols = []
         for n in names:

@@ -103,3 +103,64 @@ def test_rlaif_without_teacher_scores_with_rules_only():
     assert vals[0] == pytest.approx(0.85)  # chain 1, emergency covered, no risk; teacher's share spread
     assert vals[1] == pytest.approx(-0.15 * 0.8)  # nothing earned; double_dose (weight 0.8) penalised
     assert r.conflicts == []  # no teacher, nothing to disagree with
+
+
+@pytest.fixture
+def teacher(monkeypatch, tmp_path):
+    """A teacher speaking DeepSeek's wire format on 127.0.0.1 and its settings (cache in tmp_path)."""
+    from irsflow.teacher import TeacherSettings
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(api_key="sk-fusion") as srv:
+        yield srv, TeacherSettings(base_url=srv.base_url, api_key="sk-fusion", backoff_s=0.01, max_retries=1,
+                                   cache_path=tmp_path / "cache.sqlite")
+
+
+def test_teacher_judges_under_the_samples_ids(teacher, tmp_path):
+    from irsflow.scoring import score_candidates
+    from irsflow.teacher import JudgementCache
+
+    srv, s = teacher
+    env = RewardEnv(settings=ScoringConfig(), extras={"teacher": s})
+    rewards = build_rewards(["rlaif"], env)
+    q = "Crushing chest pain, what now?"
+    rows = [{"id": "1:q7", "question": q, "context": "", "candidates": [THINK + "Call 911 now.", "Rest."]},
+            {"id": "1:q9", "question": "Sore throat?", "context": "", "candidates": ["Tea.", "Rest."]}]
+    result = score_candidates(rows, rewards, {"rlaif": 1.0})
+    judged = rewards["rlaif"].parts["teacher"].last
+    assert [j.id for j in judged] == ["1:q7/0", "1:q7/1", "1:q9/0", "1:q9/1"]  # not batch positions
+    assert srv.count == 4 and all(j.teacher_score == 0.75 for j in judged)
+    assert result.matrix[0][0][0] == pytest.approx(0.35 + 0.25 + 0.25 * 0.75)
+    JudgementCache(s.resolved_cache_path()).export_jsonl(tmp_path / "j.jsonl")
+    assert {json.loads(line)["id"] for line in (tmp_path / "j.jsonl").read_text().splitlines()} == \
+        {"1:q7/0", "1:q7/1", "1:q9/0", "1:q9/1"}
+    # a batch without ids (GRPO): ids from the content, a repeat told apart, one call per content
+    r = build_rewards(["teacher"], env)["teacher"]
+    r(RewardBatch(questions=["Why?", "Why?"], answers=["New answer.", "New answer."]))
+    a, b = (j.id for j in r.last)
+    assert a.startswith("answer-") and b == a + "#2" and srv.count == 5
+
+
+def test_a_teacher_outage_fails_scoring_instead_of_fusing_rules_alone(teacher):
+    from irsflow.retry import failure_kind
+    from irsflow.teacher import TeacherUnavailable
+
+    srv, s = teacher
+    srv.default = {"kind": "status", "status": 503}
+    batch = RewardBatch(questions=["Crushing chest pain, what now?"] * 2,
+                        answers=[THINK + "Call 911 now.", "Sleep it off and double the dose."])
+    fused = build_rewards(["rlaif"], RewardEnv(settings=ScoringConfig(), extras={"teacher": s}))["rlaif"]
+    with pytest.raises(TeacherUnavailable, match="2 of 2 judgements failed") as err:
+        fused(batch)
+    assert err.value.failed == 2 and failure_kind(err.value) == "transient" and srv.count == 4  # 1 retry each
+    # a report that records failures instead gets the rules-only values, as with no teacher at all
+    recorded = build_rewards(["rlaif"], RewardEnv(settings=ScoringConfig(), extras={
+        "teacher": s, "teacher_allow_failures": True}))["rlaif"]
+    assert recorded(batch) == pytest.approx([0.85, -0.15 * 0.8])
+    assert [j.status for j in recorded.parts["teacher"].last] == ["failed", "failed"]
+    # a share of failures may be allowed
+    srv.default = {"kind": "ok"}
+    srv.route = lambda req: {"kind": "status", "status": 503} if "double the dose" in req["messages"][1]["content"] else None
+    lenient = s.model_copy(update={"max_failed_share": 0.5})
+    vals = build_rewards(["rlaif"], RewardEnv(settings=ScoringConfig(), extras={"teacher": lenient}))["rlaif"](batch)
+    assert vals[0] == pytest.approx(0.35 + 0.25 + 0.25 * 0.75) and vals[1] == pytest.approx(-0.15 * 0.8)

@@ -122,7 +122,8 @@ def test_labelling_a_job_reuses_the_scoring_judgements(teacher_job, teacher_env,
     assert [r["id"] for r in labels] == [f"1:{s['id']}" for s in samples]
     assert summary["teacher_ok"] == len(samples) and summary["items"] == len(samples)
     exported = read_jsonl(store.dir / "teacher" / "teacher_judgements.jsonl")
-    assert {e["answer"] for e in exported} == {s["chosen"] for s in samples}
+    # the samples' own ids, in order (not batch positions, nor the ids the scoring phase judged under)
+    assert [(e["id"], e["answer"], e["status"]) for e in exported] == [(f"1:{s['id']}", s["chosen"], "ok") for s in samples]
     arts = httpx.post(f"{prefect_server}/artifacts/filter",
                       json={"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}}).json()
     (art,) = [a for a in arts if a["type"] == "markdown"]
@@ -155,7 +156,7 @@ def test_samples_file_failures_retries_conflicts_and_a_free_rerun(teacher_env, t
     plain = [t for r, t in zip(srv.requests[before:], srv.times[before:]) if "MARK-THROTTLE-ONCE" in _user(r)]
     assert len(plain) == 2 and plain[1] - plain[0] >= 0.3
     labels = {r["id"]: r for r in read_jsonl(out / "teacher_labels.jsonl")}
-    assert labels["broken"]["teacher_status"] == "failed" and labels["broken"]["teacher_score"] is None
+    assert labels["broken"]["teacher_status"] == "invalid_json" and labels["broken"]["teacher_score"] is None
     assert labels["broken"]["rlaif"] is not None  # the rules still score it; the teacher abstains
     assert labels["plain"]["risk_hits"] == ["aspirin_for_child"] and labels["plain"]["risk"] == 1.0
     assert labels["good"]["chain"] == 1.0 and labels["good"]["emergency"] == 1.0
@@ -168,11 +169,16 @@ def test_samples_file_failures_retries_conflicts_and_a_free_rerun(teacher_env, t
     usage = list(csv.DictReader(open(out / "teacher_usage.csv")))
     assert (usage[-1]["calls"], usage[-1]["failures"], usage[-1]["ok"]) == (str(first), "1", "3")
 
-    before = srv.count  # rerun: the three successes are cached; only the failed item is tried again
+    judged = {r["id"]: r for r in read_jsonl(out / "teacher_judgements.jsonl")}
+    assert judged["broken"]["status"] == "invalid_json" and judged["broken"]["teacher_score"] is None
+    assert judged["broken"]["reply"] == {"raw": "{not json"} and judged["good"]["teacher_score"] == 0.05
+
+    before = srv.count  # rerun: the verdicts and the judge's invalid reply are cached: zero calls
     teacher_labelling(samples=str(samples), teacher=TeacherConfig(**teacher), out_dir=str(out))
-    assert srv.count - before == 3
+    assert srv.count - before == 0
     usage = list(csv.DictReader(open(out / "teacher_usage.csv")))
-    assert (usage[-1]["cache_hits"], usage[-1]["calls"]) == ("3", "3")
+    assert (usage[-1]["cache_hits"], usage[-1]["calls"], usage[-1]["invalid_json"]) == ("4", "0", "1")
+    assert labels == {r["id"]: r for r in read_jsonl(out / "teacher_labels.jsonl")}
 
     # the key: nowhere in the files written, the run's parameters, logs or artifacts
     from prefect.logging.handlers import APILogHandler
@@ -186,6 +192,24 @@ def test_samples_file_failures_retries_conflicts_and_a_free_rerun(teacher_env, t
                            json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).text)
     assert "teacher-answers" in seen[-1] and "failed" in seen[-2]
     assert not [s for s in seen if KEY in s]
+
+
+def test_a_teacher_outage_fails_the_scoring_phase(teacher_job, teacher_env):
+    store, _ = teacher_job
+    from irsflow.config import TrainRequest
+    from irsflow.phases import run_score
+    from irsflow.retry import failure_kind
+    from irsflow.teacher import TeacherUnavailable
+
+    req = TrainRequest.model_validate(store.read_config()["request"])
+    scores = (store.phase_dir(1) / "scores.jsonl").read_bytes()
+    with FakeOpenAI(api_key=KEY, default={"kind": "status", "status": 503}) as down:
+        dead = req.model_copy(update={"teacher": req.teacher.model_copy(update={
+            "base_url": down.base_url, "model": "deepseek-v4-pro", "max_retries": 0})})  # a new model: no cache hit
+        with pytest.raises(TeacherUnavailable) as err:
+            run_score(store, dead, 1, dict(req.irs_config.dw_config.initial_weights), [], teacher_api_key=KEY)
+    assert err.value.failed == err.value.total == down.count > 0 and failure_kind(err.value) == "transient"
+    assert (store.phase_dir(1) / "scores.jsonl").read_bytes() == scores  # nothing scored on rules alone
 
 
 def test_bad_samples_fail_before_any_call(teacher_env, tmp_path):

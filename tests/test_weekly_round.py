@@ -66,7 +66,7 @@ def settings(tiny_model, lf, teacher, vllm) -> dict:
     return {"feedback": {"langfuse": {"host": lf.url, "score_data_type": "CATEGORICAL", "up_values": ["up"],
                                       "down_values": ["down"]}},
             "prompts": {"n": 10, "min_high_risk_share": 0.4},
-            "teacher": {"base_url": teacher.base_url, "model": "deepseek-flash", "max_retries": 1, "backoff_s": 0.1},
+            "teacher": {"base_url": teacher.base_url, "model": "deepseek-v4-flash", "max_retries": 1, "backoff_s": 0.1},
             "request": req,
             "gate": {"suites": {"mc_set": None, "safety_set": None, "heldout_set": "builtin:demo", "heldout_n": 8,
                                 "rewards": {"conc": 1.0}, "max_new_tokens": 32, "top_k": 2},

@@ -1,8 +1,13 @@
 """The teacher as a reward, and the RLAIF fusion of teacher and rules (seed 001):
 
 - ``teacher`` the teacher LLM's ``teacher_score`` in [0, 1] (see ``irsflow.teacher``); abstains for
-              an item the teacher failed on or the budget stopped: never a made-up score. Needs a
-              ``teacher`` block in the request (the key comes from the environment or a Secret block).
+              an item the budget stopped, never a made-up score. When more judgements of a batch fail
+              than ``teacher.max_failed_share`` allows (default: any), the call raises
+              ``TeacherUnavailable`` (retryable) or ``TeacherRepliesUnusable`` with the counts, so the
+              scoring phase fails instead of finishing on rules alone; labelling reports set
+              ``extras['teacher_allow_failures']`` and record each failure instead. Needs a ``teacher``
+              block in the request (the key comes from the environment or a Secret block). Items are
+              judged under the batch's own ids (``meta[i]['id']``), else an id derived from the content.
 - ``rlaif``   ``R = sum_k w_k * r_k`` over ``scoring.fusion.weights``, by default the seed's
               ``0.35*chain + 0.25*emergency - 0.15*risk + 0.25*teacher``. A term that abstains
               (``emergency`` for a question without red flags, ``teacher`` when not configured or
@@ -21,6 +26,7 @@ for ``teacher_conflicts.jsonl`` and expert review.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +40,20 @@ FUSED = "rlaif"
 def teacher_settings(env: RewardEnv):
     """The TeacherSettings the caller put into ``env.extras['teacher']`` (None: not configured)."""
     return env.extras.get("teacher")
+
+
+def item_ids(batch: RewardBatch, settings) -> list[str]:
+    """The samples' own ids (``batch.meta[i]['id']``), else ``answer-<key prefix>`` from the
+    content; a repeat within the batch gets ``#2``, ``#3``... (the teacher is called once per content)."""
+    from irsflow.teacher.client import _key
+
+    ids, seen = [], Counter()
+    for q, a, c, m in zip(batch.questions, batch.answers, batch.contexts, batch.meta):
+        base = str(m["id"]) if isinstance(m, dict) and m.get("id") is not None else \
+            "answer-" + _key(settings, {"prompt": q, "answer": a, "context": c})[:12]
+        seen[base] += 1
+        ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return ids
 
 
 class TeacherReward:
@@ -56,12 +76,13 @@ class TeacherReward:
         if memo is not None and memo[0] is batch:  # `teacher` and `rlaif` on the same batch: judge it once
             self.last = memo[1]
             return [j.teacher_score if j.status == "ok" else None for j in self.last]
-        items = [{"id": str(i), "prompt": q, "answer": a, "context": c}
-                 for i, (q, a, c) in enumerate(zip(batch.questions, batch.answers, batch.contexts))]
+        items = [{"id": i, "prompt": q, "answer": a, "context": c}
+                 for i, q, a, c in zip(item_ids(batch, self.settings), batch.questions, batch.answers, batch.contexts)]
         if self.env.extras.get("teacher_cache_only"):  # reports: what is known, never a call
             self.last = cached_judgements(items, self.settings)
         else:
-            self.last = judge_items(items, self.settings, usage_path=self.env.extras.get("teacher_usage_path"))
+            self.last = judge_items(items, self.settings, usage_path=self.env.extras.get("teacher_usage_path"),
+                                    allow_failures=bool(self.env.extras.get("teacher_allow_failures")))
         self.env.extras["_teacher_batch"] = (batch, self.last)
         return [j.teacher_score if j.status == "ok" else None for j in self.last]
 

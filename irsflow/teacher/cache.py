@@ -5,9 +5,12 @@
     cache.get(key)  # -> dict | None
     cache.export_jsonl(Path("data/rl/teacher_judgements.jsonl"))
 
-Only successful judgements are stored: a failure is not a fact about the answer (the endpoint was
-down, the reply was blank), so a rerun must try it again. Each ``put`` commits at once, so a run
-killed halfway keeps every judgement it finished. No request data (headers, key) is stored.
+Stored: verdicts (``status`` ok) and replies that came back unusable (truncated, schema mismatch,
+invalid JSON, copied example, content filter: see ``replies.py``), which the same judge returns again
+when asked again, each with the ``max_tokens`` it was asked with. Never stored: failures that say
+nothing about the answer (the endpoint was down, the reply was blank), so a rerun tries them again.
+Each ``put`` commits at once, so a run killed halfway keeps every judgement it finished. No request
+data (headers, key) is stored.
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS judgements (
     key TEXT PRIMARY KEY, item_id TEXT, model TEXT, template_version TEXT,
     prompt TEXT, answer TEXT, context TEXT, reply TEXT,
     tokens_in INTEGER, tokens_out INTEGER, cost_usd REAL, created_at TEXT)"""
+# added later: caches written before them read as status "ok" (they held verdicts only)
+_ADDED = {"status": "TEXT NOT NULL DEFAULT 'ok'", "error": "TEXT", "max_tokens": "INTEGER"}
 _COLUMNS = ("key", "item_id", "model", "template_version", "prompt", "answer", "context", "reply",
-            "tokens_in", "tokens_out", "cost_usd", "created_at")
+            "tokens_in", "tokens_out", "cost_usd", "created_at", *_ADDED)
 
 
 def judgement_key(model: str, template_version: str, prompt: str, answer: str, context: str) -> str:
@@ -44,6 +49,10 @@ class JudgementCache:
         # power loss can drop the last few. FULL fsyncs on every put and stalls the event loop.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(judgements)")}
+        for col, decl in _ADDED.items():
+            if col not in have:
+                self._db.execute(f"ALTER TABLE judgements ADD COLUMN {col} {decl}")
         self._db.commit()
 
     def get(self, key: str) -> dict | None:
@@ -51,6 +60,7 @@ class JudgementCache:
         return self._row(row) if row else None
 
     def put(self, row: dict) -> None:
+        row = {"status": "ok", "error": None, "max_tokens": None, **row}
         values = [json.dumps(row["reply"], ensure_ascii=False) if c == "reply" else row[c] for c in _COLUMNS]
         self._db.execute(f"INSERT OR REPLACE INTO judgements ({', '.join(_COLUMNS)}) "
                          f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
@@ -61,15 +71,15 @@ class JudgementCache:
 
     def export_jsonl(self, path: Path, keys: set[str] | None = None) -> int:
         """Write every cached judgement as ``teacher_judgements.jsonl`` (seed 001 section 3.1): one
-        line per judgement with id, prompt, answer, teacher_score, safety_flag, comment, best_answer
-        and the model/template version that produced it; only ``keys`` if given. Returns the number of lines."""
+        line per judgement with id, prompt, answer, teacher_score, safety_flag, comment, best_answer,
+        its ``status`` and the model/template version that produced it; only ``keys`` if given. The
+        id is the one the judgement was first made for; ``labelling.py`` writes its own items' ids.
+        Returns the number of lines."""
         rows = [self._row(r) for r in self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM judgements ORDER BY created_at, key")]
         if keys is not None:
             rows = [r for r in rows if r["key"] in keys]
-        out = [{"id": r["item_id"], "prompt": r["prompt"], "answer": r["answer"], "context": r["context"],
-                **r["reply"], "model": r["model"], "template_version": r["template_version"],
-                "key": r["key"], "created_at": r["created_at"]} for r in rows]
+        out = [judgement_line(r, r["item_id"]) for r in rows]
         write_jsonl(Path(path), out)
         return len(out)
 
@@ -81,3 +91,15 @@ class JudgementCache:
         d = dict(zip(_COLUMNS, row))
         d["reply"] = json.loads(d["reply"])
         return d
+
+
+def judgement_line(row: dict, item_id: str) -> dict:
+    """One ``teacher_judgements.jsonl`` line for a cached ``row``, under ``item_id``."""
+    reply = {k: row["reply"].get(k) for k in ("teacher_score", "safety_flag", "comment", "best_answer")}
+    if row["status"] != "ok":  # an unusable reply is recorded as what it was, never as a score
+        reply = {"teacher_score": None, "safety_flag": None, "comment": None, "best_answer": None,
+                 "reply": row["reply"] or None}
+    return {"id": item_id, "status": row["status"], "prompt": row["prompt"], "answer": row["answer"],
+            "context": row["context"], **reply, **({"error": row["error"]} if row["error"] else {}),
+            "model": row["model"], "template_version": row["template_version"], "key": row["key"],
+            "created_at": row["created_at"]}

@@ -10,13 +10,15 @@ answers, with conflicts set aside for expert review.
                            risk patterns fired), teacher score/flag/comment/best answer and status,
                            rules_score, the fused ``rlaif`` reward, conflict
   teacher_conflicts.jsonl  items where |teacher - rules| > scoring.fusion.conflict_threshold
-  teacher_judgements.jsonl these items' cached judgements in the seed's form
+  teacher_judgements.jsonl one line per judged item, under the item's own id, in the seed's form, with
+                           its status: ok, or the failure it was (truncated, schema_mismatch, ...)
   teacher_usage.csv        the ledger, one row per run (calls, tokens, cache hits, cost)
   labelling.json           what produced them (teacher config without the key, rules, fusion, counts)
   inspect_report.md/.csv   the inspection report (report.py)
 
-A rerun over the same items makes zero API calls (the cache); items the teacher failed on are
-retried on the next run and reported as failed, never given a score.
+A rerun over the same items makes zero API calls (the cache): verdicts and unusable replies
+(truncated, schema mismatch, copied example...) are cached and reported again as what they were;
+items with no reply (endpoint down, blank) are asked again. A failed item never gets a score.
 """
 from __future__ import annotations
 
@@ -31,8 +33,9 @@ from irsflow.rewards import RewardBatch, RewardEnv
 from irsflow.rewards.fusion import FUSED, FusedReward
 from irsflow.rewards.rules import load_rules
 from irsflow.store import JobStore, atomic_write_json, utc_now, write_jsonl
-from irsflow.teacher.cache import JudgementCache
+from irsflow.teacher.cache import JudgementCache, judgement_line
 from irsflow.teacher.client import TeacherConfig, TeacherSettings
+from irsflow.teacher.replies import FAILURES, STATUSES
 from irsflow.teacher.report import write_report
 
 log = logging.getLogger("irsflow.teacher")
@@ -89,14 +92,15 @@ def compute_labels(items: list[dict], scoring: ScoringConfig, teacher: TeacherSe
     """(rows, conflicts) for ``items``; ``cache_only`` reads known judgements and calls nothing."""
     rules = load_rules(scoring.rules)
     env = RewardEnv(settings=scoring, extras={"teacher": teacher, "teacher_cache_only": cache_only,
-                                              "teacher_usage_path": usage_path})
+                                              "teacher_usage_path": usage_path,
+                                              "teacher_allow_failures": True})  # a report records them
     if _NEEDS_SIMILARITY & set(scoring.fusion.weights):
         from irsflow.rewards.similarity import load_similarity
 
         env.similarity = load_similarity(scoring)
     fused = FusedReward(env)
     batch = RewardBatch(questions=[i["prompt"] for i in items], answers=[i["answer"] for i in items],
-                        contexts=[i.get("context") or "" for i in items])
+                        contexts=[i.get("context") or "" for i in items], meta=[{"id": i["id"]} for i in items])
     fused(batch)
     judgements = getattr(fused.parts.get("teacher"), "last", None) or [None] * len(items)
     rows = []
@@ -134,10 +138,19 @@ def label_items(items: list[dict], scoring: ScoringConfig, teacher: TeacherSetti
     rows, conflicts = compute_labels(items, scoring, teacher, usage_path=out_dir / "teacher_usage.csv")
     write_jsonl(out_dir / "teacher_labels.jsonl", rows)
     write_jsonl(out_dir / "teacher_conflicts.jsonl", conflicts)
-    keys = {r["teacher_key"] for r in rows if r["teacher_status"] == "ok"}
     cache = JudgementCache(teacher.resolved_cache_path())
-    try:
-        cache.export_jsonl(out_dir / "teacher_judgements.jsonl", keys=keys)
+    try:  # one line per item, under the item's own id (the cache keeps the first id a content had)
+        lines = []
+        for r in rows:
+            hit = cache.get(r["teacher_key"]) if r["teacher_key"] else None
+            if hit is not None and hit["status"] == r["teacher_status"]:
+                lines.append(judgement_line(hit, r["id"]))
+            elif r["teacher_status"] in FAILURES:  # no reply to keep (endpoint down, blank)
+                lines.append({"id": r["id"], "status": r["teacher_status"], "prompt": r["prompt"],
+                              "answer": r["answer"], "context": r["context"], "teacher_score": None,
+                              "error": r["teacher_error"], "model": teacher.model,
+                              "template_version": teacher.template_version, "key": r["teacher_key"]})
+        write_jsonl(out_dir / "teacher_judgements.jsonl", lines)
     finally:
         cache.close()
     summary = summarize(rows, conflicts)
@@ -158,7 +171,9 @@ def summarize(rows: list[dict], conflicts: list[dict]) -> dict:
         return round(sum(vals) / len(vals), 4) if vals else None
 
     status = [r["teacher_status"] for r in rows]
-    return {"items": len(rows), "teacher_ok": status.count("ok"), "teacher_failed": status.count("failed"),
+    return {"items": len(rows), "teacher_ok": status.count("ok"),
+            "teacher_failed": sum(status.count(s) for s in FAILURES),
+            "teacher_statuses": {s: status.count(s) for s in STATUSES if status.count(s)},
             "teacher_budget_stopped": status.count("budget_stopped"), "teacher_missing": status.count("missing"),
             "safety_flags": sum(1 for r in rows if r.get("safety_flag")), "conflicts": len(conflicts),
             "mean_teacher_score": mean("teacher_score"), "mean_rules_score": mean("rules_score"),

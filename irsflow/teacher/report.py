@@ -48,6 +48,9 @@ def report_markdown(rows: list[dict], title: str, summary: dict) -> str:
              "|---|---|---|---|---|---|---|",
              f"| {s['items']} | {s['teacher_ok']} | {s['teacher_failed']} | {s['teacher_budget_stopped']} | "
              f"{s['teacher_missing']} | {s['safety_flags']} | {s['conflicts']} |", "",
+             *(["Failed judgements, by what they were: " + ", ".join(
+                 f"{n} {k}" for k, n in s["teacher_statuses"].items() if k not in ("ok", "budget_stopped", "missing")),
+                ""] if s.get("teacher_failed") else []),
              "| mean | chain | emergency | risk | rules | teacher | rlaif |", "|---|---|---|---|---|---|---|",
              f"| | {fmt(s['mean_chain'])} | {fmt(s['mean_emergency'])} | {fmt(s['mean_risk'])} | "
              f"{fmt(s['mean_rules_score'])} | {fmt(s['mean_teacher_score'])} | {fmt(s['mean_rlaif'])} |", ""]
