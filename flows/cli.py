@@ -11,7 +11,7 @@
     irsflow doctor [--repair]                    # limits, leaked GPU slots, servers
     irsflow api [--port 8080]                    # the seed's job API (POST /api/train ...)
     irsflow codebook list|add|disable|export     # rules from human corrections, injected into prompts
-    irsflow feedback etl|import-corrections      # Langfuse thumbs -> SFT rows, pairs, annotation queue
+    irsflow feedback etl|label-studio push|pull    # Langfuse thumbs + Label Studio corrections -> SFT rows, pairs
 
 Jobs run against the Prefect server named by PREFECT_API_URL, else the local stack of `irsflow up`
 when it runs, else Prefect's temporary local server.

@@ -5,8 +5,11 @@
 
 Run it:  irsflow feedback etl [--label-studio-export export.json]
          prefect deployment run feedback-etl/feedback-etl
-Keys: LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY, or Prefect Secret blocks langfuse-public-key /
-langfuse-secret-key. The run id is derived from the flow run, so a retried run resumes the same run.
+With ``settings.label_studio`` set ({"project_id": ID, "url": ...}), the project's JSON export is
+pulled first (task pull-label-studio) and its new or edited corrections are taken.
+Keys: LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY, LABEL_STUDIO_API_KEY, or the Prefect Secret blocks
+langfuse-public-key / langfuse-secret-key / label-studio-api-key. The run id is derived from the
+flow run, so a retried run resumes the same run.
 """
 from __future__ import annotations
 
@@ -15,17 +18,18 @@ import logging
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from irsflow.errors import InputError
 from irsflow.feedback.etl import FeedbackSettings
 from tasks.common import stable_run_id
-from tasks.feedback import extract_transform
+from tasks.feedback import extract_transform, pull_label_studio
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Langfuse request drowns the run log
 
 
 def summary_markdown(m: dict) -> str:
     lines = [f"### Feedback ETL `{m['run_id']}`", "",
-             f"window {m['window'][0] or 'beginning'} .. {m['window'][1]}; "
-             f"{m['counts'].get('records', 0)} feedback records, {m['counts'].get('corrections', 0)} corrections"
+             (f"window {m['window'][0] or 'beginning'} .. {m['window'][1]}; " if m["window"][1] else "no Langfuse; ")
+             + f"{m['counts'].get('records', 0)} feedback records, {m['counts'].get('corrections', 0)} corrections"
              + ("" if m.get("written", True) else " (nothing new: no files written)"), "",
              "| file | rows | sha256 |", "|---|---|---|"]
     lines += [f"| {name} | {f['rows']} | `{f['sha256'][:12]}` |" for name, f in m["files"].items()]
@@ -39,7 +43,13 @@ def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_e
                  run_id: str | None = None) -> dict:
     """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark.
     ``run_id`` names the output folder (the weekly round passes its own id, so its retries find it)."""
-    manifest = extract_transform(settings, run_id or stable_run_id(), label_studio_export)
+    run_id = run_id or stable_run_id()
+    if settings.label_studio is not None:
+        if label_studio_export:
+            raise InputError("label_studio_export: given a file while settings.label_studio pulls project "
+                             f"{settings.label_studio.project_id}; use one or the other")
+        label_studio_export = pull_label_studio(settings.label_studio, run_id)
+    manifest = extract_transform(settings, run_id, label_studio_export)
     create_markdown_artifact(markdown=summary_markdown(manifest), key="feedback-etl-summary",
                              description="what the last feedback ETL run extracted and wrote")
     return {k: manifest[k] for k in ("run_id", "window", "counts", "skipped", "written")} | {

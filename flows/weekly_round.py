@@ -60,7 +60,8 @@ def weekly_round(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> d
     # 1. what came in
     came_in = {"etl_run": None, "traces": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 0}
     etl_dir = None
-    if langfuse_configured(settings):
+    # Langfuse thumbs, and/or the Label Studio project of settings.feedback.label_studio (pulled first)
+    if langfuse_configured(settings) or not settings.feedback.langfuse_enabled:
         etl = feedback_etl(settings=settings.feedback, label_studio_export=settings.label_studio_export,
                            run_id=round_id)
         if (feedback_dir() / round_id / "manifest.json").exists():  # written now or by an earlier attempt

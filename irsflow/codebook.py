@@ -250,15 +250,19 @@ class Codebook:
                         provenance=draft.provenance, enabled=False, note=draft.note)
 
     def edit(self, rule_id: str, *, text: str | None = None, keywords: Iterable[str] | None = None,
-             examples: Iterable[str] | None = None, note: str | None = None, author: str | None = None) -> Rule:
-        """Change text and/or scope (``None`` keeps a field). A call that changes nothing writes no version."""
+             examples: Iterable[str] | None = None, note: str | None = None, author: str | None = None,
+             provenance: dict | None = None) -> Rule:
+        """Change text, scope and/or provenance (``None`` keeps a field). A call that changes nothing
+        writes no version."""
         with self._connect() as con, self._write(con):
             old = self._latest(con, rule_id)
             kw = old.keywords if keywords is None else _clean_list(keywords, "keywords", True)
             ex = old.examples if examples is None else _clean_list(examples, "examples", False)
             new = replace(old, text=_check_rule(old.text if text is None else text, kw, ex, rule_id),
-                          keywords=kw, examples=ex, note=old.note if note is None else note)
-            if (new.text, new.keywords, new.examples, new.note) == (old.text, old.keywords, old.examples, old.note):
+                          keywords=kw, examples=ex, note=old.note if note is None else note,
+                          provenance=old.provenance if provenance is None else dict(provenance))
+            if ((new.text, new.keywords, new.examples, new.note, new.provenance)
+                    == (old.text, old.keywords, old.examples, old.note, old.provenance)):
                 return old
             return self._append(con, new, "edit", author)
 

@@ -18,7 +18,7 @@ import math
 import random
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from irsflow.config import EMBEDDED_MODEL, TrainRequest
 from irsflow.dataset import load_questions
@@ -53,15 +53,23 @@ class PromptSetSettings(BaseModel):
 class WeeklySettings(BaseModel):
     """What a weekly round does. No secrets: the Langfuse and teacher keys come from the environment
     or Prefect Secret blocks."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # a misplaced key is never echoed
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
-    label_studio_export: str | None = Field(None, description="a Label Studio export with this week's corrections")
+    label_studio_export: str | None = Field(None, description=(
+        "a Label Studio JSON export with this week's corrections (or set feedback.label_studio to pull the "
+        "project before the ETL)"))
     prompts: PromptSetSettings = Field(default_factory=PromptSetSettings)
     teacher: TeacherConfig | None = Field(None, description="label the new items with the teacher (None: skip)")
     request: TrainRequest = Field(default_factory=_default_request, description=(
         "the training request of every round (stage, rewards, hyperparameters); its dataset, n_questions and "
         "init_adapter are set by the round (the prompt set and the champion)"))
     gate: EvalGateSettings = Field(default_factory=EvalGateSettings)
+
+    @model_validator(mode="after")
+    def _one_corrections_source(self) -> "WeeklySettings":
+        if self.label_studio_export and self.feedback.label_studio is not None:
+            raise ValueError("label_studio_export: give this file or feedback.label_studio (pull the project), not both")
+        return self
 
     @field_validator("request")
     @classmethod

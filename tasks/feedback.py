@@ -1,18 +1,35 @@
-"""CPU task: one feedback ETL run (Langfuse -> training data), keys fetched inside the task so they
-never become a parameter, a log line or an artifact."""
+"""CPU tasks of the feedback ETL: pull the Label Studio export, then one ETL run (Langfuse ->
+training data). Keys are fetched inside the tasks so they never become a parameter, a log line or
+an artifact."""
 from __future__ import annotations
 
 from prefect import task
 
+from irsflow.feedback.corrections import exports_dir
 from irsflow.feedback.etl import FeedbackSettings, run_etl
+from irsflow.feedback.label_studio_api import KEY_ENV, LabelStudioSettings, pull_export
 from tasks.common import CPU_TAG, secret, transient_retries
 
 SECRET_BLOCKS = {"LANGFUSE_PUBLIC_KEY": "langfuse-public-key", "LANGFUSE_SECRET_KEY": "langfuse-secret-key"}
+LABEL_STUDIO_KEY_BLOCK = "label-studio-api-key"
 
 
 def langfuse_keys() -> tuple[str, str] | None:
     pk, sk = (secret(env, block) for env, block in SECRET_BLOCKS.items())
     return (pk, sk) if pk and sk else None  # None: LangfuseSettings says which one is missing
+
+
+def label_studio_key() -> str | None:
+    """$LABEL_STUDIO_API_KEY, else the Prefect Secret block ``label-studio-api-key``."""
+    return secret(KEY_ENV, LABEL_STUDIO_KEY_BLOCK)
+
+
+@task(name="pull-label-studio", tags=[CPU_TAG], **transient_retries(3))
+def pull_label_studio(ls: LabelStudioSettings, run_id: str) -> str:
+    """The project's JSON export (cumulative: the ETL takes each correction once) saved under
+    ``<data dir>/label-studio/exports/<run id>.json``; a retried run pulls again into the same file."""
+    out = exports_dir() / f"{run_id}.json"
+    return pull_export(ls.server(), label_studio_key(), ls.project_id, out, timeout_s=ls.timeout_s)["path"]
 
 
 @task(name="extract-transform", tags=[CPU_TAG], **transient_retries(3))

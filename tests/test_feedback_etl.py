@@ -1,7 +1,10 @@
 """The feedback ETL end to end through Prefect against a Langfuse-compatible server on 127.0.0.1:
 outputs and manifest, bad traces counted not fatal, a second run with nothing new writes nothing,
 a late score inside the overlap window lands once, Label Studio corrections come back as golden
-rows, pairs and draft codebook rules, and the keys never reach files, parameters, logs or artifacts."""
+rows, pairs and draft codebook rules (each taken once, an edited one replaced, empty or unchanged
+ones counted), a bad export or codebook fails the run before any folder lands, and the keys never
+reach files, parameters, logs or artifacts. The round trip against a real Label Studio server:
+test_label_studio_real.py."""
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -9,8 +12,11 @@ import httpx
 import pytest
 
 from irsflow.codebook import Codebook
-from irsflow.feedback.etl import FeedbackSettings, feedback_dir, state_path
+from irsflow.errors import InputError
+from irsflow.feedback.corrections import store_dir
+from irsflow.feedback.etl import FeedbackSettings, feedback_dir, run_etl, state_path
 from irsflow.feedback.label_studio import FROM_NAME, TO_NAME
+from irsflow.store import read_jsonl
 from tests.fake_langfuse import FakeLangfuse
 
 NOW = datetime.now(timezone.utc)
@@ -52,7 +58,10 @@ def rows(run_id, name):
 def test_etl_end_to_end_then_nothing_new_then_a_late_score(langfuse, tmp_path):
     broken = tmp_path / "export.json"
     broken.write_text("[{not json")
-    first = run(label_studio_export=str(broken))
+    with pytest.raises(InputError, match=f"label studio export {broken}: not readable JSON"):
+        run(label_studio_export=str(broken))  # refused before any request: nothing written, nothing read
+    assert not feedback_dir().exists() and langfuse.counts["/api/public/v2/scores"] == 0
+    first = run()
     rid = first["run_id"]
     assert first["written"] and first["counts"]["records"] == 6
     assert first["files"] | {} == {"sft.messages.jsonl": 1, "sft.sharegpt.jsonl": 1, "sft.alpaca.jsonl": 1,
@@ -60,9 +69,7 @@ def test_etl_end_to_end_then_nothing_new_then_a_late_score(langfuse, tmp_path):
                                    "golden.messages.jsonl": 0}
     skipped = first["skipped"]
     assert skipped.pop("no output") == 1 and skipped.pop("non-chat input") == 1
-    assert skipped.pop("unknown score value") == 1
-    (reason, n), = skipped.items()
-    assert reason.startswith("label studio: broken export file") and n == 1
+    assert skipped.pop("unknown score value") == 1 and not skipped
     assert rows(rid, "sft.messages.jsonl")[0]["trace_id"] == "t1"
     assert rows(rid, "pairs.jsonl")[0] | {} == {"prompt": chat("Capital of France?"), "chosen": "Paris.",
                                                 "rejected": "Lyon.", "source": "thumbs", "chosen_trace_id": "t1",
@@ -82,24 +89,116 @@ def test_etl_end_to_end_then_nothing_new_then_a_late_score(langfuse, tmp_path):
     assert run()["counts"]["records"] == 0, "the late score is taken once"
 
 
+def annotate(task: dict, task_id: int, ann_id: int, text: str, updated_at: str, **extra) -> dict:
+    """A task as Label Studio's JSON export shows it once annotated (shape: label_studio/data_export
+    serializers, ExportDataSerializer + AnnotationSerializer; seen on a real 1.23 server)."""
+    return {**task, "id": task_id, "annotations": [{
+        "id": ann_id, "completed_by": 1, "was_cancelled": False, "created_at": "2026-11-21T10:00:00.000000Z",
+        "updated_at": updated_at, "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "textarea",
+                                              "value": {"text": [text]}, "origin": "manual"}], **extra}]}
+
+
 def test_label_studio_corrections_become_golden_rows_pairs_and_draft_rules(langfuse, tmp_path):
     first = run()
     tasks = rows(first["run_id"], "label_studio_tasks.json")
-    t3 = next(t for t in tasks if t["data"]["trace_id"] == "t3")
-    t3 |= {"id": 31, "annotations": [{"id": 310, "completed_by": 1, "was_cancelled": False,
-                                      "updated_at": "2026-11-21T10:00:00Z", "result": [
-                                          {"from_name": FROM_NAME, "to_name": TO_NAME, "type": "textarea",
-                                           "value": {"text": ["2+2 is 4."]}}]}]}
+    t2, t3 = (next(t for t in tasks if t["data"]["trace_id"] == tid) for tid in ("t2", "t3"))
     export = tmp_path / "export.json"
-    export.write_text(json.dumps(tasks))
+    export.write_text(json.dumps([annotate(t3, 31, 310, "2+2 is 4.", "2026-11-21T10:00:00.000000Z"),
+                                  annotate(t2, 21, 210, "  \n ", "2026-11-21T10:01:00.000000Z")]))
     second = run(label_studio_export=str(export))
     assert second["files"]["golden.messages.jsonl"] == 1 and second["files"]["pairs.jsonl"] == 1
     golden = rows(second["run_id"], "golden.messages.jsonl")[0]
     assert golden["messages"][-1] == {"role": "assistant", "content": "2+2 is 4."} and golden["trace_id"] == "t3"
-    assert second["skipped"] == {"label studio: not annotated": 1}
+    assert second["skipped"] == {"label studio: empty correction": 1}
     drafts = Codebook().rules(enabled_only=False)
     assert [(r.id, r.enabled) for r in drafts] == [("ls-31-310", False)]
     assert "2+2 is 4" in drafts[0].text and "2+2?" in drafts[0].examples
+
+
+LS_ONLY = FeedbackSettings(langfuse_enabled=False)  # corrections alone: no Langfuse in these tests
+
+
+def test_each_correction_is_taken_once_and_an_edit_replaces_it(data_dir, tmp_path):
+    tasks = [{"data": {"messages": chat(q) + [{"role": "assistant", "content": a}], "trace_id": tid}}
+             for tid, q, a in [("a", "Capital of Peru?", "Quito."), ("b", "Boiling point of water?", "90 C."),
+                               ("c", "Largest ocean?", "The Pacific Ocean."), ("d", "Fastest land animal?", "Horse.")]]
+    export = tmp_path / "export.json"
+
+    def ingest(*annotated, run_id):
+        export.write_text(json.dumps(list(annotated)))
+        return run_etl(LS_ONLY, run_id, label_studio_export=export)
+
+    a = annotate(tasks[0], 1, 11, "Lima.", "2026-11-21T10:00:00.000000Z")
+    b = annotate(tasks[1], 2, 12, "100 C at sea level.", "2026-11-21T10:00:00.000000Z")
+    same = annotate(tasks[2], 3, 13, "The  Pacific\nOcean. ", "2026-11-21T10:00:00.000000Z")
+    cancelled = annotate(tasks[3], 4, 14, "Cheetah.", "2026-11-21T10:00:00.000000Z", was_cancelled=True)
+    first = ingest(a, b, same, cancelled, run_id="w1")
+    assert first["counts"]["corrections"] == 2 and first["codebook_drafts"] == 2
+    assert first["skipped"] == {"label studio: correction same as the answer": 1, "label studio: cancelled": 1}
+
+    # the export is cumulative: the same annotations again add nothing (no folder either), nor does
+    # one submitted again unchanged (Label Studio gives it a new updated_at)
+    b_resubmitted = annotate(tasks[1], 2, 12, "100 C at sea level.", "2026-11-21T11:00:00.000000Z")
+    again = ingest(a, b_resubmitted, same, cancelled, run_id="w2")
+    assert not again["written"] and again["skipped"]["label studio: already taken (not edited since)"] == 2
+    assert not (feedback_dir() / "w2").exists()
+
+    # b edited in Label Studio (same annotation id, newer updated_at): replaced, not added
+    rule = Codebook().set_enabled("ls-2-12", True, note="reviewed")  # a reviewer had enabled its draft
+    b2 = annotate(tasks[1], 2, 12, "100 degrees C at sea level.", "2026-11-22T09:00:00.000000Z")
+    third = ingest(a, b2, same, cancelled, run_id="w3")
+    assert third["counts"]["corrections"] == 1 and third["label_studio"]["replaces"] == {"12": "w1"}
+    golden = read_jsonl(store_dir() / "golden.messages.jsonl")
+    assert sorted((g["ls_annotation_id"], g["messages"][-1]["content"]) for g in golden) == [
+        ("11", "Lima."), ("12", "100 degrees C at sea level.")]
+    assert sorted(p["chosen"] for p in read_jsonl(store_dir() / "pairs.jsonl")) == ["100 degrees C at sea level.", "Lima."]
+    rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
+    assert sorted(rules) == ["ls-1-11", "ls-2-12"]
+    assert "100 degrees C" in rules["ls-2-12"].text and rule.enabled and not rules["ls-2-12"].enabled, \
+        "an edited correction's draft is re-drafted and goes back to review"
+    assert rules["ls-2-12"].provenance["ls_updated_at"] == "2026-11-22T09:00:00.000000Z"
+
+
+def test_a_failed_etl_leaves_no_extra_run_folder(data_dir, tmp_path):
+    t3 = {"data": {"messages": chat("2+2?") + [{"role": "assistant", "content": "5"}], "trace_id": "t3"}}
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([annotate(t3, 31, 310, "4.", "2026-11-21T10:00:00.000000Z")]))
+    # 1. a codebook that cannot take the draft fails the run before its folder lands
+    data_dir.mkdir(parents=True)
+    (data_dir / "codebook.sqlite").write_text("not a database")
+    for attempt in range(2):
+        with pytest.raises(InputError, match="codebook.path"):
+            run_etl(LS_ONLY, f"r{attempt}", label_studio_export=export)
+    assert not feedback_dir().exists() or not list(feedback_dir().iterdir())
+    assert not state_path().exists() and not store_dir().exists()
+    (data_dir / "codebook.sqlite").unlink()
+    done = run_etl(LS_ONLY, "r2", label_studio_export=export)
+    assert done["written"] and done["counts"]["corrections"] == 1 and done["codebook_drafts"] == 1
+    # 2. the process died after its folder landed, before the store and the watermark moved:
+    #    the next run heals from that folder and writes nothing new
+    import shutil
+
+    shutil.rmtree(store_dir())
+    state_path().unlink()
+    for f in data_dir.glob("codebook.sqlite*"):
+        f.unlink()
+    healed = run_etl(LS_ONLY, "r3", label_studio_export=export)
+    assert not healed["written"] and healed["skipped"] == {"label studio: already taken (not edited since)": 1}
+    assert sorted(p.name for p in feedback_dir().iterdir() if p.is_dir()) == ["r2"]
+    assert [g["ls_annotation_id"] for g in read_jsonl(store_dir() / "golden.messages.jsonl")] == ["310"]
+    assert [r.id for r in Codebook().rules(enabled_only=False)] == ["ls-31-310"]
+
+
+def test_a_json_min_export_is_refused_naming_the_format(data_dir, tmp_path):
+    # label-studio-sdk converter.py convert_to_json_min: data keys and control values flattened
+    export = tmp_path / "min.json"
+    export.write_text(json.dumps([{"id": 31, "messages": chat("2+2?"), "answer": "5", "trace_id": "t3",
+                                   "corrected": "4.", "annotator": 1, "annotation_id": 310,
+                                   "created_at": "2026-11-21T10:00:00.000000Z",
+                                   "updated_at": "2026-11-21T10:00:00.000000Z", "lead_time": 3.2}]))
+    with pytest.raises(InputError, match="JSON_MIN export format.*exportType=JSON"):
+        run_etl(LS_ONLY, "m1", label_studio_export=export)
+    assert not feedback_dir().exists()
 
 
 def test_keys_never_reach_files_parameters_logs_or_artifacts(langfuse, monkeypatch, prefect_server):
@@ -151,3 +250,17 @@ def test_a_crash_loses_nothing_and_duplicates_nothing(langfuse):
     assert json.loads(state_path().read_text())["watermark"] >= first["state_after"]["watermark"]
     # 3. a retried run with the same run id does not run twice
     assert run_etl(quick, "r1")["written"] is False
+
+
+def test_a_label_studio_key_in_settings_is_refused_and_never_echoed():
+    from pydantic import ValidationError
+
+    from irsflow.weekly import WeeklySettings
+
+    for bad in ({"feedback": {"label_studio": {"project_id": 3, "api_key": "ls-secret-123"}}},
+                {"feedback": {"langfuse": {"secret_key": "ls-secret-123"}}}):
+        with pytest.raises(ValidationError, match="keys do not belong in settings") as err:
+            WeeklySettings.model_validate(bad)
+        assert "ls-secret-123" not in str(err.value)
+    with pytest.raises(ValidationError, match="not both"):
+        WeeklySettings.model_validate({"label_studio_export": "export.json", "feedback": {"label_studio": {"project_id": 3}}})

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from irsflow.errors import InputError
-from irsflow.feedback.label_studio import FROM_NAME, LABEL_CONFIG, TO_NAME, read_export
+from irsflow.feedback.label_studio import FROM_NAME, LABEL_CONFIG, TO_NAME, golden_row, pair_row, read_export
 from irsflow.feedback.outputs import RunOutputs
 from irsflow.feedback.transform import Skip, TransformSettings, alpaca_row, sharegpt_row, to_messages
 
@@ -38,6 +38,53 @@ def test_shapes_seen_in_practice_become_clean_messages():
     assert [m["role"] for m in last] == ["system", "user", "assistant"] and last[1]["content"] == "And 3+3?"
     with pytest.raises(Skip, match="tool messages"):
         to_messages(DIALOGUE, "6.", TransformSettings(drop_tools=False))
+
+
+def _lc(kind, content, **extra):  # a LangChain message as the Langfuse SDK's serializer records it (model_dump)
+    return {"content": content, "additional_kwargs": {}, "response_metadata": {}, "type": kind, "name": None,
+            "id": None, "example": False, **extra}
+
+
+QA = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]
+
+
+@pytest.mark.parametrize("raw_in,raw_out", [
+    # @observe: {"args", "kwargs"} (langfuse _client/observe.py), the return value as output
+    ({"args": ["2+2?"], "kwargs": {}}, "4."),
+    ({"args": [], "kwargs": {"question": "2+2?", "user_id": "u1"}}, "4."),
+    ({"args": [3, "2+2?"], "kwargs": {"temperature": 0.2}}, "4."),
+    ({"args": [[{"role": "user", "content": "2+2?"}]], "kwargs": {"model": "m"}},
+     {"role": "assistant", "content": "4."}),
+    ({"args": [], "kwargs": {"messages": [{"role": "user", "content": "2+2?"}], "model": "m"}}, "4."),
+    ({"args": [{"messages": [_lc("human", "2+2?")]}], "kwargs": {}},
+     {"messages": [_lc("human", "2+2?"), _lc("ai", "4.")]}),
+    # OpenAI integration with tools (langfuse/openai.py _extract_chat_prompt): {"messages", "tools"}
+    ({"messages": [{"role": "user", "content": "2+2?"}], "tools": [{"type": "function"}]},
+     {"role": "assistant", "content": "4.", "tool_calls": None}),
+    # LangGraph state through the LangChain callback, three serialised forms of a message
+    ({"messages": [_lc("human", "2+2?")]}, {"messages": [_lc("human", "2+2?"), _lc("ai", "4.", tool_calls=[])]}),
+    ({"messages": [{"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "HumanMessage"],
+                    "kwargs": {"content": "2+2?", "type": "human"}}]},
+     {"messages": [{"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "ai", "AIMessage"],
+                    "kwargs": {"content": [{"type": "text", "text": "4."}]}}]}),
+    ({"messages": [["human", "2+2?"]]}, {"messages": [["human", "2+2?"], ["ai", "4."]]}),
+    ([{"role": "user", "content": "2+2?"}], [_lc("ai", "4.")]),  # a whole dialogue as the output
+])
+def test_what_the_langfuse_sdk_records_becomes_clean_messages(raw_in, raw_out):
+    assert to_messages(raw_in, raw_out) == QA
+
+
+def test_agent_tool_rounds_are_dropped_and_a_state_must_end_with_the_answer():
+    state_in = {"messages": [_lc("system", "Use tools."), _lc("human", "Weather?")]}
+    call = _lc("ai", "", tool_calls=[{"name": "weather", "args": {}, "id": "c1", "type": "tool_call"}])
+    done = {"messages": [*state_in["messages"], call, _lc("tool", "sunny", tool_call_id="c1"), _lc("ai", "Sunny.")]}
+    assert to_messages(state_in, done) == [{"role": "system", "content": "Use tools."},
+                                           {"role": "user", "content": "Weather?"},
+                                           {"role": "assistant", "content": "Sunny."}]
+    with pytest.raises(Skip, match="does not end with an assistant"):
+        to_messages(state_in, {"messages": [*state_in["messages"], call, _lc("tool", "sunny", tool_call_id="c1")]})
+    with pytest.raises(Skip, match="@observe arguments"):
+        to_messages({"args": ["first text", "second text"], "kwargs": {}}, "x")
 
 
 @pytest.mark.parametrize("raw_in,raw_out,reason", [
@@ -109,13 +156,16 @@ def test_label_studio_round_trip(tmp_path):
     tasks[3] |= {"id": 4, "annotations": [_annotation(14, None)]}           # submitted empty
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
-    golden, pairs, skipped = read_export(export)
-    assert [(g["trace_id"], g["messages"][-1]["content"]) for g in golden] == [("t0", "Madrid."), ("t2", "Hi.")]
+    found, skipped = read_export(export)
+    golden, pairs = [golden_row(c) for c in found], [pair_row(c) for c in found]
+    assert [(g["trace_id"], g["messages"][-1]["content"]) for g in golden] == [("t0", "Madrid.")]
     assert golden[0]["messages"][:-1] == [{"role": "user", "content": "Capital of Spain?"}]
     assert pairs == [{"prompt": [{"role": "user", "content": "Capital of Spain?"}], "chosen": "Madrid.",
-                      "rejected": "Madrid?", "trace_id": "t0", "ls_task_id": 1, "ls_annotation_id": 11,
-                      "annotator": 7, "source": "label-studio"}]
-    assert dict(skipped) == {"cancelled": 1, "empty correction": 1}
+                      "rejected": "Madrid?", "trace_id": "t0", "ls_task_id": 1, "ls_annotation_id": "11",
+                      "ls_updated_at": "2026-11-20T10:00:00Z", "annotator": 7, "source": "label-studio",
+                      "chosen_trace_id": "t0", "rejected_trace_id": "t0"}]
+    # unchanged ("Hi." approved as it is) and empty corrections teach nothing: counted, not taken
+    assert dict(skipped) == {"cancelled": 1, "empty correction": 1, "correction same as the answer": 1}
     broken = tmp_path / "broken.json"
     broken.write_text('[{"data": ')
     with pytest.raises(InputError, match="broken.json"):

@@ -9,6 +9,10 @@ folder renamed into place whole; only then is the watermark (``<data dir>/feedba
 moved. A crash before the rename leaves nothing and the rerun re-extracts the same window; a
 crash between rename and watermark is healed at the next start from the manifest's
 ``state_after`` (so nothing is written twice). A run that finds nothing new writes no folder.
+Label Studio exports are cumulative: a run takes only corrections it has not taken yet, or edited
+since, and the store of corrections (``corrections.py``) keeps one version of each. The export is
+read and checked, and the codebook opened and each draft built, before anything is written, so a
+bad export or codebook fails the run with no folder left behind.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from irsflow.errors import InputError
-from irsflow.feedback.label_studio import read_export
+from irsflow.feedback import corrections as ls_store
+from irsflow.feedback.label_studio import golden_row, pair_row, read_export
+from irsflow.feedback.label_studio_api import LabelStudioSettings
 from irsflow.feedback.langfuse import Extraction, LangfuseSettings
 from irsflow.feedback.outputs import RunOutputs
 from irsflow.feedback.state import ExtractState, load_state, save_state
@@ -35,12 +40,17 @@ SECRET_FIELDS = {"public_key", "secret_key"}
 
 class FeedbackSettings(BaseModel):
     """What a feedback ETL run does (no secrets here: keys come from the environment or a Secret block)."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # a key put here is never echoed
     langfuse: dict[str, Any] = Field(default_factory=dict, description=(
         "LangfuseSettings options other than the keys: host, score_name, up_values, down_values, "
         "overlap_minutes, start, page_size, ... (host defaults to env LANGFUSE_HOST)"))
     transform: TransformSettings = TransformSettings()
+    langfuse_enabled: bool = Field(True, description=(
+        "False: no Langfuse extraction, the run takes only Label Studio corrections (a setup without Langfuse)"))
     codebook_drafts: bool = Field(True, description="turn each human correction into a disabled draft codebook rule")
+    label_studio: LabelStudioSettings | None = Field(None, description=(
+        "pull this Label Studio project's JSON export before each run (key: env LABEL_STUDIO_API_KEY or "
+        "the Prefect Secret block label-studio-api-key); None: only an export file given to the run"))
 
     @field_validator("langfuse")
     @classmethod
@@ -58,6 +68,25 @@ class _NothingNew(Exception):
     pass
 
 
+class _NoExtraction:
+    """Stands in for ``Extraction`` when Langfuse is off: no records, the state left as it is."""
+
+    def __init__(self, state: ExtractState):
+        self.state, self.window, self.stats = state, (None, None), Counter()
+
+    def __enter__(self) -> "_NoExtraction":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def __iter__(self):
+        return iter(())
+
+    def next_state(self) -> ExtractState:
+        return self.state
+
+
 def feedback_dir() -> Path:
     return data_dir() / "feedback"
 
@@ -72,10 +101,13 @@ def langfuse_settings(settings: FeedbackSettings, keys: tuple[str, str] | None =
 
 
 def _heal_uncommitted() -> ExtractState:
-    """The state after the newest run whose outputs landed but whose watermark was not saved."""
+    """The state after the newest run whose outputs landed but whose watermark was not saved; the
+    corrections of any such run merged into the store (``corrections.merge_run`` is idempotent)."""
     state = load_state(state_path())
     for manifest in sorted(feedback_dir().glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        after = ExtractState.model_validate(read_manifest(manifest.parent)["state_after"])
+        doc = read_manifest(manifest.parent)
+        ls_store.merge_run(manifest.parent, doc)
+        after = ExtractState.model_validate(doc["state_after"])
         if after.watermark and (state.watermark is None or after.watermark > state.watermark):
             log.warning("feedback run %s wrote its outputs but not its watermark: taking it now", manifest.parent.name)
             save_state(state_path(), after)
@@ -89,25 +121,31 @@ def read_manifest(run_dir: Path) -> dict:
 
 def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | None = None,
             label_studio_export: str | Path | None = None, now: datetime | None = None) -> dict:
-    lf = langfuse_settings(settings, keys)  # bad settings fail here, before any request
+    lf = langfuse_settings(settings, keys) if settings.langfuse_enabled else None  # bad settings fail here
     run_dir = feedback_dir() / run_id
     if (run_dir / "manifest.json").exists():
         log.info("feedback run %s already finished: nothing to do", run_id)
-        _draft_rules(run_dir, settings)  # in case the run stopped between its outputs and its drafts
+        ls_store.merge_run(run_dir, read_manifest(run_dir))  # in case it stopped before its merge and drafts
+        _draft_rules(settings)
         return {**read_manifest(run_dir), "written": False}
+    # a bad export fails here, naming its format, before any request
+    found, ls_skipped = read_export(label_studio_export) if label_studio_export else ([], Counter())
     state = _heal_uncommitted()
+    fresh, replaces, already = ls_store.select(found, ls_store.load_ingested())
+    if already:
+        ls_skipped["already taken (not edited since)"] += already
     started = utc_now()
     try:
-        with Extraction(lf, state, now=now or datetime.now(timezone.utc)) as ext, atomic_dir(run_dir) as tmp:
+        extraction = Extraction(lf, state, now=now or datetime.now(timezone.utc)) if lf else _NoExtraction(state)
+        with extraction as ext, atomic_dir(run_dir) as tmp:
             outs = RunOutputs(tmp, settings.transform)
             for record in ext:
                 outs.add(record)
+            pairs = [pair_row(c) for c in fresh]
             if label_studio_export:
-                try:
-                    golden, pairs, skipped = read_export(label_studio_export)
-                except InputError as err:  # a broken export is counted, the thumbs of this run still land
-                    golden, pairs, skipped = [], [], Counter({f"broken export file: {err}": 1})
-                outs.add_corrections(golden, pairs, skipped)
+                outs.add_corrections([golden_row(c) for c in fresh], pairs, ls_skipped)
+            if settings.codebook_drafts:
+                ls_store.check_drafts(pairs)  # a broken codebook fails now, while nothing has landed
             files = outs.close()
             new_state = ext.next_state()
             manifest = {
@@ -115,8 +153,11 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
                 "window": [None if t is None else t.isoformat() for t in ext.window],
                 "extract": {k: v for k, v in ext.stats.items()}, "counts": dict(outs.counts),
                 "skipped": dict(outs.skipped), "files": files,
-                "settings": settings.model_dump(mode="json"), "host": lf.host,
+                "settings": settings.model_dump(mode="json"), "host": lf.host if lf else None,
                 "state_before": state.model_dump(mode="json"), "state_after": new_state.model_dump(mode="json"),
+                "label_studio": {"export": None if label_studio_export is None else str(label_studio_export),
+                                 "ingested": {c["ls_annotation_id"]: ls_store.entry(c) for c in fresh},
+                                 "replaces": replaces},
             }
             nothing_new = not any(f["rows"] for f in files.values())
             if nothing_new:
@@ -124,32 +165,16 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
             atomic_write_json(tmp / "manifest.json", manifest)
     except _NothingNew:
         pass
-    manifest["codebook_drafts"] = 0 if nothing_new else _draft_rules(run_dir, settings)
+    if not nothing_new:
+        ls_store.merge_run(run_dir, manifest)
+    manifest["codebook_drafts"] = _draft_rules(settings)  # also heals drafts a crashed run did not make
     save_state(state_path(), new_state)  # only now: the outputs (and drafts made from them) are in place
     log.info("feedback run %s: %d records, %s; skipped %s", run_id, outs.counts["records"],
              {k: v["rows"] for k, v in files.items() if v["rows"]}, dict(outs.skipped) or "nothing")
     return {**manifest, "written": not nothing_new}
 
 
-def _draft_rules(run_dir: Path, settings: FeedbackSettings) -> int:
-    """Each changed human correction of the run becomes a disabled draft codebook rule for a reviewer
-    (seed 002 option A). Rule ids come from the Label Studio annotation, so a rerun adds none twice."""
-    from irsflow.codebook import Codebook, rule_from_correction
-    from irsflow.store import read_jsonl
-
-    pairs = [p for p in read_jsonl(run_dir / "pairs.jsonl") if p.get("source") == "label-studio"]
-    if not settings.codebook_drafts or not pairs:
-        return 0
-    book, n = Codebook(), 0
-    known = {r.id for r in book.rules(enabled_only=False)}
-    for pair in pairs:
-        rule_id = f"ls-{pair.get('ls_task_id')}-{pair.get('ls_annotation_id')}"
-        question = next((m["content"] for m in reversed(pair["prompt"]) if m["role"] == "user"), None)
-        if rule_id in known or not question:
-            continue
-        d = rule_from_correction(question, pair["rejected"], pair["chosen"],
-                                 provenance={"trace_id": pair.get("trace_id"), "ls_task_id": pair.get("ls_task_id")})
-        book.add(d.text, d.keywords, d.examples, source=d.source, author=d.author, provenance=d.provenance,
-                 enabled=False, note=d.note, rule_id=rule_id)
-        n += 1
-    return n
+def _draft_rules(settings: FeedbackSettings) -> int:
+    """Each stored human correction has a disabled draft codebook rule for a reviewer (seed 002
+    option A), re-drafted when its annotation was edited; rule ids come from the annotation."""
+    return ls_store.sync_drafts() if settings.codebook_drafts else 0

@@ -146,11 +146,11 @@ class RunOutputs:
                                              "chosen_trace_id": up["trace_id"], "rejected_trace_id": down["trace_id"]})
 
     def add_corrections(self, golden: list[dict], pairs: list[dict], skipped: Counter) -> None:
+        """Label Studio corrections taken by this run (``label_studio.golden_row`` / ``pair_row``)."""
         for row in golden:
             self.sinks["golden.messages.jsonl"].write(row)
         for pair in pairs:
-            self.sinks["pairs.jsonl"].write({**pair, "chosen_trace_id": pair.get("trace_id"),
-                                             "rejected_trace_id": pair.get("trace_id")})
+            self.sinks["pairs.jsonl"].write(pair)
         self.counts["corrections"] += len(golden)
         for reason, n in skipped.items():
             self.skipped[f"label studio: {reason}"] += n
