@@ -12,9 +12,14 @@ the weekly round): evaluate -> register -> gate -> deploy.
 3. the gate decides (paired bootstrap on the primary metric, safety tolerances, diversity floors);
    the decision and its numbers go to MLflow (an eval run and the version's tags), eval_round_<n>.json
    and a Prefect markdown artifact;
-4. on promotion: `champion` moves, the model card is rewritten, vLLM hot-loads the adapter under its
-   serving name (verified; on failure the previous adapter stays served, the alias moves back and
-   the run fails). Every round appends to CHANGELOG.md.
+4. on promotion: vLLM hot-loads the version's local copy under its serving name (verified), then
+   `champion` moves and the model card becomes the version's description (and a file beside the
+   cache; the run's artifacts are never rewritten). If vLLM cannot serve it, the previous adapter
+   stays served, the registry stays as it was and the run fails with the serving error (429/5xx
+   and connection errors are retried first). Every round appends to CHANGELOG.md.
+
+Adapters are the registry's local copies (``Registry.adapter_path``: downloaded through MLflow
+into the adapter cache), so an `mlflow server` need not share its disk with this machine.
 """
 from __future__ import annotations
 

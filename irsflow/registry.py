@@ -4,26 +4,53 @@ their adapter as a new model version; aliases `challenger` / `champion` drive th
     reg = Registry(TrackingSettings())                 # SQLite + artifacts under <data dir>/mlflow
     run_id = reg.log_job(store)                       # params, per-iteration metrics, hashes, adapter
     v = reg.register(run_id, store)                   # new version, tagged, aliased `challenger`
+    reg.adapter_path(v)                               # its local copy: <cache dir>/<model>/v<N>-<key>
     reg.promote(v)                                    # `champion` -> v (the old champion remembered)
     reg.rollback()                                    # `champion` -> the previous champion
+
+Tracking URI: ``TrackingSettings.tracking_uri``, else ``$IRSFLOW_MLFLOW_URI``, else SQLite under the
+data dir. With an ``mlflow server`` (artifact proxy on, its default) artifact URIs are
+``mlflow-artifacts:/...``: they are never paths, and the client need not share the server's disk.
+
+Local adapter cache. Whatever reads an adapter (evaluation, training from the champion, vLLM) gets
+a local copy, never the artifact URI: ``adapter_path`` downloads the version's files through MLflow
+(``mlflow.artifacts.download_artifacts``, which goes through the server's proxy) into
+``<cache dir>/<model name>/v<version>-<hash of its source URI>``. The download lands in a temp
+folder beside it, is checked to load (``check_adapter``), then renamed into place, so a folder
+there is complete; a second resolve reuses it without downloading. The cache dir is
+``TrackingSettings.cache_dir``, else ``$IRSFLOW_ADAPTER_CACHE``, else ``<data dir>/adapter_cache``.
+
+How vLLM sees the files: the path sent to ``/v1/load_lora_adapter`` is that local copy, and vLLM
+reads it from its own filesystem. Put the cache dir on a volume the vLLM server mounts at the same
+path (e.g. ``-v /srv/irsflow/adapter_cache:/srv/irsflow/adapter_cache`` on the vLLM container, and
+``IRSFLOW_ADAPTER_CACHE=/srv/irsflow/adapter_cache`` where the gate runs); the gate checks that
+``/v1/models`` reports exactly that path.
+
+Finished runs are never written to: the model card is the version's description in the registry
+and a file beside the cache (``card_path``), not a README inside the run's artifacts.
 
 The champion history lives in the registered model's tag ``champion_history`` (a JSON list of
 versions), so rollback needs nothing but the registry. Adapters are logged as files
 (``log_artifacts``); ``mlflow.transformers.log_model`` is not used (with a PeftModel it was seen to
-reload base weights).
+reload base weights). MLflow prints "View run ..." links on stdout when a run ends against a
+server; they are sent to stderr here, so commands that print JSON print only JSON.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from irsflow.errors import InputError
-from irsflow.store import JobStore, data_dir, hash_path, read_jsonl
+from irsflow.store import JobStore, atomic_write_text, data_dir, hash_path, read_jsonl
 
 log = logging.getLogger("irsflow.registry")
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -31,47 +58,57 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 
 class TrackingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    tracking_uri: str | None = Field(None, description="MLflow server URI; default sqlite:///<data dir>/mlflow/mlflow.db")
+    tracking_uri: str | None = Field(None, description="MLflow server URI; default $IRSFLOW_MLFLOW_URI, else "
+                                                       "sqlite:///<data dir>/mlflow/mlflow.db")
     artifact_root: str | None = Field(None, description="default <data dir>/mlflow/artifacts (server: its own)")
     experiment: str = "irsflow"
     model_name: str = Field("irsflow-adapter", min_length=1, description="the registered model")
+    cache_dir: str | None = Field(None, description="local copies of registered adapters (what evaluation and "
+                                                    "vLLM read); default $IRSFLOW_ADAPTER_CACHE, else "
+                                                    "<data dir>/adapter_cache. vLLM must see it at the same path")
 
     def uri(self) -> str:
         return self.tracking_uri or os.environ.get("IRSFLOW_MLFLOW_URI") or \
             f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
 
+    def cache_root(self) -> Path:
+        root = self.cache_dir or os.environ.get("IRSFLOW_ADAPTER_CACHE") or data_dir() / "adapter_cache"
+        return Path(root).expanduser().resolve()
 
-def check_adapter(path: str | Path) -> Path:
+
+def check_adapter(path: str | Path, name: str | None = None) -> Path:
     """A loadable PEFT adapter folder, checked before any alias moves: adapter_config.json parses
-    and names a peft type, and the weights file's header reads."""
+    and names a peft type, and the weights file's header reads. ``name``: what errors call it."""
     p = Path(path)
+    name = name or str(p)
     cfg = p / "adapter_config.json"
     if not cfg.is_file():
-        raise InputError(f"adapter {p}: no adapter_config.json")
+        raise InputError(f"adapter {name}: no adapter_config.json")
     try:
         if not json.loads(cfg.read_text(encoding="utf-8")).get("peft_type"):
-            raise InputError(f"adapter {p}: adapter_config.json names no peft_type")
+            raise InputError(f"adapter {name}: adapter_config.json names no peft_type")
     except ValueError:
-        raise InputError(f"adapter {p}: adapter_config.json is not valid JSON") from None
+        raise InputError(f"adapter {name}: adapter_config.json is not valid JSON") from None
     weights = p / "adapter_model.safetensors"
     if not weights.is_file():
-        raise InputError(f"adapter {p}: no adapter_model.safetensors")
+        raise InputError(f"adapter {name}: no adapter_model.safetensors")
     try:
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as f:
             if not list(f.keys()):
-                raise InputError(f"adapter {p}: adapter_model.safetensors holds no tensors")
+                raise InputError(f"adapter {name}: adapter_model.safetensors holds no tensors")
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - any header/format error means a broken file
-        raise InputError(f"adapter {p}: adapter_model.safetensors does not load ({err})") from None
+        raise InputError(f"adapter {name}: adapter_model.safetensors does not load ({err})") from None
     return p
 
 
 def resolve_adapter(spec: str | None, settings: TrackingSettings | None = None) -> str | None:
     """An adapter given as a folder, or from the registry: ``registry:champion`` / ``registry:3``
-    or MLflow's ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``. Checked to load; None stays None."""
+    or MLflow's ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (its local copy in the cache).
+    Checked to load; None stays None."""
     if not spec:
         return None
     settings = settings or TrackingSettings()
@@ -85,14 +122,8 @@ def resolve_adapter(spec: str | None, settings: TrackingSettings | None = None) 
         path = Registry(settings.model_copy(update={"model_name": name})).adapter_path(ref)
         if path is None:
             raise InputError(f"adapter: {spec!r} names no version of {name!r} in the registry")
-        return str(check_adapter(path))
+        return path
     return str(check_adapter(Path(spec).expanduser()))
-
-
-def local_path(uri: str) -> str:
-    """``file:///x/y`` -> ``/x/y`` (adapters served by vLLM must be on its filesystem)."""
-    u = urlparse(uri)
-    return unquote(u.path) if u.scheme in ("file", "") else uri
 
 
 class Registry:
@@ -101,7 +132,7 @@ class Registry:
         from mlflow import MlflowClient
 
         self.s = settings or TrackingSettings()
-        uri = self.s.uri()
+        self.uri = uri = self.s.uri()
         if uri.startswith("sqlite:///"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.mlflow = mlflow
@@ -115,6 +146,12 @@ class Registry:
             self.experiment_id = exp.experiment_id
 
     # --- tracking -----------------------------------------------------------------------------
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """End a run. Against a server MLflow writes "View run ..." links to stdout here: they go to
+        stderr, so a command's stdout stays machine-readable."""
+        with contextlib.redirect_stdout(sys.stderr):
+            self.client.set_terminated(run_id, status)
+
     def job_run(self, store: JobStore) -> str | None:
         """The run this job was already logged as (status.json's mlflow_run_id), if it still exists."""
         from mlflow.exceptions import MlflowException
@@ -161,10 +198,10 @@ class Registry:
             for k, v in self.data_hashes(store).items():
                 self.client.set_tag(rid, k, v)
             self.client.log_artifacts(rid, adapter, "adapter")
-            self.client.set_terminated(rid, "FINISHED")
+            self.finish(rid)
             store.update_status(mlflow_run_id=rid)
         except BaseException:
-            self.client.set_terminated(rid, "FAILED")
+            self.finish(rid, "FAILED")
             raise
         return rid
 
@@ -178,7 +215,7 @@ class Registry:
             self.client.log_metric(rid, k, float(v))
         if details is not None:
             self.client.log_artifact(rid, str(details))
-        self.client.set_terminated(rid, "FINISHED")
+        self.finish(rid)
         return rid
 
     @staticmethod
@@ -189,9 +226,57 @@ class Registry:
             out["irsflow.train_data_sha256"] = hash_path(store.samples_path)
         return out
 
+    # --- the local adapter cache -----------------------------------------------------------------
+    def cache_slot(self, version: str, source: str) -> Path:
+        """Where version ``version`` (files at ``source``) is kept locally. The source's hash in the
+        name keeps a version number reused by another registry from hitting a stale copy."""
+        key = hashlib.sha256(f"{self.uri}\n{source}".encode()).hexdigest()[:12]
+        return self.s.cache_root() / self.s.model_name / f"v{version}-{key}"
+
+    def _download_checked(self, source: str, tmp: Path, name: str) -> Path:
+        """The files at artifact URI ``source``, downloaded through MLflow into ``tmp`` and checked."""
+        got = self.mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=self.uri)
+        return check_adapter(got, name=name)
+
+    def _install(self, got: Path, slot: Path) -> Path:
+        """Rename a checked download into its cache slot (atomic: a slot that exists is complete)."""
+        try:
+            os.rename(got, slot)
+        except OSError:
+            if not (slot / "adapter_config.json").is_file():  # not a concurrent resolve that won
+                raise
+        return slot
+
+    def local_copy(self, version: str, source: str) -> Path:
+        """The cached copy of a version's adapter, downloaded on first use."""
+        slot = self.cache_slot(version, source)
+        if slot.is_dir():
+            return slot
+        slot.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{slot.name}.", dir=slot.parent))
+        try:
+            got = self._download_checked(source, tmp, f"{self.s.model_name} version {version} ({source})")
+            log.info("downloaded %s version %s from %s to %s", self.s.model_name, version, source, slot)
+            return self._install(got, slot)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def card_path(self, version: str) -> Path:
+        """The model card of a version: beside the cache, never inside the run's artifacts."""
+        return self.s.cache_root() / self.s.model_name / "cards" / f"v{version}.md"
+
+    def write_card(self, version: str, text: str) -> Path:
+        """The card as the version's description in the registry (every client sees it) and as a file.
+        MLflow's SQL stores hold 5000 characters of description: a longer card is cut there only."""
+        self.client.update_model_version(self.s.model_name, str(version), description=text[:5000])
+        path = self.card_path(version)
+        atomic_write_text(path, text)
+        return path
+
     # --- registry -----------------------------------------------------------------------------
     def register(self, run_id: str, store: JobStore) -> str:
-        """New version from the run's ``adapter`` artifacts, checked first, then aliased challenger.
+        """New version from the run's ``adapter`` artifacts, checked first (as downloaded back from
+        the artifact store), then aliased challenger; the checked download becomes its cache copy.
         A run registered before (a retried gate) gets its version back instead of a duplicate."""
         from mlflow.exceptions import MlflowException
 
@@ -207,15 +292,22 @@ class Registry:
             return version
         run = self.client.get_run(run_id)
         source = f"{run.info.artifact_uri}/adapter"
-        check_adapter(local_path(source))
+        parent = self.s.cache_root() / self.s.model_name
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".register.", dir=parent))
         try:
-            self.client.get_registered_model(self.s.model_name)
-        except MlflowException:
-            self.client.create_registered_model(self.s.model_name, description="irsflow LoRA adapters")
-        req = store.read_config()["request"]
-        tags = {"base_model": req["model_id"], "job_id": store.job_id, "stage": req.get("stage", "IRS"),
-                **{k.removeprefix("irsflow."): v for k, v in self.data_hashes(store).items()}}
-        mv = self.client.create_model_version(self.s.model_name, source=source, run_id=run_id, tags=tags)
+            got = self._download_checked(source, tmp, f"of run {run_id} ({source})")
+            try:
+                self.client.get_registered_model(self.s.model_name)
+            except MlflowException:
+                self.client.create_registered_model(self.s.model_name, description="irsflow LoRA adapters")
+            req = store.read_config()["request"]
+            tags = {"base_model": req["model_id"], "job_id": store.job_id, "stage": req.get("stage", "IRS"),
+                    **{k.removeprefix("irsflow."): v for k, v in self.data_hashes(store).items()}}
+            mv = self.client.create_model_version(self.s.model_name, source=source, run_id=run_id, tags=tags)
+            self._install(got, self.cache_slot(str(mv.version), mv.source))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         self.client.set_registered_model_alias(self.s.model_name, CHALLENGER, mv.version)
         log.info("registered %s version %s (job %s) as %s", self.s.model_name, mv.version, store.job_id, CHALLENGER)
         return str(mv.version)
@@ -231,28 +323,45 @@ class Registry:
             return None
 
     def adapter_path(self, alias_or_version: str) -> str | None:
+        """The local copy of a version's adapter (downloaded into the cache on first use); None when
+        the registry has no such version or alias."""
         mv = self.version(alias_or_version)
-        return local_path(mv.source) if mv else None
+        return str(self.local_copy(str(mv.version), mv.source)) if mv else None
 
-    def _history(self) -> list[str]:
-        rm = self.client.get_registered_model(self.s.model_name)
+    def champion_history(self) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(self.s.model_name)
+        except MlflowException:
+            return []
         return json.loads(rm.tags.get("champion_history", "[]"))
 
     def promote(self, version: str) -> str | None:
-        """Move ``champion`` to ``version``; returns the previous champion's version (or None)."""
-        check_adapter(self.adapter_path(version) or "")
+        """Move ``champion`` to ``version``; returns the previous champion's version (or None).
+        Promoting the current champion again (a retried deploy) changes nothing."""
+        version = str(version)
+        check_adapter(self.adapter_path(version) or "", name=f"{self.s.model_name} version {version}")
         prev = self.version(CHAMPION)
-        history = self._history() + [str(version)]
-        self.client.set_registered_model_alias(self.s.model_name, CHAMPION, str(version))
+        if prev is not None and str(prev.version) == version:
+            history = self.champion_history()
+            return history[-2] if len(history) > 1 else None
+        history = self.champion_history() + [version]
+        self.client.set_registered_model_alias(self.s.model_name, CHAMPION, version)
         self.client.set_registered_model_tag(self.s.model_name, "champion_history", json.dumps(history))
         return str(prev.version) if prev else None
 
-    def rollback(self) -> tuple[str, str]:
-        """``champion`` back to the previous champion: returns (from, to) versions."""
-        history = self._history()
+    def previous_champion(self) -> tuple[str, str]:
+        """(current, previous) champion versions, as ``rollback`` would move them; nothing moves."""
+        history = self.champion_history()
         if len(history) < 2:
             raise InputError(f"rollback: {self.s.model_name} has no previous champion (history {history})")
-        current, previous = history[-1], history[-2]
+        return history[-1], history[-2]
+
+    def rollback(self) -> tuple[str, str]:
+        """``champion`` back to the previous champion: returns (from, to) versions."""
+        current, previous = self.previous_champion()
+        history = self.champion_history()
         self.client.set_registered_model_alias(self.s.model_name, CHAMPION, previous)
         self.client.set_registered_model_tag(self.s.model_name, "champion_history", json.dumps(history[:-1]))
         self.client.set_model_version_tag(self.s.model_name, current, "rolled_back", "true")

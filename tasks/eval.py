@@ -1,5 +1,10 @@
 """Tasks of the eval gate: evaluating a model loads it (gpu tag, one resident model at a time);
-registering, deciding and deploying do not (cpu tag). Thin shells over irsflow.evals.round."""
+registering, deciding and deploying do not (cpu tag). Thin shells over irsflow.evals.round.
+
+Deploying retries transient serving failures only: ``round.ServingError`` carries vLLM's HTTP
+status, and ``retry_if_transient`` retries 408/409/425/429/5xx and connection errors (twice, after
+about 5 s and 30 s); a 404 (e.g. a server without runtime LoRA updating) or a bad adapter fails at
+once. A retry is safe: the registry only moves after vLLM served and verified the version."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +14,7 @@ from prefect import task
 from irsflow.evals import round as rnd
 from irsflow.models import resolve_model
 from irsflow.store import JobStore
-from tasks.common import CPU_TAG, GPU_TAG, require_teacher_key, transient_retries
-
+from tasks.common import CPU_TAG, GPU_TAG, require_teacher_key, retry_if_transient
 
 
 @task(name="register-challenger", tags=[CPU_TAG])
@@ -30,6 +34,9 @@ def gate_task(settings: rnd.EvalGateSettings, version: str, champion: dict, chal
     return rnd.decide_and_record(settings, version, champion, challenger, n, champion_version)
 
 
-@task(name="promote-deploy", tags=[CPU_TAG], **transient_retries(2))
+# a vLLM server that is busy or restarting answers again within seconds: short delays, not the
+# phases' minutes
+@task(name="promote-deploy", tags=[CPU_TAG], retries=2, retry_delay_seconds=[5, 30], retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_transient)
 def deploy_task(settings: rnd.EvalGateSettings, result: dict, previous_path: str | None) -> dict:
     return rnd.promote_and_deploy(settings, result, previous_path)

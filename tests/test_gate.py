@@ -116,7 +116,7 @@ def test_model_card_and_changelog(tmp_path):
     info = {"version": "3", "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "job_id": "j1", "round": 2, "date": "2026-11-22",
             "data": {"questions_sha256": "abc"}, "metrics": {"mc_accuracy": (0.5, 0.625), "safety_mean": (0.9, 0.9)},
             "decision": {"promote": True, "reasons": ["mc_correct: gain +0.1250"]}}
-    card = write_model_card(tmp_path, info).read_text()
+    card = write_model_card(tmp_path / "cards" / "v3.md", info).read_text()
     assert "base_model: Qwen/Qwen2.5-0.5B-Instruct" in card and "| mc_accuracy | 0.5000 | 0.6250 |" in card
     assert "**promoted to champion**" in card
     append_changelog(tmp_path / "CHANGELOG.md", info)

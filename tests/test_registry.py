@@ -1,11 +1,15 @@
 """Real MLflow on SQLite under tmp_path: a job becomes a run (params, per-iteration metrics, data
-hashes, adapter files), a registered version aliased challenger; promote moves champion and
-remembers the previous one; rollback moves it back; a broken adapter never reaches an alias."""
+hashes, adapter files), a registered version aliased challenger whose local copy is cached; promote
+moves champion and remembers the previous one; rollback moves it back; a broken adapter never
+reaches an alias."""
+from pathlib import Path
+
 import pytest
 
 from irsflow.errors import InputError
 from irsflow.job import create_job
 from irsflow.registry import CHALLENGER, CHAMPION, Registry, TrackingSettings, check_adapter
+from irsflow.store import hash_path
 from tests.conftest import tiny_request
 
 
@@ -39,10 +43,15 @@ def test_job_run_register_promote_rollback(registry, tiny_model, data_dir):
     v1 = registry.register(run1, job1)
     mv = registry.version(CHALLENGER)
     assert str(mv.version) == v1 == "1" and mv.tags["job_id"] == job1.job_id and mv.tags["base_model"] == str(tiny_model)
-    check_adapter(registry.adapter_path(v1))  # the registered files are a loadable adapter
+    p1 = registry.adapter_path(v1)  # the local copy in the cache, made when the version was registered
+    check_adapter(p1)
+    assert Path(p1).parent == data_dir / "adapter_cache" / registry.s.model_name
+    assert hash_path(Path(p1)) == hash_path(job1.checkpoint("final"))
+    assert [x.name for x in Path(p1).parent.iterdir()] == [Path(p1).name]  # no temp folder left behind
     assert registry.register(run1, job1) == "1"  # a retried gate gets the same version, no duplicate
     assert len(registry.client.search_model_versions(f"name='{registry.s.model_name}'")) == 1
     assert registry.promote(v1) is None and str(registry.version(CHAMPION).version) == "1"
+    assert registry.promote(v1) is None and registry.champion_history() == ["1"]  # a retried promotion: no-op
 
     job2 = finished_job(tiny_model, 2, 0.6)
     v2 = registry.register(registry.log_job(job2), job2)

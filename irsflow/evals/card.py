@@ -1,7 +1,13 @@
-"""Model card and changelog (seed 004 section 5), rewritten / appended on every gate decision.
+"""Model card and changelog (seed 004 section 5): a card per promoted version, a changelog entry
+per gate round.
 
-    write_model_card(folder, info)     # README.md: base model, data, metrics table, gate decision
+    model_card(info)                   # markdown: base model, data, metrics table, gate decision
+    write_model_card(path, info)       # that card, written atomically to ``path``
     append_changelog(path, info)       # CHANGELOG.md: one entry per round, newest last
+
+A card is never written into a run's artifacts: a finished run stays as it was logged. The gate
+keeps it as the registered version's description and a file beside the adapter cache
+(``irsflow.registry.Registry.write_card``).
 
 ``info``: {"version", "base_model", "job_id", "data": {hash name: value}, "metrics": {name:
 (champion, challenger)}, "decision": {"promote", "reasons"}, "round", "date"}.
@@ -31,8 +37,8 @@ def model_card(info: dict) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(folder: str | Path, info: dict) -> Path:
-    path = Path(folder) / "README.md"
+def write_model_card(path: str | Path, info: dict) -> Path:
+    path = Path(path)
     atomic_write_text(path, model_card(info))
     return path
 

@@ -5,26 +5,35 @@
     champ = evaluate(s, registry.adapter_path("champion"), out_dir / "champion")   # None: the base model
     chall = evaluate(s, registry.adapter_path(version), out_dir / "challenger")
     result = decide_and_record(s, version, champ, chall, round_dir)   # MLflow run + tags, eval_round_<n>.json
-    if result["promote"]: promote_and_deploy(s, version, result)       # alias, card, changelog, vLLM
+    if result["promote"]: promote_and_deploy(s, result, champ_path)    # vLLM first, then alias and card
 
-Each step writes its files atomically under ``<data dir>/evals/round_<n>/``.
+Each step writes its files atomically under ``<data dir>/evals/round_<n>/``. Adapters are the
+registry's local copies (``Registry.adapter_path``: downloaded through MLflow into the cache), so
+the round works against an ``mlflow server`` whose disk this machine does not share.
+
+A promotion serves first and moves the alias second: if vLLM cannot serve the new version the
+registry is left exactly as it was (no champion where there was none, the previous one where
+there was one) and the round fails with :class:`ServingError`, which carries the server's HTTP
+status so the orchestrator retries 429/5xx and connection failures (``tasks.eval.deploy_task``)
+and fails a 404 at once.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from irsflow.errors import InputError
-from irsflow.evals.card import append_changelog, write_model_card
+from irsflow.evals.card import append_changelog, model_card
 from irsflow.evals.dialogue import write_eval_round
 from irsflow.evals.gate import Decision, EvalScores, GateConfig, decide
 from irsflow.evals.suites import EvalSuites, run_suites
-from irsflow.registry import Registry, TrackingSettings, check_adapter
-from irsflow.serving.vllm import VLLMSettings, hot_load
+from irsflow.registry import CHAMPION, Registry, TrackingSettings, check_adapter
+from irsflow.serving.vllm import VLLMClient, VLLMSettings, hot_load
 from irsflow.store import JobStore, atomic_write_json, data_dir, utc_now
 
 log = logging.getLogger("irsflow.evals")
@@ -106,7 +115,7 @@ def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challen
     for k, v in tags.items():  # on the round's run and on the version it judged
         reg.client.set_tag(rid, k, v)
         reg.client.set_model_version_tag(reg.s.model_name, version, k, v)
-    reg.client.set_terminated(rid, "FINISHED")
+    reg.finish(rid)
     reg.client.set_registered_model_tag(reg.s.model_name, "gate_rounds", str(n))
     result = {"round": n, "version": version, "champion_version": champion_version, "promote": d.promote,
               "reasons": d.reasons, "numbers": d.numbers, "mlflow_run_id": rid, "date": utc_now()[:10],
@@ -119,22 +128,70 @@ def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challen
     return result
 
 
+class ServingError(RuntimeError):
+    """vLLM could not serve the new champion; the registry was left as it was before the round.
+    ``status_code``: the server's HTTP status (None: no answer), which ``irsflow.retry.failure_kind``
+    reads to retry 429/5xx and connection errors and fail anything else at once. Never an
+    ``InputError``: the adapter passed its checks, the server is what failed."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _http_status(err: BaseException) -> int | None:
+    """The HTTP status behind a serving failure: the exception's own, else the ``HTTP <code>`` that
+    ``irsflow.serving.vllm`` puts in its messages (its DeployError carries no status)."""
+    code = getattr(err, "status_code", None)
+    if isinstance(code, int):
+        return code
+    m = re.search(r"\bHTTP (\d{3})\b", str(err))
+    return int(m.group(1)) if m else None
+
+
 def promote_and_deploy(s: EvalGateSettings, result: dict, previous_path: str | None) -> dict:
-    """Move ``champion``, write the card and changelog, hot-load into vLLM. A serving failure moves
-    the alias back (registry and server agree on what is served) and re-raises."""
+    """Serve the version in vLLM (verified), then move ``champion`` and write the card.
+
+    A serving failure raises :class:`ServingError` before the registry changes (``hot_load`` has
+    put the previous adapter back, or unloaded the new one when there was none). If moving the
+    alias fails after vLLM switched, the server is switched back so that both still agree.
+    Safe to retry: loading the same path again and promoting the champion again change nothing."""
     reg = Registry(s.tracking)
-    version = result["version"]
-    path = reg.adapter_path(version)
-    reg.promote(version)
+    version = str(result["version"])
+    path = reg.adapter_path(version)  # the local copy: what vLLM loads (the cache is on its volume)
+    if path is None:
+        raise InputError(f"promote: {reg.s.model_name} has no version {version}")
     served = None
     if s.vllm is not None:
         try:
             served = hot_load(s.vllm, path, previous=previous_path)
-        except Exception:
-            reg.rollback()
-            raise
-    write_model_card(path, _card_info(reg, result))
-    return {"champion": version, "path": path, "served": served}
+        except Exception as err:
+            champ = reg.version(CHAMPION)
+            raise ServingError(f"serving version {version} failed: {err}; the registry is unchanged (champion: "
+                               f"{'version ' + str(champ.version) if champ else 'none'})", _http_status(err)) from err
+    try:
+        reg.promote(version)
+    except Exception:
+        if s.vllm is not None:
+            _serve_back(s.vllm, previous_path)
+        raise
+    card = reg.write_card(version, model_card(_card_info(reg, result)))
+    return {"champion": version, "path": path, "served": served, "card": str(card)}
+
+
+def _serve_back(v: VLLMSettings, previous_path: str | None) -> None:
+    """Put vLLM back on ``previous_path`` (None: unload the serving name)."""
+    try:
+        if previous_path:
+            hot_load(v, previous_path)
+        else:
+            client = VLLMClient(v)
+            try:
+                client.unload()
+            finally:
+                client.close()
+    except Exception as err:  # noqa: BLE001 - the registry error is the one to raise
+        log.error("vLLM: could not switch back to %s: %s", previous_path or "no adapter", err)
 
 
 def _card_info(reg: Registry, result: dict) -> dict:
@@ -154,18 +211,25 @@ def changelog(s: EvalGateSettings, result: dict) -> Path:
 
 
 def rollback(s: EvalGateSettings) -> dict:
-    """``champion`` back to the previous one, and vLLM reloaded with it (if configured)."""
+    """``champion`` back to the previous one: vLLM reloaded with it first (if configured), then the
+    alias moved; a serving failure leaves both on the current champion."""
     reg = Registry(s.tracking)
-    current, previous = reg.rollback()
+    current, previous = reg.previous_champion()
     cur_path, prev_path = reg.adapter_path(current), reg.adapter_path(previous)
     served = None
     if s.vllm is not None:
         try:
             served = hot_load(s.vllm, prev_path, previous=cur_path)
-        except Exception:
-            reg.promote(current)  # the server still serves `current`: keep the registry truthful
-            raise
-    return {"from": current, "to": previous, "served": served}
+        except Exception as err:
+            raise ServingError(f"rollback to version {previous} failed: {err}; the registry is unchanged "
+                               f"(champion: version {current})", _http_status(err)) from err
+    try:
+        reg.rollback()
+    except Exception:
+        if s.vllm is not None:
+            _serve_back(s.vllm, cur_path)
+        raise
+    return {"from": current, "to": previous, "path": prev_path, "served": served}
 
 
 def gate_markdown(result: dict) -> str:
@@ -190,5 +254,5 @@ def require_challenger(reg: Registry, version: str | None) -> str:
     return str(mv.version)
 
 
-__all__ = ["EvalGateSettings", "register_job", "evaluate", "decide_and_record", "promote_and_deploy", "changelog",
-           "rollback", "gate_markdown", "next_round", "round_dir", "require_challenger"]
+__all__ = ["EvalGateSettings", "ServingError", "register_job", "evaluate", "decide_and_record", "promote_and_deploy",
+           "changelog", "rollback", "gate_markdown", "next_round", "round_dir", "require_challenger"]
