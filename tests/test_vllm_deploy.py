@@ -1,10 +1,12 @@
-"""Hot-loading an adapter into a vLLM-shaped server on 127.0.0.1: in place under a stable name,
-verified through /v1/models and a chat completion; failures keep the previous adapter served."""
+"""Hot-loading an adapter into the vLLM stand-in (tests/fake_vllm.py, which answers with the real
+server's codes and texts): loaded under a stable name (first time without ``load_inplace``, then in
+place, or unload + load with ``switch="reload"``), verified through /v1/models and a chat
+completion; failures keep the previous adapter served. Against a real vLLM: tests/test_vllm_real.py."""
 import json
 
 import pytest
 
-from irsflow.serving.vllm import DeployError, VLLMClient, VLLMSettings, hot_load
+from irsflow.serving.vllm import DeployError, VLLMSettings, hot_load
 from tests.fake_vllm import FakeVLLM
 
 
@@ -21,37 +23,44 @@ def vllm():
         yield v
 
 
-def test_load_then_replace_in_place(vllm, tmp_path):
+def test_load_then_replace(vllm, tmp_path):
     s = VLLMSettings(base_url=vllm.base_url, serving_name="assistant")
-    v1, v2 = adapter(tmp_path, "v1"), adapter(tmp_path, "v2")
+    v1, v2, v3 = adapter(tmp_path, "v1"), adapter(tmp_path, "v2"), adapter(tmp_path, "v3")
     out = hot_load(s, v1)
     assert out["verify_reply"] == "OK" and vllm.adapters == {"assistant": v1}
     hot_load(s, v2, previous=v1)
     assert vllm.adapters == {"assistant": v2}
-    assert [b["load_inplace"] for b in vllm.loads()] == [True, True]
+    hot_load(s.model_copy(update={"switch": "reload"}), v3, previous=v2)
+    assert vllm.adapters == {"assistant": v3}
+    # first load without the flag (vLLM keeps it on the adapter), then in place, then unload + load
+    assert [(b["lora_path"], b["load_inplace"]) for b in vllm.loads()] == [(v1, False), (v2, True), (v3, False)]
+    assert [b["lora_name"] for p, b in vllm.calls if p == "/v1/unload_lora_adapter"] == ["assistant"]
     chats = [b for p, b in vllm.calls if p == "/v1/chat/completions"]
-    assert [c["model"] for c in chats] == ["assistant", "assistant"]  # the verification names the adapter
+    assert [c["model"] for c in chats] == ["assistant"] * 3  # the verification names the adapter
 
 
-def test_the_server_refuses_a_reload_without_load_inplace(vllm, tmp_path):
+def test_expected_reply_is_checked(vllm, tmp_path):
     s = VLLMSettings(base_url=vllm.base_url, serving_name="assistant")
-    c = VLLMClient(s)
-    c.load(adapter(tmp_path, "v1"))
-    with pytest.raises(DeployError, match="HTTP 400: .*already been loaded"):
-        c.load(adapter(tmp_path, "v2"), inplace=False)
-    c.close()
+    v1 = adapter(tmp_path, "v1")
+    hot_load(s, v1, expect="OK")
+    with pytest.raises(DeployError, match=r"answered 'OK' .* not the adapter's 'Hi'; restored .*v1"):
+        hot_load(s, adapter(tmp_path, "v2"), previous=v1, expect="Hi")
+    assert vllm.adapters == {"assistant": v1}
 
 
 def test_failures_keep_the_previous_adapter_served(vllm, tmp_path):
     s = VLLMSettings(base_url=vllm.base_url, serving_name="assistant")
     v1 = adapter(tmp_path, "v1")
     hot_load(s, v1)
-    with pytest.raises(DeployError, match="HTTP 404: No adapter found"):  # missing folder: nothing changed
+    with pytest.raises(DeployError, match=r"HTTP 404: Loading lora assistant failed: No adapter found for <path>"):
         hot_load(s, str(tmp_path / "missing"), previous=v1)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    with pytest.raises(DeployError, match="HTTP 400: Invalid LoRA adapter"):
-        hot_load(s, str(broken), previous=v1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DeployError, match="HTTP 404: .*No adapter found for <path>"):
+        hot_load(s, str(tmp_path / "empty"), previous=v1)
+    bad = adapter(tmp_path, "bad")
+    (tmp_path / "bad" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(DeployError, match="HTTP 500: Call to add_lora method failed"):
+        hot_load(s, bad, previous=v1)
     assert vllm.adapters == {"assistant": v1}
     vllm.fail_next = {"/v1/chat/completions": 500}  # loads, but does not answer: roll back
     with pytest.raises(DeployError, match=r"HTTP 500: scripted failure; restored .*v1"):
