@@ -11,7 +11,12 @@ PY="${PY:-python3.11}"
 limit="${SERVICE_INSTALL_TIMEOUT:-900}"
 log="$(mktemp -t "install-$NAME.XXXXXX.log")"
 
-skip() { echo "install $NAME: $* -- the tests that need it will skip"; rm -rf "$VENV.partial"; exit 0; }
+skip() {
+    echo "install $NAME: $* -- the tests that need it will skip"
+    rm -rf "$VENV.partial"
+    mkdir -p "$VENVS" && echo "$*" > "$VENVS/$NAME.why"  # the tests quote it in their skip message
+    exit 0
+}
 pipq() { timeout "$limit" "$VENV.partial/bin/pip" install -q --disable-pip-version-check "$@" >>"$log" 2>&1; }
 
 [ -f "$VENV/.installed" ] && exit 0
@@ -31,5 +36,6 @@ PATH="$VENV.partial/bin:$PATH" bash -c "$CHECK" >>"$log" 2>&1 || skip "installed
 rm -rf "$VENV" && mv "$VENV.partial" "$VENV"
 # Console scripts and activate name the folder they were built in: point them at the final one.
 grep -rlI --null "$VENV.partial" "$VENV/bin" 2>/dev/null | xargs -0 -r sed -i "s|$VENV.partial|$VENV|g"
+rm -f "$VENVS/$NAME.why"
 touch "$VENV/.installed"  # last: anything interrupted before it is rebuilt from scratch
 echo "install $NAME: done"

@@ -10,13 +10,9 @@ from irsflow.teacher.client import TeacherConfig
 from irsflow.job import open_job
 from irsflow.teacher.labelling import items_from_job, label_items, load_items
 from irsflow.teacher.quality import quality_check
+from irsflow.teacher.judgements import TeacherRepliesUnusable, TeacherUnavailable
+from irsflow.teacher.replies import RETRYABLE_FAILURES
 from tasks.common import CPU_TAG, require_teacher_key, transient_retries
-
-
-
-class TeacherUnavailable(RuntimeError):
-    """Every call failed (endpoint down, all 5xx): the run fails and a retry resumes from the cache."""
-    status_code = 503  # classified transient by irsflow.retry
 
 
 def settings_with_key(teacher: TeacherConfig):
@@ -24,9 +20,17 @@ def settings_with_key(teacher: TeacherConfig):
 
 
 def _check(summary: dict) -> dict:
-    if summary["teacher_ok"] == 0 and summary["teacher_failed"] > 0:
-        raise TeacherUnavailable(f"teacher: all {summary['teacher_failed']} calls failed; finished work is cached")
-    return summary
+    """A labelling report records each failed item; only a run where nothing was judged fails:
+    retried (TeacherUnavailable) when some items lacked an answer (endpoint down, 5xx, blank), not
+    retried (TeacherRepliesUnusable) when the judge answered every item unusably."""
+    failed, by_status = summary["teacher_failed"], summary.get("teacher_statuses", {})
+    if summary["teacher_ok"] > 0 or failed == 0:
+        return summary
+    failures = {k: v for k, v in by_status.items() if k != "ok"}
+    msg = f"teacher: all {failed} judgements failed ({failures}); finished work is cached"
+    if any(by_status.get(s) for s in RETRYABLE_FAILURES):
+        raise TeacherUnavailable(msg, failed=failed, total=summary["items"], by_status=failures)
+    raise TeacherRepliesUnusable(msg, failed=failed, total=summary["items"], by_status=failures)
 
 
 @task(name="teacher-label", tags=[CPU_TAG], **transient_retries(2))

@@ -34,9 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def unavailable(why: str):
     """Skip with ``why``; under CI fail, since there the service must have installed."""
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(f"{why} (CI must run this test: see the install script's output above)", pytrace=False)
     pytest.skip(why)
 
@@ -45,7 +49,9 @@ def service_venv(name: str, script: str) -> Path:
     """The bin folder of the service's virtualenv, or skip/fail naming the script that builds it."""
     venv = venvs_dir() / name
     if not (venv / ".installed").exists():
-        unavailable(f"{name} is not installed in {venv}: run `bash {script}` (its output says why it could not)")
+        why_file = venvs_dir() / f"{name}.why"  # written by the install script when it gave up
+        why = why_file.read_text().strip() if why_file.exists() else "the install script has not run"
+        unavailable(f"{name} is not installed in {venv} ({why}): run `bash {script}`")
     return venv / "bin"
 
 

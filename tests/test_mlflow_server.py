@@ -3,21 +3,25 @@ its default artifact proxy with --artifacts-destination), started once per test 
 127.0.0.1: a job is tracked, gated and registered by `irsflow eval-gate`, promoted and served,
 evaluated from `registry:champion`, and rolled back; every command's stdout parses as JSON.
 
-How "the client does not share the server's disk" is proven. The tests run as root on one
-machine, so file permissions cannot hide the server's artifact folder from the client, and the
-test does not pretend they do. Instead it shows that nothing the client does reads that folder:
+How "the client does not share the server's disk" is proven. The server runs in a mount namespace
+of its own (`unshare -m`) with a tmpfs over its artifact folder: the client (this test process)
+sees that folder empty for the whole test, so every file it gets came through the server. Where
+`unshare` is not allowed the test says so and falls back to showing that nothing the client does
+reads that folder:
 - the server hands out only `mlflow-artifacts:/...` URIs (experiment, run, model version source),
   and the server's artifact folder's path appears in nothing the client stores or returns;
 - every adapter path the client returns, sends to vLLM or prints lies in the client's own cache
   dir, and its files equal the job's adapter byte for byte;
 - the files reached the cache over HTTP: each download shows in the server's access log as
   `GET /api/2.0/mlflow-artifacts/artifacts/...`, and a second resolve adds no such request.
-The test itself (as the server's operator) reads the server's folder only to check that promotion
-wrote nothing into the finished run's artifacts.
+Promotion writing nothing into the finished run's artifacts is checked through the server too:
+the run's `adapter` artifacts, downloaded, equal the job's adapter byte for byte.
 """
 import json
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,22 +42,39 @@ def mlflow_server(tmp_path_factory):
     """`mlflow server` with the artifact proxy (its default). Start-up (~25-50 s on 2 busy cores) is
     mostly imports and was the same with the defaults; one uvicorn worker instead of 4 and no job
     runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false) just leave fewer processes on shared cores.
-    Yields (url, artifacts-destination, access log)."""
+    Yields (url, artifacts-destination, access log, whether the folder is hidden from the client)."""
     root = tmp_path_factory.mktemp("mlflow-server")
+    artifacts = root / "artifacts"
+    artifacts.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+            "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]
+    hidden = _can_hide_a_folder(root)
+    if hidden:  # the server's own mount namespace: its artifacts live on a tmpfs only it sees
+        argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                'mount -t tmpfs tmpfs "$0" && exec "$@"', str(artifacts), *argv]
     with ServerProcess("mlflow", argv, http_ok(f"{url}/health"), timeout_s=180, cwd=root,
                        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}) as srv:
-        yield url, root / "artifacts", srv.log_path
+        yield url, artifacts, srv.log_path, hidden
+
+
+def _can_hide_a_folder(root: Path) -> bool:
+    """Can this machine give a process a private mount namespace with a tmpfs (root, no seccomp veto)?"""
+    probe = root / "probe"
+    probe.mkdir()
+    if not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        f'mount -t tmpfs tmpfs "{probe}" && touch "{probe}/inside"'], capture_output=True)
+    return r.returncode == 0 and not (probe / "inside").exists()
 
 
 @pytest.fixture(scope="module")
 def client(mlflow_server, prefect_server, tiny_model, tmp_path_factory):
     """A client data dir of its own, IRSFLOW_MLFLOW_URI at the server, a vLLM-shaped server."""
-    url, _, _ = mlflow_server
+    url = mlflow_server[0]
     data = tmp_path_factory.mktemp("mlflow-client")
     saved = {k: os.environ.get(k) for k in ("IRSFLOW_DATA_DIR", "IRSFLOW_MLFLOW_URI")}
     os.environ.update({"IRSFLOW_DATA_DIR": str(data), "IRSFLOW_MLFLOW_URI": url})
@@ -73,7 +94,7 @@ def downloads(log_path: Path) -> int:
 def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server, client, tiny_model, tmp_path, capsys):
     from flows.cli import main
 
-    _, server_artifacts, server_log = mlflow_server
+    _, server_artifacts, server_log, hidden = mlflow_server
     data, vllm = client
     cache = data / "adapter_cache"
     a = job_with_random_adapter(tiny_model, 31)
@@ -109,8 +130,11 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     assert json.loads((rounds / "challenger.json").read_text())["adapter"] == v1_path
 
     # promotion wrote nothing into the finished run: the card is the version's description and a file
-    run_dir = server_artifacts / reg.experiment_id / mv.run_id / "artifacts" / "adapter"  # the operator's view
-    assert hash_path(run_dir) == hash_path(a.checkpoint("final"))  # PEFT's own README.md included, unchanged
+    import mlflow
+
+    run_copy = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="adapter", tracking_uri=reg.uri,
+                                                        dst_path=str(tmp_path / "run-adapter")))
+    assert hash_path(run_copy) == hash_path(a.checkpoint("final"))  # PEFT's own README.md included, unchanged
     assert "**promoted to champion**" in reg.version(v1).description
     assert "**promoted to champion**" in (cache / "irsflow-adapter" / "cards" / f"v{v1}.md").read_text()
 
@@ -149,3 +173,25 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     assert (rb["from"], rb["to"], rb["path"]) == (v2, v1, v1_path)
     assert str(reg.version(CHAMPION).version) == v1 and vllm.adapters == {"assistant": v1_path}
     assert reg.version(v2).tags["rolled_back"] == "true"
+    if hidden:  # the client never saw a file of the server's artifact store
+        assert not any(server_artifacts.iterdir())
+    else:
+        print("unshare not allowed here: the server's artifact folder was visible to the client (see docstring)")
+
+
+def test_irsflow_train_tracked_on_the_server_keeps_mlflow_links_off_stdout(mlflow_server, client, tiny_model,
+                                                                          tmp_path, capsys):
+    from flows.cli import main
+    from tests.conftest import tiny_request
+
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(tiny_request(tiny_model, track=True, irs_config={"n_iterations": 1})))
+    capsys.readouterr()
+    assert main(["train", "--request", str(req)]) == 0
+    out, err = capsys.readouterr()
+    assert "View run" in err and "View run" not in out and "/#/experiments/" not in out
+    job_id = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("job_id: "))
+    from irsflow.job import open_job
+
+    run = Registry(TrackingSettings()).client.get_run(open_job(job_id).read_status()["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:/")

@@ -318,3 +318,20 @@ def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(teach
         with get_client(sync_client=True) as client:
             doc = client.read_block_document_by_name("teacher-api-key", block_type_slug="secret")
             client.delete_block_document(doc.id)
+
+
+def test_a_labelling_run_fails_only_when_nothing_was_judged_and_says_whether_a_retry_helps():
+    from irsflow.retry import failure_kind
+    from irsflow.teacher import TeacherRepliesUnusable, TeacherUnavailable
+    from tasks.teacher import _check
+
+    some_ok = {"items": 3, "teacher_ok": 1, "teacher_failed": 2, "teacher_statuses": {"ok": 1, "failed": 2}}
+    assert _check(some_ok) is some_ok  # failures are recorded per item in the report
+    down = {"items": 2, "teacher_ok": 0, "teacher_failed": 2, "teacher_statuses": {"failed": 1, "truncated": 1}}
+    with pytest.raises(TeacherUnavailable) as err:
+        _check(down)
+    assert err.value.failed == 2 and err.value.by_status == {"failed": 1, "truncated": 1}
+    assert failure_kind(err.value) == "transient"
+    unusable = {"items": 2, "teacher_ok": 0, "teacher_failed": 2, "teacher_statuses": {"truncated": 2}}
+    with pytest.raises(TeacherRepliesUnusable):  # asking again returns the same: not retried
+        _check(unusable)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +139,9 @@ class ServingError(RuntimeError):
 
 
 def _http_status(err: BaseException) -> int | None:
-    """The HTTP status behind a serving failure: the exception's own, else the ``HTTP <code>`` that
-    ``irsflow.serving.vllm`` puts in its messages (its DeployError carries no status)."""
+    """The HTTP status behind a serving failure (``DeployError.status_code``; None: no HTTP answer)."""
     code = getattr(err, "status_code", None)
-    if isinstance(code, int):
-        return code
-    m = re.search(r"\bHTTP (\d{3})\b", str(err))
-    return int(m.group(1)) if m else None
+    return code if isinstance(code, int) else None
 
 
 def promote_and_deploy(s: EvalGateSettings, result: dict, previous_path: str | None) -> dict:

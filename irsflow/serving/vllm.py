@@ -68,7 +68,12 @@ class VLLMSettings(BaseModel):
 
 
 class DeployError(RuntimeError):
-    """The adapter could not be served; the previous one (if any) is being served."""
+    """The adapter could not be served; the previous one (if any) is being served. ``status_code``:
+    the HTTP status vLLM answered with (None: no HTTP answer, or not an HTTP failure)."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
 
 
 def _error(r: httpx.Response) -> str:
@@ -94,20 +99,20 @@ class VLLMClient:
         name = name or self.s.serving_name
         r = self.http.post("/load_lora_adapter", json={"lora_name": name, "lora_path": path, "load_inplace": inplace})
         if r.status_code != 200:
-            raise DeployError(f"vLLM load_lora_adapter {name!r} <- {path}: {_error(r)}")
+            raise DeployError(f"vLLM load_lora_adapter {name!r} <- {path}: {_error(r)}", r.status_code)
 
     def unload(self, name: str | None = None) -> None:
         name = name or self.s.serving_name
         r = self.http.post("/unload_lora_adapter", json={"lora_name": name})
         if r.status_code not in (200, 404):
-            raise DeployError(f"vLLM unload_lora_adapter {name!r}: {_error(r)}")
+            raise DeployError(f"vLLM unload_lora_adapter {name!r}: {_error(r)}", r.status_code)
 
     def served_path(self, name: str | None = None) -> str | None:
         """The path the name is loaded from, per ``/v1/models`` (None: not listed)."""
         name = name or self.s.serving_name
         r = self.http.get("/models")
         if r.status_code != 200:
-            raise DeployError(f"vLLM /v1/models: {_error(r)}")
+            raise DeployError(f"vLLM /v1/models: {_error(r)}", r.status_code)
         for m in r.json().get("data", []):
             if m.get("id") == name:
                 return m.get("root")
@@ -120,7 +125,7 @@ class VLLMClient:
             "model": name, "max_tokens": self.s.verify_max_tokens, "temperature": 0,
             "messages": [{"role": "user", "content": self.s.verify_prompt}]})
         if r.status_code != 200:
-            raise DeployError(f"vLLM chat completion with {name!r}: {_error(r)}")
+            raise DeployError(f"vLLM chat completion with {name!r}: {_error(r)}", r.status_code)
         body = r.json()
         if body.get("model") not in (None, name) or not body.get("choices"):
             raise DeployError(f"vLLM chat completion answered for {body.get('model')!r} without choices")
@@ -152,7 +157,8 @@ def hot_load(s: VLLMSettings, adapter_path: str, previous: str | None = None, ex
                                   f"not the adapter's {expect!r}")
         except Exception as err:
             _restore(client, previous)
-            raise DeployError(f"{err}; " + (f"restored {previous}" if previous else "unloaded the new adapter")) from err
+            raise DeployError(f"{err}; " + (f"restored {previous}" if previous else "unloaded the new adapter"),
+                              getattr(err, "status_code", None)) from err
         log.info("vLLM serves %s as %r (verified: %r)", adapter_path, s.serving_name, reply[:40])
         return {"serving_name": s.serving_name, "path": adapter_path, "verify_reply": reply, "previous": previous}
     finally:
