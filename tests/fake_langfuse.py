@@ -10,6 +10,9 @@ speaking both generations of it.
     FakeLangfuse(legacy="gone", cloud=True)          # a Cloud organisation created after the cutoff
     FakeLangfuse(legacy="events_only")               # self-hosted Langfuse v4 in events_only mode
     FakeLangfuse(v4=False)                           # self-hosted Langfuse v3: no v4 routes
+    FakeLangfuse(legacy="events_only", scores_v3_api=False, preview_opt_in=False)
+                                                     # self-hosted v3.179.x in events_only mode, its
+                                                     # v4 routes' flags unset: every read route 404s
 
     python tests/fake_langfuse.py --traces 10000     # serve in the foreground (benchmarks); prints
                                                      # "<url> <public key> <secret key>" on one line
@@ -39,6 +42,13 @@ groups dropped, input/output as the JSON text the SDK sent (``langfuse-python`` 
 strings as they are), metadata values cut at 200 chars), ``packages/shared/src/domain/
 observation-field-groups.ts``, ``web/src/features/public-api/types/observations.ts``.
 Scores with ``broken=True`` stand for rows the server drops after paging (both generations).
+Server flags (checked after auth; the real handlers validate the query first): ``scores_v3_api=False``: ``/api/public/
+v3/scores`` answers 404 ``{"message": "Not Found", "error": "LangfuseNotFoundError"}``
+(``web/src/pages/api/public/v3/scores/index.ts`` in v3.179.0-v3.179.1 while
+``LANGFUSE_ENABLE_SCORES_V3_API`` != "true"; ``LangfuseNotFoundError`` in ``packages/shared/src/
+errors/NotFoundError.ts``, its body from ``withMiddlewares.ts``; the flag is gone from v3.180.0 on);
+``preview_opt_in=False``: ``/api/public/v2/observations`` answers 404 ``NO_V4_404``
+(``.../v2/observations/index.ts`` while ``LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN`` != "true").
 Basic auth, else 401.
 """
 from __future__ import annotations
@@ -121,11 +131,13 @@ class BadRequest(Exception):
 
 class FakeLangfuse:
     def __init__(self, public_key: str = "pk-lf-fake", secret_key: str = "sk-lf-fake-secret", *,
-                 legacy: str = "ok", v4: bool = True, cloud: bool = False, unstable_ties: bool = False):
+                 legacy: str = "ok", v4: bool = True, cloud: bool = False, unstable_ties: bool = False,
+                 scores_v3_api: bool = True, preview_opt_in: bool = True):
         if legacy not in ("ok", "gone", "events_only"):
             raise ValueError(f"legacy: ok|gone|events_only, got {legacy!r}")
         self.public_key, self.secret_key = public_key, secret_key
         self.legacy, self.v4, self.cloud, self.unstable_ties = legacy, v4, cloud, unstable_ties
+        self.scores_v3_api, self.preview_opt_in = scores_v3_api, preview_opt_in
         self.lag_s = 0.0
         self.traces: dict[str, dict] = {}       # id -> {"ts", "ingested", "json"}  (legacy trace)
         self.observations: dict[str, dict] = {}  # id -> {"ts", "ingested", "json"}  (ObservationV2, all groups)
@@ -589,6 +601,9 @@ class _Handler(BaseHTTPRequestHandler):
                            f"documentation at {dep['docsUrl']}.",
                 "requestedEndpoint": f"GET {url.path}", "replacementEndpoint": dep["replacement"],
                 "documentationUrl": dep["docsUrl"], "_deprecation": dep})
+        if (path == SCORES_V3 and not lf.scores_v3_api) or (path == OBSERVATIONS and not lf.preview_opt_in):
+            return self._send(path, 404, {"message": "Not Found" if path == SCORES_V3 else NO_V4_404,
+                                          "error": "LangfuseNotFoundError"})
         try:
             status, body = 200, self._answer(path, url.path, q)
         except BadRequest as e:

@@ -256,3 +256,34 @@ def test_v4_score_visible_before_its_trace_comes_next_run_exactly_once(tmp_path)
             records, ext = run(cfg(lf), load_state(path), now=T0 + timedelta(minutes=minutes))
             assert [r["score_id"] for r in records] == expected
             save_state(path, ext.next_state())
+
+
+@pytest.mark.parametrize("flags", ["neither", "scores only"])
+def test_a_server_keeping_its_v4_routes_off_fails_naming_its_flags_before_any_output(data_dir, monkeypatch, flags):
+    """Self-hosted Langfuse v3.179.x in events_only mode (fake_langfuse: ``scores_v3_api``,
+    ``preview_opt_in``): its legacy routes 404, and so do its v4 routes until the operator sets
+    their flags on the server. The ETL stops with one InputError (the CLI prints it, no traceback)
+    naming the status codes and what to set, and leaves no run folder and no watermark."""
+    from irsflow.errors import InputError
+    from irsflow.feedback.etl import FeedbackSettings, feedback_dir, run_etl, state_path
+
+    scores_on = flags == "scores only"
+    with fake(legacy="events_only", scores_v3_api=scores_on, preview_opt_in=False) as lf:
+        record_three_shapes(lf)
+        for name, value in (("LANGFUSE_HOST", lf.url), ("LANGFUSE_PUBLIC_KEY", lf.public_key),
+                            ("LANGFUSE_SECRET_KEY", lf.secret_key)):
+            monkeypatch.setenv(name, value)
+        with pytest.raises(InputError) as err:
+            run_etl(FeedbackSettings(langfuse={"backoff_s": 0.01}), "r1", now=T0)
+    text = str(err.value)
+    if scores_on:  # scores read, then the first observations request: the opt-in alone is named
+        assert "HTTP 404 on GET /api/public/v2/observations" in text
+        assert "LANGFUSE_ENABLE_SCORES_V3_API" not in text
+        assert (lf.counts[SCORES], lf.counts[SCORES_V3], lf.counts[OBSERVATIONS]) == (1, 1, 1)
+    else:
+        assert "serves neither read API: v3 answered HTTP 404, v4 HTTP 404" in text
+        assert "LANGFUSE_ENABLE_SCORES_V3_API=true" in text and "events_only" in text
+        assert (lf.counts[SCORES], lf.counts[SCORES_V3], lf.counts[OBSERVATIONS]) == (1, 1, 0)  # no loop
+    assert "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true" in text and "restart" in text
+    assert lf.secret_key not in text and lf.public_key not in text
+    assert not state_path().exists() and not any(feedback_dir().glob("*")), "nothing written"

@@ -17,7 +17,9 @@ Which API. Langfuse v3 serves the legacy read API, Langfuse v4 (Cloud) its repla
 one interface. ``api_version="auto"`` starts with the one that answered last run (kept in the
 state; first run: v3) and, if that generation's first request answers 404/410 (a retired route,
 e.g. Cloud's 410 ``LEGACY_API_UNAVAILABLE_FOR_NEW_ORGANIZATION``), switches to the other once,
-logs it and stays there: a dead route is hit once per state file, not once per page.
+logs it and stays there: a dead route is hit once per state file, not once per page. If both
+answer 404/410 the run fails at once with ``LangfuseServerSetupError`` naming the server settings
+to switch on (a self-hosted v3.179.x in events_only mode), before any output is written.
 
 How. Feedback drives the extraction: scores named ``score_name`` in the window ``[from, to)``,
 newest first, every page to the end (short or empty pages included), then their traces. Traces
@@ -43,15 +45,16 @@ from itertools import chain
 from typing import Any, Iterator
 
 from irsflow.errors import IrsflowError
-from irsflow.feedback.langfuse_api import (Generation, LangfuseAuthError, LangfuseError, LangfuseHttp,
-                                          LangfuseSettings, Page, parse_time, retry_after_s)
+from irsflow.feedback.langfuse_api import (RESTART, SERVER_FLAGS, Generation, LangfuseAuthError, LangfuseError,
+                                          LangfuseHttp, LangfuseServerSetupError, LangfuseSettings, Page,
+                                          parse_time, retry_after_s)
 from irsflow.feedback.langfuse_v3 import LegacyApi
 from irsflow.feedback.langfuse_v4 import V4Api
 from irsflow.feedback.state import ExtractState, as_utc, load_state, plan_window, save_state
 
 GENERATIONS: dict[str, type[LegacyApi] | type[V4Api]] = {"v3": LegacyApi, "v4": V4Api}
 __all__ = ["LangfuseSettings", "Extraction", "GENERATIONS", "ExtractState", "LangfuseError", "LangfuseAuthError",
-           "label_of", "retry_after_s", "plan_window", "load_state", "save_state"]
+           "LangfuseServerSetupError", "label_of", "retry_after_s", "plan_window", "load_state", "save_state"]
 log = logging.getLogger("irsflow.feedback.langfuse")
 
 _SKEW = timedelta(minutes=1)  # a trace's clock may run this far ahead of its feedback's clock
@@ -66,6 +69,23 @@ def label_of(settings: LangfuseSettings, value: float | None, string_value: str 
         return any(v == string_value if isinstance(v, str) else (value is not None and float(v) == value)
                    for v in values)
     return "up" if hit(settings.up_values) else "down" if hit(settings.down_values) else None
+
+
+def _neither(host: str, errors: dict[str, LangfuseError]) -> LangfuseError:
+    """The error when both generations failed their first score request. Both routes gone (404/410)
+    is no outage: either LANGFUSE_HOST is wrong or the server keeps its v4 routes off (a self-hosted
+    v3.179.x in events_only mode without its flags, see ``langfuse_api.SERVER_FLAGS``)."""
+    v3, v4 = errors["v3"], errors["v4"]
+    text = (f"Langfuse at {host} serves neither read API: v3 answered HTTP {v3.status_code}, "
+            f"v4 HTTP {v4.status_code}")
+    if v3.status_code not in LegacyApi.dead_codes or v4.status_code not in V4Api.dead_codes:
+        return LangfuseError(f"{text}: {v4}", v4.status_code)  # an outage: retried as usual
+    why = ("its legacy routes are off (LANGFUSE_MIGRATION_V4_WRITE_MODE=events_only) and " if "events_only" in
+           str(v3) else "")
+    return LangfuseServerSetupError(
+        f"{text}. If LANGFUSE_HOST is right, {why}the server keeps GET /api/public/v3/scores switched off: set "
+        f"{SERVER_FLAGS} {RESTART} (or upgrade it to Langfuse v4: scores API always on, opt-in true by default). "
+        f"v3: {v3} | v4: {v4}", v4.status_code)
 
 
 def _iso(t: datetime) -> str:
@@ -149,9 +169,7 @@ class Extraction:
             try:
                 first = next(pages)
             except LangfuseError as err2:
-                raise LangfuseError(f"Langfuse at {self.settings.host} serves neither read API: {dead} answered "
-                                    f"HTTP {err.status_code}, {self._api.name} HTTP {err2.status_code} (check "
-                                    f"LANGFUSE_HOST): {err2}", err2.status_code) from err2
+                raise _neither(self.settings.host, {dead: err, self._api.name: err2}) from None
         return first, chain([first], pages)
 
     def _listing_pays(self, sfirst: Page, tfirst: Page) -> bool:

@@ -26,7 +26,8 @@ an HTTP date) when given, else 408/429/5xx and connection errors back off expone
 ``max_retries`` times, each wait capped at ``max_wait_s``. 401/403 raise ``LangfuseAuthError``
 (an ``InputError``: never retried) naming the env vars, never the keys. Other 4xx (404, 410 of a
 retired route) raise ``LangfuseError`` at once with the status code: the extraction's cue to
-switch generation.
+switch generation. A route the server's own settings keep off raises ``LangfuseServerSetupError``
+(an ``InputError``) naming the server setting to change.
 """
 from __future__ import annotations
 
@@ -127,6 +128,26 @@ class LangfuseError(IrsflowError):
 
 class LangfuseAuthError(InputError):
     """Langfuse refused the keys (401/403)."""
+
+
+class LangfuseServerSetupError(LangfuseError, InputError):
+    """The server answers, but its own settings keep a read route off: retrying cannot help; the
+    message names what the Langfuse operator has to set (see ``SERVER_FLAGS``)."""
+
+
+# What a self-hosted Langfuse must have on for the v4 read API (langfuse/langfuse):
+# - GET /api/public/v3/scores answers 404 {"message": "Not Found", "error": "LangfuseNotFoundError"}
+#   unless LANGFUSE_ENABLE_SCORES_V3_API=true, in v3.179.0-v3.179.1 only (web/src/pages/api/public/
+#   v3/scores/index.ts, web/src/env.mjs; the flag went with commit d32b852, v3.180.0: always on since).
+# - GET /api/public/v2/observations answers 404 "The observations v2 API is only available in a
+#   Langfuse v4 write mode..." unless LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true (web/src/pages/
+#   api/public/v2/observations/index.ts; web/src/env.mjs default "false" in v3.x, "true" from v4.0.0).
+# With LANGFUSE_MIGRATION_V4_WRITE_MODE=events_only the legacy routes answer 404 before auth
+# (createAuthedProjectAPIRoute.ts ``rejectInEventsOnlyMode``), so only these two remain.
+SCORES_FLAG = "LANGFUSE_ENABLE_SCORES_V3_API=true"
+OBSERVATIONS_FLAG = "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true"
+SERVER_FLAGS = f"{SCORES_FLAG} and {OBSERVATIONS_FLAG}"
+RESTART = "in the environment of the Langfuse web server (not this machine) and restart it"
 
 
 def retry_after_s(headers: dict | None, now: float | None = None) -> float | None:

@@ -29,6 +29,9 @@ What differs from the legacy API, and is handled here:
   ``metadata`` (values cut at 200 chars), ``trace_context`` for tags and the trace name; unknown
   groups are ignored. Input and output always arrive as JSON text (``parseIoAsJson=true`` is a
   400): parsed here as Langfuse's UI does (not JSON: the text itself).
+- Server settings: a self-hosted server serves the observations route only with
+  ``LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true`` (404 otherwise: ``LangfuseServerSetupError``),
+  and v3.179.x the scores route only with ``LANGFUSE_ENABLE_SCORES_V3_API=true`` (``langfuse_api``).
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from irsflow.errors import IrsflowError
-from irsflow.feedback.langfuse_api import LangfuseError, LangfuseHttp, Page, wire_time
+from irsflow.feedback.langfuse_api import (OBSERVATIONS_FLAG, RESTART, LangfuseError, LangfuseHttp,
+                                          LangfuseServerSetupError, Page, wire_time)
 
 SCORES, OBSERVATIONS = "api/public/v3/scores", "api/public/v2/observations"
 _OBS_FIELDS = "core,basic,io,metadata,trace_context"
@@ -105,7 +109,15 @@ class V4Api:
         """Responses of a cursor walk; a short or empty page with a cursor is not the end."""
         cursor, seen = None, set()
         while True:
-            resp = self.http.get(what, path, {**params, "cursor": cursor})
+            try:
+                resp = self.http.get(what, path, {**params, "cursor": cursor})
+            except LangfuseError as err:
+                if path == OBSERVATIONS and err.status_code == 404:  # a filter never 404s: the route is off
+                    raise LangfuseServerSetupError(
+                        f"Langfuse at {self.settings.host} answered HTTP 404 on GET /api/public/v2/observations, "
+                        f"the only route a Langfuse v4 server reads conversations from: set {OBSERVATIONS_FLAG} "
+                        f"{RESTART} (the default from Langfuse v4.0 on). {err}", 404) from None
+                raise
             yield resp
             cursor = (resp.get("meta") or {}).get("cursor")
             if not cursor:
