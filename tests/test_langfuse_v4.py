@@ -21,6 +21,7 @@ from fake_langfuse import OBSERVATIONS, SCORES, SCORES_V3, TRACE, TRACES, FakeLa
 from irsflow.feedback.langfuse import Extraction, ExtractState, LangfuseError, LangfuseSettings, load_state, save_state
 from irsflow.feedback.langfuse_v4 import json_text
 from irsflow.feedback.transform import to_messages
+from tests.test_langfuse_extract import cfg
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
 OLD = time.time() - 3600  # "ingested an hour ago": visible whatever the lag knob says
@@ -28,10 +29,6 @@ OLD = time.time() - 3600  # "ingested an hour ago": visible whatever the lag kno
 
 def fake(**kw) -> FakeLangfuse:
     return FakeLangfuse(public_key="pk-lf-" + secrets.token_hex(6), secret_key="sk-lf-" + secrets.token_hex(12), **kw)
-
-
-def cfg(lf: FakeLangfuse, **kw) -> LangfuseSettings:
-    return LangfuseSettings(host=lf.url, public_key=lf.public_key, secret_key=lf.secret_key, backoff_s=0.01, **kw)
 
 
 def run(settings, state=None, now=T0) -> tuple[list[dict], Extraction]:
