@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from fake_langfuse import OBSERVATIONS, SCORES, SCORES_V3, TRACE, TRACES, FakeLangfuse
-from irsflow.feedback.langfuse import Extraction, ExtractState, LangfuseError, LangfuseSettings, load_state, save_state
+from irsflow.feedback.langfuse import Extraction, ExtractState, LangfuseError, load_state, save_state
 from irsflow.feedback.langfuse_v4 import json_text
 from irsflow.feedback.transform import to_messages
 from tests.test_langfuse_extract import cfg

@@ -28,7 +28,6 @@ import csv
 import io
 import json
 import logging
-import os
 import random
 import time
 from datetime import datetime, timezone
