@@ -87,8 +87,8 @@ def cmd_ls_push(args) -> int:
         raise InputError(f"--tasks: {path}: not a readable JSON list of tasks ({err})") from None
     if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("data"), dict) for t in tasks):
         raise InputError(f"--tasks: {path}: expected a JSON list of tasks with 'data' (label_studio_tasks.json)")
-    n = push_tasks(args.url or os.environ.get("LABEL_STUDIO_URL"), _key(), args.project, tasks)
-    print(json.dumps({"project": args.project, "pushed": n, "tasks_file": str(path)}, indent=2))
+    got = push_tasks(args.url or os.environ.get("LABEL_STUDIO_URL"), _key(), args.project, tasks)
+    print(json.dumps({**got, "tasks_file": str(path)}, indent=2))  # tasks already in the project: not pushed again
     return 0
 
 

@@ -60,15 +60,24 @@ def weekly_round(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> d
     # 1. what came in
     came_in = {"etl_run": None, "traces": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 0}
     etl_dir = None
-    # Langfuse thumbs, and/or the Label Studio project of settings.feedback.label_studio (pulled first)
-    if langfuse_configured(settings) or not settings.feedback.langfuse_enabled:
+    # Langfuse thumbs, and/or the Label Studio project of settings.feedback.label_studio (pulled first,
+    # the run's new thumbs-down tasks pushed after) or the export file settings.label_studio_export
+    plan = weekly.feedback_plan(settings, langfuse_ready=langfuse_configured(settings))
+    if plan["run"]:
+        if plan["skip_langfuse"]:
+            log.warning("weekly round %s: Langfuse not read (%s); Label Studio corrections only",
+                        round_id, plan["skip_langfuse"])
+            came_in["langfuse_skipped"] = plan["skip_langfuse"]
         etl = feedback_etl(settings=settings.feedback, label_studio_export=settings.label_studio_export,
-                           run_id=round_id)
+                           run_id=round_id, skip_langfuse=plan["skip_langfuse"])
+        if etl.get("label_studio_push"):
+            came_in["label_studio_push"] = etl["label_studio_push"]
         if (feedback_dir() / round_id / "manifest.json").exists():  # written now or by an earlier attempt
             etl_dir = str(feedback_dir() / round_id)
             came_in.update(etl_run=round_id, traces=etl["counts"].get("records", 0))
     else:
-        log.warning("weekly round %s: no Langfuse host/keys configured; no new feedback to extract", round_id)
+        log.warning("weekly round %s: %s and no Label Studio source set; no new feedback to extract",
+                    round_id, plan["skip_langfuse"])
     prep = prepare_task(settings, round_id, etl_dir)
     came_in.update(prep["counts"])
     reg = Registry(gate.tracking)

@@ -79,6 +79,19 @@ class WeeklySettings(BaseModel):
         return v
 
 
+def feedback_plan(s: WeeklySettings, langfuse_ready: bool) -> dict:
+    """Whether the round runs the feedback ETL, and why Langfuse is left out when it is:
+    ``{"run": bool, "skip_langfuse": None | reason}``. ``langfuse_ready``: a Langfuse host and both
+    keys are configured. The ETL runs when Langfuse is enabled and ready, or when a Label Studio
+    source is set (``feedback.label_studio`` or ``label_studio_export``); Langfuse enabled but not
+    configured is then skipped with that reason (the ETL manifest and the report say so)."""
+    label_studio = s.feedback.label_studio is not None or bool(s.label_studio_export)
+    if s.feedback.langfuse_enabled and langfuse_ready:
+        return {"run": True, "skip_langfuse": None}
+    why = "no Langfuse host/keys configured" if s.feedback.langfuse_enabled else "feedback.langfuse_enabled is false"
+    return {"run": label_studio, "skip_langfuse": why}
+
+
 def round_dir(round_id: str) -> Path:
     if not round_id or "/" in round_id or round_id.startswith("."):
         raise InputError(f"round id: invalid {round_id!r}")
@@ -234,6 +247,12 @@ def report_markdown(doc: dict) -> str:
              "## What came in", "",
              f"ETL run `{c.get('etl_run') or '-'}`: {c.get('traces', 0)} traces with feedback, "
              f"{c['thumbs_up']} thumbs up, {c['thumbs_down']} thumbs down, {c['corrections']} corrections.", ""]
+    if c.get("langfuse_skipped"):
+        lines += [f"Langfuse not read: {c['langfuse_skipped']}.", ""]
+    if c.get("label_studio_push"):
+        ls = c["label_studio_push"]
+        lines += [f"Label Studio project {ls['project']}: {ls['pushed']} new correction tasks pushed, "
+                  f"{ls['already_in_project']} already there.", ""]
     p = doc.get("prompts")
     if p:
         lines += [f"Prompt set: {p['n_prompts']} prompts ({p['high_risk']} high-risk): "

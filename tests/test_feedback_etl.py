@@ -111,7 +111,7 @@ def test_label_studio_corrections_become_golden_rows_pairs_and_draft_rules(langf
     assert golden["messages"][-1] == {"role": "assistant", "content": "2+2 is 4."} and golden["trace_id"] == "t3"
     assert second["skipped"] == {"label studio: empty correction": 1}
     drafts = Codebook().rules(enabled_only=False)
-    assert [(r.id, r.enabled) for r in drafts] == [("ls-31-310", False)]
+    assert [(r.id, r.enabled) for r in drafts] == [("ls-31", False)]
     assert "2+2 is 4" in drafts[0].text and "2+2?" in drafts[0].examples
 
 
@@ -144,19 +144,89 @@ def test_each_correction_is_taken_once_and_an_edit_replaces_it(data_dir, tmp_pat
     assert not (feedback_dir() / "w2").exists()
 
     # b edited in Label Studio (same annotation id, newer updated_at): replaced, not added
-    rule = Codebook().set_enabled("ls-2-12", True, note="reviewed")  # a reviewer had enabled its draft
+    rule = Codebook().set_enabled("ls-2", True, note="reviewed")  # a reviewer had enabled its draft
     b2 = annotate(tasks[1], 2, 12, "100 degrees C at sea level.", "2026-11-22T09:00:00.000000Z")
     third = ingest(a, b2, same, cancelled, run_id="w3")
-    assert third["counts"]["corrections"] == 1 and third["label_studio"]["replaces"] == {"12": "w1"}
+    assert third["counts"]["corrections"] == 1 and third["label_studio"]["replaces"] == {"2": "w1"}
     golden = read_jsonl(store_dir() / "golden.messages.jsonl")
     assert sorted((g["ls_annotation_id"], g["messages"][-1]["content"]) for g in golden) == [
         ("11", "Lima."), ("12", "100 degrees C at sea level.")]
     assert sorted(p["chosen"] for p in read_jsonl(store_dir() / "pairs.jsonl")) == ["100 degrees C at sea level.", "Lima."]
     rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
-    assert sorted(rules) == ["ls-1-11", "ls-2-12"]
-    assert "100 degrees C" in rules["ls-2-12"].text and rule.enabled and not rules["ls-2-12"].enabled, \
+    assert sorted(rules) == ["ls-1", "ls-2"]
+    assert "100 degrees C" in rules["ls-2"].text and rule.enabled and not rules["ls-2"].enabled, \
         "an edited correction's draft is re-drafted and goes back to review"
-    assert rules["ls-2-12"].provenance["ls_updated_at"] == "2026-11-22T09:00:00.000000Z"
+    assert rules["ls-2"].provenance["ls_updated_at"] == "2026-11-22T09:00:00.000000Z"
+
+
+def test_a_newer_annotation_of_a_corrected_task_replaces_its_row_pair_and_rule(data_dir, tmp_path, monkeypatch):
+    """Another annotator (or a new annotation instead of an edit) on a task already corrected: one
+    row, pair and draft rule per task, the latest annotation's (by updated_at), whatever its id."""
+    for env in ("LANGFUSE_HOST", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(env, raising=False)
+    peru = {"data": {"messages": chat("Capital of Peru?") + [{"role": "assistant", "content": "Quito."}],
+                     "trace_id": "tp"}}
+    ocean = {"data": {"messages": chat("Largest ocean?") + [{"role": "assistant", "content": "Atlantic."}],
+                      "trace_id": "to"}}
+    export = tmp_path / "export.json"
+
+    def ingest(*tasks, run_id):
+        export.write_text(json.dumps(list(tasks)))
+        # Langfuse enabled (the default) but skipped: what the weekly round does without host/keys
+        return run_etl(FeedbackSettings(), run_id, label_studio_export=export, skip_langfuse="no Langfuse host/keys")
+
+    first = ingest(annotate(peru, 7, 70, "Lima.", "2026-11-21T10:00:00.000000Z"),
+                   annotate(ocean, 8, 80, "The Pacific.", "2026-11-21T10:00:00.000000Z"), run_id="w1")
+    assert first["counts"]["corrections"] == 2 and first["langfuse_skipped"] == "no Langfuse host/keys"
+    assert first["host"] is None and first["window"] == [None, None]
+    # a second annotator adds annotation 71 to task 7 later; the export lists both annotations
+    both = annotate(peru, 7, 70, "Lima.", "2026-11-21T10:00:00.000000Z")
+    both["annotations"].append({**both["annotations"][0], "id": 71, "completed_by": 2,
+                                "created_at": "2026-11-23T08:00:00.000000Z", "updated_at": "2026-11-23T08:00:00.000000Z",
+                                "result": [{**both["annotations"][0]["result"][0], "value": {"text": ["Lima, Peru."]}}]})
+    ocean_again = annotate(ocean, 8, 80, "The Pacific.", "2026-11-21T10:00:00.000000Z")
+    second = ingest(both, ocean_again, run_id="w2")
+    assert second["counts"]["corrections"] == 1 and second["label_studio"]["replaces"] == {"7": "w1"}
+    golden = read_jsonl(store_dir() / "golden.messages.jsonl")
+    assert sorted((g["trace_id"], g["ls_annotation_id"], g["messages"][-1]["content"]) for g in golden) == [
+        ("to", "80", "The Pacific."), ("tp", "71", "Lima, Peru.")]
+    pairs = read_jsonl(store_dir() / "pairs.jsonl")
+    assert sorted((p["trace_id"], p["chosen"]) for p in pairs) == [("to", "The Pacific."), ("tp", "Lima, Peru.")]
+    rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
+    assert sorted(rules) == ["ls-7", "ls-8"] and "Lima, Peru" in rules["ls-7"].text
+    assert rules["ls-7"].provenance["ls_annotation_id"] == "71" and rules["ls-7"].provenance["trace_id"] == "tp"
+    # the same export again adds nothing; the older annotation edited later wins back the task
+    assert not ingest(both, ocean_again, run_id="w3")["written"]
+    both["annotations"][0] |= {"updated_at": "2026-11-24T08:00:00.000000Z",
+                               "result": [{**both["annotations"][0]["result"][0], "value": {"text": ["Lima (Peru)."]}}]}
+    fourth = ingest(both, ocean_again, run_id="w4")
+    assert fourth["counts"]["corrections"] == 1 and fourth["label_studio"]["replaces"] == {"7": "w2"}
+    assert sorted(g["messages"][-1]["content"] for g in read_jsonl(store_dir() / "golden.messages.jsonl")) == [
+        "Lima (Peru).", "The Pacific."]
+    assert len(read_jsonl(store_dir() / "pairs.jsonl")) == 2 and len(Codebook().rules(enabled_only=False)) == 2
+
+
+def test_the_weekly_round_runs_the_etl_when_any_feedback_source_is_set():
+    from irsflow.weekly import WeeklySettings, feedback_plan, report_markdown
+
+    ls = {"label_studio": {"project_id": 3, "url": "http://127.0.0.1:1"}}
+    no_keys = "no Langfuse host/keys configured"
+    cases = [({}, True, {"run": True, "skip_langfuse": None}),
+             ({}, False, {"run": False, "skip_langfuse": no_keys}),
+             ({"feedback": ls}, False, {"run": True, "skip_langfuse": no_keys}),
+             ({"label_studio_export": "e.json"}, False, {"run": True, "skip_langfuse": no_keys}),
+             ({"feedback": ls}, True, {"run": True, "skip_langfuse": None}),
+             ({"feedback": {**ls, "langfuse_enabled": False}}, True,
+              {"run": True, "skip_langfuse": "feedback.langfuse_enabled is false"}),
+             ({"feedback": {"langfuse_enabled": False}}, True,
+              {"run": False, "skip_langfuse": "feedback.langfuse_enabled is false"})]
+    for doc, ready, want in cases:
+        assert feedback_plan(WeeklySettings.model_validate(doc), langfuse_ready=ready) == want, (doc, ready)
+    md = report_markdown({"round_id": "r1", "outcome": "x", "came_in": {
+        "etl_run": "r1", "traces": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 1, "langfuse_skipped": no_keys,
+        "label_studio_push": {"project": 3, "pushed": 2, "already_in_project": 5}}, "served": {},
+        "cost": {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0}})
+    assert f"Langfuse not read: {no_keys}." in md and "project 3: 2 new correction tasks pushed, 5 already there" in md
 
 
 def test_a_failed_etl_leaves_no_extra_run_folder(data_dir, tmp_path):
@@ -186,7 +256,7 @@ def test_a_failed_etl_leaves_no_extra_run_folder(data_dir, tmp_path):
     assert not healed["written"] and healed["skipped"] == {"label studio: already taken (not edited since)": 1}
     assert sorted(p.name for p in feedback_dir().iterdir() if p.is_dir()) == ["r2"]
     assert [g["ls_annotation_id"] for g in read_jsonl(store_dir() / "golden.messages.jsonl")] == ["310"]
-    assert [r.id for r in Codebook().rules(enabled_only=False)] == ["ls-31-310"]
+    assert [r.id for r in Codebook().rules(enabled_only=False)] == ["ls-31"]
 
 
 def test_a_json_min_export_is_refused_naming_the_format(data_dir, tmp_path):

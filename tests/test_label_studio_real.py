@@ -2,12 +2,13 @@
 (``infra/install_label_studio.sh``; skips naming why where it is not installed, fails under CI),
 started once per session on 127.0.0.1 with a user and a legacy API token from the environment.
 
-A project with our labelling config; tasks pushed with the CLI; annotations created (and one
-edited) through the REST API as an annotator's browser does; the export pulled with the CLI and
-ingested: each correction taken once, an edit replacing its row and draft rule, empty and
+A project with our labelling config; tasks pushed with the CLI (twice: the second push adds
+nothing); annotations created (and one edited, one task annotated a second time) through the REST
+API as an annotator's browser does; the export pulled with the CLI and ingested: each correction
+taken once, an edit or a newer annotation replacing its task's row and draft rule, empty and
 unchanged corrections counted, a real JSON_MIN export refused by name. Then the same through
 Prefect as the weekly round runs it: the feedback-etl flow pulls the project itself, with the key
-from a Prefect Secret block. Set LABEL_STUDIO_TEST_URL + LABEL_STUDIO_TEST_TOKEN to use a server
+from a Prefect Secret block, and pushes its run's thumbs-down tasks (from a fake Langfuse) once. Set LABEL_STUDIO_TEST_URL + LABEL_STUDIO_TEST_TOKEN to use a server
 that is already running instead (its start-up takes minutes: migrations).
 """
 from __future__ import annotations
@@ -113,6 +114,11 @@ def test_round_trip_each_correction_once_edits_replace(label_studio, project, da
     tasks_file = tmp_path / "label_studio_tasks.json"
     tasks_file.write_text(json.dumps([ls_task({"messages": chat(q, a), "trace_id": tid}) for tid, q, a in ROWS]))
     assert cli(capsys, "feedback", "label-studio", "push", "--project", str(project), "--tasks", str(tasks_file))["pushed"] == 6
+    # pushing the same tasks again adds none: the project's tasks are read page by page (4 a page here)
+    again = cli(capsys, "feedback", "label-studio", "push", "--project", str(project), "--tasks", str(tasks_file))
+    assert (again["pushed"], again["already_in_project"]) == (0, 6)
+    with LabelStudio(label_studio.url, label_studio.token) as ls:
+        assert sorted(d["trace_id"] for d in ls.task_data(project, page_size=4)) == [r[0] for r in ROWS]
 
     with api(label_studio) as c:
         ids = {t["data"]["trace_id"]: t["id"] for t in c.get(f"/api/projects/{project}/tasks/").json()}
@@ -148,14 +154,26 @@ def test_round_trip_each_correction_once_edits_replace(label_studio, project, da
         assert r.status_code == 200 and r.json()["updated_at"] != a1["updated_at"], r.text
         third = run_etl(LS_ONLY, "w3", label_studio_export=pull_export(None, label_studio.token, project,
                                                                       tmp_path / "export3.json")["path"])
-        assert third["counts"]["corrections"] == 1 and third["label_studio"]["replaces"] == {str(a1["id"]): "w1"}
+        assert third["counts"]["corrections"] == 1 and third["label_studio"]["replaces"] == {str(ids["t1"]): "w1"}
         store = read_jsonl(store_dir() / "golden.messages.jsonl")
         assert sorted(g["messages"][-1]["content"] for g in store) == ["100 C (212 F) at sea level.", "Lima, on the coast."]
         assert sorted(p["chosen"] for p in read_jsonl(store_dir() / "pairs.jsonl")) == [
             "100 C (212 F) at sea level.", "Lima, on the coast."]
         rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
         assert len(rules) == 2 and not any(r.enabled for r in rules.values())
-        assert "Lima, on the coast" in rules[f"ls-{ids['t1']}-{a1['id']}"].text
+        assert "Lima, on the coast" in rules[f"ls-{ids['t1']}"].text
+
+        # a second annotation of t2 (a new one, not an edit): it replaces t2's row, pair and rule
+        a2b = annotate(c, ids["t2"], "100 degrees C at sea level.")
+        fourth = run_etl(LS_ONLY, "w5", label_studio_export=pull_export(None, label_studio.token, project,
+                                                                       tmp_path / "export5.json")["path"])
+        assert fourth["counts"]["corrections"] == 1 and fourth["label_studio"]["replaces"] == {str(ids["t2"]): "w1"}
+        store = read_jsonl(store_dir() / "golden.messages.jsonl")
+        assert sorted((g["trace_id"], g["messages"][-1]["content"]) for g in store) == [
+            ("t1", "Lima, on the coast."), ("t2", "100 degrees C at sea level.")]
+        assert len(read_jsonl(store_dir() / "pairs.jsonl")) == 2
+        rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
+        assert len(rules) == 2 and rules[f"ls-{ids['t2']}"].provenance["ls_annotation_id"] == str(a2b["id"])
 
         # a real JSON_MIN export of the same project is refused, naming the format
         r = c.get(f"/api/projects/{project}/export", params={"exportType": "JSON_MIN", "download_all_tasks": "true"})
@@ -167,7 +185,7 @@ def test_round_trip_each_correction_once_edits_replace(label_studio, project, da
             read_export(minimal)
         with pytest.raises(InputError, match="JSON_MIN export format"):
             run_etl(LS_ONLY, "w4", label_studio_export=minimal)
-        assert sorted(p.name for p in feedback_dir().iterdir() if p.is_dir()) == ["w1", "w3"]
+        assert sorted(p.name for p in feedback_dir().iterdir() if p.is_dir()) == ["w1", "w3", "w5"]
 
 
 def test_a_bad_key_or_project_is_named_and_never_shown(label_studio, project, tmp_path):
@@ -214,3 +232,32 @@ def test_the_feedback_flow_pulls_the_project_with_the_key_from_a_secret_block(
     assert "pull-label-studio" in httpx.post(f"{prefect_server}/task_runs/filter", json={
         "flow_runs": {"id": {"any_": [str(run_id)]}}}).text
     assert not [s for s in seen if label_studio.token in s], "the key reached a parameter, a log or a file"
+
+
+def test_the_feedback_flow_pushes_its_runs_thumbs_down_tasks_once(label_studio, project, data_dir, monkeypatch,
+                                                                  prefect_server):
+    """The weekly round's settings (feedback.label_studio, push on by default): the ETL run's new
+    thumbs-down tasks land in the project; the same run again (a retried round) pushes none."""
+    from datetime import datetime, timedelta, timezone
+
+    from flows.feedback_etl import feedback_etl
+    from tests.fake_langfuse import FakeLangfuse
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    with FakeLangfuse() as lf:
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", lf.public_key)
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", lf.secret_key)
+        t = datetime.now(timezone.utc) - timedelta(hours=2)
+        for i, (tid, q, a) in enumerate(ROWS[:3]):
+            lf.add_trace(t + timedelta(minutes=2 * i), chat(q, a)[:2], a, id=tid)
+            lf.add_score(tid, "down", t + timedelta(minutes=2 * i + 1), data_type="CATEGORICAL")
+        settings = FeedbackSettings(langfuse={"host": lf.url, "score_data_type": "CATEGORICAL", "up_values": ["up"],
+                                              "down_values": ["down"]},
+                                    label_studio={"url": label_studio.url, "project_id": project})
+        first = feedback_etl(settings=settings, run_id="p1")
+        assert first["files"]["label_studio_tasks.json"] == 3 and first["langfuse_skipped"] is None
+        assert first["label_studio_push"] == {"project": project, "pushed": 3, "already_in_project": 0}
+        retried = feedback_etl(settings=settings, run_id="p1")
+        assert retried["label_studio_push"] == {"project": project, "pushed": 0, "already_in_project": 3}
+    with LabelStudio(label_studio.url, label_studio.token) as ls:
+        assert sorted(d["trace_id"] for d in ls.task_data(project)) == ["t1", "t2", "t3"]

@@ -1,20 +1,24 @@
 """Each Label Studio correction taken once, and only its latest version kept, across ETL runs.
 
     <data dir>/label-studio/corrections/     replaced whole (atomic_dir) when a run took corrections
-        state.json             {"ingested": {annotation id: {"updated_at", "task_id", "digest", "run_id", "at"}}}
-        golden.messages.jsonl  one golden SFT row per annotation: its latest version
-        pairs.jsonl            one preference pair per annotation: its latest version
+        state.json             {"ingested": {task id: {"annotation_id", "updated_at", "task_id", "digest",
+                                                   "run_id", "at"}}}
+        golden.messages.jsonl  one golden SFT row per task: its latest correction
+        pairs.jsonl            one preference pair per task: its latest correction
 
-Label Studio's exports are cumulative: every pull returns every task again. An ETL run keeps the
-corrections whose (annotation id, ``updated_at``) it has not taken yet (``select``): new ones, and
-ones edited since. It writes them into its run folder with the run's manifest
-(``label_studio.ingested``), then merges them here (``merge_run``), where an edited annotation's
-golden row and pair replace the old ones. The state lives in the same folder as those rows and is
+A task (one rejected answer of one trace) holds at most one correction: the latest annotation of
+the task by ``updated_at`` (``label_studio.read_export``), whoever made it. Label Studio's exports
+are cumulative: every pull returns every task again. An ETL run keeps the corrections whose
+(task, annotation id, ``updated_at``) it has not taken yet (``select``): new tasks, annotations
+edited since, and a newer annotation of a task already corrected (a second annotator, or a new
+annotation instead of an edit). It writes them into its run folder with the run's manifest
+(``label_studio.ingested``), then merges them here (``merge_run``), where a task's new correction
+replaces its old golden row and pair. The state lives in the same folder as those rows and is
 swapped with them in one rename; a crash between the run folder and this merge is healed at the
 next start by merging every run folder again (idempotent: an entry replaces another only when its
 run finished later). Draft codebook rules follow the merged pairs (``sync_drafts``): one disabled
-rule per annotation, id ``ls-<task>-<annotation>``, re-drafted (and disabled for a new review) when
-the annotation was edited.
+rule per task, id ``ls-<task>``, re-drafted (and disabled for a new review) when the task's
+correction changed (an edit or a newer annotation).
 """
 from __future__ import annotations
 
@@ -37,9 +41,22 @@ def exports_dir() -> Path:
     return data_dir() / "label-studio" / "exports"
 
 
+def _by_task(entries: dict[str, dict]) -> dict[str, dict]:
+    """Entries keyed by task id (older states and manifests keyed them by annotation id: each entry
+    names its task, and of two entries of one task the later one wins)."""
+    out: dict[str, dict] = {}
+    for key, e in entries.items():
+        task = str(e["task_id"])
+        e = {"annotation_id": key if task != key else None, **e}
+        if task not in out or (out[task].get("at") or "", out[task].get("updated_at") or "") <= (
+                e.get("at") or "", e.get("updated_at") or ""):
+            out[task] = e
+    return out
+
+
 def load_ingested() -> dict[str, dict]:
     path = store_dir() / "state.json"
-    return json.loads(path.read_text(encoding="utf-8"))["ingested"] if path.exists() else {}
+    return _by_task(json.loads(path.read_text(encoding="utf-8"))["ingested"]) if path.exists() else {}
 
 
 def digest(c: dict) -> str:
@@ -47,36 +64,45 @@ def digest(c: dict) -> str:
     return hashlib.sha256(f"{c['original']}\0{c['corrected']}".encode()).hexdigest()[:16]
 
 
+def task_key(c: dict) -> str:
+    """What a correction is stored under: its Label Studio task."""
+    return str(c["ls_task_id"])
+
+
 def entry(c: dict) -> dict:
-    """The state entry of a correction, as a run's manifest records it."""
-    return {"updated_at": c["ls_updated_at"], "task_id": c["ls_task_id"], "digest": digest(c)}
+    """The state entry of a correction, as a run's manifest records it (keyed by :func:`task_key`)."""
+    return {"annotation_id": c["ls_annotation_id"], "updated_at": c["ls_updated_at"], "task_id": c["ls_task_id"],
+            "digest": digest(c)}
 
 
 def select(corrections: list[dict], ingested: dict[str, dict]) -> tuple[list[dict], dict[str, str], int]:
-    """(corrections to take, {annotation id: run that holds its older version}, how many were taken
-    already). An annotation is taken again only when its ``updated_at`` changed and its text with it
-    (an annotation re-submitted unchanged gets a new ``updated_at`` and is not taken twice)."""
+    """(corrections to take, {task id: run that holds its older correction}, how many were taken
+    already). A task is taken again only when its latest annotation changed (another annotation, or
+    a newer ``updated_at``) and the correction's text with it (an annotation re-submitted unchanged
+    gets a new ``updated_at`` and is not taken twice)."""
     fresh, replaces, already = [], {}, 0
     for c in corrections:
-        seen = ingested.get(c["ls_annotation_id"])
-        if seen and (seen.get("updated_at") == c["ls_updated_at"] or seen.get("digest") == digest(c)):
+        seen = ingested.get(task_key(c))
+        if seen and ((seen.get("annotation_id") in (None, c["ls_annotation_id"])
+                      and seen.get("updated_at") == c["ls_updated_at"]) or seen.get("digest") == digest(c)):
             already += 1
             continue
         if seen:
-            replaces[c["ls_annotation_id"]] = seen.get("run_id")
+            replaces[task_key(c)] = seen.get("run_id")
         fresh.append(c)
     return fresh, replaces, already
 
 
 def _ls_rows(path: Path, take: dict[str, dict]) -> list[dict]:
-    return [r for r in read_jsonl(path) if r.get("source") == "label-studio"
-            and r.get("ls_annotation_id") in take and r.get("ls_updated_at") == take[r["ls_annotation_id"]]["updated_at"]]
+    return [r for r in read_jsonl(path) if r.get("source") == "label-studio" and str(r.get("ls_task_id")) in take
+            and r.get("ls_updated_at") == take[str(r["ls_task_id"])]["updated_at"]
+            and r.get("ls_annotation_id") in (None, take[str(r["ls_task_id"])]["annotation_id"])]
 
 
 def merge_run(run_dir: Path, manifest: dict) -> int:
     """Merge a finished run's corrections into the store; returns how many entries it took (0 when
     the store already has them or later versions)."""
-    entries = (manifest.get("label_studio") or {}).get("ingested") or {}
+    entries = _by_task((manifest.get("label_studio") or {}).get("ingested") or {})
     if not entries:
         return 0
     state = load_ingested()
@@ -85,8 +111,8 @@ def merge_run(run_dir: Path, manifest: dict) -> int:
     if not take:
         return 0
     old = store_dir()
-    golden = [r for r in read_jsonl(old / "golden.messages.jsonl") if r.get("ls_annotation_id") not in take]
-    pairs = [r for r in read_jsonl(old / "pairs.jsonl") if r.get("ls_annotation_id") not in take]
+    golden = [r for r in read_jsonl(old / "golden.messages.jsonl") if str(r.get("ls_task_id")) not in take]
+    pairs = [r for r in read_jsonl(old / "pairs.jsonl") if str(r.get("ls_task_id")) not in take]
     golden += _ls_rows(run_dir / "golden.messages.jsonl", take)
     pairs += _ls_rows(run_dir / "pairs.jsonl", take)
     state.update({a: {**e, "run_id": manifest["run_id"], "at": at} for a, e in take.items()})
@@ -99,7 +125,7 @@ def merge_run(run_dir: Path, manifest: dict) -> int:
 
 
 def rule_id(pair: dict) -> str:
-    return f"ls-{pair.get('ls_task_id')}-{pair['ls_annotation_id']}"
+    return f"ls-{pair['ls_task_id']}"
 
 
 def _question(pair: dict) -> str | None:
@@ -129,8 +155,9 @@ def check_drafts(pairs: list[dict]) -> int:
 
 
 def sync_drafts() -> int:
-    """Make the codebook hold one draft per stored correction: add the missing ones, re-draft the
-    ones whose annotation was edited since. Returns how many rules were added or re-drafted."""
+    """Make the codebook hold one draft per stored correction (per task): add the missing ones,
+    re-draft the ones whose correction changed since (an edit, or a newer annotation of the task).
+    Returns how many rules were added or re-drafted."""
     from irsflow.codebook import Codebook
 
     pairs = read_jsonl(store_dir() / "pairs.jsonl")
@@ -141,8 +168,7 @@ def sync_drafts() -> int:
     n = 0
     for pair in pairs:
         rid, old = rule_id(pair), rules.get(rule_id(pair))
-        # a rule made before updated_at was recorded has no ls_updated_at: left as it is
-        if old is not None and old.provenance.get("ls_updated_at", pair["ls_updated_at"]) == pair["ls_updated_at"]:
+        if old is not None and all(old.provenance.get(k) == pair[k] for k in ("ls_annotation_id", "ls_updated_at")):
             continue
         d = draft(pair)
         if d is None:

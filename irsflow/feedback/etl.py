@@ -120,8 +120,13 @@ def read_manifest(run_dir: Path) -> dict:
 
 
 def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | None = None,
-            label_studio_export: str | Path | None = None, now: datetime | None = None) -> dict:
-    lf = langfuse_settings(settings, keys) if settings.langfuse_enabled else None  # bad settings fail here
+            label_studio_export: str | Path | None = None, now: datetime | None = None,
+            skip_langfuse: str | None = None) -> dict:
+    """One run (see the module docstring). ``skip_langfuse``: why Langfuse is not read this time
+    (the weekly round without Langfuse host/keys), recorded in the manifest as ``langfuse_skipped``."""
+    if not settings.langfuse_enabled and not skip_langfuse:
+        skip_langfuse = "feedback.langfuse_enabled is false"
+    lf = None if skip_langfuse else langfuse_settings(settings, keys)  # bad settings fail here
     run_dir = feedback_dir() / run_id
     if (run_dir / "manifest.json").exists():
         log.info("feedback run %s already finished: nothing to do", run_id)
@@ -154,9 +159,10 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
                 "extract": {k: v for k, v in ext.stats.items()}, "counts": dict(outs.counts),
                 "skipped": dict(outs.skipped), "files": files,
                 "settings": settings.model_dump(mode="json"), "host": lf.host if lf else None,
+                "langfuse_skipped": skip_langfuse,
                 "state_before": state.model_dump(mode="json"), "state_after": new_state.model_dump(mode="json"),
                 "label_studio": {"export": None if label_studio_export is None else str(label_studio_export),
-                                 "ingested": {c["ls_annotation_id"]: ls_store.entry(c) for c in fresh},
+                                 "ingested": {ls_store.task_key(c): ls_store.entry(c) for c in fresh},
                                  "replaces": replaces},
             }
             nothing_new = not any(f["rows"] for f in files.values())

@@ -4,9 +4,9 @@
     corrections, skipped = read_export(path)               # a Label Studio JSON export
 
 Each task shows the dialogue and a "correct this answer" text area pre-filled (as a prediction)
-with the model's answer. The latest completed, non-cancelled annotation of a task is one
-correction: a golden SFT row (the dialogue with the corrected answer) and a preference pair
-(corrected > original). A correction that is empty, whitespace only or equal to the answer up to
+with the model's answer. The latest (by ``updated_at``) completed, non-cancelled annotation of a
+task, whoever made it, is the task's one correction: a golden SFT row (the dialogue with the
+corrected answer) and a preference pair (corrected > original). A correction that is empty, whitespace only or equal to the answer up to
 whitespace teaches nothing and is skipped with a counted reason. Only Label Studio's ``JSON``
 export carries the annotations with their ids and ``updated_at`` (what makes each correction
 taken once, see ``corrections.py``); ``JSON_MIN`` and the other formats are refused by name.
@@ -106,8 +106,8 @@ def read_export(path: str | Path) -> tuple[list[dict], Counter]:
             skipped["cancelled" if task.get("annotations") else "not annotated"] += 1
             continue
         latest = max(done, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0))
-        if latest.get("id") is None:
-            skipped["annotation without an id"] += 1
+        if latest.get("id") is None or task.get("id") is None:
+            skipped["annotation without an id" if task.get("id") is not None else "task without an id"] += 1
             continue
         text, original = _correction(latest), msgs[-1]["content"]
         if not text:

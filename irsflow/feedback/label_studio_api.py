@@ -1,7 +1,7 @@
 """Label Studio's REST API over plain HTTP (no label-studio-sdk, which pulls opencv): push the
 correction tasks into a project, pull the project's JSON export back.
 
-    push_tasks(url, key, project_id, tasks)          # POST /api/projects/{id}/import
+    push_tasks(url, key, project_id, tasks)          # GET /api/tasks/?project=..  then POST /api/projects/{id}/import
     pull_export(url, key, project_id, out_path)      # GET  /api/projects/{id}/export?exportType=JSON
 
 The key is a legacy API token (``Authorization: Token <key>``; the server must allow legacy tokens)
@@ -9,6 +9,10 @@ or a personal access token (a JWT refresh token, exchanged at ``POST /api/token/
 access token sent as ``Authorization: Bearer``), as label-studio-sdk does. It comes from the
 caller (the CLI and the Prefect tasks read ``LABEL_STUDIO_API_KEY`` or the Secret block
 ``label-studio-api-key``) and never reaches a log line or an error message.
+
+Pushing is idempotent: a task whose answer is already in the project (same ``data.trace_id``, or
+same ``data.score_id``) is not imported again, so a retried run or a repeated push adds nothing,
+and one answer never gets two correction tasks.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ class LabelStudioSettings(BaseModel):
     url: str | None = Field(None, description=f"the server, e.g. http://127.0.0.1:8080 (default env {URL_ENV})")
     project_id: int = Field(..., ge=1, description="the project holding the correction tasks")
     timeout_s: float = Field(120, gt=0, description="per request; a large export takes a while")
+    push: bool = Field(True, description=(
+        "after each ETL run, push its new thumbs-down tasks (label_studio_tasks.json) into the project; "
+        "tasks already there (same score or trace id) are skipped"))
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +114,26 @@ class LabelStudio:
         return self._check(self._send("POST", f"/api/projects/{project_id}/import", json=tasks),
                            f"import into project {project_id}").json()
 
+    def task_data(self, project_id: int, page_size: int = 100):
+        """Each task's ``data`` in the project, page by page: ``GET /api/tasks/?project=&page=&page_size=``
+        answers ``{"total", "tasks": [...]}`` and 404 "Invalid page." past the last page
+        (label_studio/data_manager/api.py: TaskListAPI, TaskPagination), so the pages stop at ``total``."""
+        page, seen = 1, 0
+        while True:
+            r = self._send("GET", "/api/tasks/", params={"project": project_id, "page": page, "page_size": page_size,
+                                                         "resolve_uri": "false"})
+            body = self._check(r, f"tasks of project {project_id}").json()
+            if isinstance(body, list):  # a server that does not paginate: every task at once
+                yield from (t.get("data") or {} for t in body)
+                return
+            tasks = body.get("tasks") or []
+            for t in tasks:
+                yield t.get("data") or {}
+            seen += len(tasks)
+            if not tasks or seen >= int(body.get("total") or 0):
+                return
+            page += 1
+
     def export(self, project_id: int, export_type: str = "JSON") -> bytes:
         # paths as the server routes them (label_studio/*/urls.py, APPEND_SLASH = False): some end in "/",
         # import and export do not
@@ -124,16 +151,29 @@ class LabelStudio:
         self.close()
 
 
-def push_tasks(url: str | None, api_key: str | None, project_id: int, tasks: list[dict]) -> int:
-    """Import tasks into a Label Studio project; returns how many the server took."""
-    if not tasks:
-        return 0
-    with LabelStudio(url, api_key) as ls:
+def task_keys(data: dict) -> set[str]:
+    """What identifies a correction task: the trace of its answer and its thumbs-down score."""
+    return {f"{k}:{data[k]}" for k in ("trace_id", "score_id") if data.get(k) not in (None, "")}
+
+
+def push_tasks(url: str | None, api_key: str | None, project_id: int, tasks: list[dict],
+               timeout_s: float = 120) -> dict:
+    """Import the tasks the project does not hold yet (by :func:`task_keys`; a task without a key is
+    always imported). Returns ``{"project", "pushed", "already_in_project"}``."""
+    with LabelStudio(url, api_key, timeout_s) as ls:
         ls.project(project_id)  # a wrong id fails naming it, before the upload
-        reply = ls.import_tasks(project_id, tasks)
-    n = reply.get("task_count", len(tasks))
-    log.info("label studio: pushed %d tasks into project %s", n, project_id)
-    return n
+        have = {k for data in ls.task_data(project_id) for k in task_keys(data)} if tasks else set()
+        new, already = [], 0
+        for t in tasks:
+            keys = task_keys(t.get("data") or {})
+            if keys & have:
+                already += 1
+                continue
+            have |= keys  # the same answer twice in one batch goes in once
+            new.append(t)
+        n = ls.import_tasks(project_id, new).get("task_count", len(new)) if new else 0
+    log.info("label studio: pushed %d tasks into project %s (%d already there)", n, project_id, already)
+    return {"project": project_id, "pushed": n, "already_in_project": already}
 
 
 def pull_export(url: str | None, api_key: str | None, project_id: int, out: str | Path,
