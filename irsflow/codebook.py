@@ -24,6 +24,7 @@ import json
 import re
 import secrets
 import sqlite3
+import time
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -177,15 +178,26 @@ class Codebook:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             try:
-                # WAL is a property of the file: set once, then every connection uses it.
-                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    con.execute("PRAGMA journal_mode=WAL")
+                self._ensure_wal(con)
             except sqlite3.OperationalError:
-                raise  # locked or busy: transient, let the caller retry
+                raise  # locked or busy past the timeout: transient, let the caller retry
             except sqlite3.DatabaseError as err:
                 raise InputError(f"codebook.path: {self.path} is not a codebook ({err})") from None
             # executescript commits any open transaction first, so the script carries its own.
             con.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+
+    def _ensure_wal(self, con: sqlite3.Connection) -> None:
+        """WAL is a property of the file: set once, then every connection uses it. Switching to it
+        fails at once with "database is locked" while another process holds the new file open (SQLite
+        does not call the busy handler there), so it is retried until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        while con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # --- connections -------------------------------------------------------------------------
     @contextmanager

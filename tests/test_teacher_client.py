@@ -248,6 +248,11 @@ def test_peak_hours_double_the_rate_and_bounds_use_the_peak_rate():
     t = Tokens(prompt=1_000_000, completion=1_000_000)
     assert run.cost(t, 12) == pytest.approx(0.14 + 0.28) and run.cost(t, 2) == pytest.approx(2 * (0.14 + 0.28))
     assert run.cost(t) == run.cost(t, 2)  # unknown hour (a budget's bound): the peak rate
+    # settings travel as JSON (flow parameters, job configs): the windows survive the round trip
+    from irsflow.teacher.settings import TeacherConfig
+
+    cfg = TeacherConfig()
+    assert TeacherConfig.model_validate(json.loads(cfg.model_dump_json())) == cfg
 
 
 def test_key_never_in_files_logs_or_errors(srv, tmp_path, caplog):

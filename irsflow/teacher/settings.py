@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from irsflow.store import data_dir
 
@@ -29,6 +29,12 @@ class Price(BaseModel):
     peak_multiplier: float = Field(1.0, ge=1, description="rates are multiplied by this in the peak hours")
     peak_hours_utc: tuple[tuple[int, int], ...] = Field(
         (), description="peak windows as [start, end) UTC hours, e.g. [[1, 4], [6, 10]]")
+
+    @field_validator("peak_hours_utc", mode="before")
+    @classmethod
+    def _windows(cls, v):
+        # Settings come back from JSON (flow parameters, job configs) with lists for tuples.
+        return tuple(tuple(w) if isinstance(w, list) else w for w in v) if isinstance(v, (list, tuple)) else v
 
     def multiplier(self, hour_utc: int | None) -> float:
         """The rate multiplier for a call sent in ``hour_utc``; None (unknown): the peak one."""
