@@ -11,7 +11,6 @@ they fail instead, since CI on our machines must run them.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from tests.conftest import _free_port as free_port  # noqa: F401 (one helper for every test)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = Path(tempfile.gettempdir()) / "irsflow-test-services"
@@ -28,10 +29,20 @@ def venvs_dir() -> Path:
     return Path(os.environ.get("IRSFLOW_SERVICE_VENVS") or ROOT / ".venvs")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listening_addresses(port: int) -> set[str]:
+    """Addresses with a socket listening on ``port`` (from /proc/net/tcp and tcp6, no `ss` needed):
+    IPv4 as dotted quads, IPv6 as ``tcp6:<hex>``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                found.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))  # little-endian hex
+                          if table.endswith("tcp") else f"tcp6:{addr}")
+    return found
 
 
 def in_ci() -> bool:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, _free_port, tiny_request
+from tests.real_services import listening_addresses
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -103,17 +104,6 @@ def _api_cli(*args: str, token: str | None, timeout: float = 30) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _listening_addresses(port: int) -> set[str]:
-    """IPv4 addresses with a socket listening on ``port``, from /proc/net/tcp (no `ss` needed)."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        addr, p = local.split(":")
-        if state == "0A" and int(p, 16) == port:  # 0A: LISTEN
-            found.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))  # little-endian hex
-    return found
-
-
 def test_api_refuses_to_start_without_a_token_or_open_beyond_loopback():
     port = str(_free_port())
     for args, token, needle in (((), None, "IRSFLOW_API_TOKEN is not set"),
@@ -144,7 +134,7 @@ def test_no_auth_serves_loopback_only_without_a_token(tmp_path):
                 time.sleep(0.3)
         assert r.status_code == 404, r.text  # past auth without a header: an unknown job
         assert "--no-auth" in _tail(tmp_path / "api.log")
-        assert _listening_addresses(port) == {"127.0.0.1"}  # bound to loopback, not 0.0.0.0
+        assert listening_addresses(port) == {"127.0.0.1"}  # bound to loopback, not 0.0.0.0
     finally:
         _stop(proc)
 

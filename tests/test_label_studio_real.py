@@ -29,23 +29,9 @@ from irsflow.feedback.etl import FeedbackSettings, feedback_dir, run_etl
 from irsflow.feedback.label_studio import FROM_NAME, LABEL_CONFIG, TO_NAME, ls_task, read_export
 from irsflow.feedback.label_studio_api import LabelStudio, pull_export
 from irsflow.store import read_jsonl
-from tests.real_services import ServerProcess, free_port, http_ok, service_venv
+from tests.real_services import ServerProcess, free_port, http_ok, listening_addresses, service_venv
 
 LS_ONLY = FeedbackSettings(langfuse_enabled=False)
-
-
-def _listens_on_loopback_only(port: int) -> bool:
-    """Every listening socket on ``port`` is bound to 127.0.0.1 (from /proc/net/tcp{,6})."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        if not os.path.exists(table):
-            continue
-        for line in open(table).read().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            addr, hexport = local.split(":")
-            if state == "0A" and int(hexport, 16) == port:
-                found.append(addr)
-    return bool(found) and all(a == "0100007F" for a in found)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +55,7 @@ def label_studio(tmp_path_factory):
     # first start runs ~200 Django migrations: 3 minutes on a busy 2-core machine
     with ServerProcess("label-studio", argv, http_ok(f"{url}/health/"), timeout_s=900, env=env, cwd=home) as srv:
         print(f"label studio ready in {time.monotonic() - t0:.0f} s (log {srv.log_path})")
-        assert _listens_on_loopback_only(port), "label studio must listen on 127.0.0.1 only"
+        assert listening_addresses(port) == {"127.0.0.1"}, "label studio must listen on 127.0.0.1 only"
         yield SimpleNamespace(url=url, token=token)
 
 
