@@ -1,5 +1,6 @@
 # irsflow: `make demo` (install + a 2-iteration IRS job on SmolLM2-135M), `make up`/`make down`
-# (the local Prefect stack: server, pools, deployments, workers) and `make test`.
+# (the local Prefect stack: server, pools, deployments, workers), `make test` (everything) and
+# `make test-fast` (the unit tier: no Prefect server, no outside service).
 # The install is idempotent: .venv/.installed is stamped with the files that define it.
 PY ?= python3.11
 VENV := .venv
@@ -13,7 +14,7 @@ export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
 # Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
 export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect
 
-.PHONY: install services demo up down doctor api test bench clean
+.PHONY: install services demo up down doctor api test test-fast bench clean
 
 install: $(STAMP)
 
@@ -59,6 +60,10 @@ test: install services
 	# the browser test needs Debian's chromium; the script installs it where it can and never fails
 	bash infra/install_chromium.sh
 	$(BIN)/python -m pytest -q tests
+
+# The unit tier only (tests/unit): no Prefect server, no real outside service, the tiny model.
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
 
 bench: install
 	$(BIN)/python benchmarks/bench_scoring.py

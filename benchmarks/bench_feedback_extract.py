@@ -1,5 +1,5 @@
 """Feedback ETL throughput and memory (extract alone, and the whole run with mode "etl"): N synthetic chat traces, each with a thumb, served by
-tests/fake_langfuse.py in a child process (so the server's copy of the data is not in our memory
+tests/support/fake_langfuse.py in a child process (so the server's copy of the data is not in our memory
 figures), extracted through ``irsflow.feedback.langfuse.Extraction`` over HTTP on 127.0.0.1.
 
 For each size (2,000 and 10,000 by default) and each trace-fetch mode:
@@ -34,7 +34,7 @@ OUT = ROOT / "benchmarks" / "out" / "bench_feedback_extract.json"
 def serve(n: int, api: str) -> tuple[subprocess.Popen, list[str]]:
     """The fake Langfuse with ``n`` traces in a child process; returns it and (url, public, secret).
     ``api`` v4: its legacy routes answer 410, as Langfuse Cloud's for a new organisation."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_langfuse.py"), "--traces", str(n),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_langfuse.py"), "--traces", str(n),
                              "--legacy", "gone" if api == "v4" else "ok"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()

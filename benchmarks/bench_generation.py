@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from irsflow.config import TrainRequest
     from irsflow.dataset import load_questions
-    from irsflow.generate import batch_seed, build_messages, sample_batch
+    from irsflow.loop.generate import batch_seed, build_messages, sample_batch
     from irsflow.models import load_model, load_tokenizer, resolve_model
 
     req = TrainRequest()

@@ -41,12 +41,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     from irsflow.config import LoraSettings, Sampling, ScoringConfig, parse_request
     from irsflow.dataset import load_questions
-    from irsflow.generate import generate_candidates
-    from irsflow.grpo import train_grpo
-    from irsflow.job import create_job
+    from irsflow.loop.generate import generate_candidates
+    from irsflow.training.grpo import train_grpo
+    from irsflow.jobs.job import create_job
     from irsflow.models.tiny import build_tiny_model
-    from irsflow.phases import run_generate, run_score, run_sft
-    from irsflow.resume import iteration_inputs
+    from irsflow.loop.phases import run_generate, run_score
+    from irsflow.stages.irs import IRS
+    from irsflow.jobs.resume import iteration_inputs
     from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
 
     model = str(build_tiny_model(Path(os.environ["IRSFLOW_DATA_DIR"]) / "tiny", seed=0))
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         inputs = iteration_inputs(store, req, it)
         run_generate(store, req, it, inputs.adapter)
         run_score(store, req, it, inputs.weights, inputs.history)
-        adapter = run_sft(store, req, it, inputs.adapter)["adapter"]
+        adapter = IRS.run_training(store, req, it, inputs)["adapter"]
         t, cpu = t + time.perf_counter() - t0, cpu + time.process_time() - c0
         irs.append({"round": it, "seconds": round(t, 2), "cpu_seconds": round(cpu, 2), "reward": evaluate(adapter)})
         print(f"  IRS  round {it}: {t:6.1f}s ({cpu:6.1f} CPU s)  reward {irs[-1]['reward']:.4f}", flush=True)

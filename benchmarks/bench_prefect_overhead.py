@@ -6,7 +6,7 @@ One iteration = generate -> score -> sft on a fresh job (``create_job``, not tim
        ``irsflow train`` runs per iteration (a flow run + three task runs: generate and sft tagged
        ``gpu`` under the concurrency limit, score tagged ``cpu``), against the temporary local
        Prefect server that Prefect starts by itself (no PREFECT_API_URL).
-    B  direct: ``run_generate``, ``run_score``, ``run_sft`` called in turn on a second job.
+    B  direct: ``run_generate``, ``run_score``, the IRS stage's ``train`` called in turn on a second job.
 
 Prefect's share = (A - B) / A with the medians of 3 alternating repeats (A B A B A B).
 Target: < 10%. Two less noise-prone figures come from inside the Prefect runs themselves (the
@@ -115,20 +115,22 @@ def make_runners(request: dict, irs_iteration, phases):
     """(via_prefect, direct): each runs one iteration on a fresh job and returns
     (seconds, seconds inside the phase functions, seconds in slot calls, avg_reward)."""
     from irsflow.config import parse_request
-    from irsflow.job import create_job
+    from irsflow.jobs.job import create_job
+    from irsflow.stages import IterationInputs
+    from irsflow.store import no_progress
 
     req = parse_request(request)
     weights = dict(req.irs_config.dw_config.initial_weights)
-    run_generate, run_score, run_sft = phases
+    run_generate, run_score, train = phases
 
     def via_prefect():
         store = create_job(req)
         _PHASE_SECONDS.clear()
         _SLOT_SECONDS.clear()
         t0 = time.perf_counter()
-        out = irs_iteration(store.job_id, 1, None, weights, [])
+        out = irs_iteration(store.job_id, 1)
         dt = time.perf_counter() - t0
-        assert out["sft"]["steps"] > 0 and len(_PHASE_SECONDS) == 3, (out, _PHASE_SECONDS)
+        assert out["train"]["steps"] > 0 and len(_PHASE_SECONDS) == 3, (out, _PHASE_SECONDS)
         return dt, sum(_PHASE_SECONDS), sum(_SLOT_SECONDS), out["score"]["avg_reward"]
 
     def direct():
@@ -138,7 +140,7 @@ def make_runners(request: dict, irs_iteration, phases):
         t0 = time.perf_counter()
         run_generate(store, req, 1, None)
         sc = run_score(store, req, 1, weights, [])
-        ft = run_sft(store, req, 1, None)
+        ft = train(store, req, 1, IterationInputs(adapter=None, weights=weights), no_progress)
         dt = time.perf_counter() - t0
         assert ft["steps"] > 0 and len(_PHASE_SECONDS) == 3
         return dt, sum(_PHASE_SECONDS), sum(_SLOT_SECONDS), sc["avg_reward"]
@@ -190,16 +192,15 @@ def main(argv: list[str] | None = None) -> dict:
     from prefect import flow
     from prefect.settings import PREFECT_API_URL
 
-    import tasks.generate
-    import tasks.score
-    import tasks.sft
+    import tasks.phases
     from flows.irs import irs_iteration
+    from irsflow.stages.irs import IRS
     from irsflow.models.tiny import build_tiny_model
     from tasks.common import ensure_gpu_limit
 
-    for mod, name in ((tasks.generate, "run_generate"), (tasks.score, "run_score"), (tasks.sft, "run_sft")):
-        setattr(mod, name, _timed(getattr(mod, name), _PHASE_SECONDS))
-    phases = (tasks.generate.run_generate, tasks.score.run_score, tasks.sft.run_sft)
+    for mod, name in ((tasks.phases, "run_generate"), (tasks.phases, "run_score"), (IRS, "train")):
+        setattr(mod, name, _timed(getattr(mod, name), _PHASE_SECONDS))  # IRS.train: the stage's SFT
+    phases = (tasks.phases.run_generate, tasks.phases.run_score, IRS.train)
     slot_timing = instrument_slot_calls()
 
     @flow(name="bench-warmup")

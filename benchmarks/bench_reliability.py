@@ -57,7 +57,7 @@ def kill_worker_mid_sft(st, model: str) -> None:
     from prefect.deployments import run_deployment
 
     from deployments.stack import POOLS, spawn_worker, stack_env
-    from irsflow.job import create_job
+    from irsflow.jobs.job import create_job
     from irsflow.store import hash_path
 
     store = create_job(_request(model, 2))

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     from irsflow.dataset import load_questions
     from irsflow.rewards import RewardEnv, build_rewards
     from irsflow.rewards.similarity import EmbeddingSimilarity, load_similarity
-    from irsflow.scoring import score_candidates
+    from irsflow.loop.scoring import score_candidates
 
     req = TrainRequest()
     settings = req.scoring

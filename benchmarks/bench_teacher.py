@@ -1,4 +1,4 @@
-"""Teacher-client throughput: 1,000 items against tests/fake_openai.py answering after 200 ms.
+"""Teacher-client throughput: 1,000 items against tests/support/fake_openai.py answering after 200 ms.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_teacher.py [--items 1000] [--delay 0.2] [--concurrency 16]
 
@@ -35,7 +35,7 @@ def main() -> None:
     a = ap.parse_args()
     # The server runs in its own process, as a real endpoint would: its threads must not share
     # the client's GIL.
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "sk-bench", str(a.delay)],
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_openai.py"), "sk-bench", str(a.delay)],
                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         base_url = server.stdout.readline().strip()

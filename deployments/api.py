@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from irsflow.config import TrainRequest, format_validation_error
 from irsflow.errors import DatasetError, InputError, ModelLoadError
-from irsflow.job import create_job, job_metrics, job_status
+from irsflow.jobs.job import create_job, job_metrics, job_status
 
 DEFAULT_DEPLOYMENT = "irs-train/irs-manual"
 # Job ids are made by irsflow.store.new_job_id ("20260203T120000Z-1a2b"); the seed writes them

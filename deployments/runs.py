@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 
 from irsflow.errors import InputError
-from irsflow.job import process_alive
+from irsflow.jobs.job import process_alive
 from irsflow.store import JobStore
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}

@@ -28,6 +28,7 @@ import os
 import sys
 
 from irsflow.errors import InputError
+from irsflow.loop import ALL_PHASES
 
 
 EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -71,7 +72,7 @@ def _quiet_progress_bars() -> None:
 
 def cmd_train(args) -> int:
     from irsflow.config import load_request
-    from irsflow.job import create_job, job_status
+    from irsflow.jobs.job import create_job, job_status
 
     req = load_request(args.request)
     store = create_job(req, args.job_id)  # validates the question set and device before Prefect starts
@@ -104,8 +105,8 @@ def _print_iterations(result: dict) -> None:
 def cmd_rerun(args) -> int:
     """Resume a job in this process (or queue it on its deployment with --submit); finished phases
     whose files are intact come back from Prefect's cache."""
-    from irsflow.job import job_status, open_job
-    from irsflow.resume import check_phase
+    from irsflow.jobs.job import job_status, open_job
+    from irsflow.jobs.resume import check_phase
 
     store = open_job(args.job_id)
     if args.from_phase:
@@ -169,14 +170,14 @@ def cmd_api(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from irsflow.job import job_status
+    from irsflow.jobs.job import job_status
 
     _print_json(job_status(args.job_id))
     return 0
 
 
 def cmd_metrics(args) -> int:
-    from irsflow.job import job_metrics
+    from irsflow.jobs.job import job_metrics
 
     _print_json(job_metrics(args.job_id))
     return 0
@@ -184,7 +185,7 @@ def cmd_metrics(args) -> int:
 
 def cmd_validate(args) -> int:
     from irsflow.config import load_request
-    from irsflow.job import preflight
+    from irsflow.jobs.job import preflight
 
     req = load_request(args.request)
     _print_json({"ok": True, **preflight(req), "request": req.model_dump(mode="json")})
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
     r = sub.add_parser("rerun", help="resume a job: finished phases come back from the cache")
     r.add_argument("job_id")
-    r.add_argument("--from-phase", choices=["GENERATING", "SCORING", "TRAINING", "EVALUATING"], default=None,
+    r.add_argument("--from-phase", choices=ALL_PHASES, default=None,
                    help="force this phase and every phase after it")
     r.add_argument("--from-iteration", type=int, default=1, help="iteration --from-phase applies to (default 1)")
     r.add_argument("--submit", action="store_true", help="queue it on the deployment instead of running here")

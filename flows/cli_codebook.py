@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from irsflow.codebook import Codebook, Rule
+from irsflow.codebook.store import Codebook, Rule
 
 
 def _open(args, create: bool = False) -> Codebook:

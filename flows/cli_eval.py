@@ -16,7 +16,7 @@ import json
 
 def _settings(path: str | None):
     from flows.cli_teacher import _load
-    from irsflow.evals.round import EvalGateSettings
+    from irsflow.release.round import EvalGateSettings
 
     return _load(EvalGateSettings, path, "settings") or EvalGateSettings()
 
@@ -30,7 +30,7 @@ def cmd_gate(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from irsflow.evals.round import rollback
+    from irsflow.release.round import rollback
 
     print(json.dumps(rollback(_settings(args.settings)), indent=2, default=str))
     return 0
@@ -39,7 +39,7 @@ def cmd_rollback(args) -> int:
 def cmd_eval(args) -> int:
     from irsflow.evals.suites import run_suites
     from irsflow.models import resolve_model
-    from irsflow.registry import resolve_adapter
+    from irsflow.release.adapter_cache import resolve_adapter
 
     s = _settings(args.settings)
     suites = s.suites.model_copy(update={k: v for k, v in (("mc_samples", args.samples), ("mc_k", args.k),
@@ -47,8 +47,8 @@ def cmd_eval(args) -> int:
     adapter = resolve_adapter(args.adapter, s.tracking)
     # a configured teacher takes its key from the environment (TeacherConfig.with_key)
     scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit)
-    from irsflow.evals.round import scores_to_json
-    from irsflow.registry import Registry
+    from irsflow.release.round import scores_to_json
+    from irsflow.release.registry import Registry
     from irsflow.store import atomic_write_json, data_dir, new_job_id
 
     out = data_dir() / "evals" / "standalone" / f"eval-{new_job_id()}.json"
@@ -63,7 +63,7 @@ def cmd_eval(args) -> int:
 
 def cmd_weekly(args) -> int:
     from flows.cli_teacher import _load
-    from irsflow.weekly import WeeklySettings
+    from irsflow.release.weekly import WeeklySettings
 
     settings = _load(WeeklySettings, args.settings, "settings") or WeeklySettings()  # bad settings fail here
     if args.submit:

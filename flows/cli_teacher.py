@@ -73,7 +73,7 @@ def cmd_qc(args) -> int:
 
 
 def cmd_prompts(args) -> int:
-    from irsflow.teacher.quality import PromptSource, build_prompt_set
+    from irsflow.labelling.quality import PromptSource, build_prompt_set
 
     sources = [PromptSource(s.removesuffix(":high-risk"), high_risk=s.endswith(":high-risk")) for s in args.source]
     rows = build_prompt_set(sources, n=args.n, min_high_risk_share=args.min_high_risk_share, seed=args.seed,
@@ -99,8 +99,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from irsflow.job import open_job
-    from irsflow.teacher.labelling import inspect_job
+    from irsflow.jobs.job import open_job
+    from irsflow.labelling.labelling import inspect_job
 
     teacher, scoring = _configs(args)
     store = open_job(args.job_id)

@@ -29,11 +29,10 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from irsflow.config import TrainRequest
-from irsflow.evals import round as rnd
-from irsflow.job import open_job
-from irsflow.registry import CHAMPION, Registry
-from tasks.common import ensure_gpu_limit
+from irsflow.release import round as rnd
+from irsflow.jobs.job import job_request, open_job
+from irsflow.release.registry import CHAMPION, Registry
+from tasks.common import ensure_gpu_limit, route_library_logs
 from tasks.eval import deploy_task, evaluate_task, gate_task, register_task
 
 log = logging.getLogger("irsflow.evals")
@@ -44,11 +43,12 @@ def eval_gate(job_id: str | None = None, version: str | None = None,
               settings: rnd.EvalGateSettings = rnd.EvalGateSettings()) -> dict:
     """Gate a finished job's adapter (``job_id``) or a registered ``version`` (default: the one
     aliased challenger) against the champion."""
+    route_library_logs()
     ensure_gpu_limit()
     model_id = settings.model_id
     if job_id:
         store = open_job(job_id)
-        model_id = model_id or TrainRequest.model_validate(store.read_config()["request"]).model_id
+        model_id = model_id or job_request(store).model_id
         version = register_task(settings, store.job_id)
     reg = Registry(settings.tracking)
     version = rnd.require_challenger(reg, version)

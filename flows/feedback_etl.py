@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from irsflow.errors import InputError
 from irsflow.feedback.etl import FeedbackSettings
-from tasks.common import stable_run_id
+from tasks.common import route_library_logs, stable_run_id
 from irsflow.feedback.etl import feedback_dir
 from tasks.feedback import extract_transform, pull_label_studio, push_label_studio
 
@@ -48,6 +48,7 @@ def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_e
     """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark.
     ``run_id`` names the output folder (the weekly round passes its own id, so its retries find it);
     ``skip_langfuse``: why Langfuse is not read this time (recorded in the manifest)."""
+    route_library_logs()
     run_id = run_id or stable_run_id()
     if settings.label_studio is not None:
         if label_studio_export:

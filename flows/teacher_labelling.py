@@ -8,7 +8,7 @@ Run it:  irsflow teacher label --job JOB_ID          (or --samples answers.jsonl
          prefect deployment run teacher-labelling/teacher-labelling -p job_id=JOB_ID
 Key: $IRSFLOW_TEACHER_API_KEY / $DEEPSEEK_API_KEY, or the Prefect Secret block `teacher-api-key`.
 Outputs: <job dir>/teacher/ (or <data dir>/teacher/runs/<samples file stem>/): see
-irsflow/teacher/labelling.py. A rerun or a retried run re-bills nothing: judgements are cached.
+irsflow/labelling/labelling.py. A rerun or a retried run re-bills nothing: judgements are cached.
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from irsflow.config import ScoringConfig, TrainRequest
+from irsflow.config import ScoringConfig
 from irsflow.errors import InputError
-from irsflow.job import open_job
+from irsflow.jobs.job import job_request, open_job
 from irsflow.store import data_dir
 from irsflow.teacher.client import TeacherConfig
 from tasks.artifacts import artifact_key, safe_key
+from tasks.common import route_library_logs
 from tasks.teacher import label_task, quality_task
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per teacher call drowns the run log
@@ -35,11 +36,12 @@ def teacher_labelling(job_id: str | None = None, samples: str | None = None, ite
                       out_dir: str | None = None) -> dict:
     """Label a job's chosen answers (``job_id``, optionally only ``iterations``) or a samples file.
     ``teacher``/``scoring`` default to the job's request (else the defaults: DeepSeek, shipped rules)."""
+    route_library_logs()
     if bool(job_id) == bool(samples):
         raise InputError("teacher-labelling: give exactly one of job_id or samples")
     if job_id:
         store = open_job(job_id)
-        req = TrainRequest.model_validate(store.read_config()["request"])
+        req = job_request(store)
         teacher, scoring = teacher or req.teacher or TeacherConfig(), scoring or req.scoring
         out = Path(out_dir) if out_dir else store.dir / "teacher"
         source, key = {"job_id": store.job_id, "iterations": iterations}, artifact_key(store.job_id, "teacher")
@@ -64,6 +66,7 @@ def teacher_quality_check(sets: dict[str, str] | None = None, teacher: TeacherCo
                           out_dir: str | None = None) -> dict:
     """The teacher reviews the reference answers of ``sets`` (name -> question set; default the
     shipped gold and red-team sets) and reports the ones it flags."""
+    route_library_logs()
     sets = sets or {"gold": "builtin:gold", "red_team": "builtin:redteam"}
     out = Path(out_dir) if out_dir else data_dir() / "teacher" / "quality_check"
     summary = quality_task(sets, scoring, teacher, str(out), score_floor)

@@ -28,14 +28,14 @@ from flows.eval_gate import eval_gate
 from flows.feedback_etl import feedback_etl
 from flows.irs import irs_train
 from flows.teacher_labelling import teacher_labelling
-from irsflow import weekly
+from irsflow.release import weekly
 from irsflow.feedback.etl import feedback_dir
-from irsflow.registry import CHAMPION, Registry
-from tasks.common import CPU_TAG, ensure_gpu_limit, require_teacher_key, stable_run_id
+from irsflow.release.registry import CHAMPION, Registry
+from tasks.common import CPU_TAG, ensure_gpu_limit, require_teacher_key, route_library_logs, stable_run_id
 from tasks.eval import evaluate_task
 from tasks.feedback import langfuse_keys
 
-log = logging.getLogger("irsflow.weekly")
+log = logging.getLogger("irsflow.release.weekly")
 
 
 def langfuse_configured(s: weekly.WeeklySettings) -> bool:
@@ -50,6 +50,7 @@ def prepare_task(settings: weekly.WeeklySettings, round_id: str, etl_dir: str | 
 @flow(name="weekly-round", flow_run_name="weekly-{settings.request.stage}", log_prints=False)
 def weekly_round(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> dict:
     """One weekly round (see the module docstring); returns the report's JSON."""
+    route_library_logs()
     ensure_gpu_limit()
     round_id = stable_run_id()  # the same on a retry: the ETL folder, the job and the report are found again
     gate = weekly.gate_settings(settings)

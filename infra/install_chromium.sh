@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's headless-capable Chromium for the browser test (tests/test_ui_browser.py).
+# Install Debian's headless-capable Chromium for the browser test (tests/ops/test_ui_browser.py).
 # Idempotent, and never fails its caller: when it cannot install, it prints one line saying why
 # the browser test will skip and exits 0.  Used by `make test`; run by hand: infra/install_chromium.sh
 # Env: CHROMIUM_INSTALL_TIMEOUT (seconds for the install, default 600), SKIP_CHROMIUM_INSTALL=1.
@@ -9,7 +9,7 @@ for b in chromium chromium-browser google-chrome google-chrome-stable; do
     command -v "$b" >/dev/null 2>&1 && exit 0
 done
 
-skip() { echo "install_chromium: $* -- the browser test (tests/test_ui_browser.py) will skip"; exit 0; }
+skip() { echo "install_chromium: $* -- the browser test (tests/ops/test_ui_browser.py) will skip"; exit 0; }
 
 [ "${SKIP_CHROMIUM_INSTALL:-0}" = 1 ] && skip "SKIP_CHROMIUM_INSTALL=1"
 command -v apt-get >/dev/null 2>&1 || skip "no apt-get (not Debian/Ubuntu); install chromium by hand"

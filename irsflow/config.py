@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, WrapValidator, field_validator,
+                      model_validator)
 
+from irsflow.codebook.settings import CodebookConfig
 from irsflow.errors import ConfigError
-from irsflow.stage_config import Stage, StageConfig
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.stages import StageSettings, get_stage, settings_adapter, stage_names
+from irsflow.stages.registry import settings_fields
 from irsflow.teacher.client import TeacherConfig
 
 EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
@@ -83,6 +87,9 @@ class LoraSettings(_Strict):
 
 
 class IRSConfig(_Strict):
+    """What every stage shares: rounds, sampling, LoRA/optimizer settings and the dynamic reward weights
+    (the request key keeps its seed-000 name, ``irs_config``)."""
+
     n_iterations: int = Field(3, ge=1)
     n_candidates: int = Field(4, ge=2, description="Candidates sampled per question.")
     batch_size: int = Field(2, ge=1, description="SFT per-device batch size.")
@@ -99,79 +106,44 @@ class IRSConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
-class FusionConfig(_Strict):
-    """The ``rlaif`` reward: a linear formula over other rewards (seed 001), and when the teacher
-    and the rules disagree enough for an item to go to ``teacher_conflicts.jsonl``."""
 
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {"chain": 0.35, "emergency": 0.25, "risk": -0.15, "teacher": 0.25},
-        description="Reward name -> weight; penalties (risk) take negative weights.")
-    conflict_threshold: float = Field(0.4, gt=0, le=1, description="|teacher_score - rules_score| above this is a conflict.")
 
-    @field_validator("weights")
-    @classmethod
-    def _formula(cls, value: dict[str, float]) -> dict[str, float]:
-        from irsflow.rewards import is_penalty, known_rewards
 
-        unknown = sorted(set(value) - set(known_rewards()) | ({"rlaif"} & set(value)))
-        if unknown:
-            raise ValueError(f"unknown or recursive reward {unknown[0]!r} (known: {', '.join(known_rewards())})")
-        for k, w in value.items():
-            if is_penalty(k) and w > 0:
-                raise ValueError(f"{k!r} is a penalty: its weight must be <= 0")
-        if sum(w for w in value.values() if w > 0) <= 0:
-            raise ValueError("needs at least one positive weight")
+
+
+
+def _stage_settings(value: Any, handler) -> StageSettings:
+    if isinstance(value, StageSettings):
         return value
+    return settings_adapter().validate_python(value)  # the union of every registered stage's model
 
 
-class ScoringConfig(_Strict):
-    """How the DW-GRPO rewards are computed (seed 000 section 3.1)."""
-
-    backend: Literal["auto", "embedding", "heuristic"] = Field(
-        "auto", description="auto: embeddings, falling back to the heuristic scorer if they cannot load."
-    )
-    embedder: str = Field("builtin:minilm", description="Sentence-transformers folder or builtin:minilm.")
-    reranker_path: str | None = Field(None, description="Cross-encoder folder for `rel`; cosine if unset.")
-    faith: Literal["embedding", "bertscore"] = "embedding"
-    device: str = "cpu"
-    rules: str = Field("builtin:default", min_length=1,
-                       description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.")
-    fusion: FusionConfig = Field(default_factory=FusionConfig)
-    reward_model: str | None = Field(None, min_length=1, description="Trained reward model folder for the `rm` reward.")
-    length_limit: int = Field(80, ge=1, description="Words an answer may take before `length_limit` starts to fall.")
-
-    @field_validator("rules")
-    @classmethod
-    def _rules_load(cls, value: str) -> str:
-        from irsflow.rewards.rules import load_rules
-
-        try:
-            load_rules(value)
-        except ConfigError as err:  # re-raised by pydantic with the field path
-            raise ValueError(str(err).removeprefix("scoring.rules: ")) from None
-        return value
+# a discriminated union (on ``stage``) of the registered stages' settings; validated through the stage
+# registry so a stage registered at run time needs no rebuild of this model or of those embedding it
+StageConfigField = Annotated[SerializeAsAny[StageSettings], WrapValidator(_stage_settings)]
 
 
-class CodebookConfig(_Strict):
-    """Rules from reviewed corrections added to matching prompts (irsflow/codebook.py)."""
-
-    enabled: bool = Field(False, description="Inject matching codebook rules into generation prompts.")
-    path: str | None = Field(None, min_length=1, description="SQLite file; default <data dir>/codebook.sqlite.")
-    version: int | None = Field(None, ge=0, description="Pin this codebook version (reproduce a job); latest if unset.")
-    top_k: int = Field(3, ge=1, description="Most rules injected per question.")
-    threshold: float = Field(0.5, ge=0, description="Minimum rule score (cosine + keyword bonus) to inject.")
+def stored_request(data: dict) -> dict:
+    """A request read back from a job dir. Jobs created before stages were objects stored every stage's
+    settings in ``stage_config``; only the request's own stage's are kept."""
+    sc = data.get("stage_config")
+    if not isinstance(sc, dict):
+        return data
+    own = get_stage(data.get("stage", "IRS")).settings.model_fields
+    return {**data, "stage_config": {k: v for k, v in sc.items() if k in own}}
 
 
 class TrainRequest(_Strict):
     """A training job request. ``stage`` selects the trainer (IRS, the foundation, by default);
     ``irs_config`` holds what every stage shares, ``stage_config`` what the others add."""
 
-    stage: Stage = "IRS"
+    stage: str = "IRS"
     model_id: str = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
     init_adapter: str | None = Field(
         None, min_length=1, description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
                                         "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
-    stage_config: StageConfig = Field(default_factory=StageConfig)
+    stage_config: StageConfigField = Field(
+        default=None, description="The stage's own settings, validated by that stage's model (irsflow.stages).")
     irs_config: IRSConfig = Field(default_factory=IRSConfig)
     n_questions: int = Field(100, ge=1, description="Questions taken from the dataset, in file order.")
     top_k: int = Field(3, ge=0, description="Contexts per question put into the prompt.")
@@ -195,8 +167,29 @@ class TrainRequest(_Strict):
 
     def round_eval(self) -> bool:
         """Whether each round ends with an EVALUATING phase (eval_round_<n>.json + changelog line)."""
-        flag = self.stage_config.eval_each_round
-        return self.stage == "ONPOLICY" if flag is None else flag
+        return get_stage(self.stage).round_eval(self)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_stage_config(cls, data: Any) -> Any:
+        """Give ``stage_config`` its discriminator (the request's ``stage``) and name a setting given to
+        the wrong stage."""
+        if not isinstance(data, dict):
+            return data
+        stage = data.get("stage", "IRS")
+        get_stage(stage) if isinstance(stage, str) else None  # an unknown stage: named with the known ones
+        sc = data.get("stage_config")
+        if sc is None or isinstance(sc, dict):
+            sc = dict(sc or {})
+            sc.pop("stage", None)
+            own = get_stage(stage).settings.model_fields
+            for key in sc:
+                owners = settings_fields().get(key)
+                if key not in own and owners:
+                    raise ValueError(f"stage_config.{key}: not a setting of stage {stage} "
+                                     f"(it belongs to {', '.join(owners)})")
+            data = {**data, "stage_config": {**sc, "stage": stage}}
+        return data
 
     @model_validator(mode="after")
     def _teacher_configured(self):
@@ -207,21 +200,9 @@ class TrainRequest(_Strict):
     @model_validator(mode="after")
     def _stage_inputs(self):
         """What a stage cannot run without, caught before any model loads."""
-        sc, cfg = self.stage_config, self.irs_config
-        if self.stage in ("DPO", "RM") and not sc.from_candidates and not sc.pairs:
-            raise ValueError(f"stage_config.pairs: stage {self.stage} needs pairs files or from_candidates: true")
-        if self.stage == "KTO" and not sc.from_candidates and not sc.pairs and not (sc.kto_up and sc.kto_down):
-            raise ValueError("stage_config.kto_up: stage KTO needs kto_up and kto_down files, pairs files "
-                             "or from_candidates: true")
-        if bool(sc.kto_up) != bool(sc.kto_down):
-            raise ValueError("stage_config.kto_up: kto_up and kto_down go together")
-        if self.stage == "RM" and cfg.n_iterations != 1:
-            raise ValueError("irs_config.n_iterations: stage RM trains once; must be 1")
-        if self.stage == "RM" and self.init_adapter:
-            raise ValueError("init_adapter: stage RM trains a fresh scalar head on the base model; leave it unset")
-        if self.stage == "GRPO" and cfg.batch_size % cfg.n_candidates:
-            raise ValueError(f"irs_config.batch_size: stage GRPO needs a multiple of n_candidates "
-                             f"({cfg.n_candidates}, the generations per prompt), got {cfg.batch_size}")
+        if self.stage_config.stage != self.stage:
+            raise ValueError(f"stage_config: holds the settings of stage {self.stage_config.stage}, not {self.stage}")
+        get_stage(self.stage).check(self)
         return self
 
 
@@ -240,7 +221,10 @@ def format_validation_error(err: ValidationError) -> str:
     """One line per problem: ``field.path: message``."""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<request>"
+        loc = list(e["loc"])
+        if loc[:1] == ["stage_config"] and len(loc) > 1 and loc[1] in stage_names():
+            del loc[1]  # the union's tag: the request's `stage` already says which
+        path = ".".join(str(p) for p in loc) or "<request>"
         template = _MESSAGES.get(e["type"])
         if template:
             msg = template.format(**(e.get("ctx") or {}))

@@ -119,3 +119,9 @@ def questions_hash(questions: list[Question]) -> str:
     for q in questions:
         h.update(json.dumps([q.id, q.question, list(q.contexts), q.reference], ensure_ascii=False).encode())
     return h.hexdigest()
+
+
+def last_user_turn(messages: list[dict]) -> str | None:
+    """The content of the last user message with text in a chat (``[{"role", "content"}, ...]``):
+    the question a reply or correction answers. None when no user turn has any."""
+    return next((m["content"] for m in reversed(messages) if m.get("role") == "user" and m.get("content")), None)

@@ -2,6 +2,7 @@
 or everything else (fail at once).
 
     failure_kind(err)                 # "input" | "oom" | "transient" | "fatal"
+    retry_after_s(resp.headers)       # seconds a 429/503 asks us to wait, or None
     halve_on_oom(run, 16, "irs_config.gen_batch_size", context="generate (n_candidates=8)")
 
 Bad input never retries: the same input fails the same way. Out-of-memory is retried here, inside
@@ -11,8 +12,12 @@ retries (see ``tasks/common.py``), which know about backoff and give up after a 
 """
 from __future__ import annotations
 
+import email.utils
 import logging
-from typing import Callable, TypeVar
+import math
+import time
+from datetime import timezone
+from typing import Callable, Mapping, TypeVar
 
 from irsflow.errors import InputError, IrsflowError
 
@@ -47,6 +52,53 @@ def status_code(err: BaseException) -> int | None:
         if isinstance(code, int):
             return code
     return None
+
+
+def _header(headers: Mapping | None, name: str) -> str | None:
+    # Case-insensitive by hand: a plain dict from a test server spells it "Retry-After", httpx
+    # lowers it, and urllib's message object keeps whatever the server sent.
+    for key, value in (headers or {}).items():
+        if str(key).lower() == name:
+            return str(value).strip()
+    return None
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value)  # "7", "1.5" and " 7 " all occur in the wild
+    except (TypeError, ValueError):
+        return None
+
+
+def _usable(seconds: float | None) -> bool:
+    return seconds is not None and math.isfinite(seconds) and seconds >= 0
+
+
+def retry_after_s(headers: Mapping | None, now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from a response's headers; None when they give no usable hint.
+
+    Read in order: ``retry-after-ms`` (milliseconds; OpenAI-compatible servers send it), then
+    ``Retry-After`` as delay-seconds (fractions allowed) or an HTTP date (a past date gives 0.0).
+    Header names match in any case. An empty, negative, non-finite or unparsable value counts as
+    absent, so the caller falls back to its own back-off; a bad ``retry-after-ms`` still lets
+    ``Retry-After`` speak. ``now`` (epoch seconds) is for tests.
+    """
+    ms = _number(_header(headers, "retry-after-ms"))
+    if _usable(ms):
+        return ms / 1000
+    value = _header(headers, "retry-after")
+    if not value:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds if _usable(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" in an HTTP date means UTC, not this machine's local time
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def is_oom(err: BaseException) -> bool:

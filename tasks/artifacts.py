@@ -10,8 +10,8 @@ import time
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 
-from irsflow.charts import trend_chart_png, trends_markdown
-from irsflow.resume import PHASES
+from irsflow.jobs.charts import trend_chart_png, trends_markdown
+from irsflow.loop import PHASES
 from irsflow.store import JobStore, ProgressFn, atomic_write_bytes
 
 log = logging.getLogger("irsflow.prefect")

@@ -19,8 +19,8 @@ from prefect.logging.handlers import APILogHandler
 from prefect.tasks import exponential_backoff
 
 from irsflow.config import TrainRequest
-from irsflow.job import open_job
-from irsflow.resume import phase_key
+from irsflow.jobs.job import job_request as read_job_request, open_job
+from irsflow.jobs.resume import phase_key
 from irsflow.retry import failure_kind
 
 GPU_TAG = "gpu"
@@ -36,17 +36,15 @@ class _RunLogHandler(APILogHandler):
             super().emit(record)
 
 
-def _route_library_logs() -> None:
+def route_library_logs() -> None:
     """Send ``irsflow.*`` records to the current run's logs (what PREFECT_LOGGING_EXTRA_LOGGERS does,
-    but without depending on every worker's environment)."""
+    but without depending on every worker's environment). Every flow calls it first; idempotent."""
     lib = logging.getLogger("irsflow")
     if not any(isinstance(h, APILogHandler) for h in lib.handlers):
         lib.addHandler(_RunLogHandler())
     if lib.level == logging.NOTSET or lib.level > logging.INFO:
         lib.setLevel(logging.INFO)
 
-
-_route_library_logs()
 
 
 def gpu_slots() -> int:
@@ -83,7 +81,7 @@ def stable_run_id() -> str:
 
 
 def job_request(job_id: str) -> TrainRequest:
-    return TrainRequest.model_validate(open_job(job_id).read_config()["request"])
+    return read_job_request(open_job(job_id))
 
 
 def retry_if_transient(task, task_run, state) -> bool:
@@ -143,17 +141,14 @@ TEACHER_KEY_BLOCK = "teacher-api-key"
 def teacher_key() -> str | None:
     """The teacher's API key: $IRSFLOW_TEACHER_API_KEY, $DEEPSEEK_API_KEY, else the Secret block
     ``teacher-api-key``; fetched inside the task so it is never a parameter or a log line."""
-    from irsflow.teacher.client import KEY_ENV
+    from irsflow.teacher.settings import KEY_ENV, key_from_env
 
-    for env in KEY_ENV:
-        if os.environ.get(env):
-            return os.environ[env]
-    return secret(KEY_ENV[-1], TEACHER_KEY_BLOCK)
+    return key_from_env() or secret(KEY_ENV[-1], TEACHER_KEY_BLOCK)
 
 
 def require_teacher_key() -> str:
     from irsflow.errors import ConfigError
-    from irsflow.teacher.client import KEY_ENV
+    from irsflow.teacher.settings import KEY_ENV
 
     key = teacher_key()
     if not key:
@@ -164,7 +159,7 @@ def require_teacher_key() -> str:
 
 @task(name="track-job", tags=[CPU_TAG], retries=2, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
 def track_job(job_id: str) -> str:
-    """The finished job as an MLflow run (irsflow.registry); its id lands in status.json."""
-    from irsflow.registry import Registry
+    """The finished job as an MLflow run (irsflow.release.registry); its id lands in status.json."""
+    from irsflow.release.registry import Registry
 
     return Registry().log_job(open_job(job_id))

@@ -1,5 +1,5 @@
 """Tasks of the eval gate: evaluating a model loads it (gpu tag, one resident model at a time);
-registering, deciding and deploying do not (cpu tag). Thin shells over irsflow.evals.round.
+registering, deciding and deploying do not (cpu tag). Thin shells over irsflow.release.round.
 
 Deploying retries transient serving failures only: ``round.ServingError`` carries vLLM's HTTP
 status, and ``retry_if_transient`` retries 408/409/425/429/5xx and connection errors (twice, after
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefect import task
 
-from irsflow.evals import round as rnd
+from irsflow.release import round as rnd
 from irsflow.models import resolve_model
 from irsflow.store import JobStore
 from tasks.common import CPU_TAG, GPU_TAG, require_teacher_key, retry_if_transient

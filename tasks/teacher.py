@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prefect import task
 
-from irsflow.config import ScoringConfig
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.teacher.client import TeacherConfig
-from irsflow.job import open_job
-from irsflow.teacher.labelling import items_from_job, label_items, load_items
-from irsflow.teacher.quality import quality_check
+from irsflow.jobs.job import open_job
+from irsflow.labelling.labelling import items_from_job, label_items, load_items
+from irsflow.labelling.quality import quality_check
 from irsflow.teacher.judgements import TeacherRepliesUnusable, TeacherUnavailable
 from irsflow.teacher.replies import RETRYABLE_FAILURES
 from tasks.common import CPU_TAG, require_teacher_key, transient_retries

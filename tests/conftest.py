@@ -1,12 +1,21 @@
-"""Test session setup: offline, isolated data/Prefect homes, one real Prefect server on 127.0.0.1.
+"""Test session setup: offline, isolated data/Prefect homes, one real Prefect server on 127.0.0.1,
+the shared fixtures, and a marker per tier from the folder a test lives in.
+
+    tests/unit/    no Prefect server, no outside service, no model but the tiny one   (marker unit)
+    tests/models/  the real embedded models (SmolLM2 converted from its GGUF)        (marker models)
+    tests/flows/   flows against the session's Prefect server                          (marker flows)
+    tests/ops/     the stack and its workers, crashes, the browser, the Docker files,
+                   real outside services (vLLM, MLflow, Label Studio)                  (marker ops)
+    tests/support/ helpers shared by every tier: ``from tests.support.<module> import ...``
+
+    make test-fast                 # the unit tier
+    .venv/bin/python -m pytest -q tests/flows     # or -m flows, -m "not ops", ...
 
 Environment is set before anything imports Prefect or transformers."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,14 +33,30 @@ os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
+from tests.support.local import VENV_BIN, free_port  # noqa: E402
+
+TIERS = ("unit", "models", "flows", "ops")
+# Fixtures that start a Prefect server: a test that takes one is not a unit test.
+SERVER_FIXTURES = {"prefect_server", "stack"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by its tier folder (tests/<tier>/...), so ``-m unit`` and ``tests/unit`` pick
+    the same tests; refuse a unit test that starts a Prefect server."""
+    tests_dir = Path(__file__).resolve().parent
+    misplaced = []
+    for item in items:
+        try:
+            tier = Path(item.path).resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "unit" and SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError("unit tests may not start a Prefect server (fixtures "
+                                f"{sorted(SERVER_FIXTURES)}); move them to tests/flows or tests/ops: {misplaced}")
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +64,7 @@ def prefect_server():
     """A real `prefect server start` (SQLite under PREFECT_HOME); PREFECT_API_URL points at it."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = open(_SESSION / "prefect-server.log", "w")
     # PREFECT_UI_API_URL: with --port alone the UI's /ui-settings still says :4200, and the browser calls that.
@@ -87,20 +112,6 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "data"
     monkeypatch.setenv("IRSFLOW_DATA_DIR", str(d))
     return d
-
-
-def tiny_request(model: Path, **overrides) -> dict:
-    """A fast request on the tiny model; nested dicts in overrides are merged one level deep. MLflow
-    tracking is off (it is the default for real jobs; test_irs_flow turns it on)."""
-    req = {"model_id": str(model), "n_questions": 6, "top_k": 2, "seed": 3, "track": False,
-           "irs_config": {"n_iterations": 2, "n_candidates": 4, "max_new_tokens": 24, "learning_rate": 1e-3,
-                          "batch_size": 2, "max_seq_length": 2048, "gen_batch_size": 8}}
-    for k, v in overrides.items():
-        if isinstance(v, dict) and isinstance(req.get(k), dict):
-            req[k] = {**req[k], **v}
-        else:
-            req[k] = v
-    return req
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from irsflow.generate import batch_seed, sample_batch
+from irsflow.loop.generate import batch_seed, sample_batch
 from irsflow.models import free_memory, load_model, load_tokenizer
 from irsflow.store import ProgressFn, no_progress
 

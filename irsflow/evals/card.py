@@ -7,7 +7,7 @@ per gate round.
 
 A card is never written into a run's artifacts: a finished run stays as it was logged. The gate
 keeps it as the registered version's description and a file beside the adapter cache
-(``irsflow.registry.Registry.write_card``).
+(``irsflow.release.registry.Registry.write_card``).
 
 ``info``: {"version", "base_model", "job_id", "data": {hash name: value}, "metrics": {name:
 (champion, challenger)}, "decision": {"promote", "reasons"}, "round", "date"}.

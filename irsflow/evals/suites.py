@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from irsflow.config import DEFAULT_SYSTEM_PROMPT, CodebookConfig, Sampling, ScoringConfig
 from irsflow.dataset import load_questions
 from irsflow.evals.answers import Group, answer_suites
-from irsflow.evals.dialogue import dialogue_metrics, diversity
+from irsflow.rewards.dialogue import dialogue_metrics, diversity
 from irsflow.evals.gate import EvalScores
 from irsflow.evals.mc import load_mc, score_mc
-from irsflow.generate import build_messages
+from irsflow.loop.generate import build_messages
 from irsflow.rewards.rules import load_rules
 from irsflow.teacher.client import TeacherConfig
 
@@ -123,7 +123,7 @@ def _codebook_extra(cfg: EvalSuites, questions) -> dict[str, str]:
     """Question id -> the codebook rules generation would add to its system prompt (none when off)."""
     if not cfg.codebook.enabled:
         return {}
-    from irsflow.codebook_retrieval import select_for_questions
+    from irsflow.codebook.retrieval import select_for_questions
     from irsflow.rewards.similarity import load_similarity
 
     return dict(select_for_questions(cfg.codebook, load_similarity(cfg.scoring), questions).extra_system)
@@ -132,7 +132,7 @@ def _codebook_extra(cfg: EvalSuites, questions) -> dict[str, str]:
 def _rewards(questions, texts: list[str], cfg: EvalSuites) -> np.ndarray:
     from irsflow.rewards import RewardEnv, build_rewards
     from irsflow.rewards.similarity import load_similarity
-    from irsflow.scoring import score_candidates
+    from irsflow.loop.scoring import score_candidates
 
     env = RewardEnv(settings=cfg.scoring, similarity=load_similarity(cfg.scoring))
     rewards = build_rewards(list(cfg.rewards), env)

@@ -27,6 +27,7 @@ import json
 import logging
 from pathlib import Path
 
+from irsflow.dataset import last_user_turn
 from irsflow.store import atomic_dir, atomic_write_json, data_dir, read_jsonl, write_jsonl
 
 log = logging.getLogger("irsflow.feedback")
@@ -128,16 +129,12 @@ def rule_id(pair: dict) -> str:
     return f"ls-{pair['ls_task_id']}"
 
 
-def _question(pair: dict) -> str | None:
-    return next((m["content"] for m in reversed(pair["prompt"]) if m.get("role") == "user" and m.get("content")), None)
-
-
 def draft(pair: dict):
     """The draft rule of one correction pair (None without a user question); raises InputError on a
     correction that teaches nothing, so a run checks its drafts before its folder lands."""
-    from irsflow.codebook import rule_from_correction
+    from irsflow.codebook.drafts import rule_from_correction
 
-    question = _question(pair)
+    question = last_user_turn(pair["prompt"])
     if not question:
         return None
     prov = {k: pair.get(k) for k in ("trace_id", "ls_task_id", "ls_annotation_id", "ls_updated_at")}
@@ -147,7 +144,7 @@ def draft(pair: dict):
 
 def check_drafts(pairs: list[dict]) -> int:
     """Open the codebook (a broken file fails here) and build each draft, before anything lands."""
-    from irsflow.codebook import Codebook
+    from irsflow.codebook.store import Codebook
 
     if pairs:
         Codebook()
@@ -158,7 +155,7 @@ def sync_drafts() -> int:
     """Make the codebook hold one draft per stored correction (per task): add the missing ones,
     re-draft the ones whose correction changed since (an edit, or a newer annotation of the task).
     Returns how many rules were added or re-drafted."""
-    from irsflow.codebook import Codebook
+    from irsflow.codebook.store import Codebook
 
     pairs = read_jsonl(store_dir() / "pairs.jsonl")
     if not pairs:

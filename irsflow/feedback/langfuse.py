@@ -47,10 +47,11 @@ from typing import Any, Iterator
 from irsflow.errors import IrsflowError
 from irsflow.feedback.langfuse_api import (RESTART, SERVER_FLAGS, Generation, LangfuseAuthError, LangfuseError,
                                           LangfuseHttp, LangfuseServerSetupError, LangfuseSettings, Page,
-                                          parse_time, retry_after_s)
+                                          parse_time)
 from irsflow.feedback.langfuse_v3 import LegacyApi
 from irsflow.feedback.langfuse_v4 import V4Api
 from irsflow.feedback.state import ExtractState, as_utc, load_state, plan_window, save_state
+from irsflow.retry import retry_after_s
 
 GENERATIONS: dict[str, type[LegacyApi] | type[V4Api]] = {"v3": LegacyApi, "v4": V4Api}
 __all__ = ["LangfuseSettings", "Extraction", "GENERATIONS", "ExtractState", "LangfuseError", "LangfuseAuthError",

@@ -22,16 +22,15 @@ URL, basic auth, query encoding), but the JSON is read as plain dicts: the SDK's
 
 Retries are ours (the SDK's are switched off, ``max_retries=0``; its own retry 429/5xx twice,
 honour Retry-After, but never retry connection errors): 429/503 wait ``Retry-After`` (seconds or
-an HTTP date) when given, else 408/429/5xx and connection errors back off exponentially, at most
-``max_retries`` times, each wait capped at ``max_wait_s``. 401/403 raise ``LangfuseAuthError``
-(an ``InputError``: never retried) naming the env vars, never the keys. Other 4xx (404, 410 of a
-retired route) raise ``LangfuseError`` at once with the status code: the extraction's cue to
-switch generation. A route the server's own settings keep off raises ``LangfuseServerSetupError``
-(an ``InputError``) naming the server setting to change.
+an HTTP date, read by ``irsflow.retry.retry_after_s``) when given, else 408/429/5xx and connection
+errors back off exponentially, at most ``max_retries`` times, each wait capped at ``max_wait_s``.
+401/403 raise ``LangfuseAuthError`` (an ``InputError``: never retried) naming the env vars, never
+the keys. Other 4xx (404, 410 of a retired route) raise ``LangfuseError`` at once with the status
+code: the extraction's cue to switch generation. A route the server's own settings keep off
+raises ``LangfuseServerSetupError`` (an ``InputError``) naming the server setting to change.
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from irsflow.errors import ConfigError, InputError, IrsflowError
 from irsflow.feedback.state import as_utc
+from irsflow.retry import retry_after_s
 
 log = logging.getLogger("irsflow.feedback.langfuse")
 
@@ -148,21 +148,6 @@ SCORES_FLAG = "LANGFUSE_ENABLE_SCORES_V3_API=true"
 OBSERVATIONS_FLAG = "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true"
 SERVER_FLAGS = f"{SCORES_FLAG} and {OBSERVATIONS_FLAG}"
 RESTART = "in the environment of the Langfuse web server (not this machine) and restart it"
-
-
-def retry_after_s(headers: dict | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date; None if absent."""
-    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = str(value).strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, as_utc(when).timestamp() - (time.time() if now is None else now))
 
 
 def wire_time(t: datetime | None) -> str | None:

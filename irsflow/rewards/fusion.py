@@ -121,7 +121,7 @@ class FusedReward:
     penalty = False
 
     def __init__(self, env: RewardEnv):
-        from irsflow.config import FusionConfig  # the defaults live in the config schema only
+        from irsflow.rewards.settings import FusionConfig
 
         cfg = getattr(env.settings, "fusion", None) or FusionConfig()
         self.weights, self.threshold = dict(cfg.weights), cfg.conflict_threshold

@@ -4,11 +4,11 @@
 - ``length_limit``   1 up to ``scoring.length_limit`` words, falling linearly to 0 at twice that (short and clear);
 - ``followup``       scaffolding: 1 when the answer explains and then asks a follow-up question, 0.5 for a
                      bare question, 0 with no question at all.
-Words count as in ``irsflow.evals.dialogue`` (a CJK character is one word).
+Words count as in ``irsflow.rewards.dialogue`` (a CJK character is one word).
 """
 from __future__ import annotations
 
-from irsflow.evals.dialogue import _SENTENCES, words
+from irsflow.rewards.dialogue import _SENTENCES, words
 from irsflow.rewards import RewardBatch, RewardEnv, register_reward
 
 _QMARKS = ("?", "？")

@@ -1,6 +1,5 @@
 """The data each stage trains on, built from the job dir and the request's files.
 
-    check_stage_inputs(req, questions)        # before any model loads: files parse, lines named
     rows = onpolicy_rows(store, req, 2)       # ChatML rows + sampling metadata + score/weight
     anchors = load_anchors(req, questions)    # anchor dialogues (file, else the references)
     pairs = preference_pairs(store, req, 2)   # this round's best-vs-worst + the pairs files
@@ -9,13 +8,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from irsflow.config import TrainRequest
 from irsflow.dataset import Question, jsonl_objects, load_questions
 from irsflow.errors import InputError
-from irsflow.generate import build_messages
-from irsflow.pairs import _messages, irs_pairs, kto_rows, load_pairs
+from irsflow.loop.generate import build_messages
+from irsflow.stages.pairs import _messages, irs_pairs, kto_rows, load_pairs
 from irsflow.store import JobStore, read_jsonl
+
+if TYPE_CHECKING:
+    from irsflow.config import TrainRequest
+
+
+def reference_rows(req: TrainRequest, questions: list[Question] | None = None) -> list[dict]:
+    """Every question of the set that has a reference answer, as ``{"prompt", "completion", "weight": 1}``
+    (prompted exactly as generation prompts it)."""
+    questions = questions if questions is not None else load_questions(req.dataset, req.n_questions)
+    return [{"prompt": build_messages(q, req.top_k, req.system_prompt),
+             "completion": [{"role": "assistant", "content": q.reference}], "weight": 1.0}
+            for q in questions if q.reference and q.reference.strip()]
 
 
 def load_anchors(req: TrainRequest, questions: list[Question] | None = None) -> list[dict]:
@@ -33,27 +44,11 @@ def load_anchors(req: TrainRequest, questions: list[Question] | None = None) -> 
                 raise InputError(f"{where}: 'messages' must end with a non-empty assistant turn after a prompt")
             out.append({"prompt": msgs[:-1], "completion": [msgs[-1]], "weight": 1.0})
         return out
-    questions = questions if questions is not None else load_questions(req.dataset, req.n_questions)
-    out = [{"prompt": build_messages(q, req.top_k, req.system_prompt),
-            "completion": [{"role": "assistant", "content": q.reference}], "weight": 1.0}
-           for q in questions if q.reference and q.reference.strip()]
+    out = reference_rows(req, questions)
     if not out:
         raise InputError(f"stage_config.anchors: not set, and {req.dataset} has no reference answers to anchor on")
     return out
 
-
-def check_stage_inputs(req: TrainRequest, questions: list[Question]) -> None:
-    """Parse every file the stage will read, so a bad line fails the job before generation."""
-    sc = req.stage_config
-    if req.stage == "ONPOLICY":
-        anchors = load_anchors(req, questions)
-        if sc.mix_ratio < 1 and not anchors:
-            raise InputError("stage_config.anchors: no anchor rows")
-    if req.stage in ("DPO", "KTO", "RM"):
-        for f in sc.pairs:
-            load_pairs(f)
-    if req.stage == "KTO" and sc.kto_up:
-        kto_rows(sc.kto_up, sc.kto_down)
 
 
 def scored_answers(store: JobStore, iteration: int):

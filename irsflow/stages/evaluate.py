@@ -3,30 +3,39 @@
 (dialogue metrics, diversity, the request's reward means, the round's training figures) and rebuild
 the job's ``CHANGELOG.md`` with one line per evaluated round.
 
-    doc = run_round_eval(store, req, 2)
+    doc = run_round_eval(store, req, 2, weights={"rel": 1.0})
 """
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from irsflow.config import TrainRequest
 from irsflow.dataset import load_questions
-from irsflow.evals.dialogue import dialogue_metrics, diversity, write_eval_round
-from irsflow.generate import generate_candidates
+from irsflow.rewards.dialogue import dialogue_metrics, diversity, write_eval_round
+from irsflow.loop.generate import generate_candidates
 from irsflow.models import resolve_model
-from irsflow.phases import phase_reporter
-from irsflow.resume import eval_round_path, iteration_inputs
+from irsflow.loop.phases import phase_reporter
 from irsflow.rewards import RewardEnv, build_rewards
 from irsflow.rewards.similarity import load_similarity
-from irsflow.scoring import score_candidates
+from irsflow.loop.scoring import score_candidates
 from irsflow.store import JobStore, ProgressFn, atomic_write_text, hash_path
+
+if TYPE_CHECKING:
+    from irsflow.config import TrainRequest
 
 log = logging.getLogger("irsflow.stages")
 HEADLINE = ("question_ratio", "mean_answer_words", "distinct_2", "reward")
 
 
-def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, progress: ProgressFn | None = None) -> dict:
+def eval_round_path(store: JobStore, iteration: int) -> Path:
+    return store.dir / f"eval_round_{iteration}.json"
+
+
+def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, weights: dict[str, float],
+                   progress: ProgressFn | None = None) -> dict:
+    """Answer the round's eval questions with its adapter; score them with ``weights`` (the round's)."""
     cfg = req.irs_config
     report = phase_reporter(store, iteration, "EVALUATING", progress)
     report(0)
@@ -38,7 +47,6 @@ def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, progress:
         top_k=req.top_k, system_prompt=req.system_prompt, load_in_4bit=cfg.load_in_4bit,
         progress=lambda p: report(0.8 * p))
     answers = [r["candidates"][0]["text"] for r in rows]
-    weights = iteration_inputs(store, req, iteration).weights
     env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
     if req.teacher is not None and req.uses_teacher():
         weights = {k: v for k, v in weights.items() if k not in ("teacher", "rlaif")}  # no teacher spend on evals

@@ -32,13 +32,12 @@ import random
 import time
 from datetime import datetime, timezone
 from collections import Counter
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from irsflow.errors import ConfigError, InputError
-from irsflow.retry import failure_kind, status_code
+from irsflow.retry import failure_kind, retry_after_s, status_code
 from irsflow.store import atomic_write_text, utc_now
 from irsflow.teacher.cache import JudgementCache, judgement_key
 from irsflow.teacher.judgements import (Judgement, TeacherRepliesUnusable, TeacherUnavailable,  # noqa: F401
@@ -87,25 +86,6 @@ def _check_items(items: list[dict]) -> list[dict]:
         seen.add(it["id"])
         out.append({**it, "context": it.get("context") or ""})
     return out
-
-
-def _retry_after(err: BaseException) -> float | None:
-    headers = getattr(getattr(err, "response", None), "headers", None) or {}
-    if headers.get("retry-after-ms"):
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        try:  # HTTP-date form
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _from_cache(item_id: str, key: str, hit: dict) -> "Judgement":
@@ -162,7 +142,8 @@ class _Run:
         return text.replace(self.secret, "***") if self.secret else text
 
     def wait_s(self, attempt: int, err: BaseException | None = None) -> float:
-        hinted = _retry_after(err) if err is not None else None
+        headers = getattr(getattr(err, "response", None), "headers", None)
+        hinted = retry_after_s(headers)
         wait = hinted if hinted is not None else self.s.backoff_s * 2 ** attempt * (0.5 + random.random())
         return min(wait, self.s.max_wait_s)
 

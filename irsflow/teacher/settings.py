@@ -59,11 +59,18 @@ DEEPSEEK_PRICES = {
 }
 
 
-def _key_from_env() -> SecretStr | None:
+def key_from_env() -> str | None:
+    """The teacher's API key from the environment: the first of ``KEY_ENV`` that is set and non-empty.
+    The one place that reads it; the orchestrator's Secret-block fallback calls this first."""
     for name in KEY_ENV:
         if os.environ.get(name):
-            return SecretStr(os.environ[name])
+            return os.environ[name]
     return None
+
+
+def _key_from_env() -> SecretStr | None:
+    key = key_from_env()
+    return SecretStr(key) if key else None
 
 
 def no_price_message(model: str) -> str:

@@ -1,0 +1,18 @@
+"""The request's ``codebook`` block: whether and how reviewed rules are injected into prompts."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class CodebookConfig(_Strict):
+    """Rules from reviewed corrections added to matching prompts (irsflow/codebook/store.py)."""
+
+    enabled: bool = Field(False, description="Inject matching codebook rules into generation prompts.")
+    path: str | None = Field(None, min_length=1, description="SQLite file; default <data dir>/codebook.sqlite.")
+    version: int | None = Field(None, ge=0, description="Pin this codebook version (reproduce a job); latest if unset.")
+    top_k: int = Field(3, ge=1, description="Most rules injected per question.")
+    threshold: float = Field(0.5, ge=0, description="Minimum rule score (cosine + keyword bonus) to inject.")

@@ -1,1 +1,0 @@
-"""Serving adapters: hot-loading LoRA adapters into a running vLLM OpenAI server (``vllm.py``)."""

@@ -1,0 +1,165 @@
+"""What a training stage is: its settings model and the ``Stage`` object every stage module defines.
+
+A stage answers, for one request: which phases its rounds have, what it cannot run without (checked
+before any model loads), which files it reads, and how it trains one round. Everything else (the job
+dir, generation, scoring, caching, the flow) is shared. ``Stage`` holds the defaults most stages
+want; a stage module overrides only what differs:
+
+    class Toy(Stage):
+        name, settings = "TOY", ToySettings
+        def train(self, store, req, iteration, inputs, progress, teacher_api_key=None): ...
+    register(Toy())            # irsflow.stages.registry
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING
+from irsflow.loop.phases import phase_reporter
+from irsflow.store import JobStore, ProgressFn, hash_path
+
+if TYPE_CHECKING:
+    from irsflow.config import TrainRequest
+    from irsflow.dataset import Question
+
+
+class StageSettings(BaseModel):
+    """``stage_config``: the settings one stage adds to the request (validated by that stage's
+    model; the request's ``stage`` picks it). Every stage has the round-eval settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # the discriminator, copied from the request's `stage`; not part of the stored request
+    stage: str = Field(exclude=True)
+    eval_each_round: bool | None = Field(
+        None, description="Write eval_round_<n>.json and a CHANGELOG.md line after each round's training "
+                          "(default: on for ONPOLICY, off otherwise).")
+    eval_questions: int = Field(8, ge=1, description="Questions answered by each round's eval.")
+
+    def files(self) -> list[str]:
+        """The data files the stage reads (their content is part of the training phase's cache key)."""
+        return []
+
+
+@dataclass(frozen=True)
+class IterationInputs:
+    """What one round starts from, derived from the job dir (``irsflow.jobs.resume``)."""
+
+    adapter: str | None
+    weights: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    previous: int | None = None  # the round before, if any (its files carry state such as PPO's KL coefficient)
+
+
+class Stage:
+    """A training stage. Subclasses set ``name`` and ``settings`` and implement ``train``."""
+
+    name: ClassVar[str]
+    settings: ClassVar[type[StageSettings]]
+    samples: ClassVar[bool] = True  # its rounds generate and score candidates before training
+    scores_in_training: ClassVar[bool] = False  # its trainer scores its own samples (GRPO)
+    trains_policy: ClassVar[bool] = True  # its adapter answers chat (RM's is a reward head)
+    round_eval_default: ClassVar[bool] = False
+    # changes the cache keys of the stage's jobs: False only for IRS, whose keys predate stages
+    keys_stage_inputs: ClassVar[bool] = True
+
+    @property
+    def task_name(self) -> str:
+        """The training task's name in the Prefect UI (``train-dpo-iter-1``)."""
+        return f"train-{self.name.lower()}"
+
+    def phases(self, req: TrainRequest) -> tuple[str, ...]:
+        """The phases of one round, in order."""
+        sample = (GENERATING, SCORING) if self.samples_for(req) else ()
+        return sample + (TRAINING,) + ((EVALUATING,) if self.round_eval(req) else ())
+
+    def samples_for(self, req: TrainRequest) -> bool:
+        return self.samples
+
+    def round_eval(self, req: TrainRequest) -> bool:
+        flag = req.stage_config.eval_each_round
+        return self.round_eval_default if flag is None else flag
+
+    def moves_weights(self, req: TrainRequest) -> bool:
+        """Whether its rounds update the dynamic reward weights (they score something)."""
+        return SCORING in self.phases(req) or self.scores_in_training
+
+    def calls_teacher_in(self, phase: str, req: TrainRequest) -> bool:
+        """Whether ``phase`` scores with the request's rewards (so it may need the teacher's key)."""
+        return req.uses_teacher() and (phase == SCORING or (phase == TRAINING and self.scores_in_training))
+
+    def check(self, req: TrainRequest) -> None:
+        """Raise ``ValueError("field.path: why")`` for a request this stage cannot run (schema time)."""
+
+    def check_files(self, req: TrainRequest, questions: list[Question]) -> None:
+        """Parse every file the stage will read, so a bad line fails the job before any model loads."""
+
+    def after_scoring(self, store: JobStore, req: TrainRequest, iteration: int) -> dict:
+        """Files the stage writes once a round is scored (ONPOLICY's samples); their summary."""
+        return {}
+
+    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+              progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
+        """Train one round: write ``checkpoints/iter_<n>`` atomically, append a TRAINING metrics row, return
+        a JSON-able summary with at least ``adapter``, ``loss`` and ``seconds``."""
+        raise NotImplementedError
+
+    def run_training(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+                     progress: ProgressFn | None = None, teacher_api_key: str | None = None) -> dict:
+        """The TRAINING phase: live progress around ``train``."""
+        report = phase_reporter(store, iteration, TRAINING, progress)
+        report(0)
+        return self.train(store, req, iteration, inputs, report, teacher_api_key=teacher_api_key)
+
+    def key_parts(self, store: JobStore, req: TrainRequest, phase: str, inputs: IterationInputs,
+                  iteration: int) -> dict:
+        """What the stage adds to a phase's cache key: its settings, and for TRAINING the inputs its
+        trainer reads beyond the round's candidates and scores."""
+        if not self.keys_stage_inputs:
+            return {}
+        parts: dict = {"stage": self.name, "stage_config": _stored_settings(req.stage_config),
+                       "init_adapter": store.read_config().get("init_adapter_sha256")}
+        if phase == TRAINING:
+            cfg = req.irs_config
+            parts.update(files={f: _hash_or_missing(Path(f).expanduser()) for f in req.stage_config.files() if f},
+                         weights=inputs.weights, sampling=cfg.sampling.model_dump(), n_candidates=cfg.n_candidates,
+                         max_new_tokens=cfg.max_new_tokens, scoring=req.scoring.model_dump(), dataset=req.dataset,
+                         questions=store.read_config().get("questions_sha256"), system_prompt=req.system_prompt,
+                         previous_kl=_hash_or_missing(store.phase_dir(iteration - 1) / "kl.json"))
+        return parts
+
+
+def _hash_or_missing(path: Path) -> str:
+    return hash_path(path) if path.exists() else "missing"
+
+
+# Before stages were objects, `stage_config` was one model holding every stage's fields; cache keys
+# hashed that whole dump. Keys keep that shape (the built-in fields at their defaults, then the
+# stage's own values), so jobs started before the split still resume from their cached phases.
+LEGACY_FIELDS = {
+    "mix_ratio": 0.8, "anchors": None, "weight_floor": 0.0, "pairs": [], "kto_up": None, "kto_down": None,
+    "from_candidates": True, "min_margin": 0.05, "beta": 0.1, "holdout": 0.2, "target_kl": 6.0,
+    "init_kl_coef": 0.2, "clip_range": 0.2, "vf_coef": 0.1, "ppo_epochs": 2, "gamma": 1.0, "lam": 0.95,
+    "eval_each_round": None, "eval_questions": 8,
+}
+
+
+def _stored_settings(settings: StageSettings) -> dict:
+    return json.loads(json.dumps({**LEGACY_FIELDS, **settings.model_dump(mode="json")}))
+
+
+def finish_round(store: JobStore, iteration: int, stats: dict, **row) -> dict:
+    """A trainer's last step: the TRAINING metrics row, then the summary the flow keeps."""
+    out_dir = store.checkpoint(iteration)
+    store.metric(iteration, TRAINING, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()},
+                 seconds=round(stats["seconds"], 3), mem_after_release=stats.get("mem_after_release"))
+    return {"adapter": str(out_dir), "sha256": hash_path(out_dir), **stats}
+
+
+def mean(xs: list) -> float | None:
+    return round(sum(xs) / len(xs), 6) if xs else None

@@ -1,0 +1,76 @@
+"""GRPO (seed 000 section 3): TRL's GRPOTrainer samples and scores inside training, with the
+request's rewards as reward functions and the dynamic weights as ``reward_weights``; the round's
+per-reward means move the weights the next round passes.
+
+    request: {"stage": "GRPO", "irs_config": {"batch_size": 4, "n_candidates": 4}, "stage_config": {"beta": 0.1}}
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from irsflow.dataset import load_questions
+from irsflow.loop.phases import score_summary_path
+from irsflow.loop.weights import DynamicWeights
+from irsflow.models import resolve_model
+from irsflow.rewards import RewardEnv, build_rewards
+from irsflow.rewards.similarity import load_similarity
+from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round, mean
+from irsflow.store import JobStore, ProgressFn, atomic_write_json
+
+if TYPE_CHECKING:
+    from irsflow.config import TrainRequest
+
+
+class GRPOSettings(StageSettings):
+    stage: Literal["GRPO"] = Field("GRPO", exclude=True)
+    beta: float = Field(0.1, ge=0, description="Strength of the pull toward the reference model.")
+
+
+class GRPOStage(Stage):
+    name, settings = "GRPO", GRPOSettings
+    samples = False  # GRPOTrainer generates inside training
+    scores_in_training = True
+
+    def check(self, req: TrainRequest) -> None:
+        cfg = req.irs_config
+        if cfg.batch_size % cfg.n_candidates:
+            raise ValueError(f"irs_config.batch_size: stage GRPO needs a multiple of n_candidates "
+                             f"({cfg.n_candidates}, the generations per prompt), got {cfg.batch_size}")
+
+    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+              progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
+        from irsflow.training.grpo import train_grpo
+
+        cfg = req.irs_config
+        env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
+        if req.teacher is not None:
+            env.extras.update(teacher=req.teacher.with_key(teacher_api_key),
+                              teacher_usage_path=store.dir / "teacher_usage.csv")
+        rewards = build_rewards(list(inputs.weights), env)
+        stats = train_grpo(resolve_model(req.model_id), inputs.adapter, load_questions(req.dataset, req.n_questions),
+                           rewards, inputs.weights, store.checkpoint(iteration), system_prompt=req.system_prompt,
+                           top_k=req.top_k, num_generations=cfg.n_candidates, max_new_tokens=cfg.max_new_tokens,
+                           learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.sft_epochs,
+                           beta=req.stage_config.beta, lora=cfg.lora, seed=req.seed + iteration, sampling=cfg.sampling,
+                           load_in_4bit=cfg.load_in_4bit, progress=progress)
+        curve = stats["curve"]
+        atomic_write_json(store.phase_dir(iteration) / "grpo_curve.json", curve)
+        means = {n: mean([c[n] for c in curve if c.get(n) is not None]) for n in inputs.weights}
+        dw = DynamicWeights.resume(inputs.weights, inputs.history, cfg.dw_config)
+        explain = dw.observe(means)
+        avg = mean([c["reward"] for c in curve if c.get("reward") is not None])
+        summary = {"avg_reward": avg,
+                   "best_avg_reward": mean([c["reward"] for c in curve[-1:] if c.get("reward") is not None]),
+                   "reward_breakdown": means, "weights": dict(inputs.weights), "next_weights": explain["weights_after"],
+                   "slopes": explain["slopes"], "weights_updated": explain["updated"], "scorer": env.similarity.kind}
+        atomic_write_json(score_summary_path(store, iteration), summary)
+        store.metric(iteration, "METRICS", **summary)
+        store.update_status(metrics={"avg_reward": avg, "reward_breakdown": means,
+                                     "current_weights": summary["next_weights"]})
+        return finish_round(store, iteration, {**stats, **summary}, loss=stats["loss"], steps=stats["steps"],
+                            avg_reward=avg)
+
+
+GRPO = GRPOStage()
