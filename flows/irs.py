@@ -4,7 +4,8 @@ round (``irs_iteration``), for every stage (``request.stage``; ``irsflow.stages`
     for round in 1..n_iterations:
         generate (gpu)  ->  score (cpu)  ->  train (gpu)  ->  evaluate-round (gpu)
         (each only where the stage's phase list has it: GRPO trains only, ONPOLICY adds the eval)
-    checkpoints/final  <-  the last round's adapter
+    after each round: stop early where ``early_stop`` says so (held-out reward, diversity, length)
+    checkpoints/final  <-  the best round's adapter by held-out reward (the last round's without a split)
 
 The ``gpu`` tag has a concurrency limit of 1 (created here if missing), so across every job on
 one Prefect server only one model is resident at a time; scoring runs beside it on the CPU.
@@ -31,8 +32,9 @@ from irsflow.jobs.charts import iteration_row
 from irsflow.jobs.job import open_job, open_or_create
 from irsflow.jobs.resume import forced, outputs_valid, phase_key, stage_phases
 from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING, Phase
-from irsflow.loop.phases import finalize, runtime_info
+from irsflow.loop.phases import runtime_info
 from irsflow.stages import get_stage
+from irsflow.stages.heldout import conclude, heldout_history, stop_decision
 from tasks.artifacts import publish_iterations, start_progress
 from tasks.common import ensure_gpu_limit, job_request, require_teacher_key, route_library_logs, track_job
 from tasks.phases import evaluate_round, generate, score, train
@@ -125,8 +127,12 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
                 iterations.append({"iter": it, "avg_reward": s.get("avg_reward"),
                                    "reward_breakdown": s.get("reward_breakdown"), "weights_used": s.get("weights"),
                                    "weights": s.get("next_weights"), "loss": out["train"]["loss"],
-                                   "cached": out["cached"], **({"eval": out["eval"]["path"]} if "eval" in out else {})})
-            final = finalize(store, out["train"]["adapter"])
+                                   "cached": out["cached"], **({"eval": out["eval"]["path"]} if "eval" in out else {}),
+                                   **({"heldout": out["eval"]["heldout"]} if "heldout" in out.get("eval", {}) else {})})
+                stop, why = stop_decision(heldout_history(store, it), req.early_stop)
+                if stop:
+                    break
+            final, final_round = conclude(store, req, it, why if stop else None)
             if req.track:
                 track_job(job_id)
         except BaseException as err:
@@ -136,4 +142,5 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
             raise
         store.update_status(state="completed", current_phase="DONE", phase_progress=100.0)
     return {"job_id": job_id, "stage": req.stage, "job_dir": str(store.dir), "final_adapter": final,
-            "iterations": iterations, "gpu_seconds": round(gpu_seconds, 3)}
+            "final_round": final_round, "stopped_early": why if stop else None, "iterations": iterations,
+            "gpu_seconds": round(gpu_seconds, 3)}

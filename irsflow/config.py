@@ -86,7 +86,7 @@ class LoraSettings(_Strict):
     target_modules: str | list[str] = "all-linear"
 
 
-class IRSConfig(_Strict):
+class SharedSettings(_Strict):
     """What every stage shares: rounds, sampling, LoRA/optimizer settings and the dynamic reward weights
     (the request key keeps its seed-000 name, ``irs_config``)."""
 
@@ -112,6 +112,36 @@ class IRSConfig(_Strict):
 
 
 
+class HeldoutConfig(_Strict):
+    """A share of the question set kept out of training, answered greedily by the start model and by
+    every round's adapter, so a job shows whether its rounds help on questions it did not train on."""
+
+    share: float = Field(0.2, ge=0, lt=1, description="Share of the question set held out (0: off). Whole topics "
+                                                      "(meta.topic) are held out where every question names one.")
+    min_questions: int = Field(20, ge=2, description="The split is on only when the set has at least this many "
+                                                     "questions.")
+    max_questions: int = Field(32, ge=1, description="Most held-out questions answered per evaluation.")
+    seed: int | None = Field(None, ge=0, description="Seed of the split; the request's seed if unset (set it to "
+                                                      "compare jobs of several seeds on the same questions).")
+
+    def active(self, n_questions: int) -> bool:
+        return self.share > 0 and n_questions >= self.min_questions
+
+
+class EarlyStopConfig(_Strict):
+    """Stop a job when its held-out reward stops rising or its answers collapse; ``checkpoints/final`` is
+    then the best round's adapter by held-out reward. Needs the held-out split."""
+
+    patience: int = Field(1, ge=1, description="Rounds without a held-out gain before the job stops.")
+    min_gain: float = Field(0.0, ge=0, description="Least rise of the held-out reward over the best so far that "
+                                                   "counts as a gain.")
+    distinct2_floor: float | None = Field(
+        0.9, gt=0, le=1, description="Stop when held-out distinct-2 falls below this share of the start model's.")
+    max_length_drift: float | None = Field(
+        0.5, gt=0, description="Stop when the mean held-out answer length moves more than this share away from the "
+                               "start model's.")
+
+
 def _stage_settings(value: Any, handler) -> StageSettings:
     if isinstance(value, StageSettings):
         return value
@@ -125,7 +155,9 @@ StageConfigField = Annotated[SerializeAsAny[StageSettings], WrapValidator(_stage
 
 def stored_request(data: dict) -> dict:
     """A request read back from a job dir. Jobs created before stages were objects stored every stage's
-    settings in ``stage_config``; only the request's own stage's are kept."""
+    settings in ``stage_config``; only the request's own stage's are kept. Jobs created before the
+    held-out split trained on the whole set: they keep doing so."""
+    data = data if "heldout" in data else {**data, "heldout": {"share": 0.0}}
     sc = data.get("stage_config")
     if not isinstance(sc, dict):
         return data
@@ -144,7 +176,7 @@ class TrainRequest(_Strict):
                                         "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
     stage_config: StageConfigField = Field(
         default=None, description="The stage's own settings, validated by that stage's model (irsflow.stages).")
-    irs_config: IRSConfig = Field(default_factory=IRSConfig)
+    irs_config: SharedSettings = Field(default_factory=SharedSettings)  # named for seed 000's API
     n_questions: int = Field(100, ge=1, description="Questions taken from the dataset, in file order.")
     top_k: int = Field(3, ge=0, description="Contexts per question put into the prompt.")
     dataset: str = Field(DEMO_DATASET, min_length=1, description="Question-set JSONL path or builtin:demo.")
@@ -158,6 +190,8 @@ class TrainRequest(_Strict):
     track: bool = Field(True, description="Log the finished job as an MLflow run (params, metrics, hashes, adapter).")
     teacher: TeacherConfig | None = Field(
         None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block.")
+    heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
+    early_stop: EarlyStopConfig | None = Field(None, description="Early stopping on the held-out split (off if unset).")
 
     def uses_teacher(self) -> bool:
         """Whether scoring will call the teacher (so a key must be found before generation)."""
@@ -190,6 +224,12 @@ class TrainRequest(_Strict):
                                      f"(it belongs to {', '.join(owners)})")
             data = {**data, "stage_config": {**sc, "stage": stage}}
         return data
+
+    @model_validator(mode="after")
+    def _early_stop_needs_heldout(self):
+        if self.early_stop is not None and self.heldout.share <= 0:
+            raise ValueError("early_stop: needs the held-out split (heldout.share > 0)")
+        return self
 
     @model_validator(mode="after")
     def _teacher_configured(self):

@@ -125,3 +125,29 @@ def last_user_turn(messages: list[dict]) -> str | None:
     """The content of the last user message with text in a chat (``[{"role", "content"}, ...]``):
     the question a reply or correction answers. None when no user turn has any."""
     return next((m["content"] for m in reversed(messages) if m.get("role") == "user" and m.get("content")), None)
+
+
+def split_heldout(questions: list[Question], share: float, seed: int) -> tuple[list[Question], list[Question]]:
+    """``(train, heldout)``: about ``share`` of the questions held out, seeded. Where every question
+    names a topic (``meta.topic``) whole topics are held out, so no topic is in both parts; the
+    order of each part is the set's own."""
+    if share <= 0 or len(questions) < 2:
+        return list(questions), []
+    import random
+
+    topics = [q.meta.get("topic") for q in questions]
+    by_topic = all(isinstance(t, str) and t for t in topics)
+    groups = sorted(set(topics)) if by_topic else [q.id for q in questions]
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    want, held, n = max(1, round(share * len(questions))), set(), 0
+    for g in groups:
+        if n >= want:
+            break
+        size = topics.count(g) if by_topic else 1
+        if len(questions) - n - size < 1:  # keep at least one question to train on
+            continue
+        held.add(g)
+        n += size
+    key = (lambda q: q.meta.get("topic")) if by_topic else (lambda q: q.id)
+    return [q for q in questions if key(q) not in held], [q for q in questions if key(q) in held]

@@ -15,7 +15,7 @@ from irsflow.jobs.resume import iteration_inputs, phase_key, record_outputs, sta
 from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING
 from irsflow.loop.phases import run_generate, run_score
 from irsflow.stages import IterationInputs, get_stage
-from irsflow.stages.evaluate import run_round_eval
+from irsflow.stages.evaluate import run_evaluation
 from irsflow.store import JobStore, ProgressFn
 from tasks.artifacts import progress_updater
 from tasks.common import CPU_TAG, GPU_TAG, job_request, phase_task, route_library_logs, teacher_key
@@ -67,6 +67,7 @@ def train(job_id: str, iteration: int) -> dict:
 
 @phase_task(EVALUATING, GPU_TAG, "evaluate-round")
 def evaluate_round(job_id: str, iteration: int) -> dict:
-    """Answer the round's eval questions with its adapter: eval_round_<n>.json and a CHANGELOG.md line."""
-    return _run(job_id, iteration, EVALUATING, lambda store, req, inputs, progress: run_round_eval(
-        store, req, iteration, inputs.weights, progress=progress))
+    """Answer the held-out questions with the round's adapter (and the start model's, in round 1), and the
+    round eval's questions where it is on: heldout_round_<n>.json, eval_round_<n>.json, CHANGELOG.md."""
+    return _run(job_id, iteration, EVALUATING, lambda store, req, inputs, progress: run_evaluation(
+        store, req, iteration, inputs.adapter, inputs.weights, progress=progress))

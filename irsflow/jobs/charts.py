@@ -33,6 +33,12 @@ def iteration_row(out: dict) -> dict:
     row["train_s"] = round(t["seconds"], 1)
     if "eval" in out:
         row["eval_s"] = round(out["eval"]["seconds"], 1)
+        h = out["eval"].get("heldout")
+        if h:  # the held-out answers of the round's adapter: what a user watches to see rounds still help
+            row.update(heldout_reward=_r(h["reward"]), heldout_distinct_2=_r(h["distinct_2"]),
+                       heldout_words=round(h["mean_words"], 1))
+        if out["eval"].get("heldout_start"):
+            row["heldout_start_reward"] = _r(out["eval"]["heldout_start"]["reward"])
     row["cached"] = ",".join(p.lower() for p in ALL_PHASES if p in out.get("cached", [])) or "-"
     return row
 
@@ -53,6 +59,12 @@ def trend_chart_png(rows: list[dict], title: str = "") -> bytes:
     for name, ys in _series(rows, "r_").items():
         ax_r.plot(its, [float("nan") if y is None else y for y in ys], marker="o", label=name)
     ax_r.plot(its, [r["avg_reward"] for r in rows], marker="s", color="black", linewidth=2, label="weighted avg")
+    if any("heldout_reward" in r for r in rows):
+        ax_r.plot(its, [r.get("heldout_reward", float("nan")) for r in rows], marker="D", color="tab:red",
+                  linestyle="--", linewidth=2, label="held-out (greedy)")
+        start = next((r["heldout_start_reward"] for r in rows if r.get("heldout_start_reward") is not None), None)
+        if start is not None:
+            ax_r.axhline(start, color="tab:red", linestyle=":", linewidth=1, label="held-out, start model")
     ax_r.set(title="reward means", xlabel="iteration")
     for name, ys in _series(rows, "w_").items():
         ax_w.plot(its, ys, marker="o", label=name)

@@ -14,6 +14,7 @@ from pathlib import Path
 from irsflow.config import TrainRequest, parse_request, stored_request
 from irsflow.dataset import load_questions, questions_hash, resolve_dataset
 from irsflow.errors import InputError
+from irsflow.loop.questions import job_questions
 from irsflow.models import check_4bit, check_model
 from irsflow.store import JobStore, data_dir, new_job_id, utc_now
 
@@ -27,9 +28,12 @@ def preflight(req: TrainRequest) -> dict:
     questions = load_questions(req.dataset, req.n_questions)
     check_4bit(req.irs_config.load_in_4bit)
     model_path = check_model(req.model_id)
-    get_stage(req.stage).check_files(req, questions)
+    train, heldout = job_questions(req)
+    get_stage(req.stage).check_files(req, train)
     facts = {"model_path": model_path, "dataset_path": str(resolve_dataset(req.dataset)),
              "n_questions_used": len(questions), "questions_sha256": questions_hash(questions)}
+    if heldout:  # the questions no round trains on (answered by the start model and each round's adapter)
+        facts.update(heldout_ids=[q.id for q in heldout])
     if req.init_adapter:
         from irsflow.release.adapter_cache import resolve_adapter
         from irsflow.store import hash_path
@@ -127,6 +131,8 @@ def job_status(job_id: str) -> dict:
         "phase_progress": s.get("phase_progress", 0.0),
         "metrics": s.get("metrics", {"avg_reward": None, "reward_breakdown": {}, "current_weights": {}}),
         "runtime": s.get("runtime", {"device": None, "unsloth_available": None, "gpu_mem_used": None}),
+        # which round became checkpoints/final, and why the job stopped before its last round
+        **{k: s[k] for k in ("final_round", "rounds_run", "final_by", "stopped_early") if k in s},
     }
     out = {"job_id": store.job_id, "stage": s.get("stage", "IRS"), "state": s.get("state", "unknown"),
            "detail": detail}

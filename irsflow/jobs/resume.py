@@ -23,8 +23,10 @@ from irsflow.config import TrainRequest
 from irsflow.errors import InputError
 from irsflow.loop import ALL_PHASES, EVALUATING, GENERATING, SCORING, TRAINING
 from irsflow.loop.phases import score_summary_path
+from irsflow.loop.questions import heldout_key
 from irsflow.stages import IterationInputs, get_stage
 from irsflow.stages.evaluate import eval_round_path
+from irsflow.stages.heldout import heldout_path
 from irsflow.store import JobStore, atomic_write_json, hash_path, utc_now
 
 KEY_VERSION = 1  # bump when a phase's output format changes, so old cache entries stop matching
@@ -42,7 +44,10 @@ def phase_outputs(store: JobStore, iteration: int, phase: str) -> list[Path]:
     out = {GENERATING: [d / "candidates.jsonl"],
            SCORING: [d / "scores.jsonl", score_summary_path(store, iteration)],
            TRAINING: [store.checkpoint(iteration)],
-           EVALUATING: [eval_round_path(store, iteration)]}[check_phase(phase)]
+           EVALUATING: []}[check_phase(phase)]
+    if phase == EVALUATING:  # the round eval and/or the held-out answers (round 1: the start model's too)
+        out += [p for p in (eval_round_path(store, iteration), heldout_path(store, iteration),
+                            *([heldout_path(store, 0)] if iteration == 1 else [])) if p.exists()]
     if phase == SCORING:
         out += [p for p in [d / "onpolicy.jsonl"] if p.exists()]
     if phase == TRAINING:
@@ -95,6 +100,7 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
     parts: dict = {"v": KEY_VERSION, "job": store.job_id, "phase": check_phase(phase), "iteration": iteration,
                    "seed": req.seed}
     parts.update(get_stage(req.stage).key_parts(store, req, phase, inputs, iteration))  # IRS adds nothing
+    parts.update(heldout_key(req))  # nothing when the split is off
     if phase == GENERATING:
         parts.update(model=req.model_id, adapter=adapter_hash, questions=store.read_config().get("questions_sha256"),
                      dataset=req.dataset, n_questions=req.n_questions, top_k=req.top_k,

@@ -102,8 +102,9 @@ def generate_candidates(
             prompts = [build_messages(q, top_k, system_prompt, extra_system.get(q.id, "")) for q in chunk]
             s = batch_seed(seed, iteration, b)
             samples = sample_batch(model, tokenizer, prompts, n_candidates, max_new_tokens, sampling, s)
-            settings = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                        "top_k": sampling.top_k, "max_new_tokens": max_new_tokens,
+            how = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                    "top_k": sampling.top_k} if sampling is not None else {"do_sample": False})  # None: greedy
+            settings = {**how, "max_new_tokens": max_new_tokens,
                         "n_candidates": n_candidates, "seed": s, "adapter": adapter, "gen_batch_size": gen_batch_size}
             for q, p, cands in zip(chunk, prompts, samples):
                 n_tokens += sum(c["n_tokens"] for c in cands)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irsflow.codebook.retrieval import select_for_questions
-from irsflow.dataset import load_questions
 from irsflow.loop import GENERATING, SCORING
 from irsflow.loop.generate import generate_candidates
+from irsflow.loop.questions import train_questions
 from irsflow.loop.scoring import score_candidates
 from irsflow.loop.weights import DynamicWeights
 from irsflow.models import device_name, resolve_model, unsloth_available
@@ -67,7 +67,7 @@ def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: st
     cfg = req.irs_config
     report = phase_reporter(store, iteration, GENERATING, progress)
     report(0)
-    questions = load_questions(req.dataset, req.n_questions)
+    questions = train_questions(req)
     # one codebook snapshot for the whole phase: every row records the version and hash it used
     rules = None
     if req.codebook.enabled:

@@ -91,3 +91,23 @@ def score_candidates(
             pos += n_c
         progress(100.0 * min(len(rows), start + chunk_questions) / len(rows))
     return ScoreResult(names, matrices, totals, best)
+
+
+def select_candidates(totals: list[list[float]], best: list[int], weight_sum: float, skip_margin: float | None = None,
+                      keep_top: int = 1, keep_threshold: float | None = None) -> list[list[int]]:
+    """Which candidates of each question to train on. Default: the best one. ``skip_margin``: none of a
+    question whose best total is not above its candidates' mean by that much (a prompt that carries no
+    signal); ``keep_top``: up to that many, best first; ``keep_threshold``: only those whose total over
+    the sum of the weights (a score in [0, 1]) reaches it. Totals are the round's weighted totals."""
+    out = []
+    for t, b in zip(totals, best):
+        norm = [x / (weight_sum or 1.0) for x in t]
+        if skip_margin is not None and norm[b] - sum(norm) / len(norm) <= skip_margin:
+            out.append([])
+            continue
+        order = [b] + sorted((j for j in range(len(t)) if j != b), key=lambda j: -t[j])
+        keep = order[:keep_top]
+        if keep_threshold is not None:
+            keep = [j for j in keep if norm[j] >= keep_threshold]
+        out.append(keep)
+    return out

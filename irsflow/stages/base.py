@@ -65,8 +65,6 @@ class Stage:
     scores_in_training: ClassVar[bool] = False  # its trainer scores its own samples (GRPO)
     trains_policy: ClassVar[bool] = True  # its adapter answers chat (RM's is a reward head)
     round_eval_default: ClassVar[bool] = False
-    # changes the cache keys of the stage's jobs: False only for IRS, whose keys predate stages
-    keys_stage_inputs: ClassVar[bool] = True
 
     @property
     def task_name(self) -> str:
@@ -76,7 +74,8 @@ class Stage:
     def phases(self, req: TrainRequest) -> tuple[str, ...]:
         """The phases of one round, in order."""
         sample = (GENERATING, SCORING) if self.samples_for(req) else ()
-        return sample + (TRAINING,) + ((EVALUATING,) if self.round_eval(req) else ())
+        evaluates = self.round_eval(req) or self.evaluates_heldout(req)
+        return sample + (TRAINING,) + ((EVALUATING,) if evaluates else ())
 
     def samples_for(self, req: TrainRequest) -> bool:
         return self.samples
@@ -84,6 +83,12 @@ class Stage:
     def round_eval(self, req: TrainRequest) -> bool:
         flag = req.stage_config.eval_each_round
         return self.round_eval_default if flag is None else flag
+
+    def evaluates_heldout(self, req: TrainRequest) -> bool:
+        """Whether its rounds answer the job's held-out questions (the request's ``heldout`` split is on)."""
+        from irsflow.loop.questions import job_questions
+
+        return self.trains_policy and bool(job_questions(req)[1])
 
     def moves_weights(self, req: TrainRequest) -> bool:
         """Whether its rounds update the dynamic reward weights (they score something)."""
@@ -120,8 +125,6 @@ class Stage:
                   iteration: int) -> dict:
         """What the stage adds to a phase's cache key: its settings, and for TRAINING the inputs its
         trainer reads beyond the round's candidates and scores."""
-        if not self.keys_stage_inputs:
-            return {}
         parts: dict = {"stage": self.name, "stage_config": _stored_settings(req.stage_config),
                        "init_adapter": store.read_config().get("init_adapter_sha256")}
         if phase == TRAINING:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from irsflow.dataset import Question, jsonl_objects, load_questions
+from irsflow.dataset import Question, jsonl_objects
 from irsflow.errors import InputError
 from irsflow.loop.generate import build_messages
+from irsflow.loop.questions import train_questions
 from irsflow.stages.pairs import _messages, irs_pairs, kto_rows, load_pairs
 from irsflow.store import JobStore, read_jsonl
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 def reference_rows(req: TrainRequest, questions: list[Question] | None = None) -> list[dict]:
     """Every question of the set that has a reference answer, as ``{"prompt", "completion", "weight": 1}``
     (prompted exactly as generation prompts it)."""
-    questions = questions if questions is not None else load_questions(req.dataset, req.n_questions)
+    questions = questions if questions is not None else train_questions(req)
     return [{"prompt": build_messages(q, req.top_k, req.system_prompt),
              "completion": [{"role": "assistant", "content": q.reference}], "weight": 1.0}
             for q in questions if q.reference and q.reference.strip()]

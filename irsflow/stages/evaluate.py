@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from irsflow.dataset import load_questions
+from irsflow.loop.questions import train_questions
 from irsflow.rewards.dialogue import dialogue_metrics, diversity, write_eval_round
 from irsflow.loop.generate import generate_candidates
 from irsflow.models import resolve_model
@@ -39,7 +39,7 @@ def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, weights: 
     cfg = req.irs_config
     report = phase_reporter(store, iteration, "EVALUATING", progress)
     report(0)
-    questions = load_questions(req.dataset, req.n_questions)[:req.stage_config.eval_questions]
+    questions = train_questions(req)[:req.stage_config.eval_questions]
     adapter = str(store.checkpoint(iteration))
     rows, stats = generate_candidates(
         resolve_model(req.model_id), adapter, questions, n_candidates=1, max_new_tokens=cfg.max_new_tokens,
@@ -108,3 +108,28 @@ def rebuild_changelog(store: JobStore, req: TrainRequest) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(store.dir / "CHANGELOG.md", text)
     return text
+
+
+def run_evaluation(store: JobStore, req: TrainRequest, iteration: int, start_adapter: str | None,
+                   weights: dict[str, float], progress: ProgressFn | None = None) -> dict:
+    """The EVALUATING phase: the held-out answers of the round's adapter (and, in round 1, of the start
+    model ``start_adapter``) where the job holds questions out, then the round eval where it is on."""
+    from irsflow.stages import get_stage
+    from irsflow.stages.heldout import evaluate_heldout, heldout_path
+
+    report = phase_reporter(store, iteration, "EVALUATING", progress)
+    report(0)
+    out: dict = {"seconds": 0.0}
+    if get_stage(req.stage).evaluates_heldout(req):
+        if iteration == 1 or not heldout_path(store, 0).exists():
+            out["heldout_start"] = evaluate_heldout(store, req, 0, start_adapter if iteration == 1 else
+                                                    store.read_config().get("init_adapter_path"))
+        out["heldout"] = evaluate_heldout(store, req, iteration, str(store.checkpoint(iteration)),
+                                          progress=lambda p: report(0.5 * p))
+        out["seconds"] += out["heldout"]["seconds"] + out.get("heldout_start", {}).get("seconds", 0.0)
+        out["path"] = str(heldout_path(store, iteration))
+    if get_stage(req.stage).round_eval(req):
+        doc = run_round_eval(store, req, iteration, weights, progress=None)
+        out.update({**doc, "seconds": out["seconds"] + doc["seconds"]})
+    report(100)
+    return out

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from irsflow.dataset import load_questions
 from irsflow.loop.phases import score_summary_path
+from irsflow.loop.questions import train_questions
 from irsflow.loop.weights import DynamicWeights
 from irsflow.models import resolve_model
 from irsflow.rewards import RewardEnv, build_rewards
@@ -49,7 +49,7 @@ class GRPOStage(Stage):
             env.extras.update(teacher=req.teacher.with_key(teacher_api_key),
                               teacher_usage_path=store.dir / "teacher_usage.csv")
         rewards = build_rewards(list(inputs.weights), env)
-        stats = train_grpo(resolve_model(req.model_id), inputs.adapter, load_questions(req.dataset, req.n_questions),
+        stats = train_grpo(resolve_model(req.model_id), inputs.adapter, train_questions(req),
                            rewards, inputs.weights, store.checkpoint(iteration), system_prompt=req.system_prompt,
                            top_k=req.top_k, num_generations=cfg.n_candidates, max_new_tokens=cfg.max_new_tokens,
                            learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.sft_epochs,

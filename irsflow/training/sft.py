@@ -40,13 +40,15 @@ class _WeightedCollator:
         return batch
 
 
-def sft_examples(rows: list[dict], best: list[int]) -> list[dict]:
-    """Scored rows + chosen indexes -> prompt/completion examples (empty answers dropped)."""
+def sft_examples(rows: list[dict], chosen: list[int] | list[list[int]]) -> list[dict]:
+    """Scored rows + the chosen candidate index (or indexes) of each -> prompt/completion examples
+    (empty answers dropped)."""
     out = []
-    for row, b in zip(rows, best):
-        answer = row["candidates"][b]["text"]
-        if answer.strip():
-            out.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]})
+    for row, picks in zip(rows, chosen):
+        for b in ([picks] if isinstance(picks, int) else picks):
+            answer = row["candidates"][b]["text"]
+            if answer.strip():
+                out.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]})
     return out
 
 

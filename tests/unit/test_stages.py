@@ -100,10 +100,29 @@ def test_requests_stored_before_the_split_still_load_with_the_same_keys():
         req = TrainRequest.model_validate(stored_request(stored))
         assert req.stage == name and req.stage_config.eval_questions == 8
         dumped = req.model_dump(mode="json")["stage_config"]
-        assert "stage" not in dumped and set(dumped) <= set(legacy)
+        own = {"skip_margin", "keep_top", "keep_threshold"} if name == "IRS" else set()  # IRS's selection, added later
+        assert "stage" not in dumped and set(dumped) <= set(legacy) | own
         if name == "DPO":
             assert req.stage_config.beta == 0.3
             # the cache key still hashes the whole legacy shape, so old jobs resume from cached phases
             from irsflow.stages.base import _stored_settings
 
             assert _stored_settings(req.stage_config) == {**legacy, "beta": 0.3}
+
+
+def test_irs_selection_settings_change_what_a_round_trains_on(tiny_model, data_dir):
+    irs = {**CONC, "n_iterations": 1, "n_candidates": 4, "max_new_tokens": 16, "learning_rate": 5e-3, "batch_size": 4}
+    rows = {}
+    for name, sc in (("best", {}), ("top2", {"keep_top": 2}), ("skip", {"skip_margin": 0.0, "keep_top": 3,
+                                                                         "keep_threshold": 0.0})):
+        store = create_job(tiny_request(tiny_model, n_questions=4, irs_config=irs, stage_config=sc))
+        req = job_request(store)
+        run_round(store, req)
+        rows[name] = next(m for m in store.read_metrics() if m["phase"] == TRAINING and "loss" in m)
+        if sc:  # a non-default selection is part of the training key (a changed setting retrains)
+            assert phase_key(store, req, 1, TRAINING) != phase_key(
+                store, parse_request({**store.read_config()["request"], "stage_config": {}}), 1, TRAINING)
+    assert rows["best"]["examples"] <= 4 and "questions_used" not in rows["best"]
+    assert rows["top2"]["examples"] == 2 * rows["top2"]["questions_used"] and rows["top2"]["examples"] > rows["best"]["examples"]
+    # skip_margin 0: a question whose candidates all score the same (no signal) is left out
+    assert rows["skip"]["questions_used"] <= 4 and rows["skip"]["examples"] <= 3 * rows["skip"]["questions_used"]

@@ -1,0 +1,191 @@
+"""What the loop learns on questions it never trained on: every stage on the real SmolLM2-135M, the
+same rounds and the same generated samples per round, several seeds, measured by the job's own
+held-out evaluation.
+
+Questions: ``benchmarks/data/doc_questions.jsonl``, real README text that installed packages ship
+(``make_doc_questions.py``). The benchmark takes one question from each of ``--questions`` packages
+(a fixed draw); each job holds out a third of them by package (``heldout``, split seed fixed, so every
+stage and seed answers the same held-out questions, on topics no round trains on) and trains on the
+rest. Each stage samples ``n_candidates`` (4) answers per training question per round (GRPO: 4
+generations per prompt), rewards rel + faith + conc (the defaults). After every round the job answers
+the held-out questions greedily; the benchmark compares the last round with the start model:
+
+    gain        mean held-out reward (weighted rewards / sum of weights) minus the start model's,
+                with a paired bootstrap 95% interval over the held-out questions
+    win         share of held-out questions whose reward rose
+    d1, d2      distinct-1/2 of the held-out answers (start model's in the header)
+    words       mean held-out answer length
+    wall, cpu   seconds of the job (cpu: this process, all threads)
+    gain/cpu-h  gain per CPU-hour
+
+It runs the library's phases directly (what the Prefect tasks wrap), so Prefect's overhead is not in
+the figures. The reward is a proxy (similarity to the question and contexts, concision), not a
+judgement of answer quality.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_learning.py              # 4 stages x 3 seeds
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_learning.py --quick      # IRS, one seed
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_learning.py --variants IRS IRS-skip IRS-top2 --seeds 1 2 3
+"""
+from __future__ import annotations
+
+from _bench import add_threads_arg, isolate, run, set_threads
+
+_TMP = isolate("learning")
+
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+QUESTIONS = HERE / "data" / "doc_questions.jsonl"
+OUT = HERE / "out" / "bench_learning.json"
+# stage (or IRS selection variant) -> request overrides; every variant samples the same answers per round
+VARIANTS = {
+    "IRS": {"stage": "IRS"},
+    "IRS-skip": {"stage": "IRS", "stage_config": {"skip_margin": 0.02}},
+    "IRS-top2": {"stage": "IRS", "stage_config": {"keep_top": 2, "keep_threshold": 0.5}},
+    "ONPOLICY": {"stage": "ONPOLICY", "stage_config": {"eval_each_round": False}},
+    "DPO": {"stage": "DPO"},
+    "GRPO": {"stage": "GRPO"},
+}
+
+
+def draw_questions(n: int, path: Path) -> Path:
+    """One question from each of ``n`` packages (a fixed draw), written to ``path``."""
+    rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["meta"]["topic"], r)
+    topics = sorted(first)
+    random.Random(0).shuffle(topics)
+    picked = [first[t] for t in topics[:n]]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked), encoding="utf-8")
+    return path
+
+
+def request(variant: str, seed: int, dataset: Path, args) -> dict:
+    over = VARIANTS[variant]
+    return {"model_id": "builtin:smollm2-135m-instruct", "dataset": str(dataset), "n_questions": args.questions,
+            "top_k": 2, "seed": seed, "track": False, "stage": over["stage"],
+            "stage_config": over.get("stage_config", {}),
+            "irs_config": {"n_iterations": args.rounds, "n_candidates": 4, "max_new_tokens": args.max_new_tokens,
+                           "batch_size": 4, "learning_rate": args.lr, "gen_batch_size": 16},
+            "heldout": {"share": 1 / 3, "min_questions": 6, "max_questions": 64, "seed": 0}}
+
+
+def run_job(req_body: dict) -> dict:
+    """One job, round by round, every phase its stage lists (as the flow's tasks run them)."""
+    from irsflow.jobs.job import create_job, job_request
+    from irsflow.jobs.resume import iteration_inputs
+    from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING
+    from irsflow.loop.phases import run_generate, run_score
+    from irsflow.stages import get_stage
+    from irsflow.stages.evaluate import run_evaluation
+    from irsflow.stages.heldout import heldout_path
+
+    store = create_job(req_body)
+    req = job_request(store)
+    stage = get_stage(req.stage)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for it in range(1, req.irs_config.n_iterations + 1):
+        for phase in stage.phases(req):
+            inputs = iteration_inputs(store, req, it)
+            if phase == GENERATING:
+                run_generate(store, req, it, inputs.adapter)
+            elif phase == SCORING:
+                run_score(store, req, it, inputs.weights, inputs.history)
+                stage.after_scoring(store, req, it)
+            elif phase == TRAINING:
+                stage.run_training(store, req, it, inputs)
+            elif phase == EVALUATING:
+                run_evaluation(store, req, it, inputs.adapter, inputs.weights)
+        print(f"    round {it}: {time.perf_counter() - t0:7.1f}s", flush=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rounds = [json.loads(heldout_path(store, r).read_text()) for r in range(0, req.irs_config.n_iterations + 1)]
+    return {"job_id": store.job_id, "wall_s": wall, "cpu_s": cpu, "rounds": rounds}
+
+
+def paired(base: list[float], after: list[float], n_boot: int = 4000, seed: int = 0) -> dict:
+    diffs = [a - b for a, b in zip(after, base)]
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(n_boot))
+    return {"gain": statistics.fmean(diffs), "lo": means[int(0.025 * n_boot)], "hi": means[int(0.975 * n_boot) - 1],
+            "win": sum(d > 0 for d in diffs) / len(diffs)}
+
+
+def distinct(answers: list[str], n: int) -> float:
+    from irsflow.rewards.dialogue import words
+
+    grams = [tuple(t[i:i + n]) for t in (words(a) for a in answers) for i in range(len(t) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def summarize(job: dict) -> dict:
+    base, last = job["rounds"][0], job["rounds"][-1]
+    by_id = {a["id"]: a["reward"] for a in base["answers"]}
+    ids = [a["id"] for a in last["answers"]]
+    stats = paired([by_id[i] for i in ids], [a["reward"] for a in last["answers"]])
+    answers = [a["answer"] for a in last["answers"]]
+    return {**stats, "base": base["reward"], "final": last["reward"], "curve": [r["reward"] for r in job["rounds"]],
+            "d1": distinct(answers, 1), "d2": distinct(answers, 2),
+            "base_d1": distinct([a["answer"] for a in base["answers"]], 1),
+            "base_d2": distinct([a["answer"] for a in base["answers"]], 2),
+            "words": last["mean_words"], "base_words": base["mean_words"], "n_heldout": len(ids),
+            "wall_s": job["wall_s"], "cpu_s": job["cpu_s"],
+            "gain_per_cpu_h": stats["gain"] / (job["cpu_s"] / 3600) if job["cpu_s"] else None}
+
+
+def table(results: dict[str, dict[int, dict]]) -> str:
+    lines = ["| stage | seed | held-out reward (start -> last) | gain [95% CI] | win | d1 | d2 | words | wall s | "
+             "CPU s | gain / CPU-h |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for variant, by_seed in results.items():
+        for seed, s in by_seed.items():
+            lines.append(f"| {variant} | {seed} | {s['base']:.4f} -> {s['final']:.4f} | {s['gain']:+.4f} "
+                         f"[{s['lo']:+.4f}, {s['hi']:+.4f}] | {s['win']:.2f} | {s['d1']:.3f} | {s['d2']:.3f} "
+                         f"(start {s['base_d2']:.3f}) | {s['words']:.1f} (start {s['base_words']:.1f}) | "
+                         f"{s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['gain_per_cpu_h']:+.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_threads_arg(ap)
+    ap.set_defaults(threads=0)  # the whole machine: this benchmark's budget is wall time on it
+    ap.add_argument("--quick", action="store_true", help="IRS, one seed, 24 questions (about 10 minutes)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["IRS", "ONPOLICY", "DPO", "GRPO"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--questions", type=int, default=48, help="packages drawn (a third held out)")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.variants, args.seeds, args.questions = ["IRS"], args.seeds[:1], 24
+    threads = set_threads(args.threads)
+    dataset = draw_questions(args.questions, Path(os.environ["IRSFLOW_DATA_DIR"]).parent / "questions.jsonl")
+    results: dict[str, dict[int, dict]] = {}
+    t0 = time.perf_counter()
+    for seed in args.seeds:  # seed by seed: a partial run still has whole comparisons
+        for variant in args.variants:
+            print(f"{variant} seed {seed}", flush=True)
+            results.setdefault(variant, {})[seed] = summarize(run_job(request(variant, seed, dataset, args)))
+            s = results[variant][seed]
+            print(f"  gain {s['gain']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}] win {s['win']:.2f} d2 {s['d2']:.3f} "
+                  f"(start {s['base_d2']:.3f}) words {s['words']:.1f} cpu {s['cpu_s']:.0f}s", flush=True)
+    doc = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "threads": threads, "total_wall_s": time.perf_counter() - t0, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    print(table(results))
+    print(f"total {doc['total_wall_s']:.0f}s wall; figures in {args.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    run(main, _TMP)

@@ -1,0 +1,34 @@
+"""The questions a job trains on and the ones it holds out (``heldout`` in the request).
+
+    train, heldout = job_questions(req)      # heldout == [] when the split is off
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from irsflow.dataset import Question, load_questions, split_heldout
+
+if TYPE_CHECKING:
+    from irsflow.config import TrainRequest
+
+
+def job_questions(req: TrainRequest) -> tuple[list[Question], list[Question]]:
+    """``(train, heldout)`` of the request's question set: the split is seeded by the request's seed, so
+    every phase of a job (and a rerun) sees the same parts. Held-out questions past
+    ``heldout.max_questions`` are neither trained on nor answered."""
+    questions = load_questions(req.dataset, req.n_questions)
+    if not req.heldout.active(len(questions)):
+        return questions, []
+    seed = req.seed if req.heldout.seed is None else req.heldout.seed
+    train, heldout = split_heldout(questions, req.heldout.share, seed)
+    return train, heldout[:req.heldout.max_questions]
+
+
+def train_questions(req: TrainRequest) -> list[Question]:
+    return job_questions(req)[0]
+
+
+def heldout_key(req: TrainRequest) -> dict:
+    """What the split adds to a phase's cache key (nothing when it is off: older keys stay as they were)."""
+    train, heldout = job_questions(req)
+    return {"heldout": [q.id for q in heldout]} if heldout else {}

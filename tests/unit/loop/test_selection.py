@@ -1,0 +1,76 @@
+"""Which candidates a round trains on (IRS's selection settings), when a job stops early, and how a
+question set is split into training and held-out parts."""
+import pytest
+
+from irsflow.config import EarlyStopConfig, parse_request
+from irsflow.dataset import Question, split_heldout
+from irsflow.errors import ConfigError
+from irsflow.loop.scoring import select_candidates
+from irsflow.stages.heldout import best_round, stop_decision
+
+TOTALS = [[0.9, 0.1, 0.1, 0.1],  # a clear winner: mean 0.3
+          [0.5, 0.5, 0.5, 0.4],  # no signal: best 0.5 vs mean 0.475
+          [0.2, 0.8, 0.7, 0.1]]  # two good ones
+BEST = [0, 0, 1]
+
+
+def test_default_selection_is_each_questions_best():
+    assert select_candidates(TOTALS, BEST, 1.0) == [[0], [0], [1]]
+
+
+def test_skip_margin_drops_questions_without_signal():
+    assert select_candidates(TOTALS, BEST, 1.0, skip_margin=0.1) == [[0], [], [1]]
+    # totals are compared as scores in [0, 1]: the same margin over totals of weights summing to 2
+    assert select_candidates([[2 * x for x in t] for t in TOTALS], BEST, 2.0, skip_margin=0.1) == [[0], [], [1]]
+
+
+def test_top_k_above_a_threshold():
+    assert select_candidates(TOTALS, BEST, 1.0, keep_top=2) == [[0, 1], [0, 1], [1, 2]]
+    assert select_candidates(TOTALS, BEST, 1.0, keep_top=2, keep_threshold=0.6) == [[0], [], [1, 2]]
+
+
+def test_selection_settings_are_irs_settings():
+    req = parse_request({"stage_config": {"skip_margin": 0.05, "keep_top": 2}})
+    assert req.stage_config.selection() == {"skip_margin": 0.05, "keep_top": 2}
+    assert parse_request({}).stage_config.selection() == {}
+    with pytest.raises(ConfigError, match="stage_config.keep_top: not a setting of stage DPO"):
+        parse_request({"stage": "DPO", "stage_config": {"keep_top": 2}})
+
+
+def h(rnd, reward, d2=0.5, words=40.0):
+    return {"round": rnd, "reward": reward, "distinct_2": d2, "mean_words": words}
+
+
+def test_stop_decision():
+    cfg = EarlyStopConfig(patience=2, min_gain=0.01, distinct2_floor=0.9, max_length_drift=0.5)
+    assert stop_decision([h(0, 0.5), h(1, 0.6)], cfg) == (False, None)
+    assert stop_decision([h(0, 0.5), h(1, 0.6), h(2, 0.605)], cfg) == (False, None)  # one round without a gain
+    stop, why = stop_decision([h(0, 0.5), h(1, 0.6), h(2, 0.605), h(3, 0.59)], cfg)
+    assert stop and why.startswith("no gain") and "for 2 round(s)" in why
+    stop, why = stop_decision([h(0, 0.5), h(1, 0.7, d2=0.44)], cfg)  # 0.44 < 0.9 x 0.5
+    assert stop and why.startswith("diversity")
+    stop, why = stop_decision([h(0, 0.5), h(1, 0.7, words=15.0)], cfg)  # -62% words
+    assert stop and why.startswith("length") and "-62%" in why
+    assert stop_decision([h(0, 0.5), h(1, 0.1)], None) == (False, None)  # off without settings
+    assert best_round([h(0, 0.9), h(1, 0.6), h(2, 0.7), h(3, 0.7)]) == 2  # round 0 is never "best"; ties: earliest
+    assert best_round([h(0, 0.5)]) is None
+
+
+def test_early_stop_needs_the_split():
+    with pytest.raises(ConfigError, match="early_stop: needs the held-out split"):
+        parse_request({"early_stop": {}, "heldout": {"share": 0}})
+
+
+def q(i, topic=None):
+    return Question(id=f"q{i}", question=f"question {i}?", meta={"topic": topic} if topic else {})
+
+
+def test_split_holds_out_whole_topics_and_is_seeded():
+    qs = [q(i, f"t{i % 7}") for i in range(35)]
+    train, held = split_heldout(qs, 0.2, seed=1)
+    assert len(train) + len(held) == 35 and 5 <= len(held) <= 10
+    assert not {x.meta["topic"] for x in train} & {x.meta["topic"] for x in held}  # no shared topic
+    assert split_heldout(qs, 0.2, seed=1) == (train, held) and split_heldout(qs, 0.2, seed=2) != (train, held)
+    plain_train, plain_held = split_heldout([q(i) for i in range(20)], 0.2, seed=1)
+    assert len(plain_held) == 4 and len(plain_train) == 16
+    assert split_heldout(qs, 0.0, seed=1) == (qs, [])
