@@ -79,29 +79,14 @@ def request(variant: str, seed: int, dataset: Path, args) -> dict:
 def run_job(req_body: dict) -> dict:
     """One job, round by round, every phase its stage lists (as the flow's tasks run them)."""
     from irsflow.jobs.job import create_job, job_request
-    from irsflow.jobs.resume import iteration_inputs
-    from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING
-    from irsflow.loop.phases import run_generate, run_score
-    from irsflow.stages import get_stage
-    from irsflow.stages.evaluate import run_evaluation
+    from irsflow.jobs.local import run_round
     from irsflow.stages.heldout import heldout_path
 
     store = create_job(req_body)
     req = job_request(store)
-    stage = get_stage(req.stage)
     t0, c0 = time.perf_counter(), time.process_time()
     for it in range(1, req.irs_config.n_iterations + 1):
-        for phase in stage.phases(req):
-            inputs = iteration_inputs(store, req, it)
-            if phase == GENERATING:
-                run_generate(store, req, it, inputs.adapter)
-            elif phase == SCORING:
-                run_score(store, req, it, inputs.weights, inputs.history)
-                stage.after_scoring(store, req, it)
-            elif phase == TRAINING:
-                stage.run_training(store, req, it, inputs)
-            elif phase == EVALUATING:
-                run_evaluation(store, req, it, inputs.adapter, inputs.weights)
+        run_round(store, req, it)
         print(f"    round {it}: {time.perf_counter() - t0:7.1f}s", flush=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rounds = [json.loads(heldout_path(store, r).read_text()) for r in range(0, req.irs_config.n_iterations + 1)]

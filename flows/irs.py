@@ -130,6 +130,10 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
                                    "cached": out["cached"], **({"eval": out["eval"]["path"]} if "eval" in out else {}),
                                    **({"heldout": out["eval"]["heldout"]} if "heldout" in out.get("eval", {}) else {})})
                 stop, why = stop_decision(heldout_history(store, it), req.early_stop)
+                if stop and from_phase is not None and it < from_iteration:  # the rerun forces a later round
+                    log.info("iter %d: early stop (%s) overridden: the rerun forces iteration %d", it, why,
+                             from_iteration)
+                    stop = False
                 if stop:
                     break
             final, final_round = conclude(store, req, it, why if stop else None)

@@ -15,13 +15,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, WrapValidator, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, WrapValidator,
+                      field_validator, model_validator)
 
 from irsflow.codebook.settings import CodebookConfig
 from irsflow.errors import ConfigError
 from irsflow.rewards.settings import ScoringConfig
 from irsflow.stages import StageSettings, get_stage, settings_adapter, stage_names
+from irsflow.stages.base import LEGACY_FIELDS
 from irsflow.stages.registry import settings_fields
 from irsflow.teacher.client import TeacherConfig
 
@@ -106,12 +107,6 @@ class SharedSettings(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
-
-
-
-
-
-
 class HeldoutConfig(_Strict):
     """A share of the question set kept out of training, answered greedily by the start model and by
     every round's adapter, so a job shows whether its rounds help on questions it did not train on."""
@@ -150,7 +145,12 @@ def _stage_settings(value: Any, handler) -> StageSettings:
 
 # a discriminated union (on ``stage``) of the registered stages' settings; validated through the stage
 # registry so a stage registered at run time needs no rebuild of this model or of those embedding it
-StageConfigField = Annotated[SerializeAsAny[StageSettings], WrapValidator(_stage_settings)]
+StageConfigField = Annotated[
+    SerializeAsAny[StageSettings], WrapValidator(_stage_settings),
+    # Prefect checks a deployment run's parameters against this schema before our validation runs: an
+    # open object here, each stage's own model below (a base-model schema would refuse every field)
+    WithJsonSchema({"type": "object", "title": "Stage Config", "additionalProperties": True,
+                    "description": "The stage's own settings (irsflow.stages: one settings model per stage)."})]
 
 
 def stored_request(data: dict) -> dict:
@@ -169,7 +169,8 @@ class TrainRequest(_Strict):
     """A training job request. ``stage`` selects the trainer (IRS, the foundation, by default);
     ``irs_config`` holds what every stage shares, ``stage_config`` what the others add."""
 
-    stage: str = "IRS"
+    stage: str = Field("IRS", description="The training stage: IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM, or one "
+                                          "registered with irsflow.stages.register.")
     model_id: str = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
     init_adapter: str | None = Field(
         None, min_length=1, description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
@@ -199,6 +200,11 @@ class TrainRequest(_Strict):
         return self.teacher is not None and ("teacher" in weights or (
             "rlaif" in weights and "teacher" in self.scoring.fusion.weights))
 
+    def holds_out(self) -> bool:
+        """Whether the job may hold questions out (its set must still reach ``heldout.min_questions``): the
+        split is set and the stage's adapter answers chat (RM's is a reward head)."""
+        return self.heldout.share > 0 and get_stage(self.stage).trains_policy
+
     def round_eval(self) -> bool:
         """Whether each round ends with an EVALUATING phase (eval_round_<n>.json + changelog line)."""
         return get_stage(self.stage).round_eval(self)
@@ -217,9 +223,13 @@ class TrainRequest(_Strict):
             sc = dict(sc or {})
             sc.pop("stage", None)
             own = get_stage(stage).settings.model_fields
-            for key in sc:
+            for key in list(sc):
                 owners = settings_fields().get(key)
-                if key not in own and owners:
+                if key in own or not owners:
+                    continue
+                if key in LEGACY_FIELDS and sc[key] == LEGACY_FIELDS[key]:
+                    del sc[key]  # a request stored when stage_config held every stage's fields, at their defaults
+                else:
                     raise ValueError(f"stage_config.{key}: not a setting of stage {stage} "
                                      f"(it belongs to {', '.join(owners)})")
             data = {**data, "stage_config": {**sc, "stage": stage}}

@@ -141,13 +141,15 @@ def split_heldout(questions: list[Question], share: float, seed: int) -> tuple[l
     rng = random.Random(seed)
     rng.shuffle(groups)
     want, held, n = max(1, round(share * len(questions))), set(), 0
+    size = (lambda g: topics.count(g)) if by_topic else (lambda g: 1)
     for g in groups:
-        if n >= want:
-            break
-        size = topics.count(g) if by_topic else 1
-        if len(questions) - n - size < 1:  # keep at least one question to train on
-            continue
-        held.add(g)
-        n += size
+        # take a topic only if it brings the held-out count closer to the share (a big topic may not fit)
+        if abs(want - n - size(g)) < abs(want - n) and len(questions) - n - size(g) >= 1:
+            held.add(g)
+            n += size(g)
+    if not held:  # every topic overshoots: the smallest one, if something is left to train on
+        small = min(groups, key=size)
+        if len(questions) - size(small) >= 1:
+            held.add(small)
     key = (lambda q: q.meta.get("topic")) if by_topic else (lambda q: q.id)
     return [q for q in questions if key(q) not in held], [q for q in questions if key(q) in held]

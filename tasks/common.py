@@ -46,7 +46,6 @@ def route_library_logs() -> None:
         lib.setLevel(logging.INFO)
 
 
-
 def gpu_slots() -> int:
     return int(os.environ.get("IRSFLOW_GPU_SLOTS", "1"))
 

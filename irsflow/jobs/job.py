@@ -29,6 +29,10 @@ def preflight(req: TrainRequest) -> dict:
     check_4bit(req.irs_config.load_in_4bit)
     model_path = check_model(req.model_id)
     train, heldout = job_questions(req)
+    if req.early_stop is not None and not heldout:
+        raise InputError(f"early_stop: the job holds no questions out (stage {req.stage}, {len(questions)} questions; "
+                         f"the split needs heldout.min_questions = {req.heldout.min_questions} and a stage whose "
+                         "adapter answers chat), so nothing would decide when to stop")
     get_stage(req.stage).check_files(req, train)
     facts = {"model_path": model_path, "dataset_path": str(resolve_dataset(req.dataset)),
              "n_questions_used": len(questions), "questions_sha256": questions_hash(questions)}
@@ -88,7 +92,10 @@ def open_or_create(request: TrainRequest | dict | None, job_id: str | None, flow
     store = JobStore(job_id) if job_id else (find_job_by_flow_run(flow_run_id) if flow_run_id else None)
     if store is not None and store.exists():
         stored = job_request(store)
-        if request is not None and parse_request(request) != stored:
+        given = parse_request(request) if request is not None else None
+        if given is not None and "heldout" not in store.read_config()["request"]:
+            given = given.model_copy(update={"heldout": stored.heldout})  # a job from before the split: none
+        if given is not None and given != stored:
             raise InputError(f"request: job {store.job_id} exists with a different request; "
                              "rerun it without a request or start a new job")
         return store, stored
@@ -132,7 +139,7 @@ def job_status(job_id: str) -> dict:
         "metrics": s.get("metrics", {"avg_reward": None, "reward_breakdown": {}, "current_weights": {}}),
         "runtime": s.get("runtime", {"device": None, "unsloth_available": None, "gpu_mem_used": None}),
         # which round became checkpoints/final, and why the job stopped before its last round
-        **{k: s[k] for k in ("final_round", "rounds_run", "final_by", "stopped_early") if k in s},
+        **{k: s[k] for k in ("final_round", "rounds_run", "final_by", "stopped_early") if s.get(k) is not None},
     }
     out = {"job_id": store.job_id, "stage": s.get("stage", "IRS"), "state": s.get("state", "unknown"),
            "detail": detail}

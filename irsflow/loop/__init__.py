@@ -4,6 +4,7 @@
     scoring.py    score candidates with the rewards, pick the best per question
     weights.py    the DW-GRPO dynamic reward weights (slope of each reward's history)
     phases.py     run_generate / run_score over a job dir, progress, finalize
+    questions.py  the questions a job trains on and the ones it holds out
 
 The phase names live here and only here (light to import: the CLI reads them).
 

@@ -152,9 +152,8 @@ def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[
     return {"path": str(path), "sha256": hash_path(path), "seconds": time.perf_counter() - t0, **summary}
 
 
-
 def finalize(store: JobStore, adapter: str) -> str:
-    """Copy the last iteration's adapter to ``checkpoints/final`` (atomically)."""
+    """Copy ``adapter`` (the round the job chose) to ``checkpoints/final`` (atomically)."""
     final = store.checkpoint("final")
     with atomic_dir(final) as tmp:
         for f in Path(adapter).iterdir():

@@ -17,7 +17,7 @@ def job_questions(req: TrainRequest) -> tuple[list[Question], list[Question]]:
     every phase of a job (and a rerun) sees the same parts. Held-out questions past
     ``heldout.max_questions`` are neither trained on nor answered."""
     questions = load_questions(req.dataset, req.n_questions)
-    if not req.heldout.active(len(questions)):
+    if not req.holds_out() or not req.heldout.active(len(questions)):
         return questions, []
     seed = req.seed if req.heldout.seed is None else req.heldout.seed
     train, heldout = split_heldout(questions, req.heldout.share, seed)
@@ -28,7 +28,13 @@ def train_questions(req: TrainRequest) -> list[Question]:
     return job_questions(req)[0]
 
 
+def heldout_questions(req: TrainRequest) -> list[Question]:
+    """The held-out part; reads nothing when the request holds nothing out (old jobs resume without
+    their question set's file, as before the split)."""
+    return job_questions(req)[1] if req.holds_out() else []
+
+
 def heldout_key(req: TrainRequest) -> dict:
     """What the split adds to a phase's cache key (nothing when it is off: older keys stay as they were)."""
-    train, heldout = job_questions(req)
+    heldout = heldout_questions(req)
     return {"heldout": [q.id for q in heldout]} if heldout else {}

@@ -11,7 +11,9 @@ stage runs the same rounds over the same job directory with the same metrics row
 
 One module per stage (``irs``, ``onpolicy``, ``preference`` (DPO, KTO), ``grpo``, ``ppo``, ``rm``), each
 holding its settings model (its part of ``stage_config``) and its ``Stage`` object (phases, checks
-before any model loads, ``train``); ``registry`` lists them. Adding a stage: one module with a
+before any model loads, ``train``); ``registry`` lists them, ``base`` defines them. Beside them: the
+data stages train on (``data``, ``pairs``), the EVALUATING phase (``evaluate``: the round eval) and the
+held-out evaluation with early stopping (``heldout``). Adding a stage: one module with a
 ``StageSettings`` subclass and a ``Stage`` subclass, and one entry in ``registry.BUILTIN`` (or a
 ``register(...)`` call). No code outside this package asks which stage a request names.
 

@@ -86,9 +86,9 @@ class Stage:
 
     def evaluates_heldout(self, req: TrainRequest) -> bool:
         """Whether its rounds answer the job's held-out questions (the request's ``heldout`` split is on)."""
-        from irsflow.loop.questions import job_questions
+        from irsflow.loop.questions import heldout_questions
 
-        return self.trains_policy and bool(job_questions(req)[1])
+        return self.trains_policy and bool(heldout_questions(req))
 
     def moves_weights(self, req: TrainRequest) -> bool:
         """Whether its rounds update the dynamic reward weights (they score something)."""

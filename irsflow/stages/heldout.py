@@ -9,7 +9,7 @@ With ``early_stop`` set, ``stop_decision`` says when to stop (no gain for ``pati
 diversity / length drifting past their bounds) and ``best_round`` which adapter becomes final.
 
     doc = evaluate_heldout(store, req, round_=2, adapter="checkpoints/iter_2")
-    stop, why = stop_decision(heldout_history(store, req, 2), req.early_stop)
+    stop, why = stop_decision(heldout_history(store, 2), req.early_stop)
 """
 from __future__ import annotations
 
@@ -134,12 +134,11 @@ def conclude(store: JobStore, req: TrainRequest, last_round: int, stop_reason: s
     best = best_round(history) or last_round
     final = finalize(store, str(store.checkpoint(best)))
     note = {"final_round": best, "rounds_run": last_round,
-            "final_by": "held-out reward" if len(history) > 1 else "last round"}
-    if stop_reason:
-        note["stopped_early"] = stop_reason
-    if len(history) > 1 or stop_reason:
-        store.metric(last_round, "METRICS", **note)
-    store.update_status(**note)
+            "final_by": "held-out reward" if len(history) > 1 else "last round", "stopped_early": stop_reason}
+    said = [m for m in store.read_metrics() if m.get("phase") == "METRICS" and "final_round" in m]
+    if (len(history) > 1 or stop_reason) and not (said and all(said[-1].get(k) == v for k, v in note.items())):
+        store.metric(last_round, "METRICS", **note)  # once, and again only when a rerun decides otherwise
+    store.update_status(**note)  # stopped_early None clears an earlier run's reason
     if stop_reason:
         log.info("stopped after round %d of %d: %s; final = round %d", last_round, req.irs_config.n_iterations,
                  stop_reason, best)

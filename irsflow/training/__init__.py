@@ -6,7 +6,6 @@ an output folder, trains a LoRA adapter with TRL/PEFT and writes it atomically.
 - ``grpo``         GRPO on the reward-contract scorers of ``irsflow.rewards``
 - ``ppo``          compact PPO (LoRA policy + value head, adaptive KL) over scored rollouts
 - ``reward_model`` the trainer of the ``rm`` scorer (the scorer itself is ``irsflow.rewards.rm``)
-- ``pairs``        preference pairs and KTO rows from candidates and feedback files
 - ``onpolicy``     mixing on-policy rows with anchors, with loss weights
 - ``common``       what the trainers share: trainable model, training arguments, ``fit``
 - ``trl_compat``   plain-torch stand-ins for TRL kernels that need Triton (CPU training)

@@ -11,11 +11,9 @@ from safetensors.torch import load_file
 from irsflow.config import TrainRequest, parse_request, stored_request
 from irsflow.errors import ConfigError
 from irsflow.jobs.job import create_job, job_request
-from irsflow.jobs.resume import iteration_inputs, phase_key
-from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING
-from irsflow.loop.phases import run_generate, run_score
+from irsflow.jobs.resume import phase_key
+from irsflow.loop import SCORING, TRAINING
 from irsflow.stages import get_stage, stage_names
-from irsflow.stages.evaluate import run_round_eval
 from tests.support.jobs import tiny_request
 
 CONC = {"dw_config": {"initial_weights": {"conc": 1.0, "length_limit": 0.5}}}
@@ -27,20 +25,10 @@ SETTINGS = {"DPO": {"min_margin": 0.0}, "KTO": {"min_margin": 0.0}, "RM": {"min_
 
 
 def run_round(store, req: TrainRequest) -> dict:
-    """One round, phase by phase, as the flow's tasks run it."""
-    stage, out = get_stage(req.stage), {}
-    for phase in stage.phases(req):
-        inputs = iteration_inputs(store, req, 1)
-        if phase == GENERATING:
-            out[phase] = run_generate(store, req, 1, inputs.adapter)
-        elif phase == SCORING:
-            out[phase] = {**run_score(store, req, 1, inputs.weights, inputs.history),
-                          **stage.after_scoring(store, req, 1)}
-        elif phase == TRAINING:
-            out[phase] = stage.run_training(store, req, 1, inputs)
-        elif phase == EVALUATING:
-            out[phase] = run_round_eval(store, req, 1, inputs.weights)
-    return out
+    """One round, phase by phase, as the flow's tasks run it (no Prefect)."""
+    from irsflow.jobs.local import run_round as run
+
+    return run(store, req, 1)
 
 
 def lora_b_norm(adapter) -> float:
@@ -126,3 +114,44 @@ def test_irs_selection_settings_change_what_a_round_trains_on(tiny_model, data_d
     assert rows["top2"]["examples"] == 2 * rows["top2"]["questions_used"] and rows["top2"]["examples"] > rows["best"]["examples"]
     # skip_margin 0: a question whose candidates all score the same (no signal) is left out
     assert rows["skip"]["questions_used"] <= 4 and rows["skip"]["examples"] <= 3 * rows["skip"]["questions_used"]
+
+
+@pytest.mark.parametrize("name", ["IRS", "ONPOLICY", "DPO", "KTO", "GRPO", "PPO", "RM"])
+def test_every_stages_request_passes_the_deployments_parameter_schema(name):
+    """Prefect checks a deployment run's parameters against the flow's JSON schema before our own
+    validation: a stored request of every stage must pass it (the API and the UI start jobs that way)."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.irs import irs_train
+
+    schema = parameter_schema(irs_train.fn).model_dump_for_openapi()
+    sc = {"DPO": {"beta": 0.2}, "PPO": {"target_kl": 3.0}, "IRS": {"keep_top": 2}}.get(name, {})
+    irs = {"batch_size": 4, **({"n_iterations": 1} if name == "RM" else {})}
+    body = parse_request({"stage": name, "stage_config": sc, "irs_config": irs}).model_dump(mode="json")
+    assert validate({"request": body}, schema) == []
+    assert validate({"request": {**body, "stage": 7}}, schema)  # the schema still checks what it can
+
+
+def test_a_legacy_full_stage_config_is_accepted_only_at_its_old_defaults():
+    from irsflow.stages.base import LEGACY_FIELDS
+
+    req = parse_request({"stage": "DPO", "stage_config": {**LEGACY_FIELDS, "beta": 0.3}})  # a pre-split dump
+    assert req.stage_config.beta == 0.3 and not hasattr(req.stage_config, "target_kl")
+    with pytest.raises(ConfigError, match=r"stage_config\.target_kl: not a setting of stage DPO"):
+        parse_request({"stage": "DPO", "stage_config": {**LEGACY_FIELDS, "target_kl": 3.0}})
+
+
+def test_a_job_from_before_the_split_resumes_with_its_own_request(tiny_model, data_dir):
+    from irsflow.jobs.job import open_or_create
+    from irsflow.store import atomic_write_json
+
+    body = tiny_request(tiny_model, n_questions=20)
+    store = create_job(body)
+    cfg = store.read_config()
+    del cfg["request"]["heldout"]  # as written before held-out existed
+    atomic_write_json(store.dir / "config.json", cfg)
+    again, req = open_or_create(body, store.job_id)  # the same request, passed again (a retried run)
+    assert again.job_id == store.job_id and req.heldout.share == 0 and not req.holds_out()
+    with pytest.raises(Exception, match="different request"):
+        open_or_create({**body, "seed": 99}, store.job_id)

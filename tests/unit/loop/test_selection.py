@@ -74,3 +74,10 @@ def test_split_holds_out_whole_topics_and_is_seeded():
     plain_train, plain_held = split_heldout([q(i) for i in range(20)], 0.2, seed=1)
     assert len(plain_held) == 4 and len(plain_train) == 16
     assert split_heldout(qs, 0.0, seed=1) == (qs, [])
+
+
+def test_a_big_topic_is_not_held_out_whole_when_it_overshoots():
+    qs = [q(i, "big") for i in range(18)] + [q(18, "small"), q(19, "small")]
+    for seed in range(8):  # whatever the shuffle, the 18-question topic would hold out 90%
+        train, held = split_heldout(qs, 0.2, seed=seed)
+        assert [x.id for x in held] == ["q18", "q19"] and len(train) == 18
