@@ -54,7 +54,7 @@ def test_a_stage_registered_from_a_test_runs_through_the_flow(refsft, prefect_se
     with pytest.raises(ConfigError, match=r"stage_config\.repeat: must be >= 1"):
         parse_request({"stage": "REFSFT", "stage_config": {"repeat": 0}})
     with pytest.raises(ConfigError, match=r"stage_config\.beta: not a setting of stage REFSFT"):
-        parse_request({"stage": "REFSFT", "stage_config": {"beta": 0.1}})
+        parse_request({"stage": "REFSFT", "stage_config": {"beta": 0.5}})
 
     req = tiny_request(tiny_model, stage="REFSFT", n_questions=4, stage_config={"repeat": 2},
                        irs_config={"n_iterations": 2, "learning_rate": 5e-3})
