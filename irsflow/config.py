@@ -217,12 +217,11 @@ class TrainRequest(_Strict):
         if not isinstance(data, dict):
             return data
         stage = data.get("stage", "IRS")
-        get_stage(stage) if isinstance(stage, str) else None  # an unknown stage: named with the known ones
+        own = get_stage(str(stage)).settings.model_fields  # an unknown stage: named with the known ones
         sc = data.get("stage_config")
         if sc is None or isinstance(sc, dict):
             sc = dict(sc or {})
             sc.pop("stage", None)
-            own = get_stage(stage).settings.model_fields
             for key in list(sc):
                 owners = settings_fields().get(key)
                 if key in own or not owners:
