@@ -74,7 +74,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_teacher.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_irs_vs_grpo.py
-	# the learning benchmark's quick mode (IRS, one seed, ~7 min); the full table: bench_learning.py alone
+	# the learning benchmark's quick mode (IRS, one seed, ~4 min); the full table (~75 min): bench_learning.py alone
 	$(BIN)/python benchmarks/bench_learning.py --quick
 
 clean:
