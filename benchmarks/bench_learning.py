@@ -106,32 +106,34 @@ def paired(base: list[float], after: list[float], n_boot: int = 4000, seed: int 
             "win": sum(d > 0 for d in diffs) / len(diffs)}
 
 
-def distinct(answers: list[str], n: int) -> float:
-    from irsflow.rewards.dialogue import words
+def against_start(start: dict, round_: dict) -> dict:
+    """One round's held-out answers against the start model's, question by question: the paired gain,
+    win rate, distinct-1/2 (the library's ``diversity``, as the job's own HELDOUT rows) and length."""
+    from irsflow.rewards.dialogue import diversity
 
-    grams = [tuple(t[i:i + n]) for t in (words(a) for a in answers) for i in range(len(t) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    by_id = {a["id"]: a["reward"] for a in start["answers"]}
+    div = diversity([a["answer"] for a in round_["answers"]])
+    return {**paired([by_id[a["id"]] for a in round_["answers"]], [a["reward"] for a in round_["answers"]]),
+            "d1": div["distinct_1"], "d2": div["distinct_2"], "words": round_["mean_words"]}
 
 
 def summarize(job: dict) -> dict:
+    """The last round against the start model, with every round's figures (``by_round``)."""
+    from irsflow.rewards.dialogue import diversity
+
     base, last = job["rounds"][0], job["rounds"][-1]
-    by_id = {a["id"]: a["reward"] for a in base["answers"]}
-    ids = [a["id"] for a in last["answers"]]
-    stats = paired([by_id[i] for i in ids], [a["reward"] for a in last["answers"]])
-    answers = [a["answer"] for a in last["answers"]]
-    return {**stats, "base": base["reward"], "final": last["reward"], "curve": [r["reward"] for r in job["rounds"]],
-            "d1": distinct(answers, 1), "d2": distinct(answers, 2),
-            "base_d1": distinct([a["answer"] for a in base["answers"]], 1),
-            "base_d2": distinct([a["answer"] for a in base["answers"]], 2),
-            "words": last["mean_words"], "base_words": base["mean_words"], "n_heldout": len(ids),
+    # every round against the start model: where a longer run would have stopped, or still rises
+    by_round = [against_start(base, r) for r in job["rounds"][1:]]
+    start = diversity([a["answer"] for a in base["answers"]])
+    return {**by_round[-1], "base": base["reward"], "final": last["reward"],
+            "curve": [r["reward"] for r in job["rounds"]],
+            "base_d1": start["distinct_1"], "base_d2": start["distinct_2"],
+            "base_words": base["mean_words"], "n_heldout": len(last["answers"]),
             # what the gain is made of: each reward's held-out mean, start -> last (a rise in one can hide a fall in another)
             "parts": {k: [base["rewards"][k], last["rewards"].get(k)] for k in base["rewards"]},
-            # every round against the start model: where a longer run would have stopped, or still rises
-            "by_round": [{**paired([by_id[a["id"]] for a in r["answers"]], [a["reward"] for a in r["answers"]]),
-                          "d2": distinct([a["answer"] for a in r["answers"]], 2), "words": r["mean_words"]}
-                         for r in job["rounds"][1:]],
+            "by_round": [{k: r[k] for k in ("gain", "lo", "hi", "win", "d2", "words")} for r in by_round],
             "wall_s": job["wall_s"], "cpu_s": job["cpu_s"],
-            "gain_per_cpu_h": stats["gain"] / (job["cpu_s"] / 3600) if job["cpu_s"] else None}
+            "gain_per_cpu_h": by_round[-1]["gain"] / (job["cpu_s"] / 3600) if job["cpu_s"] else None}
 
 
 def table(results: dict[str, dict[int, dict]]) -> str:
@@ -149,9 +151,8 @@ def table(results: dict[str, dict[int, dict]]) -> str:
 
 def rounds_table(results: dict[str, dict]) -> str:
     """Held-out gain over the start model after each round (95% interval), distinct-2 and words."""
-    lines = ["| stage | seed | " + " | ".join(f"round {i}" for i in range(1, 1 + max(
-        (len(s.get("by_round", [])) for by_seed in results.values() for s in by_seed.values()), default=0))) + " |"]
-    lines.append("|---|---|" + "---|" * (lines[0].count("|") - 3))
+    n = max((len(s.get("by_round", [])) for by_seed in results.values() for s in by_seed.values()), default=0)
+    lines = ["| stage | seed | " + " | ".join(f"round {i}" for i in range(1, n + 1)) + " |", "|---|---|" + "---|" * n]
     for variant, by_seed in results.items():
         for seed, s in by_seed.items():
             cells = [f"{r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] d2 {r['d2']:.2f}, {r['words']:.0f} w"
@@ -189,10 +190,10 @@ def merged(paths: list[Path]) -> dict[str, dict]:
 def write_results(args, threads: int, wall_s: float, results: dict) -> dict:
     doc = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "threads": threads, "total_wall_s": wall_s, "results": results}
+    from irsflow.store import atomic_write_json
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    tmp.replace(args.out)
+    atomic_write_json(args.out, doc)
     return doc
 
 
