@@ -8,6 +8,7 @@ named after the reward (TRL logs per-function means under that name); the questi
 context and reference travel as dataset columns, so ``faith``/``conc``/``ref`` see them. An
 abstaining scorer returns None for the item, which TRL leaves out of the weighted sum, as IRS
 does. ``weights`` become ``reward_weights`` (the dynamic weights of IRS may set them per round).
+The same ``seed`` gives the same adapter, curve and loss, whatever ran before in the process.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def train_grpo(model_path: str, adapter_in: str | None, questions, rewards: dict
                max_new_tokens: int, learning_rate: float, batch_size: int, epochs: float, beta: float, lora, seed: int,
                sampling=None, load_in_4bit: bool = False, progress: ProgressFn = no_progress) -> dict:
     from datasets import Dataset
+    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from irsflow.training import trl_compat
@@ -70,8 +72,14 @@ def train_grpo(model_path: str, adapter_in: str | None, questions, rewards: dict
                            train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                            callbacks=[progress_callback(progress)])
 
-    loss, history, steps, mem_after = fit(lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit),
-                                          make_trainer, out_dir, "irsflow-grpo-")
+    def load():
+        # A new LoRA's A matrices come from the global RNG, and GRPOTrainer seeds it only once the
+        # model exists: unseeded, round 1's adapter depended on whatever ran earlier in the process
+        # (IRS's stages are shielded by their sampling phase's manual_seed; GRPO has none).
+        set_seed(seed)
+        return trainable_model(model_path, adapter_in, lora, load_in_4bit)
+
+    loss, history, steps, mem_after = fit(load, make_trainer, out_dir, "irsflow-grpo-")
     curve = [{"step": h.get("step"), "reward": h.get("reward"),
               **{n: h.get(f"rewards/{n}/mean") for n in names}} for h in history]
     log.info("grpo: %d prompts x %d generations, %d steps, final reward %s", len(rows), num_generations, steps,
