@@ -15,6 +15,7 @@ def isolate(name: str) -> str:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ["IRSFLOW_DATA_DIR"] = os.path.join(tmp, "data")
     os.environ["PREFECT_HOME"] = os.path.join(tmp, "prefect")
+    os.environ["IRSFLOW_ALLOWED_ROOTS"] = tmp  # requests may name files anywhere in the benchmark's folder
     return tmp
 
 

@@ -60,7 +60,9 @@ VARIANTS = {
 
 def draw_questions(n: int, path: Path) -> Path:
     """One question from each of ``n`` packages (a fixed draw), written to ``path``."""
-    rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from irsflow.store import read_jsonl
+
+    rows = read_jsonl(QUESTIONS)
     first: dict[str, dict] = {}
     for r in rows:
         first.setdefault(r["meta"]["topic"], r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ def main() -> None:
 def run(a, base_url: str) -> None:
     items = [{"id": f"q{i}", "prompt": f"Question {i}?", "answer": f"Answer {i}"} for i in range(a.items)]
     with tempfile.TemporaryDirectory() as tmp:
+        # the operator's allowances for this benchmark: the fake endpoint on loopback, a cache in tmp
+        os.environ.update(IRSFLOW_TEACHER_ALLOWED_HOSTS="127.0.0.1", IRSFLOW_ALLOWED_ROOTS=tmp)
         s = TeacherSettings(base_url=base_url, api_key="sk-bench", concurrency=a.concurrency,
                             cache_path=Path(tmp) / "cache.sqlite")
         t0 = time.perf_counter()

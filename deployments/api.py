@@ -14,13 +14,17 @@ Run it (the Prefect server, a worker and the deployment must be up: `make up`):
 
     IRSFLOW_API_TOKEN=secret python -m deployments.api --host 127.0.0.1 --port 8080
 
-Settings: IRSFLOW_API_TOKEN (bearer token; required: without it the API refuses to start unless
-started with ``--no-auth``, which then binds 127.0.0.1 only), IRSFLOW_IRS_DEPLOYMENT
-(default irs-train/irs-manual), IRSFLOW_DATA_DIR (must be the workers' data dir), PREFECT_API_URL.
-The token is read from the environment only, never from the command line (visible in `ps`).
+Settings: IRSFLOW_API_TOKEN (bearer token of at least 16 characters, no whitespace; required: without
+it the API refuses to start unless started with ``--no-auth``, which then binds 127.0.0.1 only),
+IRSFLOW_IRS_DEPLOYMENT (default irs-train/irs-manual), IRSFLOW_DATA_DIR (must be the workers' data
+dir), IRSFLOW_ALLOWED_ROOTS (extra folders a request may name files in), IRSFLOW_API_MAX_BODY_BYTES
+(default 1 MiB; a larger body is 413), PREFECT_API_URL. The token is read from the environment only,
+never from the command line (visible in `ps`). Validation reads files (rule files, question sets):
+it runs in a worker thread, so a slow file never stalls other requests or /api/health.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,6 +45,8 @@ from irsflow.errors import DatasetError, InputError, ModelLoadError
 from irsflow.jobs.job import create_job, job_metrics, job_status
 
 DEFAULT_DEPLOYMENT = "irs-train/irs-manual"
+MIN_TOKEN_LENGTH = 16
+DEFAULT_MAX_BODY_BYTES = 2**20
 # Job ids are made by irsflow.store.new_job_id ("20260203T120000Z-1a2b"); the seed writes them
 # with a "train_" prefix. Anything else is a 404 before it can touch the file system.
 _JOB_ID = re.compile(r"^(train_)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -142,7 +148,36 @@ def auth_token(no_auth: bool = False, token: str | None = None) -> str | None:
         raise InputError("IRSFLOW_API_TOKEN is not set: the job API refuses to start without a token. "
                          "Set it (clients send 'Authorization: Bearer <token>'), or pass --no-auth to "
                          "serve without authentication on 127.0.0.1 only")
+    if token and (len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token)):
+        # the value is not echoed: it may be a real (weak) secret
+        raise InputError(f"IRSFLOW_API_TOKEN is too weak: it needs at least {MIN_TOKEN_LENGTH} characters and no "
+                         "whitespace (e.g. `openssl rand -hex 32`)")
     return token or None
+
+
+def max_body_bytes(value: int | None = None) -> int:
+    """The largest request body accepted: ``value``, else $IRSFLOW_API_MAX_BODY_BYTES, else 1 MiB."""
+    raw = value if value is not None else os.environ.get("IRSFLOW_API_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise InputError(f"IRSFLOW_API_MAX_BODY_BYTES: not a number of bytes: {raw!r}") from None
+    if limit < 1024:
+        raise InputError(f"IRSFLOW_API_MAX_BODY_BYTES: {limit} is below 1024 bytes: no request fits")
+    return limit
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``limit`` (by Content-Length, or while it streams)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+    return bytes(body)
 
 
 def bind_host(host: str, no_auth: bool) -> str:
@@ -153,10 +188,13 @@ def bind_host(host: str, no_auth: bool) -> str:
     return host
 
 
-def create_app(token: str | None = None, deployment: str | None = None, no_auth: bool = False) -> FastAPI:
+def create_app(token: str | None = None, deployment: str | None = None, no_auth: bool = False,
+               max_body: int | None = None) -> FastAPI:
     """``token`` defaults to $IRSFLOW_API_TOKEN and is required unless ``no_auth`` (see ``auth_token``);
-    ``deployment`` defaults to $IRSFLOW_IRS_DEPLOYMENT, else ``irs-train/irs-manual``."""
+    ``deployment`` defaults to $IRSFLOW_IRS_DEPLOYMENT, else ``irs-train/irs-manual``; ``max_body``
+    (bytes) to $IRSFLOW_API_MAX_BODY_BYTES, else 1 MiB."""
     token = auth_token(no_auth, token)
+    body_limit = max_body_bytes(max_body)
     deployment = deployment or os.environ.get("IRSFLOW_IRS_DEPLOYMENT") or DEFAULT_DEPLOYMENT
     if token is None:
         log.warning("--no-auth: the job API accepts unauthenticated requests on %s", LOOPBACK)
@@ -165,14 +203,16 @@ def create_app(token: str | None = None, deployment: str | None = None, no_auth:
 
     @jobs.post("", status_code=202)
     async def submit(request: Request) -> JSONResponse:
+        raw = await read_body(request, body_limit)
         try:
-            body = await request.json()
-        except ValueError as err:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
             raise HTTPException(422, [{"field": "<body>", "message": f"not valid JSON: {err}"}]) from None
         if not isinstance(body, dict):
             raise HTTPException(422, [{"field": "<body>", "message": "expected a JSON object"}])
         try:
-            req = TrainRequest.model_validate(body)
+            # off the event loop: validation reads files (rules, paths), which must never stall other requests
+            req = await run_in_threadpool(TrainRequest.model_validate, body)
         except ValidationError as err:
             raise HTTPException(422, validation_problems(err)) from None
 

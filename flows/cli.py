@@ -105,12 +105,14 @@ def _print_iterations(result: dict) -> None:
 def cmd_rerun(args) -> int:
     """Resume a job in this process (or queue it on its deployment with --submit); finished phases
     whose files are intact come back from Prefect's cache."""
-    from irsflow.jobs.job import job_status, open_job
-    from irsflow.jobs.resume import check_phase
+    from irsflow.jobs.job import job_request, job_status, open_job
+    from irsflow.jobs.resume import check_from_iteration, check_phase
 
     store = open_job(args.job_id)
     if args.from_phase:
         check_phase(args.from_phase)
+    check_from_iteration(store.job_id, job_request(store).irs_config.n_iterations, args.from_iteration,
+                         "--from-iteration")
     from deployments.runs import release_dead_run
 
     release_dead_run(store, force=args.force)  # refuses while the job's process is still alive

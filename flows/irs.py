@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 from irsflow.config import TrainRequest
 from irsflow.jobs.charts import iteration_row
 from irsflow.jobs.job import open_job, open_or_create
-from irsflow.jobs.resume import forced, outputs_valid, phase_key, stage_phases
+from irsflow.jobs.resume import check_from_iteration, forced, outputs_valid, phase_key, stage_phases
 from irsflow.loop import EVALUATING, GENERATING, SCORING, TRAINING, Phase
 from irsflow.loop.phases import runtime_info
 from irsflow.stages import get_stage
@@ -104,6 +104,7 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
     run_id = str(flow_run.get_id() or "")
     store, req = open_or_create(request, job_id, flow_run_id=run_id or None)
     job_id = store.job_id
+    check_from_iteration(job_id, req.irs_config.n_iterations, from_iteration)  # before the job is touched
     with store.log_to_file():
         store.update_status(state="running", flow_run_id=run_id, error=None, traceback=None,
                             runtime=runtime_info(), pid=os.getpid(), host=socket.gethostname())

@@ -20,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 
 from irsflow.codebook.settings import CodebookConfig
 from irsflow.errors import ConfigError
+from irsflow.paths import ModelRef, RequestPath
 from irsflow.rewards.settings import ScoringConfig
 from irsflow.stages import StageSettings, get_stage, settings_adapter, stage_names
 from irsflow.stages.base import LEGACY_FIELDS
@@ -28,21 +29,26 @@ from irsflow.teacher.client import TeacherConfig
 
 EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
 DEMO_DATASET = "builtin:demo"
+MAX_QUESTIONS = 1_000_000
+MAX_SEED = 2**32 - 1  # the largest seed numpy takes (transformers.set_seed sets numpy's too)
+MAX_WEIGHT = 1000.0
 DEFAULT_SYSTEM_PROMPT = ("You are a helpful assistant. Answer the question concisely using the context "
                          "when it is relevant.")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: "Infinity"/NaN are refused; every number also has an upper bound a user
+    # never reaches (a request cannot ask for a billion rounds or a rank-10^6 adapter)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class DWConfig(_Strict):
     """Dynamic reward weights (seed 000 section 3.2). The keys of ``initial_weights`` choose
     which rewards score the candidates."""
 
-    history_window: int = Field(5, ge=2, description="Iterations used for each reward's slope.")
-    temperature: float = Field(2.0, gt=0, description="Softmax temperature over -slope.")
-    initial_weights: dict[str, float] = Field(
+    history_window: int = Field(5, ge=2, le=1000, description="Iterations used for each reward's slope.")
+    temperature: float = Field(2.0, gt=0, le=1000, description="Softmax temperature over -slope.")
+    initial_weights: dict[str, Annotated[float, Field(le=MAX_WEIGHT)]] = Field(
         default_factory=lambda: {"rel": 1.0, "faith": 1.0, "conc": 0.5},
         description="Reward name -> starting weight. Names: see `irsflow rewards`.",
     )
@@ -77,12 +83,12 @@ class Sampling(_Strict):
 
     temperature: float = Field(0.9, gt=0, le=5)
     top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int = Field(0, ge=0, description="0 disables top-k filtering.")
+    top_k: int = Field(0, ge=0, le=1_000_000, description="0 disables top-k filtering.")
 
 
 class LoraSettings(_Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1, le=65536)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
 
@@ -91,18 +97,18 @@ class SharedSettings(_Strict):
     """What every stage shares: rounds, sampling, LoRA/optimizer settings and the dynamic reward weights
     (the request key keeps its seed-000 name, ``irs_config``)."""
 
-    n_iterations: int = Field(3, ge=1)
-    n_candidates: int = Field(4, ge=2, description="Candidates sampled per question.")
-    batch_size: int = Field(2, ge=1, description="SFT per-device batch size.")
+    n_iterations: int = Field(3, ge=1, le=1000)
+    n_candidates: int = Field(4, ge=2, le=256, description="Candidates sampled per question.")
+    batch_size: int = Field(2, ge=1, le=4096, description="SFT per-device batch size.")
     learning_rate: float = Field(2e-5, gt=0, lt=1)
     max_new_tokens: int = Field(256, ge=1, le=8192)
     load_in_4bit: bool = Field(
         False, description="bitsandbytes NF4 weights for generate and SFT. CUDA only: refused on CPU."
     )
     dw_config: DWConfig = Field(default_factory=DWConfig)
-    gen_batch_size: int = Field(8, ge=1, description="Prompts per generate() call.")
-    sft_epochs: float = Field(1.0, gt=0)
-    max_seq_length: int = Field(1024, ge=16)
+    gen_batch_size: int = Field(8, ge=1, le=4096, description="Prompts per generate() call.")
+    sft_epochs: float = Field(1.0, gt=0, le=1000)
+    max_seq_length: int = Field(1024, ge=16, le=1_048_576)
     sampling: Sampling = Field(default_factory=Sampling)
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
@@ -113,11 +119,13 @@ class HeldoutConfig(_Strict):
 
     share: float = Field(0.2, ge=0, lt=1, description="Share of the question set held out (0: off). Whole topics "
                                                       "(meta.topic) are held out where every question names one.")
-    min_questions: int = Field(20, ge=2, description="The split is on only when the set has at least this many "
-                                                     "questions.")
-    max_questions: int = Field(32, ge=1, description="Most held-out questions answered per evaluation.")
-    seed: int | None = Field(None, ge=0, description="Seed of the split; the request's seed if unset (set it to "
-                                                      "compare jobs of several seeds on the same questions).")
+    min_questions: int = Field(20, ge=2, le=MAX_QUESTIONS, description="The split is on only when the set has at "
+                                                                       "least this many questions.")
+    max_questions: int = Field(32, ge=1, le=MAX_QUESTIONS,
+                               description="Most held-out questions answered per evaluation.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the split; the request's seed if unset (set "
+                                                                  "it to compare jobs of several seeds on the same "
+                                                                  "questions).")
 
     def active(self, n_questions: int) -> bool:
         return self.share > 0 and n_questions >= self.min_questions
@@ -127,14 +135,14 @@ class EarlyStopConfig(_Strict):
     """Stop a job when its held-out reward stops rising or its answers collapse; ``checkpoints/final`` is
     then the best round's adapter by held-out reward. Needs the held-out split."""
 
-    patience: int = Field(1, ge=1, description="Rounds without a held-out gain before the job stops.")
-    min_gain: float = Field(0.0, ge=0, description="Least rise of the held-out reward over the best so far that "
-                                                   "counts as a gain.")
+    patience: int = Field(1, ge=1, le=1000, description="Rounds without a held-out gain before the job stops.")
+    min_gain: float = Field(0.0, ge=0, le=1e6, description="Least rise of the held-out reward over the best so far "
+                                                           "that counts as a gain.")
     distinct2_floor: float | None = Field(
         0.9, gt=0, le=1, description="Stop when held-out distinct-2 falls below this share of the start model's.")
     max_length_drift: float | None = Field(
-        0.5, gt=0, description="Stop when the mean held-out answer length moves more than this share away from the "
-                               "start model's.")
+        0.5, gt=0, le=1000, description="Stop when the mean held-out answer length moves more than this share away "
+                                        "from the start model's.")
 
 
 def _stage_settings(value: Any, handler) -> StageSettings:
@@ -171,19 +179,20 @@ class TrainRequest(_Strict):
 
     stage: str = Field("IRS", description="The training stage: IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM, or one "
                                           "registered with irsflow.stages.register.")
-    model_id: str = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
-    init_adapter: str | None = Field(
+    model_id: ModelRef = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
+    init_adapter: ModelRef | None = Field(
         None, min_length=1, description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
                                         "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
     stage_config: StageConfigField = Field(
         default=None, description="The stage's own settings, validated by that stage's model (irsflow.stages).")
     irs_config: SharedSettings = Field(default_factory=SharedSettings)  # named for seed 000's API
-    n_questions: int = Field(100, ge=1, description="Questions taken from the dataset, in file order.")
-    top_k: int = Field(3, ge=0, description="Contexts per question put into the prompt.")
-    dataset: str = Field(DEMO_DATASET, min_length=1, description="Question-set JSONL path or builtin:demo.")
-    seed: int = Field(42, ge=0)
+    n_questions: int = Field(100, ge=1, le=MAX_QUESTIONS,
+                             description="Questions taken from the dataset, in file order.")
+    top_k: int = Field(3, ge=0, le=1000, description="Contexts per question put into the prompt.")
+    dataset: RequestPath = Field(DEMO_DATASET, min_length=1, description="Question-set JSONL path or builtin:demo.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Random seed of sampling, shuffling and LoRA initialisation.")
     system_prompt: str = Field(
-        DEFAULT_SYSTEM_PROMPT,
+        DEFAULT_SYSTEM_PROMPT, max_length=100_000,
         description="System turn of every prompt.",
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)

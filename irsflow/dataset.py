@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
 from irsflow.errors import DatasetError
+from irsflow.paths import kind_of, read_bytes
+from irsflow.store import iter_jsonl
 
 _ALLOWED = {"id", "question", "contexts", "reference", "meta"}
 
@@ -45,8 +48,12 @@ def resolve_dataset(spec: str) -> Path:
             raise DatasetError(f"dataset: unknown builtin question set {name!r} (known: {', '.join(known)})")
         return path
     path = Path(spec).expanduser()
-    if not path.is_file():
-        raise DatasetError(f"dataset: no such file: {path}")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise DatasetError(f"dataset: no such file: {path}") from None
+    if not stat.S_ISREG(mode):
+        raise DatasetError(f"dataset: {path} is {kind_of(mode)}, not a JSONL file")
     return path
 
 
@@ -77,14 +84,7 @@ def _parse_row(obj: Any, where: str, lineno: int) -> Question:
 def jsonl_objects(text: str, source: str, error: type[Exception] = DatasetError) -> Iterator[tuple[str, int, Any]]:
     """``(where, lineno, value)`` per non-blank line; malformed JSON raises ``error`` naming
     ``source:line`` and the column."""
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{lineno}"
-        try:
-            yield where, lineno, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise error(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+    yield from iter_jsonl(text, source, error)  # split on "\n" only: U+2028 may sit raw in a string
 
 
 def parse_questions(text: str, source: str = "<questions>") -> list[Question]:
@@ -106,7 +106,7 @@ def load_questions(spec: str, limit: int | None = None) -> list[Question]:
     """Load and validate a whole question set, then keep the first ``limit`` rows."""
     path = resolve_dataset(spec)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes("dataset", path, error=DatasetError).decode("utf-8")
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
     qs = parse_questions(text, source=str(path))

@@ -75,10 +75,38 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         atomic_write_text(path, old + new)
 
 
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of JSONL text, split on ``\\n`` only (a ``\\r`` before it is dropped).
+    Not ``str.splitlines()``: it also splits on U+2028, U+2029, U+0085 and other separators, which
+    ``json.dumps(..., ensure_ascii=False)`` writes raw inside strings, so one row would read as two."""
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        yield lineno, line.removesuffix("\r")
+
+
+def iter_jsonl(text: str, source: str, error: type[Exception] = InputError) -> Iterator[tuple[str, int, Any]]:
+    """``(where, lineno, value)`` per non-blank line of JSONL text; ``where`` is ``source:line``.
+    A line that is not valid JSON raises ``error`` naming ``source:line`` and the column."""
+    for lineno, line in jsonl_lines(text):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+        yield where, lineno, value
+
+
 def read_jsonl(path: Path) -> list[dict]:
+    """Every row of a JSONL file (none when it does not exist); a bad line raises ``InputError``
+    naming the file and line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8")  # bytes: no newline translation before the split
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    return [row for _, _, row in iter_jsonl(text, str(path))]
 
 
 @contextmanager

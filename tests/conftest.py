@@ -28,6 +28,10 @@ os.environ.update({
     "IRSFLOW_DATA_DIR": str(_SESSION / "data"),
     "PREFECT_HOME": str(_SESSION / "prefect"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # the operator's allowances, as a test session needs them: requests name files under the temp dir
+    # (tmp_path), and the teacher is a fake OpenAI server on 127.0.0.1 (tests of the refusals unset these)
+    "IRSFLOW_ALLOWED_ROOTS": os.path.realpath(tempfile.gettempdir()),
+    "IRSFLOW_TEACHER_ALLOWED_HOSTS": "127.0.0.1",
 })
 os.environ.pop("PREFECT_API_URL", None)
 

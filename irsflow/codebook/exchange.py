@@ -15,7 +15,7 @@ from pathlib import Path
 
 from irsflow.codebook.store import RULE_ID, Codebook, Rule, check_rule, clean_terms
 from irsflow.errors import InputError
-from irsflow.store import atomic_write_text, utc_now
+from irsflow.store import atomic_write_text, jsonl_lines, utc_now
 
 EXPORT_FORMAT = "irsflow-codebook/1"
 
@@ -73,7 +73,7 @@ def read_export(path: Path) -> list[tuple[str, dict]]:
         items = [(f"{path}: rules[{i}]", r) for i, r in enumerate(whole["rules"])]
     else:
         items = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in jsonl_lines(text):
             if line.strip():
                 try:
                     items.append((f"{path}:{n}", json.loads(line)))

@@ -166,6 +166,15 @@ def outputs_valid(store: JobStore, iteration: int, phase: str, key: str) -> tupl
     return True, "outputs present and unchanged"
 
 
+def check_from_iteration(job_id: str, n_iterations: int, from_iteration: int, name: str = "from_iteration") -> int:
+    """A rerun's ``from_iteration`` must be one of the job's rounds ``1..n_iterations``: outside them
+    ``forced`` is false for every phase, so the rerun would redo nothing and still report success."""
+    if not 1 <= from_iteration <= n_iterations:
+        raise InputError(f"{name}: job {job_id} has rounds 1..{n_iterations}; "
+                         f"{name} {from_iteration} is outside them")
+    return from_iteration
+
+
 def forced(iteration: int, phase: str, from_phase: str | None, from_iteration: int = 1) -> bool:
     """``--from-phase P --from-iteration N`` forces (N, P) and every phase after it."""
     if from_phase is None:

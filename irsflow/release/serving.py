@@ -64,7 +64,9 @@ class VLLMSettings(BaseModel):
         "inplace", description="how a served adapter is replaced: 'inplace' never drops the name (needs a vLLM "
         "without the load_inplace re-read: infra/vllm_lora_fix.py or upstream PR #36373); 'reload' unloads and "
         "loads (read once on any vLLM, but requests to the name get 404 between the two)")
-    api_key_env: str = Field("VLLM_API_KEY", description="env var holding the server's --api-key, if any")
+    api_key_env: str = Field("VLLM_API_KEY", pattern=r"^VLLM_[A-Z0-9_]*$", description=(
+        "env var holding the server's --api-key, if any; its name starts with VLLM_, so settings cannot send "
+        "another service's key (the teacher's, Langfuse's) to the vLLM endpoint"))
 
 
 class DeployError(RuntimeError):

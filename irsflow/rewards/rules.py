@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from irsflow.errors import ConfigError
+from irsflow.paths import kind_of, read_bytes
 from irsflow.rewards import RewardBatch, RewardEnv, register_reward
 
 BUILTIN_RULES = Path(__file__).resolve().parent.parent / "data" / "reward_rules.json"
+RULES_MAX_BYTES = 8 * 2**20  # a rule file is a few KB; a bigger one is a mistake, not rules
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+", re.UNICODE)
 
@@ -137,12 +140,12 @@ def _terms(terms: list[str]) -> re.Pattern:
 
 
 @lru_cache(maxsize=16)
-def _load(path: str, mtime: float) -> RuleSet:
+def _load(path: str, mtime: float, size: int) -> RuleSet:
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"scoring.rules: cannot read {p} ({err.strerror})") from None
+    try:  # a regular file of bounded size: a FIFO or /dev/zero is refused, not read
+        data = json.loads(read_bytes("scoring.rules", p, limit=RULES_MAX_BYTES, error=ConfigError))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"scoring.rules: {p} is not UTF-8 ({err.reason})") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"scoring.rules: {p} is not valid JSON (line {err.lineno}: {err.msg})") from None
     try:
@@ -155,10 +158,16 @@ def _load(path: str, mtime: float) -> RuleSet:
 
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """The rule set at ``path`` (``None`` or ``builtin:default``: the shipped one), validated."""
+    if str(path).startswith("builtin:") and path != "builtin:default":
+        raise ConfigError(f"scoring.rules: unknown builtin rule set {path!r} (known: builtin:default)")
     p = BUILTIN_RULES if path in (None, "", "builtin:default") else Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(f"scoring.rules: no rules file {p}")
-    return _load(str(p.resolve()), p.stat().st_mtime)
+    try:
+        st = p.stat()
+    except OSError:
+        raise ConfigError(f"scoring.rules: no rules file {p}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"scoring.rules: {p} is {kind_of(st.st_mode)}, not a rules file")
+    return _load(str(p.resolve()), st.st_mtime, st.st_size)
 
 
 def rules_of(env: RewardEnv) -> RuleSet:

@@ -4,22 +4,23 @@ registry (``irsflow.rewards.known_rewards``), which never imports a trainer.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from irsflow.errors import ConfigError
+from irsflow.paths import ModelRef, RequestPath
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class FusionConfig(_Strict):
     """The ``rlaif`` reward: a linear formula over other rewards (seed 001), and when the teacher
     and the rules disagree enough for an item to go to ``teacher_conflicts.jsonl``."""
 
-    weights: dict[str, float] = Field(
+    weights: dict[str, Annotated[float, Field(ge=-1000, le=1000)]] = Field(
         default_factory=lambda: {"chain": 0.35, "emergency": 0.25, "risk": -0.15, "teacher": 0.25},
         description="Reward name -> weight; penalties (risk) take negative weights.")
     conflict_threshold: float = Field(0.4, gt=0, le=1, description="|teacher_score - rules_score| above this is a conflict.")
@@ -46,15 +47,17 @@ class ScoringConfig(_Strict):
     backend: Literal["auto", "embedding", "heuristic"] = Field(
         "auto", description="auto: embeddings, falling back to the heuristic scorer if they cannot load."
     )
-    embedder: str = Field("builtin:minilm", description="Sentence-transformers folder or builtin:minilm.")
-    reranker_path: str | None = Field(None, description="Cross-encoder folder for `rel`; cosine if unset.")
+    embedder: ModelRef = Field("builtin:minilm", description="Sentence-transformers folder or builtin:minilm.")
+    reranker_path: ModelRef | None = Field(None, description="Cross-encoder folder for `rel`; cosine if unset.")
     faith: Literal["embedding", "bertscore"] = "embedding"
     device: str = "cpu"
-    rules: str = Field("builtin:default", min_length=1,
+    rules: RequestPath = Field("builtin:default", min_length=1,
                        description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
-    reward_model: str | None = Field(None, min_length=1, description="Trained reward model folder for the `rm` reward.")
-    length_limit: int = Field(80, ge=1, description="Words an answer may take before `length_limit` starts to fall.")
+    reward_model: RequestPath | None = Field(None, min_length=1,
+                                             description="Trained reward model folder for the `rm` reward.")
+    length_limit: int = Field(80, ge=1, le=1_000_000,
+                              description="Words an answer may take before `length_limit` starts to fall.")
 
     @field_validator("rules")
     @classmethod

@@ -32,14 +32,14 @@ class StageSettings(BaseModel):
     """``stage_config``: the settings one stage adds to the request (validated by that stage's
     model; the request's ``stage`` picks it). Every stage has the round-eval settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     # the discriminator, copied from the request's `stage`; not part of the stored request
     stage: str = Field(exclude=True)
     eval_each_round: bool | None = Field(
         None, description="Write eval_round_<n>.json and a CHANGELOG.md line after each round's training "
                           "(default: on for ONPOLICY, off otherwise).")
-    eval_questions: int = Field(8, ge=1, description="Questions answered by each round's eval.")
+    eval_questions: int = Field(8, ge=1, le=100_000, description="Questions answered by each round's eval.")
 
     def files(self) -> list[str]:
         """The data files the stage reads (their content is part of the training phase's cache key)."""

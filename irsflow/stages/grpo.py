@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 class GRPOSettings(StageSettings):
     stage: Literal["GRPO"] = Field("GRPO", exclude=True)
-    beta: float = Field(0.1, ge=0, description="Strength of the pull toward the reference model.")
+    beta: float = Field(0.1, ge=0, le=1000, description="Strength of the pull toward the reference model.")
 
 
 class GRPOStage(Stage):

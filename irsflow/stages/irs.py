@@ -28,9 +28,10 @@ class IRSSettings(StageSettings):
 
     stage: Literal["IRS"] = Field("IRS", exclude=True)
     skip_margin: float | None = Field(
-        None, ge=0, description="Skip a question whose best candidate's score is not above its candidates' mean by "
-                                "more than this (scores are weighted totals / sum of weights, in [0, 1]).")
-    keep_top: int = Field(1, ge=1, description="Train on up to this many candidates per question, best first.")
+        None, ge=0, le=1000, description="Skip a question whose best candidate's score is not above its candidates' "
+                                         "mean by more than this (scores are weighted totals / sum of weights, in "
+                                         "[0, 1]).")
+    keep_top: int = Field(1, ge=1, le=256, description="Train on up to this many candidates per question, best first.")
     keep_threshold: float | None = Field(
         None, ge=0, le=1, description="Train only on candidates whose score reaches this (in [0, 1]).")
 

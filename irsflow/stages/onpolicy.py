@@ -11,6 +11,7 @@ from pydantic import Field
 
 from irsflow.errors import InputError
 from irsflow.models import resolve_model
+from irsflow.paths import RequestPath
 from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round
 from irsflow.stages.data import load_anchors, onpolicy_examples, onpolicy_rows
 from irsflow.store import JobStore, ProgressFn, hash_path, write_jsonl
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class OnPolicySettings(StageSettings):
     stage: Literal["ONPOLICY"] = Field("ONPOLICY", exclude=True)
     mix_ratio: float = Field(0.8, gt=0, le=1, description="Share of on-policy rows in each round's batch.")
-    anchors: str | None = Field(
+    anchors: RequestPath | None = Field(
         None, min_length=1, description="Anchor dialogues, JSONL of {\"messages\": [...]} ending in an "
                                         "assistant turn; default: the question set's reference answers.")
     weight_floor: float = Field(0.0, ge=0, le=1, description="Least loss weight of an on-policy row.")

@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 
 class PPOSettings(StageSettings):
     stage: Literal["PPO"] = Field("PPO", exclude=True)
-    target_kl: float = Field(6.0, gt=0, description="KL (nats per answer) the adaptive KL coefficient steers to.")
-    init_kl_coef: float = Field(0.2, ge=0, description="First round's KL penalty coefficient.")
+    target_kl: float = Field(6.0, gt=0, le=1e6,
+                             description="KL (nats per answer) the adaptive KL coefficient steers to.")
+    init_kl_coef: float = Field(0.2, ge=0, le=1000, description="First round's KL penalty coefficient.")
     clip_range: float = Field(0.2, gt=0, lt=1, description="Policy ratio clip.")
-    vf_coef: float = Field(0.1, gt=0, description="Value loss weight.")
-    ppo_epochs: int = Field(2, ge=1, description="Passes over each round's rollouts.")
+    vf_coef: float = Field(0.1, gt=0, le=1000, description="Value loss weight.")
+    ppo_epochs: int = Field(2, ge=1, le=100, description="Passes over each round's rollouts.")
     gamma: float = Field(1.0, gt=0, le=1)
     lam: float = Field(0.95, gt=0, le=1, description="GAE lambda.")
 
@@ -80,14 +81,20 @@ def train_ppo_round(store: JobStore, req: TrainRequest, iteration: int, inputs: 
 def _rebuild_ppo_reports(store: JobStore, upto: int) -> None:
     """The seed's job-level ``rewards.csv`` and ``kl_metrics.json``: every round's files, in order
     (a rerun of a round replaces its rows instead of appending duplicates)."""
-    lines, rounds = [], []
+    header, rows, rounds = [], [], []
     for it in range(1, upto + 1):
         d = store.phase_dir(it)
         if (d / "rollouts.csv").exists():
-            body = (d / "rollouts.csv").read_text(encoding="utf-8").splitlines()
-            lines += body if not lines else body[1:]
+            # the csv module, not splitlines(): a question id may hold a quoted newline or a raw U+2028
+            with open(d / "rollouts.csv", newline="", encoding="utf-8") as f:
+                header, *body = csv.reader(f)
+            rows += body
             rounds.append(json.loads((d / "kl.json").read_text(encoding="utf-8")))
-    atomic_write_text(store.dir / "rewards.csv", "\n".join(lines) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(store.dir / "rewards.csv", buf.getvalue())
     atomic_write_json(store.dir / "kl_metrics.json", {"target_kl": rounds[-1]["target_kl"], "rounds": rounds})
 
 

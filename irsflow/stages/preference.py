@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from irsflow.models import resolve_model
+from irsflow.paths import RequestPath
 from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round
 from irsflow.stages.data import kto_examples, preference_pairs
 from irsflow.store import JobStore, ProgressFn, write_jsonl
@@ -23,10 +24,10 @@ if TYPE_CHECKING:
 class PairSettings(StageSettings):
     """What every stage that learns from preference pairs shares (DPO, KTO, RM)."""
 
-    pairs: list[str] = Field(default_factory=list, description="pairs.jsonl files (the feedback ETL's thumbs "
-                                                                "and corrections).")
+    pairs: list[RequestPath] = Field(default_factory=list, max_length=1000,
+                                     description="pairs.jsonl files (the feedback ETL's thumbs and corrections).")
     from_candidates: bool = Field(True, description="Also pair each round's own best vs worst candidate.")
-    min_margin: float = Field(0.05, ge=0, description="Least score gap of a pair built from candidates.")
+    min_margin: float = Field(0.05, ge=0, le=1000, description="Least score gap of a pair built from candidates.")
 
     def files(self) -> list[str]:
         return list(self.pairs)
@@ -34,14 +35,16 @@ class PairSettings(StageSettings):
 
 class DPOSettings(PairSettings):
     stage: Literal["DPO"] = Field("DPO", exclude=True)
-    beta: float = Field(0.1, ge=0, description="Strength of the pull toward the reference model.")
+    beta: float = Field(0.1, ge=0, le=1000, description="Strength of the pull toward the reference model.")
 
 
 class KTOSettings(PairSettings):
     stage: Literal["KTO"] = Field("KTO", exclude=True)
-    beta: float = Field(0.1, ge=0, description="Strength of the pull toward the reference model.")
-    kto_up: str | None = Field(None, min_length=1, description="Thumbs-up dialogues (ETL sft.messages.jsonl).")
-    kto_down: str | None = Field(None, min_length=1, description="Thumbs-down dialogues (ETL annotation_queue.jsonl).")
+    beta: float = Field(0.1, ge=0, le=1000, description="Strength of the pull toward the reference model.")
+    kto_up: RequestPath | None = Field(None, min_length=1,
+                                       description="Thumbs-up dialogues (ETL sft.messages.jsonl).")
+    kto_down: RequestPath | None = Field(None, min_length=1,
+                                         description="Thumbs-down dialogues (ETL annotation_queue.jsonl).")
 
     def files(self) -> list[str]:
         return [*self.pairs, *(f for f in (self.kto_up, self.kto_down) if f)]

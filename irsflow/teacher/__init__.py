@@ -4,7 +4,7 @@ and prices ``settings.py``, how one reply is read ``replies.py``, per-item resul
 failure rule ``judgements.py``, run reports ``report.py``. Labelling runs and quality checks built on
 it live in ``irsflow.labelling``.
 
-May import: the base modules only (``irsflow.errors``, ``.store``, ``.dataset``, ``.retry``,
+May import: the base modules only (``irsflow.errors``, ``.store``, ``.paths``, ``.dataset``, ``.retry``,
 ``.models``); the rewards, the labelling runs and everything else sit above it."""
 from irsflow.teacher.cache import JudgementCache, judgement_key
 from irsflow.teacher.client import (Judgement, Price, TeacherConfig, TeacherRepliesUnusable, TeacherSettings,

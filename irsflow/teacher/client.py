@@ -46,7 +46,7 @@ from irsflow.teacher.replies import (BUDGET_STOPPED, FAILED, FAILURES, MISSING, 
                                      Tokens, read_reply)
 from irsflow.teacher.replies import read_usage as usage_tokens
 from irsflow.teacher.settings import (DEEPSEEK_PRICES, KEY_ENV, Price, TeacherConfig,  # noqa: F401 (re-exported)
-                                      TeacherSettings, no_price_message)
+                                      TeacherSettings, check_endpoint, no_price_message)
 
 log = logging.getLogger("irsflow.teacher")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -194,9 +194,9 @@ class _Run:
     def error_text(self, err: BaseException) -> str:
         code = status_code(err)
         if code in (401, 403):
-            raise ConfigError(f"teacher.api_key: {self.s.base_url} refused it (HTTP {code})") from None
+            raise ConfigError(f"teacher.api_key: {self.s.endpoint()} refused it (HTTP {code})") from None
         if code == 402:  # DeepSeek: Insufficient Balance; retrying cannot help
-            raise ConfigError(f"teacher: {self.s.base_url} answered HTTP 402 (insufficient balance): top up the "
+            raise ConfigError(f"teacher: {self.s.endpoint()} answered HTTP 402 (insufficient balance): top up the "
                               f"account of teacher.api_key") from None
         return self.redact(f"{type(err).__name__}" + (f" (HTTP {code})" if code else ""))
 
@@ -283,10 +283,14 @@ async def ajudge_items(items: list[dict], settings: TeacherSettings, usage_path:
         if todo:
             if not run.secret:
                 raise ConfigError(f"teacher.api_key: not set (export {' or '.join(KEY_ENV)})")
+            try:  # again here: settings copied or built without validation must not carry the key elsewhere
+                check_endpoint(settings.endpoint())
+            except ValueError as err:
+                raise ConfigError(f"teacher.base_url: {err}") from None
             if run.price is None:
                 log.warning("teacher: no price for model %r: teacher_usage.csv records its tokens but no cost "
                             "(set teacher.prices.%s)", settings.model, settings.model)
-            run.client = AsyncOpenAI(api_key=run.secret, base_url=settings.base_url, timeout=settings.timeout_s,
+            run.client = AsyncOpenAI(api_key=run.secret, base_url=settings.endpoint(), timeout=settings.timeout_s,
                                      max_retries=0)  # our own retries: bounded, Retry-After, budget-aware
             sem = asyncio.Semaphore(settings.concurrency)
             try:

@@ -74,6 +74,21 @@ def test_unknown_job_and_missing_model(tiny_model, tmp_path):
     assert out.returncode == 2 and "model_id: no such model folder" in out.stderr
 
 
+def test_rerun_from_an_iteration_the_job_does_not_have_is_refused(tiny_model, data_dir):
+    from irsflow.jobs.job import create_job
+
+    store = create_job(tiny_request(tiny_model, irs_config={"n_iterations": 1}))
+    store.update_status(state="failed", error="JSONDecodeError: ...")  # a rerun's usual starting point
+    before = store.status_path.read_bytes()
+    for bad in ("5", "0"):
+        out = run_cli(["rerun", store.job_id, "--from-phase", "SCORING", "--from-iteration", bad], data_dir, timeout=300)
+        assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-3000:])
+        assert (f"job {store.job_id} has rounds 1..1; --from-iteration {bad} is outside them") in out.stderr
+        assert "Traceback" not in out.stderr
+    assert store.status_path.read_bytes() == before  # nothing ran: the job was not touched
+    assert not (store.dir / "phases").exists()
+
+
 def test_failed_job_reports_failed_and_keeps_its_files(prefect_server, tiny_model, tmp_path):
     # Prompts longer than max_seq_length leave SFT nothing to learn: the job fails in TRAINING.
     req = write(tmp_path, "req.json", tiny_request(tiny_model, irs_config={"max_seq_length": 16, "n_iterations": 1}))

@@ -90,6 +90,18 @@ def test_prefect_retries_transient_errors_and_not_bad_input(prefect_server):
     assert calls == [1]
 
 
+def test_a_rerun_of_a_round_the_job_does_not_have_fails_before_touching_it(prefect_server, tiny_model, data_dir):
+    """The deployment's parameters (a --submit rerun, the UI's form) reach the flow unchecked: it refuses them."""
+    from flows.irs import irs_train
+
+    store = create_job(tiny_request(tiny_model, irs_config={"n_iterations": 1}))
+    store.update_status(state="failed", error="earlier failure")
+    before = store.status_path.read_bytes()
+    with pytest.raises(InputError, match=rf"job {store.job_id} has rounds 1\.\.1; from_iteration 5 is outside them"):
+        irs_train(job_id=store.job_id, from_phase="SCORING", from_iteration=5)
+    assert store.status_path.read_bytes() == before and not (store.dir / "phases").exists()
+
+
 @contextmanager
 def device_memory(max_batch: int):
     """Simulate a device that fits at most ``max_batch`` rows: every embedding lookup on a larger

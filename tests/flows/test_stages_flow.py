@@ -145,7 +145,8 @@ def test_reward_model_stage_trains_a_scorer(prefect_server, tiny_model, data_dir
 def test_stage_inputs_are_checked_before_any_model_loads(tiny_model, data_dir, tmp_path):
     with pytest.raises(ConfigError, match="stage_config.pairs: stage DPO needs"):
         parse_request(tiny_request(tiny_model, stage="DPO", stage_config={"from_candidates": False}))
-    parse_request(tiny_request(tiny_model, stage="KTO", stage_config={"from_candidates": False, "pairs": ["p.jsonl"]}))
+    kto = {"from_candidates": False, "pairs": [str(tmp_path / "p.jsonl")]}  # a path inside the allowed roots
+    parse_request(tiny_request(tiny_model, stage="KTO", stage_config=kto))
     with pytest.raises(ConfigError, match="stage_config.kto_up: stage KTO needs"):
         parse_request(tiny_request(tiny_model, stage="KTO", stage_config={"from_candidates": False}))
     with pytest.raises(ConfigError, match="irs_config.batch_size: stage GRPO"):

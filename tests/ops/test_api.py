@@ -7,7 +7,6 @@ a real process worker.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support.jobs import tiny_request
-from tests.support.local import ROOT, free_port
+from tests.support.local import ROOT, free_port, stop_group
 from tests.support.real_services import listening_addresses
 
 TOKEN = "test-token-" + uuid.uuid4().hex
@@ -27,15 +26,7 @@ DEPLOYMENT = "irs-train/irs-manual"
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (the worker's own children included), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    stop_group(proc, 20)
 
 
 def _tail(path: Path, n: int = 3000) -> str:

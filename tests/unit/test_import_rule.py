@@ -25,7 +25,7 @@ PACKAGE = "irsflow"
 # belongs to that package's layer. The package root itself (``irsflow/__init__.py``, the version
 # only) is base.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("", "errors", "store", "dataset", "retry", "models")),
+    ("base", ("", "errors", "store", "paths", "dataset", "retry", "models")),
     ("teacher", ("teacher",)),
     ("rewards", ("rewards",)),
     ("codebook", ("codebook",)),

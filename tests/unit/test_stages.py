@@ -64,7 +64,7 @@ def test_each_stage_trains_a_round_through_its_object(name, tiny_model, data_dir
         assert phase_key(store, other, 1, TRAINING) != phase_key(store, req, 1, TRAINING)
 
 
-def test_stage_settings_are_validated_by_the_stages_own_model():
+def test_stage_settings_are_validated_by_the_stages_own_model(tmp_path):
     assert set(stage_names()) >= {"IRS", "ONPOLICY", "DPO", "KTO", "GRPO", "PPO", "RM"}
     assert type(parse_request({"stage": "PPO", "stage_config": {"target_kl": 3}}).stage_config).__name__ == "PPOSettings"
     with pytest.raises(ConfigError, match=r"stage_config\.beta: not a setting of stage PPO \(it belongs to DPO, KTO, GRPO\)"):
@@ -72,7 +72,7 @@ def test_stage_settings_are_validated_by_the_stages_own_model():
     with pytest.raises(ConfigError, match=r"stage_config\.target_kl: must be > 0"):  # no tag in the path
         parse_request({"stage": "PPO", "stage_config": {"target_kl": 0}})
     with pytest.raises(ConfigError, match=r"stage_config\.kto_up: kto_up and kto_down go together"):
-        parse_request({"stage": "KTO", "stage_config": {"kto_up": "up.jsonl"}})
+        parse_request({"stage": "KTO", "stage_config": {"kto_up": str(tmp_path / "up.jsonl")}})
     with pytest.raises(ConfigError, match=r"stage_config\.pairs: stage DPO needs pairs files"):
         parse_request({"stage": "DPO", "stage_config": {"from_candidates": False}})
 
