@@ -6,8 +6,9 @@
 
 A lock is a requirements file in which every package is pinned (`==`) with its hashes, resolved by
 uv (itself installed from `locks/uv.txt`) for x86_64 Linux and CPython 3.11 (3.12 for the GPU
-image). `install` runs `pip install --require-hashes --no-deps` over it and then removes whatever the lock does not name,
-so an environment holds the lock and nothing else, whatever was released since. Updating a lock
+image). `install` runs `pip install --require-hashes --no-deps` over it and then removes whatever
+the lock does not name, so an environment holds the lock and nothing else, whatever was released
+since. Updating a lock
 is `make lock` (or `make lock LOCK=vllm`), done on purpose and committed with the input change.
 
 Each lock's first line is the digest of its inputs (the requirement lines it was resolved from,
