@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, WrapValidator,
                       field_validator, model_validator)
 
 from irsflow.codebook.settings import CodebookConfig
 from irsflow.errors import ConfigError
-from irsflow.paths import ModelRef, RequestPath
+from irsflow.paths import AdapterRef, ModelRef, RequestPath
 from irsflow.rewards.settings import ScoringConfig
 from irsflow.stages import StageSettings, get_stage, settings_adapter, stage_names
 from irsflow.stages.base import LEGACY_FIELDS
@@ -90,7 +90,10 @@ class LoraSettings(_Strict):
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1, le=65536)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: str | list[str] = "all-linear"
+    # Names, never a pattern: PEFT matches a string as a regular expression, which a request could make
+    # run for hours.
+    target_modules: Literal["all-linear"] | list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]] = Field(
+        "all-linear", description='"all-linear", or the names of the modules to adapt (e.g. ["q_proj", "v_proj"])')
 
 
 class SharedSettings(_Strict):
@@ -180,7 +183,7 @@ class TrainRequest(_Strict):
     stage: str = Field("IRS", description="The training stage: IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM, or one "
                                           "registered with irsflow.stages.register.")
     model_id: ModelRef = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
-    init_adapter: ModelRef | None = Field(
+    init_adapter: AdapterRef | None = Field(
         None, min_length=1, description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
                                         "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
     stage_config: StageConfigField = Field(

@@ -8,15 +8,19 @@ codebook and the teacher's cache. Each must lie, once symlinks are resolved, ins
 - the files the package ships (``irsflow/data``, read through ``builtin:*`` names),
 - the folders the operator lists in ``$IRSFLOW_ALLOWED_ROOTS`` (separated by ``os.pathsep``).
 
-A refusal lists the roots and never says whether the path exists. Files a request names are read
-with :func:`read_bytes` / :func:`read_text`: regular files only (a FIFO or a device is refused at
-once, never waited on), at most ``$IRSFLOW_MAX_INPUT_BYTES`` (default 256 MiB).
+Files the job writes (the teacher's cache, the codebook) must lie inside a writable root instead:
+the data dir or ``$IRSFLOW_WRITABLE_ROOTS``, and be new or irsflow's own SQLite file. ``builtin:``
+names, registry references (adapters only) and hub ids name no file and are matched whole, so no
+prefix lets a relative path through. A refusal lists the roots and never says whether the path
+exists. Files a request names are read with :func:`read_bytes` / :func:`read_text`: regular files
+only (a FIFO or a device is refused at once, never waited on), at most ``$IRSFLOW_MAX_INPUT_BYTES``
+(default 256 MiB).
 
     confine("/data/questions.jsonl")          # -> the resolved Path, or OutsideRoots (a ValueError)
     text = read_text("dataset", path)         # regular file, size-capped; InputError names the field
 
-The schema uses :data:`RequestPath` and :data:`ModelRef` (``Confined`` on a ``Path``) on every field that
-names a file.
+The schema uses :data:`RequestPath`, :data:`ModelRef`, :data:`AdapterRef` (``Confined`` on a
+``Path``) on every field that names a file it reads, and :func:`WritableSQLite` on those it writes.
 """
 from __future__ import annotations
 
@@ -35,9 +39,13 @@ ROOTS_ENV = "IRSFLOW_ALLOWED_ROOTS"
 MAX_BYTES_ENV = "IRSFLOW_MAX_INPUT_BYTES"
 DEFAULT_MAX_BYTES = 256 * 2**20
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
-# Values that name no file: shipped resources and registry references, resolved by the code that reads them.
-SPEC_PREFIXES = ("builtin:", "registry:", "models:/")
+WRITE_ROOTS_ENV = "IRSFLOW_WRITABLE_ROOTS"
+# Values that name no file, each matched whole (a prefix alone would let "registry:/../x" through as a
+# relative path): shipped resources, registry references, hub ids.
 _BUILTIN = re.compile(r"^builtin:[A-Za-z0-9][A-Za-z0-9_-]*$")
+_REGISTRY = re.compile(r"^(registry:([A-Za-z][A-Za-z0-9_-]{0,63}|[0-9]{1,9})"
+                       r"|models:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z][A-Za-z0-9_-]{0,63}|/[0-9]{1,9}))$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
 class OutsideRoots(ValueError):
@@ -55,43 +63,114 @@ def allowed_roots() -> list[Path]:
     return roots
 
 
+def _inside(real: Path, roots: list[Path]) -> bool:
+    return any(real == root or root in real.parents for root in roots)
+
+
 def confine(path: str | Path) -> Path:
     """``path`` with symlinks resolved (relative to the working directory), if it lies inside an
     allowed root; else :class:`OutsideRoots`, whose message is the same whether the path exists or not."""
     real = Path(os.path.realpath(Path(path).expanduser()))
     roots = allowed_roots()
-    if not any(real == root or root in real.parents for root in roots):
+    if not _inside(real, roots):
         raise OutsideRoots(f"{str(path)!r} is outside the allowed roots ({', '.join(map(str, roots))}); "
                            f"the operator adds roots with {ROOTS_ENV}")
     return real
 
 
+def writable_roots() -> list[Path]:
+    """Where a request may have files written: the data dir and ``$IRSFLOW_WRITABLE_ROOTS``, symlinks
+    resolved. Read-only roots (``$IRSFLOW_ALLOWED_ROOTS``, the shipped data) are not among them."""
+    extra = [p for p in os.environ.get(WRITE_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    roots = []
+    for p in (data_dir(), *extra):
+        real = Path(os.path.realpath(Path(p).expanduser()))
+        if real not in roots:
+            roots.append(real)
+    return roots
+
+
+def confine_writable(path: str | Path, table: str) -> Path:
+    """``path`` (an SQLite file irsflow writes, holding ``table``) if it lies inside a writable root,
+    and is absent, empty or already such a file: never another database or file the job would
+    change by opening it. The refusal outside the roots says nothing of what exists there."""
+    real = Path(os.path.realpath(Path(path).expanduser()))
+    roots = writable_roots()
+    if not _inside(real, roots):
+        raise OutsideRoots(f"{str(path)!r} is outside the writable roots ({', '.join(map(str, roots))}); "
+                           f"the operator adds roots with {WRITE_ROOTS_ENV}")
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return real
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{str(path)!r} is {kind_of(st.st_mode)}, not an SQLite file")
+    if st.st_size and not _sqlite_has_table(real, table):
+        raise ValueError(f"{str(path)!r} exists and is not irsflow's (no {table!r} table): "
+                         "name a new file or one irsflow wrote")
+    return real
+
+
+def _sqlite_has_table(path: Path, table: str) -> bool:
+    import sqlite3
+
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return False
+    try:
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
 def _request_path(value):
+    """Only ``builtin:NAME`` names no file; everything else is a path, confined."""
     if value is None:
         return value
     text = str(value)
     if text.startswith("builtin:"):
         if not _BUILTIN.match(text):  # the name picks a shipped file: it must not be a path
             raise ValueError(f"{text!r} is not a builtin name (builtin: then letters, digits, '_' or '-')")
-    elif not text.startswith(SPEC_PREFIXES):
+    else:
         confine(value)
     return value
 
 
 def _model_ref(value):
-    """A hub id (``org/name``, no such entry here) names no local file; anything path-like is confined."""
-    if value is None or value.startswith(SPEC_PREFIXES):
+    """A hub id (exactly ``org/name``, no such entry here) names no local file; anything else is a path."""
+    if value is None or _HUB_ID.match(value) is None or os.path.lexists(value):
         return _request_path(value)
-    path_like = value.startswith((".", "/", "~")) or value.count("/") > 1 or os.path.lexists(value)
-    return _request_path(value) if path_like else value
+    return value
 
 
-# a file or folder a request names (builtin:* and registry references pass: they name shipped or registered data);
+def _adapter_ref(value):
+    """As :func:`_model_ref`, or a registry reference matched whole (``registry:champion``,
+    ``registry:3``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``): never a path behind a prefix."""
+    if value is not None and _REGISTRY.match(value):
+        return value
+    return _model_ref(value)
+
+
+def _writable(table: str):
+    def check(value):
+        return value if value is None else confine_writable(value, table) and value
+    return AfterValidator(check)
+
+
+# a file or folder a request names (only builtin:* names pass: they name shipped data);
 # ``Confined`` alone for a field of another type (a Path)
 Confined = AfterValidator(_request_path)
 RequestPath = Annotated[str, Confined]
-# a model or adapter: as RequestPath, but a hub id ("Qwen/Qwen2.5-0.5B-Instruct") is not a path
+# a model: as RequestPath, but a hub id ("Qwen/Qwen2.5-0.5B-Instruct") is not a path
 ModelRef = Annotated[str, AfterValidator(_model_ref)]
+# an adapter: as ModelRef, or a registry reference
+AdapterRef = Annotated[str, AfterValidator(_adapter_ref)]
+# an SQLite file the job writes (the teacher's cache, the codebook), with the table that marks it as irsflow's
+WritableSQLite = _writable
 
 
 def max_bytes() -> int:

@@ -31,6 +31,7 @@ os.environ.update({
     # the operator's allowances, as a test session needs them: requests name files under the temp dir
     # (tmp_path), and the teacher is a fake OpenAI server on 127.0.0.1 (tests of the refusals unset these)
     "IRSFLOW_ALLOWED_ROOTS": os.path.realpath(tempfile.gettempdir()),
+    "IRSFLOW_WRITABLE_ROOTS": os.path.realpath(tempfile.gettempdir()),
     "IRSFLOW_TEACHER_ALLOWED_HOSTS": "127.0.0.1",
 })
 os.environ.pop("PREFECT_API_URL", None)

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from irsflow.paths import Confined
+from irsflow.paths import WritableSQLite
 from irsflow.store import data_dir
 
 KEY_ENV = ("IRSFLOW_TEACHER_API_KEY", "DEEPSEEK_API_KEY")
@@ -177,8 +177,9 @@ class TeacherConfig(BaseModel):
     max_failed_share: float = Field(0.0, ge=0, le=1, description="share of an item set's judgements that may fail "
                                     "before a scoring phase fails (0: any failure fails it)")
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEEPSEEK_PRICES), max_length=256)
-    cache_path: Annotated[Path | None, Field(strict=False), Confined] = Field(
-        None, description="default <data dir>/teacher/cache.sqlite; elsewhere only inside the allowed roots")
+    cache_path: Annotated[Path | None, Field(strict=False), WritableSQLite("judgements")] = Field(
+        None, description="default <data dir>/teacher/cache.sqlite; elsewhere only inside the writable roots "
+                          "(the data dir, $IRSFLOW_WRITABLE_ROOTS), a new file or an earlier cache")
 
     @field_validator("base_url")
     @classmethod

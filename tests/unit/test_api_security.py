@@ -30,7 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEY = "sk-operator-SECRET-a61c03"
 TEACHER_WEIGHTS = {"irs_config": {"dw_config": {"initial_weights": {"rel": 1.0, "teacher": 1.0}}}}
 # the operator's environment of these tests: no extra roots, no extra teacher hosts, no Prefect
-DROPPED = ("PREFECT_API_URL", "IRSFLOW_ALLOWED_ROOTS", "IRSFLOW_TEACHER_ALLOWED_HOSTS", "IRSFLOW_TEACHER_BASE_URL",
+DROPPED = ("PREFECT_API_URL", "IRSFLOW_ALLOWED_ROOTS", "IRSFLOW_WRITABLE_ROOTS", "IRSFLOW_TEACHER_ALLOWED_HOSTS", "IRSFLOW_TEACHER_BASE_URL",
            "IRSFLOW_API_TOKEN", "IRSFLOW_API_MAX_BODY_BYTES")
 
 
@@ -117,7 +117,7 @@ def test_paths_outside_the_roots_reveal_nothing(api):
 def test_the_teacher_cache_cannot_be_written_outside(api):
     target = api.root / "elsewhere" / "c.sqlite"
     r = api.client.post("/api/train", json={**TEACHER_WEIGHTS, "teacher": {"cache_path": str(target)}})
-    assert "outside the allowed roots" in problems(r)["teacher.cache_path"]
+    assert "outside the writable roots" in problems(r)["teacher.cache_path"]
     assert not target.parent.exists()
 
 

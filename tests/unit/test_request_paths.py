@@ -36,6 +36,8 @@ FIELDS = {
     "stage_config.kto_up": lambda p: {"stage": "KTO", "stage_config": {"kto_up": p, "kto_down": p}},
     "stage_config.anchors": lambda p: {"stage": "ONPOLICY", "stage_config": {"anchors": p}},
 }
+# fields naming a file the job writes: confined to the writable roots (the data dir unless the operator adds some)
+WRITTEN = {"codebook.path": "IRSFLOW_WRITABLE_ROOTS", "teacher.cache_path": "IRSFLOW_WRITABLE_ROOTS"}
 # what exists (a secret, a private key, a directory) and what does not must read the same
 OUTSIDE = ["/etc/shadow", "/etc/passwd", "/root/.ssh/id_rsa", "/etc", "/nonexistent/x.jsonl", "/etc/x/c.sqlite"]
 
@@ -44,6 +46,7 @@ OUTSIDE = ["/etc/shadow", "/etc/passwd", "/root/.ssh/id_rsa", "/etc", "/nonexist
 def roots(data_dir, monkeypatch):
     """Only the data dir (and the shipped data): the operator lists no extra roots."""
     monkeypatch.delenv("IRSFLOW_ALLOWED_ROOTS", raising=False)
+    monkeypatch.delenv("IRSFLOW_WRITABLE_ROOTS", raising=False)
     data_dir.mkdir(parents=True)
     return data_dir
 
@@ -59,8 +62,9 @@ def test_a_path_outside_the_roots_is_refused_without_saying_whether_it_exists(ro
     messages = set()
     for path in OUTSIDE:
         msg = refusal(FIELDS[field](path))
-        assert f"{field}: {path!r} is outside the allowed roots ({roots}" in msg, msg
-        assert "IRSFLOW_ALLOWED_ROOTS" in msg
+        kind = "writable" if field in WRITTEN else "allowed"
+        assert f"{field}: {path!r} is outside the {kind} roots ({roots}" in msg, msg
+        assert WRITTEN.get(field, "IRSFLOW_ALLOWED_ROOTS") in msg
         messages.add(msg.replace(repr(path), "<path>"))
     assert len(messages) == 1, messages  # the same words whatever is (or is not) there
     (only,) = messages
@@ -79,11 +83,11 @@ def test_the_cli_refuses_before_creating_anything(roots, tmp_path):
     req = tmp_path / "req.json"
     req.write_text(json.dumps({"teacher": {"cache_path": str(outside / "c.sqlite")},
                                "irs_config": {"dw_config": {"initial_weights": {"teacher": 1.0}}}}))
-    env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_ALLOWED_ROOTS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("IRSFLOW_ALLOWED_ROOTS", "IRSFLOW_WRITABLE_ROOTS")}
     r = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--request", str(req)], cwd=ROOT, timeout=120,
                        env={**env, "IRSFLOW_DATA_DIR": str(roots)}, capture_output=True, text=True)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "teacher.cache_path" in r.stderr and "outside the allowed roots" in r.stderr, r.stderr
+    assert "teacher.cache_path" in r.stderr and "outside the writable roots" in r.stderr, r.stderr
     assert not outside.exists() and not (roots / "jobs").exists()
 
 
@@ -158,3 +162,59 @@ def test_reads_are_regular_files_of_bounded_size(roots, monkeypatch):
     with pytest.raises(InputError, match="is a device, not a regular file"):
         read_bytes("pairs", "/dev/zero")
     assert read_bytes("pairs", big, limit=5000) == b"x" * 5000
+
+
+# A prefix that names no file must be matched whole: "registry:/../.." is a relative path the moment a
+# folder named "registry:" exists where the worker runs (and a teacher cache could have made one).
+PREFIXED = ["registry:/" + "../" * 20 + "etc/passwd", "models:/" + "../" * 20 + "etc/passwd", "registry:x/..",
+            "builtin:../../etc/passwd", "a/../../etc/passwd"]
+
+
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_a_prefix_never_smuggles_a_path_past_the_roots(roots, field, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    (cwd / "registry:").mkdir(parents=True)
+    (cwd / "models:").mkdir()
+    (cwd / "registry:x").mkdir()
+    monkeypatch.chdir(cwd)
+    for value in PREFIXED:
+        msg = refusal(FIELDS[field](value))
+        assert field in msg and ("outside the" in msg or "not a builtin name" in msg), (value, msg)
+
+
+def test_registry_references_and_hub_ids_pass_only_whole(roots):
+    for ref in ("registry:champion", "registry:3", "models:/irsflow-adapter@champion", "models:/irsflow/12"):
+        assert parse_request({"init_adapter": ref}).init_adapter == ref
+    assert parse_request({"model_id": "Qwen/Qwen2.5-0.5B-Instruct"}).model_id == "Qwen/Qwen2.5-0.5B-Instruct"
+    for bad in ("registry:champion/../../x", "models:/..@x", "models:/a@b/../../c"):
+        assert "init_adapter" in refusal({"init_adapter": bad})
+    assert "model_id" in refusal({"model_id": "registry:champion"})  # a registry reference is an adapter's
+
+
+def test_a_written_file_must_be_new_or_irsflows_own(roots):
+    import sqlite3
+
+    other = roots / "mlflow" / "mlflow.db"  # inside the data dir, but another program's database
+    other.parent.mkdir()
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE runs (id TEXT)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    for body, field in (({"teacher": {"cache_path": str(other)}}, "teacher.cache_path"),
+                        ({"codebook": {"path": str(other)}}, "codebook.path")):
+        msg = refusal(body)
+        assert field in msg and "is not irsflow's" in msg, msg
+    (roots / "notes.txt").write_text("hello")
+    assert "is not irsflow's" in refusal({"teacher": {"cache_path": str(roots / "notes.txt")}})
+    assert "a directory" in refusal({"codebook": {"path": str(roots / "mlflow")}})
+    assert other.read_bytes() == before and not (roots / "mlflow" / "mlflow.db-wal").exists()
+    fresh = roots / "teacher" / "mine.sqlite"
+    assert parse_request({"teacher": {"cache_path": str(fresh)}}).teacher.cache_path == fresh
+
+
+def test_lora_target_modules_are_names_not_patterns(roots):
+    assert "target_modules" in refusal({"irs_config": {"lora": {"target_modules": "(.*.*)*y"}}})
+    assert "target_modules" in refusal({"irs_config": {"lora": {"target_modules": ["(.*.*)*y"]}}})
+    ok = parse_request({"irs_config": {"lora": {"target_modules": ["q_proj", "v_proj"]}}})
+    assert ok.irs_config.lora.target_modules == ["q_proj", "v_proj"]
