@@ -52,15 +52,20 @@ class OutsideRoots(ValueError):
     """A request path outside every allowed root (pydantic reports it under the field's path)."""
 
 
-def allowed_roots() -> list[Path]:
-    """The data dir, the package's shipped data and ``$IRSFLOW_ALLOWED_ROOTS``, symlinks resolved."""
-    extra = [p for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+def _roots(*fixed: Path, env: str) -> list[Path]:
+    """``fixed`` and the folders listed in ``$env`` (``os.pathsep``-separated), symlinks resolved, once each."""
+    extra = [p for p in os.environ.get(env, "").split(os.pathsep) if p.strip()]
     roots = []
-    for p in (data_dir(), PACKAGE_DATA, *extra):
+    for p in (*fixed, *extra):
         real = Path(os.path.realpath(Path(p).expanduser()))
         if real not in roots:
             roots.append(real)
     return roots
+
+
+def allowed_roots() -> list[Path]:
+    """The data dir, the package's shipped data and ``$IRSFLOW_ALLOWED_ROOTS``, symlinks resolved."""
+    return _roots(data_dir(), PACKAGE_DATA, env=ROOTS_ENV)
 
 
 def _inside(real: Path, roots: list[Path]) -> bool:
@@ -81,13 +86,7 @@ def confine(path: str | Path) -> Path:
 def writable_roots() -> list[Path]:
     """Where a request may have files written: the data dir and ``$IRSFLOW_WRITABLE_ROOTS``, symlinks
     resolved. Read-only roots (``$IRSFLOW_ALLOWED_ROOTS``, the shipped data) are not among them."""
-    extra = [p for p in os.environ.get(WRITE_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
-    roots = []
-    for p in (data_dir(), *extra):
-        real = Path(os.path.realpath(Path(p).expanduser()))
-        if real not in roots:
-            roots.append(real)
-    return roots
+    return _roots(data_dir(), env=WRITE_ROOTS_ENV)
 
 
 def confine_writable(path: str | Path, table: str) -> Path:
@@ -215,5 +214,8 @@ def read_bytes(field: str, path: str | Path, limit: int | None = None, error: ty
 
 
 def read_text(field: str, path: str | Path, limit: int | None = None, error: type[Exception] = InputError) -> str:
-    """:func:`read_bytes` decoded as UTF-8 (``UnicodeDecodeError`` is left to the caller)."""
-    return read_bytes(field, path, limit, error).decode("utf-8")
+    """:func:`read_bytes` decoded as UTF-8; text that is not raises ``error`` naming ``field``."""
+    try:
+        return read_bytes(field, path, limit, error).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{field}: {path} is not UTF-8 ({err.reason})") from None

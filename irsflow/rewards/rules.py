@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from irsflow.errors import ConfigError
-from irsflow.paths import kind_of, read_bytes
+from irsflow.paths import kind_of, read_text
 from irsflow.rewards import RewardBatch, RewardEnv, register_reward
 
 BUILTIN_RULES = Path(__file__).resolve().parent.parent / "data" / "reward_rules.json"
@@ -143,9 +143,7 @@ def _terms(terms: list[str]) -> re.Pattern:
 def _load(path: str, mtime: float, size: int) -> RuleSet:
     p = Path(path)
     try:  # a regular file of bounded size: a FIFO or /dev/zero is refused, not read
-        data = json.loads(read_bytes("scoring.rules", p, limit=RULES_MAX_BYTES, error=ConfigError))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"scoring.rules: {p} is not UTF-8 ({err.reason})") from None
+        data = json.loads(read_text("scoring.rules", p, limit=RULES_MAX_BYTES, error=ConfigError))
     except json.JSONDecodeError as err:
         raise ConfigError(f"scoring.rules: {p} is not valid JSON (line {err.lineno}: {err.msg})") from None
     try:

@@ -14,7 +14,8 @@ from irsflow.dataset import Question, jsonl_objects
 from irsflow.errors import InputError
 from irsflow.loop.generate import build_messages
 from irsflow.loop.questions import train_questions
-from irsflow.stages.pairs import _messages, _text, irs_pairs, kto_rows, load_pairs
+from irsflow.paths import read_text
+from irsflow.stages.pairs import _messages, irs_pairs, kto_rows, load_pairs
 from irsflow.store import JobStore, read_jsonl
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def load_anchors(req: TrainRequest, questions: list[Question] | None = None) -> 
     if sc.anchors:
         p = Path(sc.anchors).expanduser()
         out = []
-        for where, _, row in jsonl_objects(_text("stage_config.anchors", p), str(p), InputError):
+        for where, _, row in jsonl_objects(read_text("stage_config.anchors", p), str(p), InputError):
             msgs = _messages(row.get("messages") if isinstance(row, dict) else None, where, "messages")
             if msgs[-1]["role"] != "assistant" or len(msgs) < 2 or not msgs[-1]["content"].strip():
                 raise InputError(f"{where}: 'messages' must end with a non-empty assistant turn after a prompt")

@@ -42,18 +42,10 @@ def _messages(value, where: str, field: str) -> list[dict]:
     return value
 
 
-def _text(field: str, path: Path) -> str:
-    """A data file named by a request: a regular file, size-capped (``irsflow.paths``), UTF-8."""
-    try:
-        return read_text(field, path)
-    except UnicodeDecodeError as err:
-        raise InputError(f"{field}: {path} is not UTF-8 ({err.reason})") from None
-
-
 def load_pairs(path: str | Path) -> list[dict]:
     p = Path(path)
     out = []
-    for where, _, row in jsonl_objects(_text("pairs", p), str(p), InputError):
+    for where, _, row in jsonl_objects(read_text("pairs", p), str(p), InputError):
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object")
         prompt = _messages(row.get("prompt"), where, "prompt")
@@ -70,7 +62,7 @@ def kto_rows(up_path: str | Path, down_path: str | Path) -> list[dict]:
     """Unpaired thumbs: the last assistant turn of each dialogue, labelled desirable or not."""
     out = []
     for path, label in ((Path(up_path), True), (Path(down_path), False)):
-        for where, _, row in jsonl_objects(_text("kto", path), str(path), InputError):
+        for where, _, row in jsonl_objects(read_text("kto", path), str(path), InputError):
             msgs = _messages(row.get("messages") if isinstance(row, dict) else None, where, "messages")
             if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
                 raise InputError(f"{where}: 'messages' must end with an assistant turn after a prompt")
