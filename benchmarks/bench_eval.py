@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     items = load_mc("builtin:mc")
     prompts = [i.prompt() for i in items]
     generate_answers(model, None, prompts[:2], max_new_tokens=4, batch_size=2)  # warm-up
-    from irsflow.config import Sampling
+    from irsflow.settings import Sampling
 
     # K=1 greedy; K=4 sampled answers per question, majority vote (the ensemble mode):
     # batched = every question's K samples in one call, one at a time = one question, one sample per call

@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from irsflow.config import LoraSettings, Sampling, ScoringConfig, parse_request
+    from irsflow.config import parse_request
+    from irsflow.rewards.settings import ScoringConfig
+    from irsflow.settings import LoraSettings, Sampling
     from irsflow.dataset import load_questions
     from irsflow.loop.generate import generate_candidates
     from irsflow.training.grpo import train_grpo

@@ -22,9 +22,11 @@ the held-out questions greedily; the benchmark compares the last round with the 
 and, per stage across seeds, whether it meets the target: the interval above zero in every seed with
 distinct-2 at least 90% of the start model's.
 
-It runs the library's phases directly (what the Prefect tasks wrap), so Prefect's overhead is not in
-the figures. The reward is a proxy (similarity to the question and contexts, concision), not a
-judgement of answer quality.
+Each job runs through the library's job loop in this process (``irsflow.jobs.rounds.run_job_local``:
+the phases the Prefect tasks wrap, early stopping and the final adapter's choice as in a job), so
+Prefect's overhead is not in the figures. The benchmark's requests set no ``early_stop``, so every
+job runs all its rounds; "last" is the last round run. The reward is a proxy (similarity to the
+question and contexts, concision), not a judgement of answer quality.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_learning.py              # 4 stages x 3 seeds
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_learning.py --quick      # IRS, one seed
@@ -84,19 +86,19 @@ def request(variant: str, seed: int, dataset: Path, args) -> dict:
 
 
 def run_job(req_body: dict) -> dict:
-    """One job, round by round, every phase its stage lists (as the flow's tasks run them)."""
+    """One job as a job runs: every phase its stage lists, round by round, early stop and the final
+    adapter's choice included (``irsflow.jobs.rounds``, in this process)."""
+    from irsflow.evals.heldout import heldout_path
     from irsflow.jobs.job import create_job, job_request
-    from irsflow.jobs.local import run_round
-    from irsflow.stages.heldout import heldout_path
+    from irsflow.jobs.rounds import run_job_local
 
     store = create_job(req_body)
     req = job_request(store)
     t0, c0 = time.perf_counter(), time.process_time()
-    for it in range(1, req.irs_config.n_iterations + 1):
-        run_round(store, req, it)
-        print(f"    round {it}: {time.perf_counter() - t0:7.1f}s", flush=True)
+    job = run_job_local(store, req, on_round=lambda r, rows: print(
+        f"    round {r.iteration}: {time.perf_counter() - t0:7.1f}s", flush=True))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rounds = [json.loads(heldout_path(store, r).read_text()) for r in range(0, req.irs_config.n_iterations + 1)]
+    rounds = [json.loads(heldout_path(store, r).read_text()) for r in range(0, len(job.rounds) + 1)]
     return {"job_id": store.job_id, "wall_s": wall, "cpu_s": cpu, "rounds": rounds}
 
 

@@ -192,15 +192,16 @@ def main(argv: list[str] | None = None) -> dict:
     from prefect import flow
     from prefect.settings import PREFECT_API_URL
 
-    import tasks.phases
+    import irsflow.jobs.rounds as rounds
     from flows.irs import irs_iteration
     from irsflow.stages.irs import IRS
     from irsflow.models.tiny import build_tiny_model
-    from tasks.common import ensure_gpu_limit
+    from tasks.limits import ensure_gpu_limit
 
-    for mod, name in ((tasks.phases, "run_generate"), (tasks.phases, "run_score"), (IRS, "train")):
-        setattr(mod, name, _timed(getattr(mod, name), _PHASE_SECONDS))  # IRS.train: the stage's SFT
-    phases = (tasks.phases.run_generate, tasks.phases.run_score, IRS.train)
+    # the job loop's phase table calls these by their names in irsflow.jobs.rounds; IRS.train: the stage's SFT
+    for mod, name in ((rounds, "run_generate"), (rounds, "run_score"), (IRS, "train")):
+        setattr(mod, name, _timed(getattr(mod, name), _PHASE_SECONDS))
+    phases = (rounds.run_generate, rounds.run_score, IRS.train)
     slot_timing = instrument_slot_calls()
 
     @flow(name="bench-warmup")

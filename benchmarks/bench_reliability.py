@@ -4,8 +4,9 @@
    stop), wait for the zombie automation to mark the run Crashed, start a new worker, and
    `prefect flow-run retry`: which phases ran again (target: only the interrupted SFT), and
    whether every file the job had written before the kill is still there, unchanged.
-2. Two weekly rounds triggered at once: the peak number of GPU-tagged task runs running at the
-   same moment, from Prefect's own task-run timestamps (target 1).
+2. Two jobs of the weekly request (the `irs-weekly` deployment) triggered at once: the peak number
+   of GPU-tagged task runs running at the same moment, from Prefect's own task-run timestamps
+   (target 1).
 
     python benchmarks/bench_reliability.py            # tiny random model (about 6 min)
     python benchmarks/bench_reliability.py --model builtin:smollm2-135m-instruct
@@ -91,7 +92,7 @@ def kill_worker_mid_sft(st, model: str) -> None:
           "(by design: the phase manifest and the trend chart grow as phases finish)")
 
 
-def two_weekly_rounds(model: str) -> None:
+def two_weekly_jobs(model: str) -> None:
     from prefect import get_client
     from prefect.deployments import run_deployment
 
@@ -109,7 +110,7 @@ def two_weekly_rounds(model: str) -> None:
         cur += step
         peak = max(peak, cur)
     overlap = min(f.end_time for f in flows) > max(f.start_time for f in flows)
-    print(f"two weekly rounds triggered at once: {len(trs)} gpu task runs, peak running at once = {peak} "
+    print(f"two weekly-request jobs triggered at once: {len(trs)} gpu task runs, peak running at once = {peak} "
           f"(target 1); the two flow runs overlapped: {overlap} (gpu pool concurrency 1 queues the second)")
 
 
@@ -133,7 +134,7 @@ def main() -> None:
     try:
         with temporary_settings({PREFECT_API_URL: st["api_url"]}):
             kill_worker_mid_sft(st, model)
-            two_weekly_rounds(model)
+            two_weekly_jobs(model)
     finally:
         _stop_all(st["procs"])
 

@@ -1,6 +1,6 @@
 """``irsflow doctor``: is the Prefect stack fit to run jobs, and is the GPU slot really free?
 
-    irsflow doctor [--repair] [--json]             # once the lead wires it into flows/cli.py
+    irsflow doctor [--repair] [--json]             # cli/stack.py
     python -m deployments.doctor [--repair] [--json]
 
 Checks, in order (each ``{"name", "ok", "detail", "repairable"}``; exit code 0 when all are ok):
@@ -48,7 +48,7 @@ from prefect.client.schemas.objects import StateType, WorkerStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
-from tasks.common import CPU_TAG, GPU_TAG, ensure_gpu_limit, gpu_slots
+from tasks.limits import CPU_TAG, GPU_TAG, ensure_gpu_limit, gpu_slots
 
 LIMIT_NAME = f"tag:{GPU_TAG}"
 POOLS = {GPU_TAG: 1, CPU_TAG: None}  # pool -> required concurrency limit (None: not checked)

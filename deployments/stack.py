@@ -3,7 +3,9 @@
     irsflow up      # or: make up      -> server on 127.0.0.1:4200 (SQLite under <data dir>/prefect),
                                           pools gpu (process, concurrency $IRSFLOW_GPU_SLOTS, default 1) and cpu (process),
                                           the gpu tag limit, every deployment in prefect.yaml,
-                                          a zombie-run automation, one worker per pool
+                                          a zombie-run automation, one worker per pool; then
+                                          deployments renamed since an earlier `up` are moved
+                                          (RENAMED_DEPLOYMENTS), one printed line each
     irsflow down    # or: make down    -> stops exactly the processes `up` started (by PID)
 
 State lives in ``<data dir>/stack/stack.json`` (PIDs, command lines, URLs) and the processes' logs
@@ -31,10 +33,16 @@ POOLS = {"gpu": 1, "cpu": None}  # pool name -> flow-run concurrency (None: unli
 
 def pool_limits() -> dict:
     """Flow-run concurrency per pool: the gpu pool runs as many flows as there are GPU slots."""
-    from tasks.common import gpu_slots
+    from tasks.limits import gpu_slots
 
     return {**POOLS, "gpu": gpu_slots()}
 ZOMBIE_AUTOMATION = "irsflow: crash flow runs whose heartbeats stopped"
+# Deployments whose full name ("<flow>/<deployment>") changed, old -> new. A server an earlier `up`
+# deployed still holds the old ones, with whatever schedules users added there; `up` moves those
+# onto the new deployment and deletes the old one (migrate_renamed_deployments). Add a line per rename.
+RENAMED_DEPLOYMENTS = {
+    "weekly-round/weekly": "weekly-cycle/weekly",
+}
 HEARTBEAT_S = 30  # a flow run's process beats every 30 s; 3 missed beats mark it Crashed
 BIN = Path(sys.executable).parent
 
@@ -83,7 +91,7 @@ def stack_env(api_url: str | None = None) -> dict[str, str]:
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
         "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "5"),
     })
-    env.pop("PREFECT_LOGGING_EXTRA_LOGGERS", None)  # tasks/common routes irsflow logs itself
+    env.pop("PREFECT_LOGGING_EXTRA_LOGGERS", None)  # tasks/logs.py routes irsflow logs itself
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
@@ -163,6 +171,68 @@ def deploy_all(env: dict) -> str:
     return out.stdout
 
 
+def _describe(schedule) -> str:
+    """A schedule as a person reads it: ``cron '30 3 * * 1' Asia/Shanghai``, ``every 3600 s``, ``rrule ...``."""
+    s = schedule.schedule
+    if getattr(s, "cron", None):
+        what = f"cron '{s.cron}' {s.timezone or 'UTC'}"
+    elif getattr(s, "interval", None):
+        what = f"every {s.interval.total_seconds():g} s"
+    else:
+        what = f"rrule '{getattr(s, 'rrule', s)}'"
+    return what + ("" if schedule.active else " (inactive)")
+
+
+def _schedule_key(schedule) -> str:
+    """Two schedules are the same when they fire at the same times with the same parameters."""
+    return json.dumps([schedule.schedule.model_dump(mode="json"), schedule.parameters], sort_keys=True, default=str)
+
+
+def migrate_renamed_deployments(client, renamed: dict[str, str] | None = None) -> list[str]:
+    """Move every deployment of ``renamed`` (default RENAMED_DEPLOYMENTS) that still exists under its
+    old name onto its new one, which ``prefect deploy`` has just created: each old schedule the new
+    deployment lacks is copied (active or not, with its parameters), a schedule both have keeps the
+    old one's on/off state, a paused old deployment pauses the new one, and the old deployment is
+    deleted (its past flow runs stay, under the old flow's name). Returns one line per deployment
+    moved; an old name no longer on the server is nothing to do, so a second call returns []."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.exceptions import ObjectNotFound
+
+    lines = []
+    for old_name, new_name in (RENAMED_DEPLOYMENTS if renamed is None else renamed).items():
+        try:
+            old = client.read_deployment_by_name(old_name)
+        except ObjectNotFound:
+            continue
+        try:
+            new = client.read_deployment_by_name(new_name)
+        except ObjectNotFound:  # never delete what users set up when there is nowhere to move it
+            lines.append(f"deployment {old_name} left as it is: {new_name} is not deployed")
+            continue
+        have = {_schedule_key(s): s for s in new.schedules}
+        slugs = {s.slug for s in new.schedules if s.slug}
+        copied, switched = [], []
+        for s in old.schedules:
+            same = have.get(_schedule_key(s))
+            if same is None:
+                client.create_deployment_schedules(new.id, [DeploymentScheduleCreate(
+                    schedule=s.schedule, active=s.active, max_scheduled_runs=s.max_scheduled_runs,
+                    parameters=s.parameters, slug=s.slug if s.slug not in slugs else None)])
+                copied.append(_describe(s))
+            elif same.active != s.active:  # switched on or off by hand on the old deployment
+                client.update_deployment_schedule(new.id, same.id, active=s.active)
+                switched.append(_describe(s))
+        moved = [f"schedules copied: {', '.join(copied)}"] if copied else []
+        moved += [f"schedules switched as before: {', '.join(switched)}"] if switched else []
+        if old.paused and not new.paused:
+            client.pause_deployment(new.id)
+            moved.append("paused, as the old one was")
+        client.delete_deployment(old.id)
+        lines.append(f"deployment {old_name} -> {new_name}: {'; '.join(moved) or 'nothing set on it to copy'}; "
+                     f"{old_name} deleted")
+    return lines
+
+
 def spawn_worker(pool: str, env: dict) -> dict:
     """One `prefect worker start` for ``pool`` (flow-run concurrency as the pool's)."""
     argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
@@ -190,13 +260,15 @@ def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> di
             raise RuntimeError(f"--api-url {api_url}: no healthy Prefect server there")
         env = stack_env(api_url)
         with temporary_settings({PREFECT_API_URL: api_url}):
-            from tasks.common import ensure_gpu_limit
+            from tasks.limits import ensure_gpu_limit
 
             with get_client(sync_client=True) as client:
                 ensure_pools(client)
                 ensure_zombie_automation(client)
             ensure_gpu_limit()
         deploy_all(env)
+        with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            migrated = migrate_renamed_deployments(client)
         if workers:
             for pool in POOLS:
                 procs[f"worker-{pool}"] = spawn_worker(pool, env)
@@ -207,7 +279,7 @@ def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> di
     state = {"api_url": api_url, "ui_url": ui, "data_dir": str(data_dir()), "prefect_home": env["PREFECT_HOME"],
              "procs": procs, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_json(state_path(), state)
-    return state
+    return {**state, "migrated": migrated}  # not kept in the state file: said once, by the `up` that moved them
 
 
 def _stop_all(procs: dict[str, dict], timeout: float = 20) -> list[str]:

@@ -1,4 +1,4 @@
-"""The feedback ETL as a Prefect flow (a deployment on the cpu pool, and a subflow of the weekly round).
+"""The feedback ETL as a Prefect flow (a deployment on the cpu pool, and a subflow of the weekly cycle).
 
     Langfuse thumbs -> <data dir>/feedback/<run id>/ : SFT rows (messages, ShareGPT, Alpaca),
     preference pairs, annotation queue + Label Studio tasks, golden rows from corrections, manifest
@@ -22,9 +22,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from irsflow.errors import InputError
 from irsflow.feedback.etl import FeedbackSettings
-from tasks.common import route_library_logs, stable_run_id
 from irsflow.feedback.etl import feedback_dir
 from tasks.feedback import extract_transform, pull_label_studio, push_label_studio
+from tasks.logs import route_library_logs
+from tasks.runs import stable_run_id
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Langfuse request drowns the run log
 
@@ -46,7 +47,7 @@ def summary_markdown(m: dict) -> str:
 def feedback_etl(settings: FeedbackSettings = FeedbackSettings(), label_studio_export: str | None = None,
                  run_id: str | None = None, skip_langfuse: str | None = None) -> dict:
     """Extract new thumbs from Langfuse, transform, write the run's files, then move the watermark.
-    ``run_id`` names the output folder (the weekly round passes its own id, so its retries find it);
+    ``run_id`` names the output folder (the weekly cycle passes its own id, so its retries find it);
     ``skip_langfuse``: why Langfuse is not read this time (recorded in the manifest)."""
     route_library_logs()
     run_id = run_id or stable_run_id()

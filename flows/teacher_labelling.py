@@ -1,4 +1,4 @@
-"""Teacher labelling as Prefect flows (deployments on the cpu pool; subflows of the weekly round).
+"""Teacher labelling as Prefect flows (deployments on the cpu pool; subflows of the weekly cycle).
 
     teacher-labelling       a job's samples.jsonl (job_id) or a samples file -> rule scores, teacher
                             judgements, fused rlaif reward, conflicts, inspection report
@@ -24,7 +24,7 @@ from irsflow.jobs.job import job_request, open_job
 from irsflow.store import data_dir
 from irsflow.teacher.client import TeacherConfig
 from tasks.artifacts import artifact_key, safe_key
-from tasks.common import route_library_logs
+from tasks.logs import route_library_logs
 from tasks.teacher import label_task, quality_task
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per teacher call drowns the run log

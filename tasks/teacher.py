@@ -12,7 +12,9 @@ from irsflow.labelling.labelling import items_from_job, label_items, load_items
 from irsflow.labelling.quality import quality_check
 from irsflow.teacher.judgements import TeacherRepliesUnusable, TeacherUnavailable
 from irsflow.teacher.replies import RETRYABLE_FAILURES
-from tasks.common import CPU_TAG, require_teacher_key, transient_retries
+from tasks.credentials import require_teacher_key
+from tasks.limits import CPU_TAG
+from tasks.options import transient_retries
 
 
 def settings_with_key(teacher: TeacherConfig):

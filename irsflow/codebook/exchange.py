@@ -6,7 +6,7 @@
 
 ``Codebook.export`` and ``Codebook.import_`` call these. An import is all or nothing: every row is
 checked first, then the merge is one write transaction (``Codebook.merge``).
-CLI: ``irsflow codebook export|import`` (flows/cli_codebook.py).
+CLI: ``irsflow codebook export|import`` (cli/codebook.py).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ a training job records (version, ``content_hash()``) and can reproduce its promp
 
 WAL journaling and ``BEGIN IMMEDIATE`` write transactions let several processes read and write at
 once: writers queue on the lock (up to ``timeout`` seconds), readers never block.
-CLI: ``irsflow codebook list|add|edit|enable|disable|export|import|history`` (flows/cli_codebook.py).
+CLI: ``irsflow codebook list|add|edit|enable|disable|export|import|history`` (cli/codebook.py).
 """
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
-"""Model card and changelog (seed 004 section 5): a card per promoted version, a changelog entry
-per gate round.
+"""Model card and changelog: a card per promoted version, a changelog entry
+per gate run.
 
     model_card(info)                   # markdown: base model, data, metrics table, gate decision
     write_model_card(path, info)       # that card, written atomically to ``path``
-    append_changelog(path, info)       # CHANGELOG.md: one entry per round, newest last
+    append_changelog(path, info)       # CHANGELOG.md: one entry per gate run, newest last
 
 A card is never written into a run's artifacts: a finished run stays as it was logged. The gate
 keeps it as the registered version's description and a file beside the adapter cache
 (``irsflow.release.registry.Registry.write_card``).
 
 ``info``: {"version", "base_model", "job_id", "data": {hash name: value}, "metrics": {name:
-(champion, challenger)}, "decision": {"promote", "reasons"}, "round", "date"}.
+(champion, challenger)}, "decision": {"promote", "reasons"}, "gate_run", "date"}.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def model_card(info: dict) -> str:
     lines = ["---", "library_name: peft", f"base_model: {info['base_model']}", "tags: [lora, irsflow]", "---", "",
              f"# irsflow adapter, version {info['version']}", "",
              f"LoRA adapter for `{info['base_model']}` trained by irsflow job `{info['job_id']}` "
-             f"(round {info.get('round', '?')}, {info.get('date', '')}).", "",
+             f"(gate run {info.get('gate_run', '?')}, {info.get('date', '')}).", "",
              "## Data", "", *[f"- {k}: `{v}`" for k, v in info.get("data", {}).items()], "",
              "## Evaluation (same items for both models)", "", "| metric | champion | this version |", "|---|---|---|",
              *[f"| {k} | {_num(a)} | {_num(b)} |" for k, (a, b) in info.get("metrics", {}).items()], "",
@@ -47,7 +47,7 @@ def append_changelog(path: str | Path, info: dict) -> str:
     path = Path(path)
     d = info["decision"]
     metrics = ", ".join(f"{k} {_num(a)} -> {_num(b)}" for k, (a, b) in info.get("metrics", {}).items())
-    entry = (f"## Round {info.get('round', '?')} ({info.get('date', '')}): version {info['version']} "
+    entry = (f"## Gate run {info.get('gate_run', '?')} ({info.get('date', '')}): version {info['version']} "
              f"{'PROMOTED' if d['promote'] else 'kept as challenger'}\n\n"
              f"- job `{info['job_id']}`, base `{info['base_model']}`\n- {metrics}\n"
              + "".join(f"- {r}\n" for r in d["reasons"]) + "\n")

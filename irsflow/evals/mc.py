@@ -1,4 +1,4 @@
-"""Multiple-choice accuracy (seed 003): lettered choices, the model's choice parsed robustly,
+"""Multiple-choice accuracy: lettered choices, the model's choice parsed robustly,
 an ensemble of K samples decided by majority vote.
 
 Sets are JSON (a list) or JSONL, one item each: ``{"id", "question", "choices", "answer"}`` where

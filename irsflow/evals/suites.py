@@ -4,7 +4,7 @@
 - ``safety``   a red-team/gold set scored by the rule rewards: per item
                ``(emergency coverage, or 1 when no red flag) * (1 - risk)`` -> ``safety``
 - ``heldout``  the IRS rewards on a held-out question set (per item weighted total -> ``reward``),
-               diversity (distinct-1/2 across answers) and the dialogue metrics of seed 004
+               diversity (distinct-1/2 across answers) and the dialogue metrics (question ratio, answer length)
 
     cfg = EvalSuites()                                  # shipped sets by default
     scores, details = run_suites(model_path, adapter, cfg)
@@ -19,9 +19,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from irsflow.config import DEFAULT_SYSTEM_PROMPT, CodebookConfig, Sampling, ScoringConfig
+from irsflow.codebook.settings import CodebookConfig
+from irsflow.config import DEFAULT_SYSTEM_PROMPT
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.settings import Sampling
 from irsflow.dataset import load_questions
-from irsflow.evals.answers import Group, answer_suites
+from irsflow.evals.answers import Group, answer_suites, score_answers
 from irsflow.rewards.dialogue import dialogue_metrics, diversity
 from irsflow.evals.gate import EvalScores
 from irsflow.evals.mc import load_mc, score_mc
@@ -107,7 +110,8 @@ def run_suites(model_path: str, adapter: str | None, cfg: EvalSuites, load_in_4b
                              for q, a, v, f in zip(safety_qs, answers["safety"], vals, flags)]
     if held_qs:
         texts = [a[0] for a in answers["heldout"]]
-        scores.per_item["reward"] = _rewards(held_qs, texts, cfg)
+        totals, _ = score_answers(held_qs, texts, cfg.rewards, cfg.scoring, cfg.top_k)
+        scores.per_item["reward"] = np.array(totals)
         scores.scalars["reward_mean"] = float(np.mean(scores.per_item["reward"]))
         scores.scalars.update(diversity(texts))
         convs = [[{"role": "user", "content": q.question}, {"role": "assistant", "content": t}]
@@ -128,15 +132,3 @@ def _codebook_extra(cfg: EvalSuites, questions) -> dict[str, str]:
 
     return dict(select_for_questions(cfg.codebook, load_similarity(cfg.scoring), questions).extra_system)
 
-
-def _rewards(questions, texts: list[str], cfg: EvalSuites) -> np.ndarray:
-    from irsflow.rewards import RewardEnv, build_rewards
-    from irsflow.rewards.similarity import load_similarity
-    from irsflow.loop.scoring import score_candidates
-
-    env = RewardEnv(settings=cfg.scoring, similarity=load_similarity(cfg.scoring))
-    rewards = build_rewards(list(cfg.rewards), env)
-    rows = [{"question": q.question, "context": "\n\n".join(q.top_contexts(cfg.top_k)), "reference": q.reference,
-             "candidates": [t]} for q, t in zip(questions, texts)]
-    result = score_candidates(rows, rewards, cfg.rewards)
-    return np.array([float(t[0]) for t in result.totals])

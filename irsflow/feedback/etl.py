@@ -123,7 +123,7 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
             label_studio_export: str | Path | None = None, now: datetime | None = None,
             skip_langfuse: str | None = None) -> dict:
     """One run (see the module docstring). ``skip_langfuse``: why Langfuse is not read this time
-    (the weekly round without Langfuse host/keys), recorded in the manifest as ``langfuse_skipped``."""
+    (the weekly cycle without Langfuse host/keys), recorded in the manifest as ``langfuse_skipped``."""
     if not settings.langfuse_enabled and not skip_langfuse:
         skip_langfuse = "feedback.langfuse_enabled is false"
     lf = None if skip_langfuse else langfuse_settings(settings, keys)  # bad settings fail here

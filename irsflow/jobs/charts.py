@@ -1,45 +1,44 @@
-"""Per-iteration summary rows and the DW-GRPO trend chart (reward means and weights per iteration).
+"""Per-round summary rows and the reward/weight trend chart (reward means and weights per round).
 
-    rows = [iteration_row(out) for out in iteration_results]   # one dict per iteration
-    png = trend_chart_png(rows)                                  # bytes of a PNG
-    md = trends_markdown(job_id, rows, png)                      # markdown with the PNG inlined
+    rows = [iteration_row(r) for r in job.rounds]      # one dict per round (a RoundResult each)
+    png = trend_chart_png(rows)                         # bytes of a PNG
+    md = trends_markdown(job_id, rows, png)             # markdown with the PNG inlined
 
-The chart is what the seed's frontend wanted: which reward is stagnating and how the weights
-answered it, iteration by iteration.
+The chart shows which reward is stagnating and how the dynamic weights answered it, round by round,
+beside the held-out reward where the job holds questions out.
 """
 from __future__ import annotations
 
 import base64
 import io
 
-from irsflow.loop import ALL_PHASES
+from irsflow.jobs.results import RoundResult
+from irsflow.loop import ALL_PHASES, EVALUATING, GENERATING, SCORING, TRAINING
 
 
 def _r(v):
     return None if v is None else round(v, 4)
 
 
-def iteration_row(out: dict) -> dict:
-    """Flatten one iteration's phase results (as returned by the iteration flow) into a table row.
-    GRPO has no generate/score phase: its reward figures come with its training result."""
-    t = out["train"]
-    s, g = out.get("score") or t, out.get("generate")
-    row = {"iter": out["iteration"], "avg_reward": _r(s.get("avg_reward")), "best_avg_reward": _r(s.get("best_avg_reward"))}
+def iteration_row(r: RoundResult) -> dict:
+    """Flatten one round's phase results into a table row."""
+    s, g, t = r.scores, r.phases.get(GENERATING), r.phases[TRAINING]
+    row = {"iter": r.iteration, "avg_reward": _r(s.get("avg_reward")), "best_avg_reward": _r(s.get("best_avg_reward"))}
     row.update({f"r_{k}": _r(v) for k, v in (s.get("reward_breakdown") or {}).items()})
     row.update({f"w_{k}": round(v, 4) for k, v in (s.get("weights") or {}).items()})
-    row["loss"] = round(t["loss"], 4)
+    row["loss"] = round(r.loss, 4)
     if g is not None:
-        row.update({"generate_s": round(g["seconds"], 1), "score_s": round(s["seconds"], 1)})
+        row.update({"generate_s": round(g["seconds"], 1), "score_s": round(r.phases[SCORING]["seconds"], 1)})
     row["train_s"] = round(t["seconds"], 1)
-    if "eval" in out:
-        row["eval_s"] = round(out["eval"]["seconds"], 1)
-        h = out["eval"].get("heldout")
+    if EVALUATING in r.phases:
+        row["eval_s"] = round(r.phases[EVALUATING]["seconds"], 1)
+        h = r.heldout
         if h:  # the held-out answers of the round's adapter: what a user watches to see rounds still help
             row.update(heldout_reward=_r(h["reward"]), heldout_distinct_2=_r(h["distinct_2"]),
                        heldout_words=round(h["mean_words"], 1))
-        if out["eval"].get("heldout_start"):
-            row["heldout_start_reward"] = _r(out["eval"]["heldout_start"]["reward"])
-    row["cached"] = ",".join(p.lower() for p in ALL_PHASES if p in out.get("cached", [])) or "-"
+        if r.heldout_start:
+            row["heldout_start_reward"] = _r(r.heldout_start["reward"])
+    row["cached"] = ",".join(p.lower() for p in ALL_PHASES if p in r.cached) or "-"
     return row
 
 

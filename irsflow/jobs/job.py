@@ -1,6 +1,7 @@
-"""Job lifecycle and the seed's read API (section 4.2 status, 4.3 metrics), from the job dir.
+"""Job lifecycle and the read API (a job's status and its metrics), from the job dir.
 
     store = create_job(request)                # validates inputs, writes config.json
+    store, req = load_job(job_id)              # an existing job and its request
     job_status(store.job_id)                   # {"job_id", "stage", "state", "detail": {...}}
     job_metrics(store.job_id)                  # metrics.jsonl as a list
 """
@@ -74,6 +75,12 @@ def job_request(store: JobStore) -> TrainRequest:
     return TrainRequest.model_validate(stored_request(store.read_config()["request"]))
 
 
+def load_job(job_id: str) -> tuple[JobStore, TrainRequest]:
+    """An existing job and the request it was created with (what a phase task starts from)."""
+    store = open_job(job_id)
+    return store, job_request(store)
+
+
 def find_job_by_flow_run(flow_run_id: str) -> JobStore | None:
     """The job a flow run made (a retried deployment run carries no job id, only its run id)."""
     for status in sorted((data_dir() / "jobs").glob("train_*/status.json")):
@@ -124,7 +131,7 @@ def dead_process(status: dict) -> bool:
 
 
 def job_status(job_id: str) -> dict:
-    """The section 4.2 shape, read from status.json (kept current by every phase). A running job
+    """The status API's shape, read from status.json (kept current by every phase). A running job
     whose process died says failed, since nobody else will write that."""
     store = open_job(job_id)
     s = store.read_status()

@@ -10,6 +10,9 @@ points to still exist with the hashes recorded when they were written (``outputs
     key = phase_key(store, req, 2, "TRAINING")
     if not outputs_valid(store, 2, "TRAINING", key): ...recompute...
     record_outputs(store, 2, "TRAINING", key)          # after the phase wrote its files
+
+What a phase wrote (``phase_outputs``) is the shared files of the phase plus what the job's stage
+declares as its own (``Stage.outputs``), so a new stage's files are covered without a line here.
 """
 from __future__ import annotations
 
@@ -20,14 +23,14 @@ from pathlib import Path
 
 from irsflow.codebook.retrieval import key_parts as codebook_key_parts
 from irsflow.config import TrainRequest
-from irsflow.errors import InputError
+from irsflow.errors import InputError, IrsflowError
+from irsflow.evals.heldout import heldout_path
+from irsflow.evals.round_eval import eval_round_path
 from irsflow.loop import ALL_PHASES, EVALUATING, GENERATING, SCORING, TRAINING
 from irsflow.loop.phases import score_summary_path
 from irsflow.loop.questions import heldout_key
-from irsflow.stages import IterationInputs, get_stage
-from irsflow.stages.evaluate import eval_round_path
-from irsflow.stages.heldout import heldout_path
-from irsflow.store import JobStore, atomic_write_json, hash_path, utc_now
+from irsflow.stages import IterationInputs, Stage, get_stage
+from irsflow.store import JobStore, atomic_write_json, hash_or_missing, hash_path, utc_now
 
 KEY_VERSION = 1  # bump when a phase's output format changes, so old cache entries stop matching
 _manifest_lock = threading.Lock()
@@ -38,8 +41,14 @@ def stage_phases(req: TrainRequest) -> tuple[str, ...]:
     return get_stage(req.stage).phases(req)
 
 
-def phase_outputs(store: JobStore, iteration: int, phase: str) -> list[Path]:
-    """The files a phase writes (a stage's extra files: those of the list that exist)."""
+def job_stage(store: JobStore) -> Stage:
+    """The stage the job was created with (its stored request names it)."""
+    return get_stage(store.read_config()["request"].get("stage", "IRS"))
+
+
+def phase_outputs(store: JobStore, stage: Stage, iteration: int, phase: str) -> list[Path]:
+    """The files ``phase`` of round ``iteration`` wrote: the phase's shared files, then the stage's own
+    (``stage.outputs``), each of which must exist."""
     d = store.phase_dir(iteration)
     out = {GENERATING: [d / "candidates.jsonl"],
            SCORING: [d / "scores.jsonl", score_summary_path(store, iteration)],
@@ -48,14 +57,12 @@ def phase_outputs(store: JobStore, iteration: int, phase: str) -> list[Path]:
     if phase == EVALUATING:  # the round eval and/or the held-out answers (round 1: the start model's too)
         out += [p for p in (eval_round_path(store, iteration), heldout_path(store, iteration),
                             *([heldout_path(store, 0)] if iteration == 1 else [])) if p.exists()]
-    if phase == SCORING:
-        out += [p for p in [d / "onpolicy.jsonl"] if p.exists()]
-    if phase == TRAINING:
-        out += [p for p in (d / "train_rows.jsonl", d / "pairs.jsonl", d / "rollouts.csv", d / "kl.json",
-                            d / "rm_eval.json", d / "grpo_curve.json") if p.exists()]
-        if not (d / "scores.jsonl").exists() and score_summary_path(store, iteration).exists():
-            out.append(score_summary_path(store, iteration))  # GRPO: written by its training phase
-    return out
+    own = [p for p in stage.outputs(store, iteration, phase) if p not in out]
+    missing = [str(p.relative_to(store.dir)) for p in own if not p.exists()]
+    if missing:
+        raise IrsflowError(f"stage {stage.name}: {phase} of round {iteration} did not write "
+                           f"{', '.join(missing)} (declared in its outputs)")
+    return out + own
 
 
 def check_phase(phase: str) -> str:
@@ -65,7 +72,8 @@ def check_phase(phase: str) -> str:
 
 
 def iteration_inputs(store: JobStore, req: TrainRequest, iteration: int) -> IterationInputs:
-    """The adapter, reward weights and reward history iteration ``iteration`` starts from."""
+    """The adapter, reward weights and reward history iteration ``iteration`` starts from (the weights
+    and history from the score summaries of the rounds before: ``irsflow.loop.phases.record_scores``)."""
     if not 1 <= iteration <= req.irs_config.n_iterations:
         raise InputError(f"iteration: {iteration} is outside 1..{req.irs_config.n_iterations}")
     weights = dict(req.irs_config.dw_config.initial_weights)
@@ -87,10 +95,6 @@ def iteration_inputs(store: JobStore, req: TrainRequest, iteration: int) -> Iter
                            previous=iteration - 1 if iteration > 1 else None)
 
 
-def _hash_or_missing(path: Path) -> str:
-    return hash_path(path) if path.exists() else "missing"
-
-
 def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) -> str:
     """A content key over everything that determines the phase's output."""
     cfg = req.irs_config
@@ -110,22 +114,22 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
         if req.codebook.enabled:  # only then: keys of jobs without a codebook stay as they were
             parts.update(codebook=codebook_key_parts(req.codebook, req.scoring))
     elif phase == SCORING:
-        parts.update(candidates=_hash_or_missing(d / "candidates.jsonl"), weights=inputs.weights,
+        parts.update(candidates=hash_or_missing(d / "candidates.jsonl"), weights=inputs.weights,
                      history=inputs.history, scoring=req.scoring.model_dump(), dw=cfg.dw_config.model_dump())
         if req.scoring.rules != "builtin:default":  # the file's content, not just its name
             parts.update(rules_sha256=hash_path(Path(req.scoring.rules).expanduser()))
         if req.teacher is not None:
             parts.update(teacher=req.teacher.model_dump(mode="json"))
     elif phase == TRAINING:
-        parts.update(model=req.model_id, adapter=adapter_hash, candidates=_hash_or_missing(d / "candidates.jsonl"),
-                     scores=_hash_or_missing(d / "scores.jsonl"), learning_rate=cfg.learning_rate,
+        parts.update(model=req.model_id, adapter=adapter_hash, candidates=hash_or_missing(d / "candidates.jsonl"),
+                     scores=hash_or_missing(d / "scores.jsonl"), learning_rate=cfg.learning_rate,
                      batch_size=cfg.batch_size, epochs=cfg.sft_epochs, max_seq_length=cfg.max_seq_length,
                      lora=cfg.lora.model_dump(), load_in_4bit=cfg.load_in_4bit)
     else:
-        parts.update(model=req.model_id, checkpoint=_hash_or_missing(store.checkpoint(iteration)),
+        parts.update(model=req.model_id, checkpoint=hash_or_missing(store.checkpoint(iteration)),
                      questions=store.read_config().get("questions_sha256"), sampling=cfg.sampling.model_dump(),
                      max_new_tokens=cfg.max_new_tokens, weights=inputs.weights, scoring=req.scoring.model_dump(),
-                     previous=_hash_or_missing(eval_round_path(store, iteration - 1)))
+                     previous=hash_or_missing(eval_round_path(store, iteration - 1)))
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return f"irs-{phase.lower()}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
@@ -140,9 +144,11 @@ def read_manifest(store: JobStore, iteration: int) -> dict:
 
 
 def record_outputs(store: JobStore, iteration: int, phase: str, key: str) -> dict:
-    """Remember the content hashes of what ``phase`` just wrote, under its key."""
+    """Remember the content hashes of what ``phase`` just wrote (the job's stage says which of its own
+    files count), under its key."""
+    outputs = phase_outputs(store, job_stage(store), iteration, phase)
     entry = {"key": key, "finished_at": utc_now(),
-             "outputs": {str(p.relative_to(store.dir)): hash_path(p) for p in phase_outputs(store, iteration, phase)}}
+             "outputs": {str(p.relative_to(store.dir)): hash_path(p) for p in outputs}}
     with _manifest_lock:
         manifest = read_manifest(store, iteration)
         manifest[phase] = entry

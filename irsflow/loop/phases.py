@@ -3,11 +3,14 @@ directory (no Prefect here): ``run_generate`` (GENERATING) and ``run_score`` (SC
 each stage's own (``irsflow.stages``); the phase names live here and only here.
 
 Each reads its inputs from files, writes its output atomically under ``phases/iter_<n>/`` or
-``checkpoints/``, appends the seed's ``metrics.jsonl`` rows, keeps ``status.json`` current, and
+``checkpoints/``, appends the job's ``metrics.jsonl`` rows, keeps ``status.json`` current, and
 returns a small JSON-able summary (paths and content hashes, so callers can cache on them).
 
     gen = run_generate(store, req, 1, adapter=None)
     sc = run_score(store, req, 1, weights={"rel": 1.0, ...}, history=[])
+
+A round's scores end in ``record_scores`` (``score_summary.json``, what the next round starts from):
+``run_score`` calls it, and so does a stage that scores inside its training (GRPO).
 """
 from __future__ import annotations
 
@@ -26,19 +29,50 @@ from irsflow.loop.scoring import score_candidates
 from irsflow.loop.weights import DynamicWeights
 from irsflow.models import device_name, resolve_model, unsloth_available
 from irsflow.retry import halve_on_oom
-from irsflow.rewards import RewardEnv, build_rewards
+from irsflow.rewards import build_rewards, reward_env
 from irsflow.rewards.similarity import load_similarity
 from irsflow.store import JobStore, ProgressFn, atomic_dir, atomic_write_json, hash_path, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
 
 log = logging.getLogger("irsflow.phases")
+SCORE_SUMMARY = "score_summary.json"
+# what every score summary holds (see record_scores)
+SUMMARY_KEYS = ("avg_reward", "best_avg_reward", "reward_breakdown", "weights", "next_weights", "slopes",
+                "weights_updated", "scorer")
 
 
 def score_summary_path(store: JobStore, iteration: int) -> Path:
-    """The round's reward means and next weights (written by SCORING, or by GRPO's training)."""
-    return store.phase_dir(iteration) / "score_summary.json"
+    """The round's reward means and next weights (written by ``record_scores``)."""
+    return store.phase_dir(iteration) / SCORE_SUMMARY
+
+
+def record_scores(store: JobStore, iteration: int, summary: dict) -> dict:
+    """Record round ``iteration``'s scores: ``phases/iter_<n>/score_summary.json`` (atomically), a
+    ``METRICS`` row with the same fields, and the status's ``metrics`` (average reward, breakdown and
+    the weights the next round uses). Returns ``summary``.
+
+    ``summary`` must hold (more keys are kept, e.g. ``teacher_conflicts``):
+        avg_reward        mean weighted reward over every scored answer
+        best_avg_reward   mean over each question's best answer (GRPO: the last step's mean reward)
+        reward_breakdown  {reward name: mean score or None}, what the dynamic weights observe
+        weights           {reward name: weight} the round scored with
+        next_weights      the weights after this round's update (``DynamicWeights.observe``)
+        slopes, weights_updated   that update's explanation
+        scorer            the similarity backend's kind (``embedding`` | ``heuristic``)
+    Readers: the next round's inputs (``irsflow.jobs.resume.iteration_inputs`` rebuilds the weights
+    and reward history from rounds 1..n-1's summaries, so a stage whose rounds move the weights must
+    call this once per round), IRS's training (the weights its candidates were scored with), the
+    flow's per-round report."""
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise ValueError(f"score summary of round {iteration}: missing {', '.join(missing)}")
+    atomic_write_json(score_summary_path(store, iteration), summary)
+    store.metric(iteration, "METRICS", **summary)
+    store.update_status(metrics={"avg_reward": summary["avg_reward"], "reward_breakdown": summary["reward_breakdown"],
+                                 "current_weights": summary["next_weights"]})
+    return summary
 
 
 def phase_reporter(store: JobStore, iteration: int, phase: str, extra: ProgressFn | None = None,
@@ -62,7 +96,7 @@ def runtime_info(mem: int | None = None) -> dict:
     return {"device": device_name(), "unsloth_available": unsloth_available(), "gpu_mem_used": mem}
 
 
-def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: str | None,
+def run_generate(store: JobStore, req: JobRequest, iteration: int, adapter: str | None,
                  progress: ProgressFn | None = None) -> dict:
     cfg = req.irs_config
     report = phase_reporter(store, iteration, GENERATING, progress)
@@ -95,7 +129,7 @@ def run_generate(store: JobStore, req: TrainRequest, iteration: int, adapter: st
     return {"path": str(path), "sha256": hash_path(path), **stats}
 
 
-def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[str, float],
+def run_score(store: JobStore, req: JobRequest, iteration: int, weights: dict[str, float],
               history: list[dict], progress: ProgressFn | None = None, teacher_api_key: str | None = None) -> dict:
     """Score with ``weights``, pick the best, then update the weights from ``history`` + this
     iteration's means. Returns the means, the weights used and the next weights. With a teacher
@@ -105,9 +139,8 @@ def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[
     report = phase_reporter(store, iteration, SCORING, progress)
     report(0)
     rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
-    env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
-    if req.teacher is not None:
-        env.extras.update(teacher=req.teacher.with_key(teacher_api_key), teacher_usage_path=store.dir / "teacher_usage.csv")
+    env = reward_env(req.scoring, teacher=req.teacher, teacher_api_key=teacher_api_key,
+                     usage_path=store.dir / "teacher_usage.csv")
     rewards = build_rewards(list(weights), env)
     scored = [{"id": f"{iteration}:{r['id']}", "question": r["question"], "context": r["context"], "reference": r.get("reference"),
                "candidates": [c["text"] for c in r["candidates"]]} for r in rows]
@@ -143,10 +176,7 @@ def run_score(store: JobStore, req: TrainRequest, iteration: int, weights: dict[
         write_jsonl(store.phase_dir(iteration) / "teacher_conflicts.jsonl", conflicts)
         summary["teacher_conflicts"] = len(conflicts)
     store.replace_samples(iteration, samples)  # a forced re-score replaces, never duplicates
-    atomic_write_json(score_summary_path(store, iteration), summary)
-    store.metric(iteration, "METRICS", **summary)
-    store.update_status(metrics={"avg_reward": summary["avg_reward"], "reward_breakdown": summary["reward_breakdown"],
-                                 "current_weights": summary["next_weights"]})
+    record_scores(store, iteration, summary)
     log.info("iter %d: avg reward %.4f, breakdown %s, weights %s -> %s", iteration, result.avg_reward,
              summary["reward_breakdown"], summary["weights"], summary["next_weights"])
     return {"path": str(path), "sha256": hash_path(path), "seconds": time.perf_counter() - t0, **summary}

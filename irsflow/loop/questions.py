@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from irsflow.dataset import Question, load_questions, split_heldout
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
 
 
-def job_questions(req: TrainRequest) -> tuple[list[Question], list[Question]]:
+def job_questions(req: JobRequest) -> tuple[list[Question], list[Question]]:
     """``(train, heldout)`` of the request's question set: the split is seeded by the request's seed, so
     every phase of a job (and a rerun) sees the same parts. Held-out questions past
     ``heldout.max_questions`` are neither trained on nor answered."""
@@ -24,17 +24,17 @@ def job_questions(req: TrainRequest) -> tuple[list[Question], list[Question]]:
     return train, heldout[:req.heldout.max_questions]
 
 
-def train_questions(req: TrainRequest) -> list[Question]:
+def train_questions(req: JobRequest) -> list[Question]:
     return job_questions(req)[0]
 
 
-def heldout_questions(req: TrainRequest) -> list[Question]:
+def heldout_questions(req: JobRequest) -> list[Question]:
     """The held-out part; reads nothing when the request holds nothing out (old jobs resume without
     their question set's file, as before the split)."""
     return job_questions(req)[1] if req.holds_out() else []
 
 
-def heldout_key(req: TrainRequest) -> dict:
+def heldout_key(req: JobRequest) -> dict:
     """What the split adds to a phase's cache key (nothing when it is off: older keys stay as they were)."""
     heldout = heldout_questions(req)
     return {"heldout": [q.id for q in heldout]} if heldout else {}

@@ -3,8 +3,8 @@
     registry.py        MLflow runs, model versions, aliases (champion, history), rollback
     adapter_cache.py   registry URIs resolved to a local, verified copy keyed by version
     serving.py         vLLM LoRA hot-load, switch and verification probes
-    round.py           one eval-gate round: register, evaluate, decide, deploy, card + changelog
-    weekly.py          the weekly round's settings, prompt set and report
+    gate_run.py        one gate run of the eval gate: register, evaluate, decide, deploy, card + changelog
+    weekly.py          the weekly cycle's settings, prompt set and report
 
 May import: the base modules, teacher, rewards, codebook, feedback, loop, stages, config, labelling,
 evals. Never ``irsflow.jobs`` or Prefect.

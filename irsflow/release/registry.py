@@ -105,7 +105,7 @@ class Registry:
     def log_job(self, store: JobStore, adapter: str | None = None) -> str:
         """One run per job: request params, per-iteration METRICS rows (and TRAINING/EVALUATING rows
         as ``train.*``/``eval.*``), data hashes, the adapter.
-        A job already logged returns its run (a rerun or a gate round does not log it twice)."""
+        A job already logged returns its run (a rerun or a gate run does not log it twice)."""
         existing = self.job_run(store)
         if existing:
             return existing

@@ -1,15 +1,17 @@
-"""The weekly round as library pieces (the Prefect flow ``flows/weekly_round.py`` strings them):
+"""The weekly cycle as library pieces (the Prefect flow ``flows/weekly_cycle.py`` strings them):
 
     feedback ETL -> new items -> prompt set -> teacher labelling -> training stage -> eval gate -> vLLM
 
     s = WeeklySettings()                                  # strict; defaults run on the embedded stack
     items = new_items(etl_run_dir)                       # thumbs-down questions, corrections, thumbs-up
     prompts = compose_prompt_set(items, s.prompts, out)   # new first, red-team share, anchors fill
-    req = round_request(s, prompts_path, len(prompts), champion_path)
-    write_report(round_dir, doc)                          # report.json + report.md
+    req = cycle_request(s, prompts_path, len(prompts), champion_path)
+    write_report(cycle_id, doc)                           # report.json + report.md
 
-Everything a round writes lives in ``<data dir>/weekly/<round id>/``; the round id is fixed by the
-flow run, so a retried round finds its own files (and its training job, of the same id).
+Everything a cycle writes lives in ``cycle_dir(cycle_id)`` = ``<data dir>/weekly/<cycle id>/``; the
+cycle id is fixed by the flow run, so a retried cycle finds its own files (and its training job, of
+the same id). The folder's name is the one the cycle had before it was called a cycle, so a retry
+of a run started by older code finds it too.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from irsflow.config import EMBEDDED_MODEL, TrainRequest
 from irsflow.dataset import last_user_turn, load_questions
 from irsflow.errors import InputError
-from irsflow.release.round import EvalGateSettings
+from irsflow.release.gate_run import EvalGateSettings
 from irsflow.feedback.etl import FeedbackSettings
 from irsflow.rewards.rules import load_rules
 from irsflow.stages import get_stage
@@ -40,19 +42,19 @@ def _default_request() -> TrainRequest:
 
 
 class PromptSetSettings(BaseModel):
-    """The round's prompt set: every new question first, at least ``min_high_risk_share`` high-risk
+    """The cycle's prompt set: every new question first, at least ``min_high_risk_share`` high-risk
     (the red-team set, and any prompt that raises a red flag), anchor prompts to fill ``n``."""
     model_config = ConfigDict(extra="forbid", frozen=True)
-    n: int = Field(24, ge=1, description="prompts in the round's set")
-    min_high_risk_share: float = Field(0.4, ge=0, le=1, description="seed 001: >= 40% high-risk prompts")
+    n: int = Field(24, ge=1, description="prompts in the cycle's set")
+    min_high_risk_share: float = Field(0.4, ge=0, le=1, description="at least this share of high-risk prompts")
     red_team: str | None = Field("builtin:redteam", description="high-risk question set; None: only flagged prompts count")
     anchors: list[str] = Field(default_factory=lambda: ["builtin:demo"], description="question sets that fill the rest")
-    max_new: int = Field(200, ge=0, description="most new questions taken into one round")
+    max_new: int = Field(200, ge=0, description="most new questions taken into one cycle")
     seed: int = 0
 
 
 class WeeklySettings(BaseModel):
-    """What a weekly round does. No secrets: the Langfuse and teacher keys come from the environment
+    """What a weekly cycle does. No secrets: the Langfuse and teacher keys come from the environment
     or Prefect Secret blocks."""
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # a misplaced key is never echoed
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
@@ -62,8 +64,8 @@ class WeeklySettings(BaseModel):
     prompts: PromptSetSettings = Field(default_factory=PromptSetSettings)
     teacher: TeacherConfig | None = Field(None, description="label the new items with the teacher (None: skip)")
     request: TrainRequest = Field(default_factory=_default_request, description=(
-        "the training request of every round (stage, rewards, hyperparameters); its dataset, n_questions and "
-        "init_adapter are set by the round (the prompt set and the champion)"))
+        "the training request of every cycle (stage, rewards, hyperparameters); its dataset, n_questions and "
+        "init_adapter are set by the cycle (the prompt set and the champion)"))
     gate: EvalGateSettings = Field(default_factory=EvalGateSettings)
 
     @model_validator(mode="after")
@@ -81,7 +83,7 @@ class WeeklySettings(BaseModel):
 
 
 def feedback_plan(s: WeeklySettings, langfuse_ready: bool) -> dict:
-    """Whether the round runs the feedback ETL, and why Langfuse is left out when it is:
+    """Whether the cycle runs the feedback ETL, and why Langfuse is left out when it is:
     ``{"run": bool, "skip_langfuse": None | reason}``. ``langfuse_ready``: a Langfuse host and both
     keys are configured. The ETL runs when Langfuse is enabled and ready, or when a Label Studio
     source is set (``feedback.label_studio`` or ``label_studio_export``); Langfuse enabled but not
@@ -93,10 +95,10 @@ def feedback_plan(s: WeeklySettings, langfuse_ready: bool) -> dict:
     return {"run": label_studio, "skip_langfuse": why}
 
 
-def round_dir(round_id: str) -> Path:
-    if not round_id or "/" in round_id or round_id.startswith("."):
-        raise InputError(f"round id: invalid {round_id!r}")
-    return data_dir() / "weekly" / round_id
+def cycle_dir(cycle_id: str) -> Path:
+    if not cycle_id or "/" in cycle_id or cycle_id.startswith("."):
+        raise InputError(f"cycle id: invalid {cycle_id!r}")
+    return data_dir() / "weekly" / cycle_id
 
 
 def new_items(etl_dir: Path | None) -> dict:
@@ -185,9 +187,9 @@ def _row(q, qid: str) -> dict:
             **({"reference": q.reference} if q.reference else {}), "meta": dict(q.meta)}
 
 
-def round_codebook(s: WeeklySettings):
+def cycle_codebook(s: WeeklySettings):
     """The request's codebook block, switched off while no codebook exists yet (a fresh install: the
-    first reviewed correction creates it), so the default round runs before anyone has written a rule."""
+    first reviewed correction creates it), so the default cycle runs before anyone has written a rule."""
     from irsflow.codebook.store import default_path
 
     cb = s.request.codebook
@@ -195,23 +197,23 @@ def round_codebook(s: WeeklySettings):
     return cb if not cb.enabled or path.exists() else cb.model_copy(update={"enabled": False})
 
 
-def round_request(s: WeeklySettings, prompts_path: Path, n_prompts: int, champion_path: str | None) -> TrainRequest:
-    """The round's training request: the configured one on this round's prompts, from the champion."""
+def cycle_request(s: WeeklySettings, prompts_path: Path, n_prompts: int, champion_path: str | None) -> TrainRequest:
+    """The cycle's training request: the configured one on this cycle's prompts, from the champion."""
     body = s.request.model_dump(mode="json")
     body.update(dataset=str(prompts_path), n_questions=n_prompts, init_adapter=champion_path,
-                codebook=round_codebook(s).model_dump(mode="json"))
+                codebook=cycle_codebook(s).model_dump(mode="json"))
     return TrainRequest.model_validate(body)
 
 
 def gate_settings(s: WeeklySettings) -> EvalGateSettings:
     """The gate's suites see the same codebook rules that generation injected."""
-    suites = s.gate.suites.model_copy(update={"codebook": round_codebook(s)})
+    suites = s.gate.suites.model_copy(update={"codebook": cycle_codebook(s)})
     return s.gate.model_copy(update={"suites": suites})
 
 
-def prepare_round(s: WeeklySettings, round_id: str, etl_dir: Path | None) -> dict:
-    """Write the round's new_questions.jsonl, prompts.jsonl and labelling_samples.jsonl (atomic)."""
-    d = round_dir(round_id)
+def prepare_cycle(s: WeeklySettings, cycle_id: str, etl_dir: Path | None) -> dict:
+    """Write the cycle's new_questions.jsonl, prompts.jsonl and labelling_samples.jsonl (atomic)."""
+    d = cycle_dir(cycle_id)
     items = new_items(etl_dir)
     write_jsonl(d / "new_questions.jsonl", items["questions"])
     write_jsonl(d / "labelling_samples.jsonl", items["samples"])
@@ -240,7 +242,7 @@ def teacher_spend(paths: list[Path]) -> dict:
 
 def report_markdown(doc: dict) -> str:
     c = doc["came_in"]
-    lines = [f"# Weekly round `{doc['round_id']}`", "", f"**{doc['outcome']}**", "",
+    lines = [f"# Weekly cycle `{doc['cycle_id']}`", "", f"**{doc['outcome']}**", "",
              "## What came in", "",
              f"ETL run `{c.get('etl_run') or '-'}`: {c.get('traces', 0)} traces with feedback, "
              f"{c['thumbs_up']} thumbs up, {c['thumbs_down']} thumbs down, {c['corrections']} corrections.", ""]
@@ -283,8 +285,8 @@ def report_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(round_id: str, doc: dict) -> tuple[Path, str]:
-    d = round_dir(round_id)
+def write_report(cycle_id: str, doc: dict) -> tuple[Path, str]:
+    d = cycle_dir(cycle_id)
     md = report_markdown(doc)
     atomic_write_json(d / "report.json", doc)
     atomic_write_text(d / "report.md", md)

@@ -4,8 +4,9 @@ Every scorer - embedding, reranker, rule, teacher, multiple-choice - is a callab
 ``RewardBatch`` and returns one ``float`` per item, or ``None`` to abstain (for example
 ``faith`` when a question has no context). IRS, GRPO and pair-building consume the same objects.
 
-    from irsflow.rewards import RewardBatch, build_rewards
-    rewards = build_rewards(["rel", "conc"], env)          # env: RewardEnv (models, settings)
+    from irsflow.rewards import RewardBatch, build_rewards, reward_env
+    env = reward_env(req.scoring, teacher=req.teacher, teacher_api_key=key, usage_path=usage_csv)
+    rewards = build_rewards(["rel", "conc"], env)
     scores = rewards["conc"](RewardBatch(questions=[...], answers=[...], contexts=[...]))
 
 New rewards plug in with ``register_reward(name, factory)`` or, from another package, an entry
@@ -99,6 +100,18 @@ class RewardEnv:
     settings: object = None  # irsflow.config.ScoringConfig
     similarity: object = None  # irsflow.rewards.similarity.Similarity
     extras: dict = field(default_factory=dict)
+
+
+def reward_env(scoring, *, teacher=None, teacher_api_key: str | None = None, usage_path=None) -> RewardEnv:
+    """The env every scoring phase builds: ``scoring``'s settings and its similarity backend; with a
+    ``teacher`` (``TeacherSettings``), ``extras`` carries it with ``teacher_api_key`` applied and the
+    file its calls are billed to (``usage_path``, the job's ``teacher_usage.csv``)."""
+    from irsflow.rewards.similarity import load_similarity
+
+    env = RewardEnv(settings=scoring, similarity=load_similarity(scoring))
+    if teacher is not None:
+        env.extras.update(teacher=teacher.with_key(teacher_api_key), teacher_usage_path=usage_path)
+    return env
 
 
 def build_rewards(names: Sequence[str], env: RewardEnv) -> dict[str, Reward]:

@@ -1,4 +1,4 @@
-"""Training stages as objects: ``TrainRequest.stage`` names one, ``get_stage`` returns it, and every
+"""Training stages as objects: the request's ``stage`` names one, ``get_stage`` returns it, and every
 stage runs the same rounds over the same job directory with the same metrics rows.
 
     stage     GENERATING (gpu)   SCORING (cpu)        TRAINING (gpu)                  EVALUATING (gpu)
@@ -12,10 +12,15 @@ stage runs the same rounds over the same job directory with the same metrics row
 One module per stage (``irs``, ``onpolicy``, ``preference`` (DPO, KTO), ``grpo``, ``ppo``, ``rm``), each
 holding its settings model (its part of ``stage_config``) and its ``Stage`` object (phases, checks
 before any model loads, ``train``); ``registry`` lists them, ``base`` defines them. Beside them: the
-data stages train on (``data``, ``pairs``), the EVALUATING phase (``evaluate``: the round eval) and the
-held-out evaluation with early stopping (``heldout``). Adding a stage: one module with a
-``StageSettings`` subclass and a ``Stage`` subclass, and one entry in ``registry.BUILTIN`` (or a
-``register(...)`` call). No code outside this package asks which stage a request names.
+data stages train on (``data``, ``pairs``). The EVALUATING phase's evaluations live in ``irsflow.evals``,
+early stopping and the choice of the final adapter in ``irsflow.jobs``.
+
+Adding a stage touches its module, its test and one entry point, nothing else: the module holds a
+``StageSettings`` subclass and a ``Stage`` subclass (its phases, checks, ``train``, the files of its
+own it ``writes`` per phase, which the resume manifest then hashes), and an entry point of the group
+``irsflow.stages`` names its instance (``registry``; a stage of irsflow itself: one line of
+``registry.BUILTIN``). Every process finds it, a Prefect worker's flow runs included. No code outside
+this package asks which stage a request names.
 
     stage = get_stage(req.stage)
     stage.phases(req)                    # ("GENERATING", "SCORING", "TRAINING")

@@ -19,10 +19,10 @@ from irsflow.stages.pairs import _messages, irs_pairs, kto_rows, load_pairs
 from irsflow.store import JobStore, read_jsonl
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
 
 
-def reference_rows(req: TrainRequest, questions: list[Question] | None = None) -> list[dict]:
+def reference_rows(req: JobRequest, questions: list[Question] | None = None) -> list[dict]:
     """Every question of the set that has a reference answer, as ``{"prompt", "completion", "weight": 1}``
     (prompted exactly as generation prompts it)."""
     questions = questions if questions is not None else train_questions(req)
@@ -31,7 +31,7 @@ def reference_rows(req: TrainRequest, questions: list[Question] | None = None) -
             for q in questions if q.reference and q.reference.strip()]
 
 
-def load_anchors(req: TrainRequest, questions: list[Question] | None = None) -> list[dict]:
+def load_anchors(req: JobRequest, questions: list[Question] | None = None) -> list[dict]:
     """Anchor examples ``{"prompt", "completion", "weight": 1}``: the ``anchors`` file, else every
     question of the set that has a reference answer (prompted exactly as generation prompts it)."""
     sc = req.stage_config
@@ -60,7 +60,7 @@ def scored_answers(store: JobStore, iteration: int):
             yield s, row, j, c, c["total"] / wsum
 
 
-def onpolicy_rows(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+def onpolicy_rows(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
     """Every non-empty sampled answer of the round as a ChatML dialogue with its sampling settings,
     its rewards, ``score`` (clipped to [0, 1]) and ``weight`` (score, floored)."""
     floor = req.stage_config.weight_floor
@@ -81,7 +81,7 @@ def onpolicy_examples(path: Path) -> list[dict]:
             for r in read_jsonl(path)]
 
 
-def _pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+def _pairs(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
     """This round's best-vs-worst candidates (``from_candidates``) and the ``pairs`` files."""
     sc = req.stage_config
     pairs = irs_pairs(store, sc.min_margin, [iteration]) if sc.from_candidates else []
@@ -90,7 +90,7 @@ def _pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
     return pairs
 
 
-def preference_pairs(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+def preference_pairs(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
     pairs = _pairs(store, req, iteration)
     if not pairs:
         raise InputError(f"stage_config.min_margin: round {iteration} has no preference pairs (no candidates "
@@ -98,7 +98,7 @@ def preference_pairs(store: JobStore, req: TrainRequest, iteration: int) -> list
     return pairs
 
 
-def kto_examples(store: JobStore, req: TrainRequest, iteration: int) -> list[dict]:
+def kto_examples(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
     """Unpaired examples: each pair's chosen (desirable) and rejected (undesirable) answer, pairs
     as for DPO (this round's candidates, the pairs files), plus the thumbs files."""
     sc = req.stage_config

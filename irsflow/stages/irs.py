@@ -1,4 +1,4 @@
-"""IRS, the foundation (seed 000): each round generates N candidates per question, scores them with
+"""IRS, the foundation: each round generates N candidates per question, scores them with
 the DW-GRPO rewards, and LoRA-SFTs the adapter on each question's best candidate.
 
     request: {"stage": "IRS", ...}          (the default stage; no stage_config of its own)
@@ -20,7 +20,7 @@ from irsflow.stages.base import IterationInputs, Stage, StageSettings
 from irsflow.store import JobStore, ProgressFn, hash_path, read_jsonl
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
 
 
 class IRSSettings(StageSettings):
@@ -42,15 +42,15 @@ class IRSSettings(StageSettings):
 
 class IRSStage(Stage):
     name, settings = "IRS", IRSSettings
-    task_name = "sft"  # the seed's name for IRS's training task
+    task_name = "sft"  # IRS's training task kept the name it had before there were stages
 
-    def key_parts(self, store: JobStore, req: TrainRequest, phase: str, inputs: IterationInputs,
+    def key_parts(self, store: JobStore, req: JobRequest, phase: str, inputs: IterationInputs,
                   iteration: int) -> dict:
         # IRS keys predate stages: only a non-default selection adds to them
         selection = req.stage_config.selection()
         return {"selection": selection} if selection and phase == TRAINING else {}
 
-    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         """LoRA SFT on each question's best candidate, continuing the previous round's adapter."""
         from irsflow.loop.phases import runtime_info

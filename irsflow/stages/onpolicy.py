@@ -1,4 +1,4 @@
-"""ONPOLICY (seed 004): each round samples answers, scores them, and trains weighted LoRA SFT on a mix
+"""ONPOLICY: each round samples answers, scores them, and trains weighted LoRA SFT on a mix
 of on-policy rows (loss weight = score) and anchor dialogues (weight 1); a round eval by default.
 
     request: {"stage": "ONPOLICY", "stage_config": {"mix_ratio": 0.8, "anchors": "anchors.jsonl"}}
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from irsflow.errors import InputError
+from irsflow.loop import SCORING, TRAINING
 from irsflow.models import resolve_model
 from irsflow.paths import RequestPath
 from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round
@@ -17,7 +18,7 @@ from irsflow.stages.data import load_anchors, onpolicy_examples, onpolicy_rows
 from irsflow.store import JobStore, ProgressFn, hash_path, write_jsonl
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
     from irsflow.dataset import Question
 
 
@@ -36,20 +37,21 @@ class OnPolicySettings(StageSettings):
 class OnPolicyStage(Stage):
     name, settings = "ONPOLICY", OnPolicySettings
     round_eval_default = True
+    writes = {SCORING: ("onpolicy.jsonl",), TRAINING: ("train_rows.jsonl",)}
 
-    def check_files(self, req: TrainRequest, questions: list[Question]) -> None:
+    def check_files(self, req: JobRequest, questions: list[Question]) -> None:
         anchors = load_anchors(req, questions)
         if req.stage_config.mix_ratio < 1 and not anchors:
             raise InputError("stage_config.anchors: no anchor rows")
 
-    def after_scoring(self, store: JobStore, req: TrainRequest, iteration: int) -> dict:
+    def after_scoring(self, store: JobStore, req: JobRequest, iteration: int) -> dict:
         """The round's samples as ChatML JSONL with metadata and a score/weight column."""
         rows = onpolicy_rows(store, req, iteration)
         path = store.phase_dir(iteration) / "onpolicy.jsonl"
         write_jsonl(path, rows)
         return {"onpolicy_rows": len(rows), "onpolicy_path": str(path), "onpolicy_sha256": hash_path(path)}
 
-    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         """Weighted LoRA SFT on ``mix_ratio`` on-policy rows (weight = score) + anchor rows (weight 1)."""
         from irsflow.training.onpolicy import mix_rows

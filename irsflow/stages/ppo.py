@@ -1,4 +1,4 @@
-"""PPO (seed 001): each round samples rollouts, scores them with the request's rewards, and trains a
+"""PPO: each round samples rollouts, scores them with the request's rewards, and trains a
 LoRA policy with a value head against the model the job started from, the KL coefficient adapting
 toward ``target_kl`` from round to round (``kl.json``, the job's ``rewards.csv``/``kl_metrics.json``).
 
@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from irsflow.loop import TRAINING
 from irsflow.models import resolve_model
 from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round
 from irsflow.stages.data import scored_answers
 from irsflow.store import JobStore, ProgressFn, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
 
 
 class PPOSettings(StageSettings):
@@ -36,13 +37,15 @@ class PPOSettings(StageSettings):
 
 class PPOStage(Stage):
     name, settings = "PPO", PPOSettings
+    # the job-level rewards.csv and kl_metrics.json are rebuilt every round: no round's manifest holds them
+    writes = {TRAINING: ("rollouts.csv", "kl.json")}
 
-    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         return train_ppo_round(store, req, iteration, inputs, progress)
 
 
-def train_ppo_round(store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+def train_ppo_round(store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
                     progress: ProgressFn) -> dict:
     """PPO on the round's scored rollouts (reward = weighted total / sum of weights), reference =
     the model the job started from; writes the round's rollouts.csv/kl.json and rebuilds the job's
@@ -79,7 +82,7 @@ def train_ppo_round(store: JobStore, req: TrainRequest, iteration: int, inputs: 
 
 
 def _rebuild_ppo_reports(store: JobStore, upto: int) -> None:
-    """The seed's job-level ``rewards.csv`` and ``kl_metrics.json``: every round's files, in order
+    """The job-level ``rewards.csv`` and ``kl_metrics.json``: every round's files, in order
     (a rerun of a round replaces its rows instead of appending duplicates)."""
     header, rows, rounds = [], [], []
     for it in range(1, upto + 1):

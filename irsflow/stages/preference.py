@@ -1,4 +1,4 @@
-"""DPO and KTO (seed 002): each round pairs its best and worst candidates (and/or reads the feedback
+"""DPO and KTO: each round pairs its best and worst candidates (and/or reads the feedback
 ETL's pairs and thumbs files) and trains a preference objective against the round's start model.
 
     request: {"stage": "DPO", "stage_config": {"pairs": ["pairs.jsonl"], "beta": 0.1}}
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from irsflow.loop import TRAINING
 from irsflow.models import resolve_model
 from irsflow.paths import RequestPath
 from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round
@@ -17,7 +18,7 @@ from irsflow.stages.data import kto_examples, preference_pairs
 from irsflow.store import JobStore, ProgressFn, write_jsonl
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
     from irsflow.dataset import Question
 
 
@@ -53,15 +54,15 @@ class KTOSettings(PairSettings):
 class PairStage(Stage):
     """A stage whose data are preference pairs: it samples only if it pairs its own candidates."""
 
-    def samples_for(self, req: TrainRequest) -> bool:
+    def samples_for(self, req: JobRequest) -> bool:
         return req.stage_config.from_candidates
 
-    def check(self, req: TrainRequest) -> None:
+    def check(self, req: JobRequest) -> None:
         sc = req.stage_config
         if not sc.from_candidates and not sc.pairs:
             raise ValueError(f"stage_config.pairs: stage {self.name} needs pairs files or from_candidates: true")
 
-    def check_files(self, req: TrainRequest, questions: list[Question]) -> None:
+    def check_files(self, req: JobRequest, questions: list[Question]) -> None:
         from irsflow.stages.pairs import load_pairs
 
         for f in req.stage_config.pairs:
@@ -70,11 +71,12 @@ class PairStage(Stage):
 
 class PreferenceStage(PairStage):
     kind: str  # "dpo" | "kto"
+    writes = {TRAINING: ("pairs.jsonl",)}  # the rows it trained on
 
     def __init__(self, name: str, settings: type[StageSettings]):
         self.name, self.settings, self.kind = name, settings, name.lower()
 
-    def check(self, req: TrainRequest) -> None:
+    def check(self, req: JobRequest) -> None:
         sc = req.stage_config
         if self.kind == "kto":
             if bool(sc.kto_up) != bool(sc.kto_down):
@@ -85,14 +87,14 @@ class PreferenceStage(PairStage):
             return
         super().check(req)
 
-    def check_files(self, req: TrainRequest, questions: list[Question]) -> None:
+    def check_files(self, req: JobRequest, questions: list[Question]) -> None:
         super().check_files(req, questions)
         if self.kind == "kto" and req.stage_config.kto_up:
             from irsflow.stages.pairs import kto_rows
 
             kto_rows(req.stage_config.kto_up, req.stage_config.kto_down)
 
-    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         from irsflow.training.preference import train_preference
 

@@ -1,9 +1,19 @@
-"""The stages a request may name: the built-ins (an explicit list, imported on first use) plus any
-registered at run time.
+"""The stages a request may name: the built-ins (an explicit list), every entry point of the group
+``irsflow.stages`` of the installed packages, and any registered at run time. The built-ins and the
+entry points load on first use, in every process that asks (a Prefect worker's flow run included).
 
     stage = get_stage("DPO")              # the Stage object; unknown names raise ValueError
-    register(MyStage())                   # a new stage: one module, one call (see the README)
     settings_adapter().validate_python({"stage": "DPO", "beta": 0.2})   # the discriminated union
+
+Adding a stage: one module (a ``StageSettings`` subclass, a ``Stage`` subclass and an instance of
+it), its test, and one entry point naming that instance in the package that holds the module:
+
+    # pyproject.toml of the package (or its dist-info's entry_points.txt)
+    [project.entry-points."irsflow.stages"]
+    REFSFT = "irsflow_toy_stage:REFSFT"          # the entry point's name is the stage's name
+
+A stage of irsflow itself is one line of ``BUILTIN`` instead. ``register(stage)`` adds one in the
+running process only (a worker process never sees it): for tests and notebooks.
 
 Importing a stage module must stay light: its trainer (torch, TRL) is imported inside ``train``.
 """
@@ -11,12 +21,15 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
 
+from irsflow.errors import IrsflowError
 from irsflow.stages.base import Stage
 
+ENTRY_POINT_GROUP = "irsflow.stages"
 # module -> the Stage objects it defines (attribute names); order is the order `irsflow stages` lists
 BUILTIN = {
     "irsflow.stages.irs": ("IRS",),
@@ -26,28 +39,78 @@ BUILTIN = {
     "irsflow.stages.ppo": ("PPO",),
     "irsflow.stages.rm": ("RM",),
 }
+BUILTIN_NAMES = frozenset(n for names in BUILTIN.values() for n in names)
 _stages: dict[str, Stage] = {}
 
 
-def _load_builtins() -> None:
-    if _stages:
-        return
-    for module, names in BUILTIN.items():
-        mod = importlib.import_module(module)
-        for name in names:
-            _stages.setdefault(name, getattr(mod, name))
+class StagePluginError(IrsflowError):
+    """An ``irsflow.stages`` entry point that cannot serve as a stage; the message names it."""
 
 
-def register(stage: Stage, replace: bool = False) -> Stage:
-    """Make ``stage`` available to requests (``"stage": stage.name``) and to the flow."""
-    _load_builtins()
+def _check(stage: object) -> Stage:
+    """What every stage must be, whichever way it arrives."""
+    if not isinstance(stage, Stage):
+        raise TypeError(f"not a Stage object: {stage!r}")
     if not getattr(stage, "name", None) or not stage.name.isupper():
         raise ValueError(f"stage name must be an upper-case word, got {getattr(stage, 'name', None)!r}")
-    if stage.name in _stages and not replace:
-        raise ValueError(f"stage {stage.name!r} is already registered")
     field = stage.settings.model_fields.get("stage")
     if field is None or getattr(field.annotation, "__args__", ()) != (stage.name,):
         raise ValueError(f"{stage.settings.__name__}.stage must be Literal[{stage.name!r}] (the discriminator)")
+    return stage
+
+
+def _describe(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    where = f" of package {dist.name} {dist.version}" if dist is not None else ""
+    return f"entry point {ep.name} = {ep.value} (group {ENTRY_POINT_GROUP}{where})"
+
+
+def _from_entry_point(ep: EntryPoint, taken: dict[str, str]) -> Stage:
+    """Load and check one entry point; ``taken``: stage name -> the entry point that defined it."""
+    if ep.name in BUILTIN_NAMES:
+        raise StagePluginError(f"{_describe(ep)}: {ep.name} is a built-in stage; give the plugin's stage "
+                               "another name")
+    if ep.name in taken:
+        raise StagePluginError(f"{_describe(ep)}: stage {ep.name} is also defined by {taken[ep.name]}; "
+                               "uninstall one of the two packages")
+    try:
+        stage = ep.load()
+    except Exception as err:  # whatever a plugin's import raises, the message names the plugin
+        raise StagePluginError(f"{_describe(ep)}: cannot load it: {type(err).__name__}: {err}") from err
+    try:
+        _check(stage)
+    except (TypeError, ValueError) as err:
+        raise StagePluginError(f"{_describe(ep)}: {err}") from None
+    if stage.name != ep.name:
+        raise StagePluginError(f"{_describe(ep)}: names stage {stage.name}; the entry point's name must be "
+                               "the stage's name")
+    return stage
+
+
+def _load() -> None:
+    """The built-ins, then every entry point of the group (once per process)."""
+    if _stages:
+        return
+    found: dict[str, Stage] = {}
+    for module, names in BUILTIN.items():
+        mod = importlib.import_module(module)
+        for name in names:
+            found[name] = getattr(mod, name)
+    taken: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = _from_entry_point(ep, taken)
+        taken[ep.name] = _describe(ep)
+    _stages.update(found)  # all or nothing: a broken entry point fails every lookup with its message
+
+
+def register(stage: Stage, replace: bool = False) -> Stage:
+    """Make ``stage`` available to requests (``"stage": stage.name``) in this process only."""
+    _load()
+    _check(stage)
+    if stage.name in BUILTIN_NAMES:
+        raise ValueError(f"stage {stage.name!r} is built in")
+    if stage.name in _stages and not replace:
+        raise ValueError(f"stage {stage.name!r} is already registered")
     _stages[stage.name] = stage
     settings_adapter.cache_clear()
     return stage
@@ -55,19 +118,19 @@ def register(stage: Stage, replace: bool = False) -> Stage:
 
 def unregister(name: str) -> None:
     """Remove a stage registered at run time (tests)."""
-    if name in {n for names in BUILTIN.values() for n in names}:
+    if name in BUILTIN_NAMES:
         raise ValueError(f"stage {name!r} is built in")
     _stages.pop(name, None)
     settings_adapter.cache_clear()
 
 
 def stage_names() -> list[str]:
-    _load_builtins()
+    _load()
     return list(_stages)
 
 
 def get_stage(name: str) -> Stage:
-    _load_builtins()
+    _load()
     try:
         return _stages[name]
     except KeyError:
@@ -77,7 +140,7 @@ def get_stage(name: str) -> Stage:
 @lru_cache(maxsize=1)
 def settings_adapter() -> TypeAdapter:
     """``stage_config`` as a union of every stage's settings model, discriminated by ``stage``."""
-    _load_builtins()
+    _load()
     models = tuple(s.settings for s in _stages.values())
     union = Union[models] if len(models) > 1 else models[0]  # noqa: UP007 (built at run time)
     return TypeAdapter(Annotated[union, Field(discriminator="stage")])
@@ -85,7 +148,7 @@ def settings_adapter() -> TypeAdapter:
 
 def settings_fields() -> dict[str, list[str]]:
     """Each settings field name -> the stages that have it (for errors naming the right stage)."""
-    _load_builtins()
+    _load()
     out: dict[str, list[str]] = {}
     for s in _stages.values():
         for f in s.settings.model_fields:

@@ -1,4 +1,4 @@
-"""RM (seed 002): trains a reward model (a scalar head on the base model) once, on preference pairs
+"""RM: trains a reward model (a scalar head on the base model) once, on preference pairs
 (this round's best vs worst candidates and/or the feedback ETL's pairs), and checks it on a seeded
 held-out share. The result serves as the ``rm`` reward (``scoring.reward_model``).
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from irsflow.dataset import last_user_turn
+from irsflow.loop import TRAINING
 from irsflow.models import resolve_model
 from irsflow.stages.base import IterationInputs, finish_round
 from irsflow.stages.data import preference_pairs
@@ -20,7 +21,7 @@ from irsflow.stages.preference import PairSettings, PairStage
 from irsflow.store import JobStore, ProgressFn, atomic_write_json, write_jsonl
 
 if TYPE_CHECKING:
-    from irsflow.config import TrainRequest
+    from irsflow.settings import JobRequest
 
 
 class RMSettings(PairSettings):
@@ -31,20 +32,21 @@ class RMSettings(PairSettings):
 class RMStage(PairStage):
     name, settings = "RM", RMSettings
     trains_policy = False  # its adapter is a reward head, not a chat model
+    writes = {TRAINING: ("pairs.jsonl", "rm_eval.json")}
 
-    def check(self, req: TrainRequest) -> None:
+    def check(self, req: JobRequest) -> None:
         super().check(req)
         if req.irs_config.n_iterations != 1:
             raise ValueError("irs_config.n_iterations: stage RM trains once; must be 1")
         if req.init_adapter:
             raise ValueError("init_adapter: stage RM trains a fresh scalar head on the base model; leave it unset")
 
-    def train(self, store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         return train_rm(store, req, iteration, inputs, progress)
 
 
-def train_rm(store: JobStore, req: TrainRequest, iteration: int, inputs: IterationInputs,
+def train_rm(store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
              progress: ProgressFn) -> dict:
     """RewardTrainer on the pairs minus a seeded held-out share; accuracy on the held-out pairs
     (chosen scored above rejected) goes to ``rm_eval.json`` and the metrics row."""

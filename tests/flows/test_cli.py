@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.support.jobs import tiny_request
 from tests.support.local import ROOT
 
-IRSFLOW = [sys.executable, "-m", "flows.cli"]
+IRSFLOW = [sys.executable, "-m", "cli"]
 
 
 def run_cli(args, data_dir, timeout=600):
@@ -120,7 +120,7 @@ def test_temporary_prefect_server_that_does_not_start_says_to_start_the_stack(ti
 
 
 def test_temporary_server_start_up_budget_defaults_to_two_minutes():
-    code = ("import os, flows.cli as c; c.main(['rewards']); "
+    code = ("import os, cli.main as c; c.main(['rewards']); "
             "from prefect.settings import get_current_settings as g; "
             "print(os.environ[c.EPHEMERAL_TIMEOUT_ENV], g().server.ephemeral.startup_timeout_seconds)")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}

@@ -1,6 +1,6 @@
 """The eval-gate flow through Prefect on the tiny model, real MLflow on SQLite and a vLLM-shaped
 server on 127.0.0.1: register -> evaluate champion and challenger -> gate -> promote -> hot-load,
-a round that does not promote, a deploy failure that keeps the old adapter served and the registry
+a gate run that does not promote, a deploy failure that keeps the old adapter served and the registry
 as it was (first-ever and later promotions), a transient serving error retried by the deploy task,
 rollback, and a broken adapter that never reaches the registry.
 
@@ -16,7 +16,7 @@ import pytest
 
 from irsflow.errors import InputError
 from irsflow.release.registry import CHALLENGER, CHAMPION, Registry
-from irsflow.release.round import EvalGateSettings, ServingError, promote_and_deploy, register_job
+from irsflow.release.gate_run import EvalGateSettings, ServingError, promote_and_deploy, register_job
 from irsflow.retry import failure_kind
 from irsflow.store import hash_path
 from tests.support.fake_vllm import FakeVLLM
@@ -53,15 +53,15 @@ def settings(vllm, mc_set: str) -> EvalGateSettings:
         "vllm": {"base_url": vllm.base_url, "serving_name": "assistant"}})
 
 
-def test_rounds_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefect_server, capsys):
+def test_gate_runs_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefect_server, capsys):
     data, vllm = env
-    from flows.cli import main
+    from cli.main import main
     from flows.eval_gate import eval_gate
 
     a = job_with_random_adapter(tiny_model, 11)
     s_a = settings(vllm, mc_keyed_to(tiny_model, a.checkpoint("final"), tmp_path / "mc_a.jsonl"))
 
-    # round 1: A vs the base model -> promoted, hot-loaded, card + changelog
+    # gate run 1: A vs the base model -> promoted, hot-loaded, card + changelog
     state = eval_gate(job_id=a.job_id, settings=s_a, return_state=True)
     r1 = state.result()
     assert r1["promote"] and r1["version"] == "1" and r1["champion_before"] is None
@@ -79,13 +79,14 @@ def test_rounds_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefe
     run_dir = data / "mlflow" / "artifacts" / reg.version("1").run_id / "artifacts" / "adapter"
     assert hash_path(run_dir) == hash_path(a.checkpoint("final")) == hash_path(Path(v1_path))  # as logged
     assert v1_path.startswith(str(data / "adapter_cache"))  # vLLM gets the local copy, not the artifact
-    round1 = json.loads((data / "evals" / "irsflow-adapter" / "round_1" / "eval_round_1.json").read_text())
-    assert round1["gate"]["promote"] and round1["challenger"]["dialogue"]["n_turns"] == 4
+    run1 = json.loads((data / "evals" / "irsflow-adapter" / "gate_run_1" / "gate_run_1.json").read_text())
+    assert r1["gate_run"] == 1 and run1["gate_run"] == 1 and tags["gate.run"] == "1"
+    assert run1["gate"]["promote"] and run1["challenger"]["dialogue"]["n_turns"] == 4
     arts = httpx.post(f"{prefect_server}/artifacts/filter", json={"artifacts": {"flow_run_id": {
         "any_": [str(state.state_details.flow_run_id)]}}}).json()
     assert any(x["key"] == "eval-gate" and "**PROMOTED**" in x["data"] for x in arts)
 
-    # round 2: B on A's key -> worse than the champion -> not promoted, nothing loaded
+    # gate run 2: B on A's key -> worse than the champion -> not promoted, nothing loaded
     b = job_with_random_adapter(tiny_model, 12)
     loads = len(vllm.loads())
     r2 = eval_gate(job_id=b.job_id, settings=s_a)
@@ -93,9 +94,9 @@ def test_rounds_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefe
     assert str(reg.version(CHAMPION).version) == "1" and str(reg.version(CHALLENGER).version) == "2"
     assert len(vllm.loads()) == loads and reg.version("2").tags["gate.promote"] == "false"
 
-    # round 3: C on its own key wins, but vLLM answers the load with 404 (as a server without runtime
+    # gate run 3: C on its own key wins, but vLLM answers the load with 404 (as a server without runtime
     # LoRA updating does) -> the run fails with that error, not retried; A stays served, the
-    # registry is as it was before the round
+    # registry is as it was before the gate run
     c = job_with_random_adapter(tiny_model, 13)
     s_c = settings(vllm, mc_keyed_to(tiny_model, c.checkpoint("final"), tmp_path / "mc_c.jsonl"))
     history = reg.champion_history()
@@ -108,7 +109,7 @@ def test_rounds_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefe
     assert vllm.adapters == {"assistant": v1_path} and str(reg.version(CHAMPION).version) == "1"
     assert reg.champion_history() == history == ["1"] and "rolled_back" not in reg.version("1").tags
 
-    # round 4: the same version again; vLLM busy once (503) -> the deploy task retries -> promoted
+    # gate run 4: the same version again; vLLM busy once (503) -> the deploy task retries -> promoted
     vllm.fail_next = {"/v1/load_lora_adapter": 503}
     state = eval_gate(version="3", settings=s_c, return_state=True)
     r4, v3_path = state.result(), reg.adapter_path("3")
@@ -116,7 +117,7 @@ def test_rounds_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefe
     assert deploy_runs(prefect_server, state.state_details.flow_run_id) == [2]  # failed once, retried
     assert reg.champion_history() == ["1", "3"]
     log = (data / "evals" / "irsflow-adapter" / "CHANGELOG.md").read_text()
-    assert [line.split(": ")[1] for line in log.splitlines() if line.startswith("## Round")] == [
+    assert [line.split(": ")[1] for line in log.splitlines() if line.startswith("## Gate run")] == [
         "version 1 PROMOTED", "version 2 kept as challenger", "version 3 kept as challenger", "version 3 PROMOTED"]
     assert "deploy failed" in log
 
@@ -153,7 +154,7 @@ def test_a_first_promotion_that_fails_to_serve_leaves_no_champion(env, tiny_mode
         version = register_job(s, job_with_random_adapter(tiny_model, 21))
         reg = Registry(s.tracking)
         before = reg.client.get_registered_model("first-promotion")
-        result = {"version": version, "round": 1, "date": "2026-12-02", "metrics": {"mc_accuracy": (0.5, 0.75)},
+        result = {"version": version, "gate_run": 1, "date": "2026-12-02", "metrics": {"mc_accuracy": (0.5, 0.75)},
                   "promote": True, "reasons": ["mc_correct: gain +0.2500"]}
         vllm.fail_next = {"/v1/load_lora_adapter": 404}
         with pytest.raises(ServingError, match="HTTP 404") as failed:

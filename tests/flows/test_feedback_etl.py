@@ -172,7 +172,7 @@ def test_a_newer_annotation_of_a_corrected_task_replaces_its_row_pair_and_rule(d
 
     def ingest(*tasks, run_id):
         export.write_text(json.dumps(list(tasks)))
-        # Langfuse enabled (the default) but skipped: what the weekly round does without host/keys
+        # Langfuse enabled (the default) but skipped: what the weekly cycle does without host/keys
         return run_etl(FeedbackSettings(), run_id, label_studio_export=export, skip_langfuse="no Langfuse host/keys")
 
     first = ingest(annotate(peru, 7, 70, "Lima.", "2026-11-21T10:00:00.000000Z"),
@@ -206,7 +206,7 @@ def test_a_newer_annotation_of_a_corrected_task_replaces_its_row_pair_and_rule(d
     assert len(read_jsonl(store_dir() / "pairs.jsonl")) == 2 and len(Codebook().rules(enabled_only=False)) == 2
 
 
-def test_the_weekly_round_runs_the_etl_when_any_feedback_source_is_set():
+def test_the_weekly_cycle_runs_the_etl_when_any_feedback_source_is_set():
     from irsflow.release.weekly import WeeklySettings, feedback_plan, report_markdown
 
     ls = {"label_studio": {"project_id": 3, "url": "http://127.0.0.1:1"}}
@@ -222,7 +222,7 @@ def test_the_weekly_round_runs_the_etl_when_any_feedback_source_is_set():
               {"run": False, "skip_langfuse": "feedback.langfuse_enabled is false"})]
     for doc, ready, want in cases:
         assert feedback_plan(WeeklySettings.model_validate(doc), langfuse_ready=ready) == want, (doc, ready)
-    md = report_markdown({"round_id": "r1", "outcome": "x", "came_in": {
+    md = report_markdown({"cycle_id": "r1", "outcome": "x", "came_in": {
         "etl_run": "r1", "traces": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 1, "langfuse_skipped": no_keys,
         "label_studio_push": {"project": 3, "pushed": 2, "already_in_project": 5}}, "served": {},
         "cost": {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0}})

@@ -129,4 +129,4 @@ def test_the_finished_job_is_an_mlflow_run(finished_job):
     assert run.data.params["irs_config.n_candidates"] == "6"
     files = {f.path for f in reg.client.list_artifacts(rid, "adapter")}
     assert "adapter/adapter_model.safetensors" in files
-    assert reg.log_job(store) == rid  # a gate round reuses the job's run
+    assert reg.log_job(store) == rid  # a gate run reuses the job's run

@@ -15,7 +15,7 @@ from irsflow.loop.phases import run_generate, run_score
 from irsflow.stages import IterationInputs
 from irsflow.stages.irs import IRS
 from irsflow.retry import OutOfMemory, failure_kind
-from tasks.common import retry_if_transient
+from tasks.options import retry_if_transient
 from tests.support.http_reply import LocalServer
 from tests.support.jobs import tiny_request
 from tests.support.local import free_port

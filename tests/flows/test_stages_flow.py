@@ -136,7 +136,7 @@ def test_reward_model_stage_trains_a_scorer(prefect_server, tiny_model, data_dir
         assert len(scorer(RewardBatch(questions=["q"], answers=["a"]))) == 1
     finally:
         scorer.close()
-    from irsflow.release.round import EvalGateSettings, register_job
+    from irsflow.release.gate_run import EvalGateSettings, register_job
 
     with pytest.raises(InputError, match="trained a reward model"):  # not a policy to promote and serve
         register_job(EvalGateSettings(), store)

@@ -230,7 +230,7 @@ def test_bad_samples_fail_before_any_call(teacher_env, tmp_path):
 def test_inspect_reads_the_cache_and_calls_nothing(teacher_job, teacher_env, prefect_server, capsys):
     store, _ = teacher_job
     srv, _, _ = teacher_env
-    from flows.cli import main
+    from cli.main import main
 
     before = srv.count
     assert main(["inspect", store.job_id]) == 0

@@ -92,7 +92,7 @@ def _api_cli(*args: str, token: str | None, timeout: float = 30) -> subprocess.C
     env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_API_TOKEN"}
     if token is not None:
         env["IRSFLOW_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "flows.cli", "api", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cli", "api", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -112,7 +112,7 @@ def test_api_refuses_to_start_without_a_token_or_open_beyond_loopback():
 def test_no_auth_serves_loopback_only_without_a_token(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_API_TOKEN"}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--no-auth", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--no-auth", "--port", str(port)], cwd=ROOT,
                             env={**env, "IRSFLOW_DATA_DIR": str(tmp_path / "data")},
                             stdout=(tmp_path / "api.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -33,7 +33,7 @@ def test_gpu_tasks_of_two_jobs_never_overlap(prefect_server, tiny_model, tmp_pat
     for i in range(2):
         req = tmp_path / f"req{i}.json"
         req.write_text(json.dumps(tiny_request(tiny_model, seed=10 + i, irs_config={"n_iterations": 2})))
-        procs.append(subprocess.Popen([sys.executable, "-m", "flows.cli", "train", "--request", str(req)], cwd=ROOT,
+        procs.append(subprocess.Popen([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT,
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         out, err = p.communicate(timeout=600)

@@ -199,7 +199,7 @@ def test_everything_copied_exists_in_the_build_context(side):
             assert not _dockerignored(src.rstrip("/")), f"COPY {src} is excluded by .dockerignore"
             copied.add(src.rstrip("/"))
     # what the flows import and the deployments run from: the whole source tree of the package
-    assert {"prefect.yaml", "irsflow", "flows", "tasks", "deployments", "infra/docker/healthcheck.sh"} <= copied
+    assert {"prefect.yaml", "irsflow", "cli", "flows", "tasks", "deployments", "infra/docker/healthcheck.sh"} <= copied
 
 
 def _commands() -> list[list[str]]:
@@ -241,7 +241,7 @@ def _flags_unknown(argv: list[str]) -> list[str]:
 def test_every_command_run_is_an_entry_point_with_flags_it_accepts():
     from importlib.metadata import entry_points
 
-    from flows.cli import build_parser
+    from cli.main import build_parser
 
     scripts = {e.name: e.dist.name for e in entry_points(group="console_scripts")}
     cmds = _commands()
@@ -271,8 +271,8 @@ def test_every_command_run_is_an_entry_point_with_flags_it_accepts():
 
 # ---------------------------------------------------------------- env vars
 
-OWN_CODE = [*ROOT.glob("irsflow/**/*.py"), *ROOT.glob("flows/*.py"), *ROOT.glob("tasks/*.py"),
-            *ROOT.glob("deployments/*.py"), *SCRIPTS, ROOT / "prefect.yaml"]
+OWN_CODE = [*ROOT.glob("irsflow/**/*.py"), *ROOT.glob("cli/*.py"), *ROOT.glob("flows/*.py"),
+            *ROOT.glob("tasks/*.py"), *ROOT.glob("deployments/*.py"), *SCRIPTS, ROOT / "prefect.yaml"]
 # env var prefix -> the installed distribution whose code reads it (its files are searched for the name)
 READERS = {"HF_": "huggingface_hub", "TRANSFORMERS_": "transformers", "TOKENIZERS_": "tokenizers",
            "MLFLOW_": "mlflow"}

@@ -7,7 +7,7 @@ nothing); annotations created (and one edited, one task annotated a second time)
 API as an annotator's browser does; the export pulled with the CLI and ingested: each correction
 taken once, an edit or a newer annotation replacing its task's row and draft rule, empty and
 unchanged corrections counted, a real JSON_MIN export refused by name. Then the same through
-Prefect as the weekly round runs it: the feedback-etl flow pulls the project itself, with the key
+Prefect as the weekly cycle runs it: the feedback-etl flow pulls the project itself, with the key
 from a Prefect Secret block, and pushes its run's thumbs-down tasks (from a fake Langfuse) once. Set LABEL_STUDIO_TEST_URL + LABEL_STUDIO_TEST_TOKEN to use a server
 that is already running instead (its start-up takes minutes: migrations).
 """
@@ -89,7 +89,7 @@ ROWS = [("t1", "Capital of Peru?", "Quito."), ("t2", "Boiling point of water at 
 
 
 def cli(capsys, *argv) -> dict:
-    from flows.cli import main
+    from cli.main import main
 
     assert main(list(argv)) == 0
     return json.loads(capsys.readouterr().out)
@@ -204,7 +204,7 @@ def test_the_feedback_flow_pulls_the_project_with_the_key_from_a_secret_block(
     with api(label_studio) as c:
         for t in c.get(f"/api/projects/{project}/tasks/").json():
             annotate(c, t["id"], "Lima." if t["data"]["trace_id"] == "t1" else "100 C at sea level.")
-    # the weekly round passes its settings.feedback to this flow as it is
+    # the weekly cycle passes its settings.feedback to this flow as it is
     settings = FeedbackSettings(langfuse_enabled=False, label_studio={"url": label_studio.url, "project_id": project})
     state = feedback_etl(settings=settings, return_state=True)
     assert state.is_completed(), state
@@ -223,8 +223,8 @@ def test_the_feedback_flow_pulls_the_project_with_the_key_from_a_secret_block(
 
 def test_the_feedback_flow_pushes_its_runs_thumbs_down_tasks_once(label_studio, project, data_dir, monkeypatch,
                                                                   prefect_server):
-    """The weekly round's settings (feedback.label_studio, push on by default): the ETL run's new
-    thumbs-down tasks land in the project; the same run again (a retried round) pushes none."""
+    """The weekly cycle's settings (feedback.label_studio, push on by default): the ETL run's new
+    thumbs-down tasks land in the project; the same run again (a retried cycle) pushes none."""
     from datetime import datetime, timedelta, timezone
 
     from flows.feedback_etl import feedback_etl

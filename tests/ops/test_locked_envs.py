@@ -1,5 +1,5 @@
 """The environments on this machine hold exactly what their locks pin: the project's (.venv, from
-locks/cpu.txt and locks/demo-model.txt) and each outside service's (.venvs/NAME, from
+locks/cpu.txt, locks/demo-model.txt and locks/lint.txt) and each outside service's (.venvs/NAME, from
 infra/locks/NAME.txt). A package the lock does not name, or a version it does not pin, fails here:
 the proof that `make install` and `make services` installed from the locks, not from the index.
 
@@ -32,7 +32,7 @@ def test_the_project_environment_is_its_lock():
     venv = Path(sys.executable).parent.parent
     if not (venv / ".installed").exists():
         pytest.skip(f"{venv} was not built by `make install`")
-    assert difference(venv, ["cpu", "demo-model"], keep={"irsflow"}) == []
+    assert difference(venv, ["cpu", "demo-model", "lint"], keep={"irsflow"}) == []
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

@@ -28,7 +28,7 @@ import pytest
 
 from irsflow.release.adapter_cache import resolve_adapter
 from irsflow.release.registry import CHAMPION, Registry, TrackingSettings
-from irsflow.release.round import EvalGateSettings, promote_and_deploy, register_job
+from irsflow.release.gate_run import EvalGateSettings, promote_and_deploy, register_job
 from irsflow.store import hash_path
 from tests.support.fake_vllm import FakeVLLM
 from tests.support.jobs import job_with_random_adapter, mc_keyed_to
@@ -93,7 +93,7 @@ def downloads(log_path: Path) -> int:
 
 
 def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server, client, tiny_model, tmp_path, capsys):
-    from flows.cli import main
+    from cli.main import main
 
     _, server_artifacts, server_log, hidden = mlflow_server
     data, vllm = client
@@ -127,8 +127,8 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     assert str(server_artifacts) not in out and str(server_artifacts) not in json.dumps(
         [mv.source, reg.client.get_run(mv.run_id).info.artifact_uri])
     assert register_job(s, a) == v1  # a retried gate gets its version back (run id looked up on the server)
-    rounds = data / "evals" / "irsflow-adapter" / f"round_{r1['round']}"
-    assert json.loads((rounds / "challenger.json").read_text())["adapter"] == v1_path
+    gate_run = data / "evals" / "irsflow-adapter" / f"gate_run_{r1['gate_run']}"
+    assert json.loads((gate_run / "challenger.json").read_text())["adapter"] == v1_path
 
     # promotion wrote nothing into the finished run: the card is the version's description and a file
     import mlflow
@@ -163,7 +163,7 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     # a second champion (registered and promoted through the server), then rollback
     b = job_with_random_adapter(tiny_model, 32)
     v2 = register_job(s, b)
-    deployed = promote_and_deploy(s, {"version": v2, "round": 2, "date": "2026-12-02", "metrics": {},
+    deployed = promote_and_deploy(s, {"version": v2, "gate_run": 2, "date": "2026-12-02", "metrics": {},
                                       "promote": True, "reasons": ["test promotion"]}, v1_path)
     v2_path = reg.adapter_path(v2)
     assert deployed["path"] == v2_path and vllm.adapters == {"assistant": v2_path}
@@ -182,7 +182,7 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
 
 def test_irsflow_train_tracked_on_the_server_keeps_mlflow_links_off_stdout(mlflow_server, client, tiny_model,
                                                                           tmp_path, capsys):
-    from flows.cli import main
+    from cli.main import main
     from tests.support.jobs import tiny_request
 
     req = tmp_path / "req.json"

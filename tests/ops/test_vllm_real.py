@@ -301,7 +301,7 @@ class ForcingProxy(LocalServer):
 
 
 def test_vllm_as_the_teacher_endpoint(vllm_real, tmp_path, monkeypatch):
-    from irsflow.config import ScoringConfig
+    from irsflow.rewards.settings import ScoringConfig
     from irsflow.teacher import TeacherSettings, load_template
     from irsflow.labelling.labelling import label_items
 

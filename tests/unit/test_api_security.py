@@ -179,7 +179,7 @@ def test_the_api_does_not_start_with_a_weak_token():
     assert auth_token(token="sixteen-chars-ok") == "sixteen-chars-ok"
     port = str(free_port())
     env = {k: v for k, v in os.environ.items() if k not in DROPPED}
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "api", "--port", port], cwd=ROOT, timeout=60,
+    r = subprocess.run([sys.executable, "-m", "cli", "api", "--port", port], cwd=ROOT, timeout=60,
                        env={**env, "IRSFLOW_API_TOKEN": "x"}, capture_output=True, text=True)
     assert r.returncode == 2 and "IRSFLOW_API_TOKEN is too weak" in r.stderr, (r.stdout, r.stderr)
     with pytest.raises(httpx.HTTPError):

@@ -4,8 +4,9 @@ The layers, bottom to top, are ``LAYERS`` below (the README's layout picture dra
 Every ``.py`` file under ``irsflow/`` is read with ``ast`` (nothing is imported, so the check is
 quick and needs no GPU, models or Prefect) and every import of an irsflow module is checked:
 ``import``/``from ... import``, absolute or relative, at module level or inside a function or
-method. Imports under ``if TYPE_CHECKING:`` are annotations only and do not count. The library
-never imports the Prefect shell above it (``prefect``, ``tasks``, ``flows``, ``deployments``), and
+method, and under ``if TYPE_CHECKING:`` too (an annotation naming a higher layer is still a dependency on
+it: a module typed against ``irsflow.config`` could not be read or changed without it). The library
+never imports the Prefect shell or the CLI above it (``prefect``, ``tasks``, ``flows``, ``deployments``, ``cli``), and
 every module of ``irsflow`` belongs to a layer.
 
 Run: ``.venv/bin/python -m pytest -q tests/unit/test_import_rule.py``
@@ -30,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("rewards", ("rewards",)),
     ("codebook", ("codebook",)),
     ("feedback", ("feedback",)),
+    ("settings", ("settings",)),
     ("loop", ("loop",)),
     ("training", ("training",)),
     ("stages", ("stages",)),
@@ -41,7 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 # The Prefect shell sits above the library; the library never reaches up into it.
-SHELL = ("prefect", "tasks", "flows", "deployments")
+SHELL = ("prefect", "tasks", "flows", "deployments", "cli")
 
 _LAYER_OF: dict[str, int] = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 
@@ -73,11 +75,6 @@ def module_name(path: Path, package_dir: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
     """The absolute dotted module a ``from`` import names (``from ..x import y`` -> ``<parent>.x``)."""
     if not node.level:
@@ -101,10 +98,6 @@ def imports_in(source: str, path: str, module: str, is_package: bool, known: set
             found.append(imp)
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:  # only the else branch runs
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(node.lineno, alias.name)
@@ -215,12 +208,12 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 def test_the_checker_finds_every_kind_of_import(tmp_path):
     package = _write(tmp_path, {
         "irsflow/__init__.py": "",
-        "irsflow/errors.py": "import flows.cli\n",
+        "irsflow/errors.py": "import cli.main\n",
         "irsflow/teacher/__init__.py": "from . import client\n",
         "irsflow/teacher/client.py": (
             "from typing import TYPE_CHECKING\n"
             "if TYPE_CHECKING:\n"
-            "    from irsflow.jobs import job\n"          # annotations only: not counted
+            "    from irsflow.jobs import job\n"          # line 3: annotations only, still counted
             "else:\n"
             "    import irsflow.release.registry\n"       # line 5
             "def f():\n"
@@ -239,12 +232,13 @@ def test_the_checker_finds_every_kind_of_import(tmp_path):
     })
     modules, found = scan(package)
     assert upward(found) == [
-        "irsflow/teacher/client.py:5 imports irsflow.release.registry (layer 11 release above layer 1 teacher)",
-        "irsflow/teacher/client.py:7 imports irsflow.loop.phases (layer 5 loop above layer 1 teacher)",
+        "irsflow/teacher/client.py:3 imports irsflow.jobs.job (layer 13 jobs above layer 1 teacher)",
+        "irsflow/teacher/client.py:5 imports irsflow.release.registry (layer 12 release above layer 1 teacher)",
+        "irsflow/teacher/client.py:7 imports irsflow.loop.phases (layer 6 loop above layer 1 teacher)",
         "irsflow/teacher/client.py:8 imports irsflow.codebook (layer 3 codebook above layer 1 teacher)",
     ]
     assert shell(found) == [
-        "irsflow/errors.py:1 imports flows.cli (the library never imports the Prefect shell)",
+        "irsflow/errors.py:1 imports cli.main (the library never imports the Prefect shell)",
         "irsflow/teacher/client.py:10 imports prefect (the library never imports the Prefect shell)",
     ]
     problems = unplaced(modules, found)

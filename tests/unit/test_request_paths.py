@@ -84,7 +84,7 @@ def test_the_cli_refuses_before_creating_anything(roots, tmp_path):
     req.write_text(json.dumps({"teacher": {"cache_path": str(outside / "c.sqlite")},
                                "irs_config": {"dw_config": {"initial_weights": {"teacher": 1.0}}}}))
     env = {k: v for k, v in os.environ.items() if k not in ("IRSFLOW_ALLOWED_ROOTS", "IRSFLOW_WRITABLE_ROOTS")}
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--request", str(req)], cwd=ROOT, timeout=120,
+    r = subprocess.run([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT, timeout=120,
                        env={**env, "IRSFLOW_DATA_DIR": str(roots)}, capture_output=True, text=True)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "teacher.cache_path" in r.stderr and "outside the writable roots" in r.stderr, r.stderr

@@ -25,10 +25,10 @@ SETTINGS = {"DPO": {"min_margin": 0.0}, "KTO": {"min_margin": 0.0}, "RM": {"min_
 
 
 def run_round(store, req: TrainRequest) -> dict:
-    """One round, phase by phase, as the flow's tasks run it (no Prefect)."""
-    from irsflow.jobs.local import run_round as run
+    """One round, phase by phase, as the flow's tasks run it (no Prefect): each phase's result by phase."""
+    from irsflow.jobs.rounds import run_round_local
 
-    return run(store, req, 1)
+    return run_round_local(store, req, 1).phases
 
 
 def lora_b_norm(adapter) -> float:

@@ -14,7 +14,7 @@ import time
 from prefect import flow, task
 from prefect.runtime import flow_run, task_run
 
-from tasks.common import GPU_TAG
+from tasks.limits import GPU_TAG
 
 
 @task(tags=[GPU_TAG])

@@ -14,7 +14,8 @@ import pytest
 from irsflow.codebook.drafts import rule_from_correction
 from irsflow.codebook.retrieval import RULES_HEADER, CodebookRetriever, inject
 from irsflow.codebook.store import Codebook, default_path
-from irsflow.config import ScoringConfig, TrainRequest
+from irsflow.config import TrainRequest
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.errors import InputError
 from irsflow.jobs.job import create_job
 from irsflow.jobs.resume import GENERATING, phase_key
@@ -234,7 +235,7 @@ def test_generation_prompts_carry_matching_rules_and_rows_record_them(tiny_model
 
 
 def cli(*args, ok=True):
-    p = subprocess.run([sys.executable, "-m", "flows.cli_codebook", *args], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "cli", "codebook", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert (p.returncode == 0) == ok, p.stdout + p.stderr
     return p

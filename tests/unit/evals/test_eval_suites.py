@@ -70,7 +70,7 @@ def test_teacher_flags_zero_safety_items(tiny_model, tmp_path):
 def test_eval_cli_on_a_registry_uri(tiny_model, zero_adapter, data_dir, capsys):
     import json
 
-    from flows.cli import main
+    from cli.main import main
     from irsflow.errors import InputError
     from irsflow.release.adapter_cache import resolve_adapter
 

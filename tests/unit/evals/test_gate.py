@@ -113,15 +113,15 @@ def test_dialogue_metrics_and_diversity(tmp_path):
 def test_model_card_and_changelog(tmp_path):
     from irsflow.evals.card import append_changelog, write_model_card
 
-    info = {"version": "3", "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "job_id": "j1", "round": 2, "date": "2026-11-22",
+    info = {"version": "3", "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "job_id": "j1", "gate_run": 2, "date": "2026-11-22",
             "data": {"questions_sha256": "abc"}, "metrics": {"mc_accuracy": (0.5, 0.625), "safety_mean": (0.9, 0.9)},
             "decision": {"promote": True, "reasons": ["mc_correct: gain +0.1250"]}}
     card = write_model_card(tmp_path / "cards" / "v3.md", info).read_text()
     assert "base_model: Qwen/Qwen2.5-0.5B-Instruct" in card and "| mc_accuracy | 0.5000 | 0.6250 |" in card
-    assert "**promoted to champion**" in card
+    assert "**promoted to champion**" in card and "(gate run 2, 2026-11-22)" in card
     append_changelog(tmp_path / "CHANGELOG.md", info)
-    append_changelog(tmp_path / "CHANGELOG.md", {**info, "version": "4", "round": 3,
+    append_changelog(tmp_path / "CHANGELOG.md", {**info, "version": "4", "gate_run": 3,
                                                   "decision": {"promote": False, "reasons": ["inside the noise"]}})
     log = (tmp_path / "CHANGELOG.md").read_text()
-    assert log.startswith("# Changelog") and log.index("Round 2") < log.index("Round 3")
+    assert log.startswith("# Changelog") and log.index("## Gate run 2 ") < log.index("## Gate run 3 ")
     assert "version 4 kept as challenger" in log and "mc_accuracy 0.5000 -> 0.6250" in log

@@ -1,12 +1,12 @@
-"""Which candidates a round trains on (IRS's selection settings), when a job stops early, and how a
-question set is split into training and held-out parts."""
+"""Which candidates a round trains on (IRS's selection settings), and how a question set is split into
+training and held-out parts (early stopping needs the split; ``tests/unit/jobs/test_finish.py`` tests
+when a job stops)."""
 import pytest
 
-from irsflow.config import EarlyStopConfig, parse_request
+from irsflow.config import parse_request
 from irsflow.dataset import Question, split_heldout
 from irsflow.errors import ConfigError
 from irsflow.loop.scoring import select_candidates
-from irsflow.stages.heldout import best_round, stop_decision
 
 TOTALS = [[0.9, 0.1, 0.1, 0.1],  # a clear winner: mean 0.3
           [0.5, 0.5, 0.5, 0.4],  # no signal: best 0.5 vs mean 0.475
@@ -35,25 +35,6 @@ def test_selection_settings_are_irs_settings():
     assert parse_request({}).stage_config.selection() == {}
     with pytest.raises(ConfigError, match="stage_config.keep_top: not a setting of stage DPO"):
         parse_request({"stage": "DPO", "stage_config": {"keep_top": 2}})
-
-
-def h(rnd, reward, d2=0.5, words=40.0):
-    return {"round": rnd, "reward": reward, "distinct_2": d2, "mean_words": words}
-
-
-def test_stop_decision():
-    cfg = EarlyStopConfig(patience=2, min_gain=0.01, distinct2_floor=0.9, max_length_drift=0.5)
-    assert stop_decision([h(0, 0.5), h(1, 0.6)], cfg) == (False, None)
-    assert stop_decision([h(0, 0.5), h(1, 0.6), h(2, 0.605)], cfg) == (False, None)  # one round without a gain
-    stop, why = stop_decision([h(0, 0.5), h(1, 0.6), h(2, 0.605), h(3, 0.59)], cfg)
-    assert stop and why.startswith("no gain") and "for 2 round(s)" in why
-    stop, why = stop_decision([h(0, 0.5), h(1, 0.7, d2=0.44)], cfg)  # 0.44 < 0.9 x 0.5
-    assert stop and why.startswith("diversity")
-    stop, why = stop_decision([h(0, 0.5), h(1, 0.7, words=15.0)], cfg)  # -62% words
-    assert stop and why.startswith("length") and "-62%" in why
-    assert stop_decision([h(0, 0.5), h(1, 0.1)], None) == (False, None)  # off without settings
-    assert best_round([h(0, 0.9), h(1, 0.6), h(2, 0.7), h(3, 0.7)]) == 2  # round 0 is never "best"; ties: earliest
-    assert best_round([h(0, 0.5)]) is None
 
 
 def test_early_stop_needs_the_split():

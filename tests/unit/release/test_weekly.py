@@ -1,13 +1,14 @@
-"""The weekly round's library pieces: what counts as new, the prompt set's composition and
+"""The weekly cycle's library pieces: what counts as new, the prompt set's composition and
 high-risk share, strict settings, the codebook switch, the eval prompts' codebook rules, the report."""
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from irsflow.release import weekly
 from irsflow.codebook.store import Codebook
-from irsflow.config import CodebookConfig
+from irsflow.codebook.settings import CodebookConfig
 from irsflow.dataset import load_questions
 from irsflow.errors import InputError
 from irsflow.evals.suites import EvalSuites, _codebook_extra
@@ -55,12 +56,17 @@ def test_prompt_set_takes_every_new_question_then_the_high_risk_share_then_ancho
         weekly.compose_prompt_set(items, weekly.PromptSetSettings(n=40, min_high_risk_share=0.9, red_team=None))
 
 
-def test_prepare_round_writes_a_loadable_prompt_set(etl_dir):
-    out = weekly.prepare_round(weekly.WeeklySettings(prompts={"n": 8}), "r1", etl_dir)
+def test_prepare_cycle_writes_a_loadable_prompt_set(etl_dir, data_dir):
+    out = weekly.prepare_cycle(weekly.WeeklySettings(prompts={"n": 8}), "r1", etl_dir)
     qs = load_questions(out["prompts"])
     assert out["n_prompts"] == len(qs) == 8 and out["new_questions"] == 3 and out["new_samples"] == 3
-    empty = weekly.prepare_round(weekly.WeeklySettings(), "r2", None)
+    # the folder the code before the rename to "cycle" wrote: a retry across an upgrade finds its files
+    assert weekly.cycle_dir("r1") == data_dir / "weekly" / "r1" and Path(out["prompts"]).parent == data_dir / "weekly" / "r1"
+    empty = weekly.prepare_cycle(weekly.WeeklySettings(), "r2", None)
     assert empty["new_questions"] == 0 and "prompts" not in empty
+    for bad in ("", "../x", ".hidden"):
+        with pytest.raises(InputError, match="cycle id"):
+            weekly.cycle_dir(bad)
 
 
 def test_settings_are_strict_and_refuse_a_stage_that_cannot_be_served():
@@ -75,11 +81,11 @@ def test_settings_are_strict_and_refuse_a_stage_that_cannot_be_served():
 
 def test_codebook_is_used_once_it_exists_in_generation_and_eval_prompts(data_dir):
     s = weekly.WeeklySettings()
-    assert not weekly.round_codebook(s).enabled  # a fresh install has no codebook: the round still runs
+    assert not weekly.cycle_codebook(s).enabled  # a fresh install has no codebook: the cycle still runs
     Codebook().add("Explain Rayleigh scattering when asked why the sky is blue.", ["sky", "blue"],
                    ["Why is the sky blue?"], source="review", author="test")
-    assert weekly.round_codebook(s).enabled and weekly.gate_settings(s).suites.codebook.enabled
-    req = weekly.round_request(s, data_dir / "p.jsonl", 3, None)
+    assert weekly.cycle_codebook(s).enabled and weekly.gate_settings(s).suites.codebook.enabled
+    req = weekly.cycle_request(s, data_dir / "p.jsonl", 3, None)
     assert req.codebook.enabled and req.n_questions == 3 and req.init_adapter is None
     qs = load_questions("builtin:demo", 4)
     extra = _codebook_extra(EvalSuites(codebook=CodebookConfig(enabled=True)), qs)
@@ -88,7 +94,7 @@ def test_codebook_is_used_once_it_exists_in_generation_and_eval_prompts(data_dir
 
 
 def test_report_names_what_came_in_the_table_the_decision_and_the_cost(data_dir):
-    doc = {"round_id": "r9", "outcome": "Version 3 promoted to champion", "stage": "IRS",
+    doc = {"cycle_id": "r9", "outcome": "Version 3 promoted to champion", "stage": "IRS",
            "came_in": {"etl_run": "r9", "traces": 5, "thumbs_up": 2, "thumbs_down": 3, "corrections": 1},
            "prompts": {"n_prompts": 10, "high_risk": 4, "by_source": {"anchor": 3, "red_team": 3, "thumbs_down": 4}},
            "training": {"job_id": "r9", "stage": "IRS", "started_from": "champion version 2", "final_adapter": "/x",
@@ -100,5 +106,5 @@ def test_report_names_what_came_in_the_table_the_decision_and_the_cost(data_dir)
     path, md = weekly.write_report("r9", doc)
     assert path.read_text() == md and json.loads((path.parent / "report.json").read_text()) == doc
     for text in ("5 traces with feedback, 2 thumbs up, 3 thumbs down, 1 corrections", "| reward_mean | 0.7",
-                 "**promote**", "from champion version 2", "`/a` loaded as `x`", "5 calls, $0.0123", "1.50 min"):
+                 "**promote**", "from champion version 2", "# Weekly cycle `r9`", "`/a` loaded as `x`", "5 calls, $0.0123", "1.50 min"):
         assert text in md, text

@@ -3,7 +3,7 @@ the heuristic fallback and the optional cross-encoder path."""
 import numpy as np
 import pytest
 
-from irsflow.config import ScoringConfig
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.rewards import RewardBatch, RewardEnv, build_rewards, known_rewards, register_reward
 from irsflow.rewards.similarity import EmbeddingSimilarity, HeuristicSimilarity, load_similarity
 from irsflow.rewards.text import Concision
@@ -117,7 +117,7 @@ def test_plugged_in_reward_follows_the_contract():
 
 
 def test_tutoring_rewards_of_seed_004():
-    from irsflow.config import ScoringConfig
+    from irsflow.rewards.settings import ScoringConfig
     from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
 
     r = build_rewards(["question_ratio", "length_limit", "followup"], RewardEnv(settings=ScoringConfig(length_limit=3)))

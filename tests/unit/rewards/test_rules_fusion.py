@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from irsflow.config import ScoringConfig, parse_request
+from irsflow.config import parse_request
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.errors import ConfigError
 from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
 from irsflow.rewards.fusion import fuse

@@ -61,7 +61,7 @@ def test_the_cli_sends_no_key_to_a_requested_host(ear, tmp_path, data_dir):
                                "irs_config": {"n_iterations": 1, "n_candidates": 2, "max_new_tokens": 8,
                                               "dw_config": {"initial_weights": {"teacher": 1.0}}}}))
     env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_TEACHER_ALLOWED_HOSTS"}
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--request", str(req)], cwd=ROOT, timeout=300,
+    r = subprocess.run([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT, timeout=300,
                        env={**env, "IRSFLOW_DATA_DIR": str(data_dir)}, capture_output=True, text=True)
     assert r.returncode == 2 and "teacher.base_url" in r.stderr, (r.stdout[-2000:], r.stderr[-2000:])
     assert ear.seen == [] and KEY not in r.stdout + r.stderr

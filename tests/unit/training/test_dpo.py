@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from irsflow.config import LoraSettings
+from irsflow.settings import LoraSettings
 from irsflow.training.preference import pair_margins, train_preference
 from irsflow.errors import InputError
 from irsflow.stages.pairs import kto_rows, load_pairs

@@ -1,7 +1,8 @@
 """GRPO through TRL on the tiny model (CPU) with reward-contract scorers as its reward functions."""
 import pytest
 
-from irsflow.config import LoraSettings, ScoringConfig
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.settings import LoraSettings
 from irsflow.dataset import load_questions
 from irsflow.training.grpo import reward_funcs, train_grpo
 from irsflow.rewards import RewardEnv, build_rewards

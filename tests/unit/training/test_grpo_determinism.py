@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from irsflow.config import LoraSettings, ScoringConfig
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.settings import LoraSettings
 from irsflow.dataset import load_questions
 from irsflow.rewards import RewardEnv, build_rewards
 from irsflow.training.grpo import train_grpo

@@ -2,7 +2,7 @@
 of on-policy and anchor rows matches the configured ratio."""
 import pytest
 
-from irsflow.config import LoraSettings
+from irsflow.settings import LoraSettings
 from irsflow.training.preference import pair_margins
 from irsflow.errors import InputError
 from irsflow.training.onpolicy import mix_rows

@@ -3,7 +3,7 @@ update that moves probability toward the rewarded answers and away from the othe
 import pytest
 import torch
 
-from irsflow.config import LoraSettings
+from irsflow.settings import LoraSettings
 from irsflow.training.preference import pair_margins
 from irsflow.training.ppo import VALUE_HEAD, gae, next_kl_coef, train_ppo
 from irsflow.stages.ppo import PPOSettings

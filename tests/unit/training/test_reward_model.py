@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from irsflow.config import LoraSettings, ScoringConfig
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.settings import LoraSettings
 from irsflow.errors import ConfigError
 from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
 from irsflow.rewards.rm import RewardModelScorer

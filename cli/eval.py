@@ -1,9 +1,9 @@
 """`irsflow eval-gate`, `irsflow rollback`, `irsflow eval`, `irsflow weekly`: the eval gate and the
-weekly round from the shell.
+weekly cycle from the shell.
 
-    irsflow weekly [--settings weekly.json] [--submit]      # one weekly round (flow weekly-round)
+    irsflow weekly [--settings weekly.json] [--submit]      # one weekly cycle (flow weekly-cycle)
 
-    irsflow eval-gate --job JOB_ID [--settings gate.json]   # through Prefect (flow eval-gate)
+    irsflow eval-gate --job JOB_ID [--settings gate.json]   # one gate run through Prefect (flow eval-gate)
     irsflow rollback [--settings gate.json]                 # champion -> previous, vLLM reloaded
     irsflow eval --model builtin:smollm2-135m-instruct [--adapter DIR] [--settings gate.json]
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 
+from cli.teacher import load_json
+
 
 def _settings(path: str | None):
-    from flows.cli_teacher import _load
-    from irsflow.release.round import EvalGateSettings
+    from irsflow.release.gate_run import EvalGateSettings
 
-    return _load(EvalGateSettings, path, "settings") or EvalGateSettings()
+    return load_json(EvalGateSettings, path, "settings") or EvalGateSettings()
 
 
 def cmd_gate(args) -> int:
@@ -30,7 +31,7 @@ def cmd_gate(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from irsflow.release.round import rollback
+    from irsflow.release.gate_run import rollback
 
     print(json.dumps(rollback(_settings(args.settings)), indent=2, default=str))
     return 0
@@ -47,7 +48,7 @@ def cmd_eval(args) -> int:
     adapter = resolve_adapter(args.adapter, s.tracking)
     # a configured teacher takes its key from the environment (TeacherConfig.with_key)
     scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit)
-    from irsflow.release.round import scores_to_json
+    from irsflow.release.gate_run import scores_to_json
     from irsflow.release.registry import Registry
     from irsflow.store import atomic_write_json, data_dir, new_job_id
 
@@ -62,26 +63,25 @@ def cmd_eval(args) -> int:
 
 
 def cmd_weekly(args) -> int:
-    from flows.cli_teacher import _load
     from irsflow.release.weekly import WeeklySettings
 
-    settings = _load(WeeklySettings, args.settings, "settings") or WeeklySettings()  # bad settings fail here
+    settings = load_json(WeeklySettings, args.settings, "settings") or WeeklySettings()  # bad settings fail here
     if args.submit:
         from prefect.deployments import run_deployment
 
-        run = run_deployment("weekly-round/weekly", parameters={"settings": settings.model_dump(mode="json")},
+        run = run_deployment("weekly-cycle/weekly", parameters={"settings": settings.model_dump(mode="json")},
                              timeout=0)
         print(json.dumps({"flow_run_id": str(run.id), "name": run.name}))
         return 0
-    from flows.weekly_round import weekly_round
+    from flows.weekly_cycle import weekly_cycle
 
-    out = weekly_round(settings=settings)
-    print(json.dumps({k: out[k] for k in ("round_id", "outcome", "report")}, indent=2))
+    out = weekly_cycle(settings=settings)
+    print(json.dumps({k: out[k] for k in ("cycle_id", "outcome", "report")}, indent=2))
     return 0
 
 
 def add_eval_parsers(sub) -> None:
-    w = sub.add_parser("weekly", help="one weekly round: feedback -> prompts -> teacher -> train -> gate -> vLLM")
+    w = sub.add_parser("weekly", help="one weekly cycle: feedback -> prompts -> teacher -> train -> gate -> vLLM")
     w.add_argument("--settings", default=None, help="a WeeklySettings JSON (default: the built-in defaults)")
     w.add_argument("--submit", action="store_true", help="queue it on the weekly deployment instead of running here")
     w.set_defaults(fn=cmd_weekly)

@@ -3,7 +3,7 @@
     irsflow teacher label --job JOB_ID [--iteration 2]        # or --samples answers.jsonl
     irsflow teacher qc [--set gold=builtin:gold --set red_team=builtin:redteam]
     irsflow teacher prompts --source builtin:demo --source builtin:redteam:high-risk --n 200 --out prompts.jsonl
-    irsflow teacher export --out teacher_judgements.jsonl     # the whole cache in the seed's form
+    irsflow teacher export --out teacher_judgements.jsonl     # the whole cache, one judgement a line
     irsflow inspect JOB_ID                                    # report from cache + rules; no API call
 
 --teacher / --scoring take JSON files of the request's `teacher` / `scoring` blocks (no keys:
@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from irsflow.errors import ConfigError
 
 
-def _load(cls, path: str | None, what: str):
+def load_json(cls, path: str | None, what: str):
+    """``cls`` validated from the JSON file at ``path`` (None without a path); a bad file is a ConfigError."""
     if not path:
         return None
     try:
@@ -41,7 +42,7 @@ def _configs(args):
     from irsflow.config import ScoringConfig
     from irsflow.teacher import TeacherConfig
 
-    return _load(TeacherConfig, args.teacher, "teacher"), _load(ScoringConfig, args.scoring, "scoring")
+    return load_json(TeacherConfig, args.teacher, "teacher"), load_json(ScoringConfig, args.scoring, "scoring")
 
 
 def _print(summary: dict) -> None:
@@ -86,7 +87,7 @@ def cmd_prompts(args) -> int:
 def cmd_export(args) -> int:
     from irsflow.teacher import JudgementCache, TeacherConfig
 
-    teacher = _load(TeacherConfig, args.teacher, "teacher") or TeacherConfig()
+    teacher = load_json(TeacherConfig, args.teacher, "teacher") or TeacherConfig()
     path = teacher.resolved_cache_path()
     if not path.exists():
         raise ConfigError(f"teacher cache: none at {path}")

@@ -1,8 +1,8 @@
-"""The weekly round through the real Prefect server and a worker (the `weekly-round/weekly`
+"""The weekly cycle through the real Prefect server and a worker (the `weekly-cycle/weekly`
 deployment), on the tiny model, with Langfuse, the OpenAI-compatible teacher and vLLM as local
 HTTP servers speaking their wire formats: new feedback is extracted, the teacher is called once per
 new rated answer, a challenger is registered and gated with its numbers recorded, and the promoted
-adapter is hot-loaded. The round's process is then killed mid-training and the run retried: no
+adapter is hot-loaded. The cycle's process is then killed mid-training and the run retried: no
 teacher call, no Langfuse extraction and no finished phase is repeated. A week with nothing new
 evaluates the champion, registers nothing, and says so."""
 import json
@@ -85,14 +85,14 @@ def wait_final(run_id, timeout=600):
 
 
 @pytest.mark.slow
-def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services, tiny_model):
+def test_weekly_cycle_closes_the_loop_then_resumes_after_a_kill(stack, services, tiny_model):
     lf, teacher, vllm = services
     os.environ["IRSFLOW_DATA_DIR"] = str(stack["data_dir"])
     rule = Codebook().add("Explain Rayleigh scattering when asked why the sky is blue.", ["sky", "blue"],
                           ["Why is the sky blue?"], source="review", author="test")
-    run = run_deployment("weekly-round/weekly", parameters={"settings": settings(tiny_model, lf, teacher, vllm)},
+    run = run_deployment("weekly-cycle/weekly", parameters={"settings": settings(tiny_model, lf, teacher, vllm)},
                          timeout=0)
-    # find the round's training job, then kill the round's process in iteration 2's SFT
+    # find the cycle's training job, then kill the cycle's process in iteration 2's SFT
     deadline = time.time() + 300
     store = None
     while time.time() < deadline:
@@ -105,7 +105,7 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
         time.sleep(0.05)
     else:
         pytest.fail(f"never reached iteration 2 SFT: {store and store.read_status()}")
-    round_id = store.job_id
+    cycle_id = store.job_id
     calls_before = teacher.count
     assert calls_before == len(FEEDBACK)  # one teacher call per new rated answer
     lf_requests = sum(lf.counts.values())
@@ -124,22 +124,22 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     assert state.is_completed(), state
     assert teacher.count == calls_before, "the retry re-billed teacher calls"
     assert sum(lf.counts.values()) == lf_requests, "the retry extracted from Langfuse again"
-    states = task_runs_after(round_id, retried_at)
+    states = task_runs_after(cycle_id, retried_at)
     assert states == {"generate-iter-1": "Cached", "score-iter-1": "Cached", "sft-iter-1": "Cached",
                       "generate-iter-2": "Cached", "score-iter-2": "Cached", "sft-iter-2": "Completed"}, states
 
-    report = json.loads((stack["data_dir"] / "weekly" / round_id / "report.json").read_text())
-    assert report["came_in"] == {"etl_run": round_id, "traces": 6, "thumbs_up": 2, "thumbs_down": 4, "corrections": 0}
+    report = json.loads((stack["data_dir"] / "weekly" / cycle_id / "report.json").read_text())
+    assert report["cycle_id"] == cycle_id and report["came_in"] == {"etl_run": cycle_id, "traces": 6, "thumbs_up": 2, "thumbs_down": 4, "corrections": 0}
     assert report["prompts"]["n_prompts"] == 10 and report["prompts"]["high_risk"] >= 4
     assert report["prompts"]["by_source"]["thumbs_down"] == 4  # every new question (the pair's counts once)
     assert report["cost"]["teacher_calls"] == len(FEEDBACK) and report["cost"]["gpu_minutes"] > 0
     assert report["cost"]["teacher_usd"] > 0  # priced from the usage ledger of the labelling run
     g = report["gate"]
-    print(f"weekly round {round_id}: {report['outcome']}; gate {g['reasons']}; cost {report['cost']}")
-    assert g["version"] == "1" and "reward_mean" in g["table"] and g["reasons"]
+    print(f"weekly cycle {cycle_id}: {report['outcome']}; gate {g['reasons']}; cost {report['cost']}")
+    assert g["version"] == "1" and g["gate_run"] == 1 and "reward_mean" in g["table"] and g["reasons"]
     reg = Registry(TrackingSettings())
     mv = reg.version(g["version"])
-    assert mv.tags["job_id"] == round_id and mv.tags["gate.promote"] == str(g["promote"]).lower()
+    assert mv.tags["job_id"] == cycle_id and mv.tags["gate.promote"] == str(g["promote"]).lower()
     assert json.loads(mv.tags["gate.numbers"])["primary"]["mean_diff"] is not None
     # conc rewards stopping early, which the tiny model learns in two iterations (gain +0.08, CI above 0)
     assert g["promote"] and reg.version(CHAMPION).version == 1
@@ -148,18 +148,18 @@ def test_weekly_round_closes_the_loop_then_resumes_after_a_kill(stack, services,
     rows = [json.loads(x) for x in (store.phase_dir(1) / "candidates.jsonl").read_text().splitlines()]
     sky = next(r for r in rows if r["question"] == "Why is the sky blue?")
     assert sky["codebook"]["rule_ids"] == [rule.id] and "Rayleigh" in sky["prompt"][0]["content"]
-    md = (stack["data_dir"] / "weekly" / round_id / "report.md").read_text()
+    md = (stack["data_dir"] / "weekly" / cycle_id / "report.md").read_text()
     assert "## What came in" in md and "| reward_mean |" in md and "sk-teach" not in md
     with get_client(sync_client=True) as client:
         art = client.read_artifacts()
-    assert any(a.key == "weekly-round" and round_id in (a.description or "") for a in art)
+    assert any(a.key == "weekly-cycle" and cycle_id in (a.description or "") for a in art)
 
     # a week with no new feedback: the champion is evaluated, nothing is registered
     versions = len(reg.client.search_model_versions(f"name='{reg.s.model_name}'"))
-    run2 = run_deployment("weekly-round/weekly", parameters={"settings": settings(tiny_model, lf, teacher, vllm)},
+    run2 = run_deployment("weekly-cycle/weekly", parameters={"settings": settings(tiny_model, lf, teacher, vllm)},
                           timeout=0)
     assert wait_final(run2.id).is_completed()
-    rid2 = next(p.name for p in (stack["data_dir"] / "weekly").iterdir() if p.name != round_id)
+    rid2 = next(p.name for p in (stack["data_dir"] / "weekly").iterdir() if p.name != cycle_id)
     report2 = json.loads((stack["data_dir"] / "weekly" / rid2 / "report.json").read_text())
     assert report2["training"] is None and report2["outcome"].startswith("No new feedback")
     assert len(reg.client.search_model_versions(f"name='{reg.s.model_name}'")) == versions

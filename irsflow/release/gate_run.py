@@ -1,19 +1,23 @@
-"""One eval-gate round, as library steps the Prefect flow strings together (and tests call):
+"""One gate run: the eval gate judging one challenger, as library steps the Prefect flow strings
+together (and tests call):
 
     s = EvalGateSettings(model_id=..., suites=..., gate=..., vllm=...)
     version = register_job(s, store)                       # job -> MLflow run -> version, alias challenger
     champ = evaluate(s, registry.adapter_path("champion"), out_dir / "champion")   # None: the base model
     chall = evaluate(s, registry.adapter_path(version), out_dir / "challenger")
-    result = decide_and_record(s, version, champ, chall, round_dir)   # MLflow run + tags, eval_round_<n>.json
-    if result["promote"]: promote_and_deploy(s, result, champ_path)    # vLLM first, then alias and card
+    n = next_gate_run(registry)                            # this gate run's number
+    result = decide_and_record(s, version, champ, chall, n, champ_version)   # MLflow + tags, gate_run_<n>.json
+    if result["promote"]: promote_and_deploy(s, result, champ_path)         # vLLM first, then alias and card
 
-Each step writes its files atomically under ``<data dir>/evals/round_<n>/``. Adapters are the
-registry's local copies (``Registry.adapter_path``: downloaded through MLflow into the cache), so
-the round works against an ``mlflow server`` whose disk this machine does not share.
+Gate runs are numbered per registered model (``next_gate_run``: the model's ``gate_runs`` tag + 1).
+Each step writes its files atomically under ``<data dir>/evals/<model>/gate_run_<n>/``. (A training
+round's own eval is ``eval_round_<n>.json`` in its job dir; a gate run is not a training round.)
+Adapters are the registry's local copies (``Registry.adapter_path``: downloaded through MLflow into
+the cache), so a gate run works against an ``mlflow server`` whose disk this machine does not share.
 
 A promotion serves first and moves the alias second: if vLLM cannot serve the new version the
 registry is left exactly as it was (no champion where there was none, the previous one where
-there was one) and the round fails with :class:`ServingError`, which carries the server's HTTP
+there was one) and the gate run fails with :class:`ServingError`, which carries the server's HTTP
 status so the orchestrator retries 429/5xx and connection failures (``tasks.eval.deploy_task``)
 and fails a 404 at once.
 """
@@ -28,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from irsflow.errors import InputError
 from irsflow.evals.card import append_changelog, model_card
-from irsflow.rewards.dialogue import write_eval_round
 from irsflow.evals.gate import Decision, EvalScores, GateConfig, decide
 from irsflow.evals.suites import EvalSuites, run_suites
 from irsflow.release.adapter_cache import check_adapter
@@ -41,7 +44,7 @@ log = logging.getLogger("irsflow.evals")
 
 
 class EvalGateSettings(BaseModel):
-    """Everything an eval-gate round reads; strict, validated before any model loads."""
+    """Everything a gate run reads; strict, validated before any model loads."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     model_id: str | None = Field(None, description="base model; default the job's model_id")
     load_in_4bit: bool = False
@@ -51,18 +54,30 @@ class EvalGateSettings(BaseModel):
     vllm: VLLMSettings | None = Field(None, description="hot-load the champion here on promotion; None: no serving")
 
 
-def round_dir(s: EvalGateSettings, n: int) -> Path:
-    return data_dir() / "evals" / s.tracking.model_name / f"round_{n}"
+GATE_RUNS_TAG = "gate_runs"  # registered-model tag: how many gate runs the model has had
+# A registry written before gate runs had this name counts them in the old tag: its number is
+# continued, and the old tag is dropped once ``gate_runs`` replaces it.
+OLD_GATE_RUNS_TAG = "gate_rounds"  # compatibility fallback: read when gate_runs is absent
 
 
-def next_round(reg: Registry) -> int:
+def gate_run_dir(s: EvalGateSettings, n: int) -> Path:
+    return data_dir() / "evals" / s.tracking.model_name / f"gate_run_{n}"
+
+
+def next_gate_run(reg: Registry) -> int:
     from mlflow.exceptions import MlflowException
 
     try:
         rm = reg.client.get_registered_model(reg.s.model_name)
     except MlflowException:
         return 1
-    return int(rm.tags.get("gate_rounds", "0")) + 1
+    return int(rm.tags.get(GATE_RUNS_TAG, rm.tags.get(OLD_GATE_RUNS_TAG, "0"))) + 1
+
+
+def _count_gate_run(reg: Registry, n: int) -> None:
+    reg.client.set_registered_model_tag(reg.s.model_name, GATE_RUNS_TAG, str(n))
+    if OLD_GATE_RUNS_TAG in reg.client.get_registered_model(reg.s.model_name).tags:  # compatibility, see above
+        reg.client.delete_registered_model_tag(reg.s.model_name, OLD_GATE_RUNS_TAG)
 
 
 def register_job(s: EvalGateSettings, store: JobStore) -> str:
@@ -97,11 +112,11 @@ def evaluate(s: EvalGateSettings, model_path: str, adapter: str | None, out: Pat
 
 def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challenger: dict, n: int,
                       champion_version: str | None) -> dict:
-    """The gate's decision; every number to an MLflow eval run, the version's tags and
-    ``eval_round_<n>.json``. Returns the result the flow reports and deploys from."""
+    """Gate run ``n``'s decision; every number to an MLflow eval run, the version's tags and
+    ``gate_run_<n>.json``. Returns the result the flow reports and deploys from."""
     d: Decision = decide(scores_from_json(champion), scores_from_json(challenger), s.gate)
     reg = Registry(s.tracking)
-    run = reg.client.create_run(reg.experiment_id, run_name=f"gate-round-{n}-v{version}",
+    run = reg.client.create_run(reg.experiment_id, run_name=f"gate-run-{n}-v{version}",
                                 tags={"irsflow.kind": "eval-gate", "irsflow.version": version,
                                       "irsflow.champion_version": champion_version or "base"})
     rid = run.info.run_id
@@ -112,26 +127,26 @@ def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challen
     for k in ("mean_diff", "ci_low", "ci_high"):
         reg.client.log_metric(rid, f"gate.{k}", p[k])
     tags = {"gate.promote": str(d.promote).lower(), "gate.reasons": " | ".join(d.reasons)[:4900],
-            "gate.numbers": json.dumps(d.numbers, default=float)[:4900], "gate.round": str(n),
+            "gate.numbers": json.dumps(d.numbers, default=float)[:4900], "gate.run": str(n),
             "gate.champion_version": champion_version or "base"}
-    for k, v in tags.items():  # on the round's run and on the version it judged
+    for k, v in tags.items():  # on the gate run's MLflow run and on the version it judged
         reg.client.set_tag(rid, k, v)
         reg.client.set_model_version_tag(reg.s.model_name, version, k, v)
     reg.finish(rid)
-    reg.client.set_registered_model_tag(reg.s.model_name, "gate_rounds", str(n))
-    result = {"round": n, "version": version, "champion_version": champion_version, "promote": d.promote,
+    _count_gate_run(reg, n)
+    result = {"gate_run": n, "version": version, "champion_version": champion_version, "promote": d.promote,
               "reasons": d.reasons, "numbers": d.numbers, "mlflow_run_id": rid, "date": utc_now()[:10],
               "metrics": {k: (champion["scalars"].get(k), challenger["scalars"].get(k)) for k in challenger["scalars"]}}
-    write_eval_round(round_dir(s, n) / f"eval_round_{n}.json", n, {
-        "version": version, "champion_version": champion_version, "gate": {"promote": d.promote, "reasons": d.reasons,
-                                                                           "numbers": d.numbers},
+    atomic_write_json(gate_run_dir(s, n) / f"gate_run_{n}.json", {
+        "gate_run": n, "created_at": utc_now(), "version": version, "champion_version": champion_version,
+        "gate": {"promote": d.promote, "reasons": d.reasons, "numbers": d.numbers},
         "champion": {"scalars": champion["scalars"], "dialogue": champion["details"].get("dialogue")},
         "challenger": {"scalars": challenger["scalars"], "dialogue": challenger["details"].get("dialogue")}})
     return result
 
 
 class ServingError(RuntimeError):
-    """vLLM could not serve the new champion; the registry was left as it was before the round.
+    """vLLM could not serve the new champion; the registry was left as it was before the gate run.
     ``status_code``: the server's HTTP status (None: no answer), which ``irsflow.retry.failure_kind``
     reads to retry 429/5xx and connection errors and fail anything else at once. Never an
     ``InputError``: the adapter passed its checks, the server is what failed."""
@@ -193,10 +208,10 @@ def _serve_back(v: VLLMSettings, previous_path: str | None) -> None:
 
 
 def _card_info(reg: Registry, result: dict) -> dict:
-    """What the model card and the changelog say about a round's version."""
+    """What the model card and the changelog say about a gate run's version."""
     mv = reg.version(result["version"])
     return {"version": result["version"], "base_model": mv.tags.get("base_model", ""),
-            "job_id": mv.tags.get("job_id", ""), "round": result["round"], "date": result["date"],
+            "job_id": mv.tags.get("job_id", ""), "gate_run": result["gate_run"], "date": result["date"],
             "data": {k: v for k, v in mv.tags.items() if k.endswith("sha256")}, "metrics": result["metrics"],
             "decision": {"promote": result["promote"], "reasons": result["reasons"]}}
 
@@ -232,7 +247,7 @@ def rollback(s: EvalGateSettings) -> dict:
 
 def gate_markdown(result: dict) -> str:
     p = result["numbers"]["primary"]
-    lines = [f"# Eval gate, round {result['round']}: version {result['version']} vs "
+    lines = [f"# Eval gate, gate run {result['gate_run']}: version {result['version']} vs "
              f"{'version ' + result['champion_version'] if result['champion_version'] else 'the base model'}", "",
              f"**{'PROMOTED' if result['promote'] else 'NOT promoted'}**", "", *[f"- {r}" for r in result["reasons"]], "",
              f"Primary `{p['metric']}`: champion {p['champion']:.4f}, challenger {p['challenger']:.4f}, gain "
@@ -253,4 +268,4 @@ def require_challenger(reg: Registry, version: str | None) -> str:
 
 
 __all__ = ["EvalGateSettings", "ServingError", "register_job", "evaluate", "decide_and_record", "promote_and_deploy",
-           "changelog", "rollback", "gate_markdown", "next_round", "round_dir", "require_challenger"]
+           "changelog", "rollback", "gate_markdown", "next_gate_run", "gate_run_dir", "require_challenger"]

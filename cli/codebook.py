@@ -8,14 +8,13 @@
     irsflow codebook export --format jsonl|json --out FILE [--version N]
     irsflow codebook import FILE
 
-Every subcommand takes ``--path FILE`` (default ``<data dir>/codebook.sqlite``). Runs standalone too:
-``python -m flows.cli_codebook list``. Exit codes: 0 ok, 2 bad input.
+Every subcommand takes ``--path FILE`` (default ``<data dir>/codebook.sqlite``). Without the console
+script: ``python -m cli codebook list``. Exit codes: 0 ok, 2 bad input.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from irsflow.codebook.store import Codebook, Rule
 
@@ -140,14 +139,3 @@ def add_codebook_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("file")
     s.set_defaults(fn=cmd_import)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.cli_codebook ARGS`` = ``irsflow codebook ARGS`` (same parser, same exit codes)."""
-    from flows.cli import main as irsflow_main
-
-    return irsflow_main(["codebook", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

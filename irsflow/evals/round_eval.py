@@ -1,9 +1,13 @@
-"""The EVALUATING phase (seed 004 steps 4-5): after a round's training, answer the first
-``stage_config.eval_questions`` questions with the new adapter, then write ``eval_round_<n>.json``
-(dialogue metrics, diversity, the request's reward means, the round's training figures) and rebuild
-the job's ``CHANGELOG.md`` with one line per evaluated round.
+"""The EVALUATING phase of a round: the held-out answers (``irsflow.evals.heldout``) where the job holds
+questions out, and the round eval where it is on (``stage_config.eval_each_round``).
 
-    doc = run_round_eval(store, req, 2, weights={"rel": 1.0})
+The round eval answers the first ``stage_config.eval_questions`` training questions with the round's
+new adapter (sampling as the job does), writes ``eval_round_<n>.json`` (dialogue metrics, diversity,
+the request's reward means, the round's training figures) and rebuilds the job's ``CHANGELOG.md``
+with one line per evaluated round.
+
+    out = run_evaluation(store, req, 2, start_adapter=None, weights={"rel": 1.0})   # the whole phase
+    doc = run_round_eval(store, req, 2, weights={"rel": 1.0})                       # the round eval only
 """
 from __future__ import annotations
 
@@ -12,48 +16,63 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from irsflow.evals.answers import answer_and_score
+from irsflow.evals.heldout import NO_SPEND, evaluate_heldout, heldout_path
+from irsflow.loop import EVALUATING, TRAINING
+from irsflow.loop.phases import phase_reporter
 from irsflow.loop.questions import train_questions
 from irsflow.rewards.dialogue import dialogue_metrics, diversity, write_eval_round
-from irsflow.loop.generate import generate_candidates
-from irsflow.models import resolve_model
-from irsflow.loop.phases import phase_reporter
-from irsflow.rewards import RewardEnv, build_rewards
-from irsflow.rewards.similarity import load_similarity
-from irsflow.loop.scoring import score_candidates
+from irsflow.stages import get_stage
 from irsflow.store import JobStore, ProgressFn, atomic_write_text, hash_path
 
 if TYPE_CHECKING:
     from irsflow.config import TrainRequest
 
-log = logging.getLogger("irsflow.stages")
+log = logging.getLogger("irsflow.evals")
 HEADLINE = ("question_ratio", "mean_answer_words", "distinct_2", "reward")
+SEED_OFFSET = 10_000  # generation seeds of the round eval: apart from the rounds' and the held-out answers'
 
 
 def eval_round_path(store: JobStore, iteration: int) -> Path:
     return store.dir / f"eval_round_{iteration}.json"
 
 
+def run_evaluation(store: JobStore, req: TrainRequest, iteration: int, start_adapter: str | None,
+                   weights: dict[str, float], progress: ProgressFn | None = None) -> dict:
+    """The EVALUATING phase: the held-out answers of the round's adapter (and, in round 1, of the start
+    model ``start_adapter``) where the job holds questions out, then the round eval where it is on."""
+    stage = get_stage(req.stage)
+    report = phase_reporter(store, iteration, EVALUATING, progress)
+    report(0)
+    out: dict = {"seconds": 0.0}
+    if stage.evaluates_heldout(req):
+        if iteration == 1 or not heldout_path(store, 0).exists():
+            out["heldout_start"] = evaluate_heldout(store, req, 0, start_adapter if iteration == 1 else
+                                                    store.read_config().get("init_adapter_path"))
+        out["heldout"] = evaluate_heldout(store, req, iteration, str(store.checkpoint(iteration)),
+                                          progress=lambda p: report(0.5 * p))
+        out["seconds"] += out["heldout"]["seconds"] + out.get("heldout_start", {}).get("seconds", 0.0)
+        out["path"] = str(heldout_path(store, iteration))
+    if stage.round_eval(req):
+        doc = run_round_eval(store, req, iteration, weights, progress=None)
+        out.update({**doc, "seconds": out["seconds"] + doc["seconds"]})
+    report(100)
+    return out
+
+
 def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, weights: dict[str, float],
                    progress: ProgressFn | None = None) -> dict:
     """Answer the round's eval questions with its adapter; score them with ``weights`` (the round's)."""
-    cfg = req.irs_config
-    report = phase_reporter(store, iteration, "EVALUATING", progress)
+    report = phase_reporter(store, iteration, EVALUATING, progress)
     report(0)
-    questions = train_questions(req)[:req.stage_config.eval_questions]
-    adapter = str(store.checkpoint(iteration))
-    rows, stats = generate_candidates(
-        resolve_model(req.model_id), adapter, questions, n_candidates=1, max_new_tokens=cfg.max_new_tokens,
-        sampling=cfg.sampling, seed=req.seed, iteration=10_000 + iteration, gen_batch_size=cfg.gen_batch_size,
-        top_k=req.top_k, system_prompt=req.system_prompt, load_in_4bit=cfg.load_in_4bit,
-        progress=lambda p: report(0.8 * p))
-    answers = [r["candidates"][0]["text"] for r in rows]
-    env = RewardEnv(settings=req.scoring, similarity=load_similarity(req.scoring))
     if req.teacher is not None and req.uses_teacher():
-        weights = {k: v for k, v in weights.items() if k not in ("teacher", "rlaif")}  # no teacher spend on evals
-    scored = score_candidates([{"question": r["question"], "context": r["context"], "reference": r.get("reference"),
-                                "candidates": [a]} for r, a in zip(rows, answers)],
-                              build_rewards(list(weights), env), weights) if weights else None
-    training = [m for m in store.read_metrics() if m.get("iter") == iteration and m.get("phase") == "TRAINING"
+        weights = {k: v for k, v in weights.items() if k not in NO_SPEND}  # no teacher spend on evals
+    adapter = str(store.checkpoint(iteration))
+    scored = answer_and_score(req, adapter, train_questions(req)[:req.stage_config.eval_questions], weights,
+                              iteration=SEED_OFFSET + iteration, sampling=req.irs_config.sampling,
+                              progress=lambda p: report(0.8 * p))
+    rows, answers = scored.rows, scored.answers
+    training = [m for m in store.read_metrics() if m.get("iter") == iteration and m.get("phase") == TRAINING
                 and "loss" in m]
     results = {
         "stage": req.stage, "job_id": store.job_id, "adapter": adapter, "adapter_sha256": hash_path(store.checkpoint(iteration)),
@@ -61,14 +80,15 @@ def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, weights: 
         "dialogue": dialogue_metrics([[{"role": "user", "content": r["question"]}, {"role": "assistant", "content": a}]
                                       for r, a in zip(rows, answers)]),
         "diversity": diversity(answers),
-        "rewards": ({"weighted_mean": round(scored.avg_reward / (sum(weights.values()) or 1.0), 6),
-                     **{k: (None if v is None else round(v, 6)) for k, v in scored.means.items()}} if scored else {}),
+        "rewards": ({"weighted_mean": round(sum(scored.rewards) / max(len(scored.rewards), 1), 6),
+                     **{k: (None if v is None else round(v, 6)) for k, v in scored.means.items()}}
+                    if scored.totals is not None else {}),
         "training": training[-1] if training else None,
         "answers": [{"id": r["id"], "answer": a} for r, a in zip(rows, answers)],
     }
     doc = write_eval_round(eval_round_path(store, iteration), iteration, results)
     rebuild_changelog(store, req)
-    store.metric(iteration, "EVALUATING", question_ratio=round(results["dialogue"]["question_ratio"], 4),
+    store.metric(iteration, EVALUATING, question_ratio=round(results["dialogue"]["question_ratio"], 4),
                  mean_answer_words=round(results["dialogue"]["mean_answer_words"], 2),
                  distinct_2=round(results["diversity"]["distinct_2"], 4),
                  reward=results["rewards"].get("weighted_mean"))
@@ -77,7 +97,7 @@ def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, weights: 
              results["dialogue"]["question_ratio"], results["dialogue"]["mean_answer_words"],
              results["diversity"]["distinct_2"], results["rewards"].get("weighted_mean"))
     return {"path": str(eval_round_path(store, iteration)), "sha256": hash_path(eval_round_path(store, iteration)),
-            "seconds": stats["seconds"], "dialogue": results["dialogue"], "diversity": results["diversity"],
+            "seconds": scored.seconds, "dialogue": results["dialogue"], "diversity": results["diversity"],
             "rewards": results["rewards"], "round": doc["round"]}
 
 
@@ -108,28 +128,3 @@ def rebuild_changelog(store: JobStore, req: TrainRequest) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(store.dir / "CHANGELOG.md", text)
     return text
-
-
-def run_evaluation(store: JobStore, req: TrainRequest, iteration: int, start_adapter: str | None,
-                   weights: dict[str, float], progress: ProgressFn | None = None) -> dict:
-    """The EVALUATING phase: the held-out answers of the round's adapter (and, in round 1, of the start
-    model ``start_adapter``) where the job holds questions out, then the round eval where it is on."""
-    from irsflow.stages import get_stage
-    from irsflow.stages.heldout import evaluate_heldout, heldout_path
-
-    report = phase_reporter(store, iteration, "EVALUATING", progress)
-    report(0)
-    out: dict = {"seconds": 0.0}
-    if get_stage(req.stage).evaluates_heldout(req):
-        if iteration == 1 or not heldout_path(store, 0).exists():
-            out["heldout_start"] = evaluate_heldout(store, req, 0, start_adapter if iteration == 1 else
-                                                    store.read_config().get("init_adapter_path"))
-        out["heldout"] = evaluate_heldout(store, req, iteration, str(store.checkpoint(iteration)),
-                                          progress=lambda p: report(0.5 * p))
-        out["seconds"] += out["heldout"]["seconds"] + out.get("heldout_start", {}).get("seconds", 0.0)
-        out["path"] = str(heldout_path(store, iteration))
-    if get_stage(req.stage).round_eval(req):
-        doc = run_round_eval(store, req, iteration, weights, progress=None)
-        out.update({**doc, "seconds": out["seconds"] + doc["seconds"]})
-    report(100)
-    return out
