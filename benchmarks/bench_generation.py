@@ -2,7 +2,7 @@
 
 Workload: the first 8 demo questions, 4 candidates each, 32 new tokens, top_k=2 contexts in the
 system turn, the default request's system prompt and sampling settings
-(``TrainRequest().irs_config.sampling``), the model loaded once (float32 on CPU).
+(``TrainRequest().shared.sampling``), the model loaded once (float32 on CPU).
 
     A  batched: all 8 prompts in one ``sample_batch`` call with n=4 (32 sequences).
     B  sequential: 32 ``sample_batch`` calls, each with one prompt and n=1.
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     from irsflow.models import load_model, load_tokenizer, resolve_model
 
     req = TrainRequest()
-    sampling = req.irs_config.sampling
+    sampling = req.shared.sampling
     t = time.perf_counter()
     path = resolve_model(MODEL_ID)
     resolve_s = time.perf_counter() - t

@@ -2,7 +2,7 @@
 
 One iteration = generate -> score -> sft on a fresh job (``create_job``, not timed) each repeat:
 
-    A  through Prefect: ``flows.irs.irs_iteration(job_id, 1, None, weights, [])``, the flow that
+    A  through Prefect: ``flows.train.train_round(job_id, 1)``, the flow that
        ``irsflow train`` runs per iteration (a flow run + three task runs: generate and sft tagged
        ``gpu`` under the concurrency limit, score tagged ``cpu``), against the temporary local
        Prefect server that Prefect starts by itself (no PREFECT_API_URL).
@@ -111,7 +111,7 @@ def demo_request() -> dict:
     return data
 
 
-def make_runners(request: dict, irs_iteration, phases):
+def make_runners(request: dict, train_round, phases):
     """(via_prefect, direct): each runs one iteration on a fresh job and returns
     (seconds, seconds inside the phase functions, seconds in slot calls, avg_reward)."""
     from irsflow.config import parse_request
@@ -120,7 +120,7 @@ def make_runners(request: dict, irs_iteration, phases):
     from irsflow.store import no_progress
 
     req = parse_request(request)
-    weights = dict(req.irs_config.dw_config.initial_weights)
+    weights = dict(req.shared.dw_config.initial_weights)
     run_generate, run_score, train = phases
 
     def via_prefect():
@@ -128,7 +128,7 @@ def make_runners(request: dict, irs_iteration, phases):
         _PHASE_SECONDS.clear()
         _SLOT_SECONDS.clear()
         t0 = time.perf_counter()
-        out = irs_iteration(store.job_id, 1)
+        out = train_round(store.job_id, 1)
         dt = time.perf_counter() - t0
         assert out["train"]["steps"] > 0 and len(_PHASE_SECONDS) == 3, (out, _PHASE_SECONDS)
         return dt, sum(_PHASE_SECONDS), sum(_SLOT_SECONDS), out["score"]["avg_reward"]
@@ -148,8 +148,8 @@ def make_runners(request: dict, irs_iteration, phases):
     return req, via_prefect, direct
 
 
-def measure(label: str, request: dict, irs_iteration, phases) -> dict:
-    req, via_prefect, direct = make_runners(request, irs_iteration, phases)
+def measure(label: str, request: dict, train_round, phases) -> dict:
+    req, via_prefect, direct = make_runners(request, train_round, phases)
     times = {"A": [], "B": []}
     inside = {"A": [], "B": []}
     slots = {"A": [], "B": []}
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     from prefect.settings import PREFECT_API_URL
 
     import irsflow.jobs.rounds as rounds
-    from flows.irs import irs_iteration
+    from flows.train import train_round
     from irsflow.stages.irs import IRS
     from irsflow.models.tiny import build_tiny_model
     from tasks.limits import ensure_gpu_limit
@@ -218,21 +218,21 @@ def main(argv: list[str] | None = None) -> dict:
     # Untimed: one direct tiny iteration imports and initialises everything (TRL, PEFT, MiniLM).
     t0 = time.perf_counter()
     tiny_dir = str(build_tiny_model(Path(_TMP) / "tiny-model"))
-    make_runners(tiny_request(tiny_dir), irs_iteration, phases)[2]()
+    make_runners(tiny_request(tiny_dir), train_round, phases)[2]()
     warm_s = time.perf_counter() - t0
     print(f"warm-up direct tiny iteration done in {warm_s:.1f}s", flush=True)
 
     results: dict = {}
     t_all = time.perf_counter()
     if "tiny" in parts:
-        results["tiny"] = measure("tiny", tiny_request(tiny_dir), irs_iteration, phases)
+        results["tiny"] = measure("tiny", tiny_request(tiny_dir), train_round, phases)
     if "demo" in parts:
         from irsflow.models import load_model, load_tokenizer, resolve_model
 
         # Convert the GGUF if needed and read the weights once (page cache), outside any timing.
         demo_dir = resolve_model(demo_request().get("model_id", "builtin:smollm2-135m-instruct"))
         load_tokenizer(demo_dir), load_model(demo_dir)
-        results["demo"] = measure("demo", demo_request(), irs_iteration, phases)
+        results["demo"] = measure("demo", demo_request(), train_round, phases)
 
     report = {
         "benchmark": "prefect_overhead",

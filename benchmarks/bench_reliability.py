@@ -4,7 +4,7 @@
    stop), wait for the zombie automation to mark the run Crashed, start a new worker, and
    `prefect flow-run retry`: which phases ran again (target: only the interrupted SFT), and
    whether every file the job had written before the kill is still there, unchanged.
-2. Two jobs of the weekly request (the `irs-weekly` deployment) triggered at once: the peak number
+2. Two jobs of the weekly request (the `train/weekly-job` deployment) triggered at once: the peak number
    of GPU-tagged task runs running at the same moment, from Prefect's own task-run timestamps
    (target 1).
 
@@ -62,8 +62,9 @@ def kill_worker_mid_sft(st, model: str) -> None:
     from irsflow.store import hash_path
 
     store = create_job(_request(model, 2))
-    run = run_deployment("irs-train/irs-manual", parameters={"request": None, "job_id": store.job_id}, timeout=0)
-    while not (store.read_status().get("current_iteration") == 2 and store.read_status().get("current_phase") == "TRAINING"):
+    run = run_deployment("train/manual", parameters={"request": None, "job_id": store.job_id}, timeout=0)
+    while not (store.read_status().get("current_round") == 2
+               and store.read_status().get("current_phase") == "TRAINING"):
         time.sleep(0.05)
     before = {p: hash_path(p) for p in store.dir.rglob("*") if p.is_file() and p.name not in
               ("status.json", "metrics.jsonl", "train.log")}  # these three keep growing by design
@@ -97,7 +98,7 @@ def two_weekly_jobs(model: str) -> None:
     from prefect.deployments import run_deployment
 
     params = {"request": _request(model, 1)}
-    runs = [run_deployment("irs-train/irs-weekly", parameters=params, timeout=0) for _ in range(2)]
+    runs = [run_deployment("train/weekly-job", parameters=params, timeout=0) for _ in range(2)]
     t0 = datetime.now(timezone.utc)
     with get_client(sync_client=True) as client:
         for r in runs:

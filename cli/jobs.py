@@ -22,8 +22,13 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-def _fmt(d: dict) -> str:
-    return ", ".join(f"{k}={'-' if v is None else f'{v:.3f}'}" for k, v in d.items())
+def _fmt(d: dict | None) -> str:
+    """Reward means or weights; a stage that scores nothing has none."""
+    return ", ".join(f"{k}={'-' if v is None else f'{v:.3f}'}" for k, v in d.items()) if d else "-"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _quiet_progress_bars() -> None:
@@ -45,10 +50,10 @@ def cmd_train(args) -> int:
     print(f"job_id: {store.job_id}", flush=True)
     print(f"job_dir: {store.dir}", flush=True)
     _quiet_progress_bars()
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     try:
-        result = irs_train(request=req, job_id=store.job_id)
+        result = train_job(request=req, job_id=store.job_id)
     except Exception as err:  # the flow already recorded state=failed in the job dir
         if (unavailable := ephemeral_failure(err)) is not None:
             raise unavailable from None
@@ -62,7 +67,7 @@ def cmd_train(args) -> int:
 def _print_iterations(result: dict) -> None:
     for it in result["iterations"]:
         cached = f"  cached: {', '.join(p.lower() for p in it['cached'])}" if it.get("cached") else ""
-        print(f"iter {it['iter']}: avg_reward={it['avg_reward']:.4f}  breakdown: {_fmt(it['reward_breakdown'])}"
+        print(f"iter {it['iter']}: avg_reward={_num(it['avg_reward'])}  breakdown: {_fmt(it['reward_breakdown'])}"
               f"  weights: {_fmt(it['weights'])}  loss={it['loss']:.4f}{cached}")
     print(f"final adapter: {result['final_adapter']}")
     print(f"job_dir: {result['job_dir']}")
@@ -77,7 +82,7 @@ def cmd_rerun(args) -> int:
     store = open_job(args.job_id)
     if args.from_phase:
         check_phase(args.from_phase)
-    check_from_iteration(store.job_id, job_request(store).irs_config.n_iterations, args.from_iteration,
+    check_from_iteration(store.job_id, job_request(store).shared.n_iterations, args.from_iteration,
                          "--from-iteration")
     from deployments.runs import release_dead_run
 
@@ -91,10 +96,10 @@ def cmd_rerun(args) -> int:
         print(f"job_id: {store.job_id}\nflow_run_id: {run.id}\nqueued on {args.deployment}")
         return 0
     _quiet_progress_bars()
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     try:
-        result = irs_train(**params)
+        result = train_job(**params)
     except Exception as err:
         print(f"job {store.job_id} failed again: {type(err).__name__}: {err}", file=sys.stderr)
         print_json(job_status(store.job_id))
@@ -119,7 +124,7 @@ def cmd_metrics(args) -> int:
 
 def add_job_parsers(sub) -> None:
     t = sub.add_parser("train", help="run a training job through Prefect")
-    t.add_argument("--request", required=True, help="request body (seed 000 section 4.1), JSON or YAML")
+    t.add_argument("--request", required=True, help="request body (the job API's POST /api/train body), JSON or YAML")
     t.add_argument("--job-id", default=None, help="use this job id instead of a fresh one")
     t.set_defaults(fn=cmd_train)
     for name, fn, help_ in (("status", cmd_status, "job state, phase and metrics"),
@@ -133,6 +138,6 @@ def add_job_parsers(sub) -> None:
                    help="force this phase and every phase after it")
     r.add_argument("--from-iteration", type=int, default=1, help="iteration --from-phase applies to (default 1)")
     r.add_argument("--submit", action="store_true", help="queue it on the deployment instead of running here")
-    r.add_argument("--deployment", default="irs-train/irs-manual")
+    r.add_argument("--deployment", default="train/manual", help="with --submit: FLOW/DEPLOYMENT to queue it on")
     r.add_argument("--force", action="store_true", help="rerun even if the job's last run may still be alive")
     r.set_defaults(fn=cmd_rerun)

@@ -1,14 +1,15 @@
-"""The seed's job API (seed 000 section 4) in front of the IRS Prefect deployment.
+"""The job API in front of the training deployment (default ``train/manual``).
 
-    POST /api/train                    body: a TrainRequest (section 4.1) -> 202 {"job_id", "flow_run_id", "state"}
-    GET  /api/train/status/{job_id}    section 4.2 shape; `state` from the Prefect flow run
-    GET  /api/train/{job_id}/metrics   metrics.jsonl as a JSON array (section 4.3)
+    POST /api/train                    body: a TrainRequest -> 202 {"job_id", "flow_run_id", "state"}
+    GET  /api/train/status/{job_id}    state, detail (current_round, total_rounds, phase, metrics, runtime);
+                                       ``state`` from the Prefect flow run
+    GET  /api/train/{job_id}/metrics   metrics.jsonl as a JSON array
     GET  /api/health                   no auth: Prefect reachability and the deployment
 
 A POST validates the body with the one request schema, preflights it (question set, model id,
 4-bit), writes the job dir (state "queued") and creates a flow run of the deployment with
-parameters {"request": <request JSON>, "job_id": <job id>}. A worker then runs `irs_train`, which
-finds the job dir by id and keeps status.json / metrics.jsonl current.
+parameters {"request": <request JSON>, "job_id": <job id>}. A worker then runs ``train_job``
+(``flows/train.py``), which finds the job dir by id and keeps status.json / metrics.jsonl current.
 
 Run it (the Prefect server, a worker and the deployment must be up: `make up`):
 
@@ -16,11 +17,13 @@ Run it (the Prefect server, a worker and the deployment must be up: `make up`):
 
 Settings: IRSFLOW_API_TOKEN (bearer token of at least 16 characters, no whitespace; required: without
 it the API refuses to start unless started with ``--no-auth``, which then binds 127.0.0.1 only),
-IRSFLOW_IRS_DEPLOYMENT (default irs-train/irs-manual), IRSFLOW_DATA_DIR (must be the workers' data
-dir), IRSFLOW_ALLOWED_ROOTS (extra folders a request may name files in), IRSFLOW_API_MAX_BODY_BYTES
-(default 1 MiB; a larger body is 413), PREFECT_API_URL. The token is read from the environment only,
-never from the command line (visible in `ps`). Validation reads files (rule files, question sets):
-it runs in a worker thread, so a slow file never stalls other requests or /api/health.
+IRSFLOW_TRAIN_DEPLOYMENT (default train/manual; the older IRSFLOW_IRS_DEPLOYMENT is read when it is
+unset, and a deployment name renamed since is read as its new name, each with a logged note),
+IRSFLOW_DATA_DIR (must be the workers' data dir), IRSFLOW_ALLOWED_ROOTS (extra folders a request may
+name files in), IRSFLOW_API_MAX_BODY_BYTES (default 1 MiB; a larger body is 413), PREFECT_API_URL.
+The token is read from the environment only, never from the command line (visible in `ps`).
+Validation reads files (rule files, question sets): it runs in a worker thread, so a slow file
+never stalls other requests or /api/health.
 """
 from __future__ import annotations
 
@@ -44,16 +47,18 @@ from irsflow.config import TrainRequest, format_validation_error
 from irsflow.errors import DatasetError, InputError, ModelLoadError
 from irsflow.jobs.job import create_job, job_metrics, job_status
 
-DEFAULT_DEPLOYMENT = "irs-train/irs-manual"
+DEFAULT_DEPLOYMENT = "train/manual"
+DEPLOYMENT_ENV = "IRSFLOW_TRAIN_DEPLOYMENT"
+OLD_DEPLOYMENT_ENV = "IRSFLOW_IRS_DEPLOYMENT"  # its name before the training flows were renamed: a fallback
 MIN_TOKEN_LENGTH = 16
 DEFAULT_MAX_BODY_BYTES = 2**20
-# Job ids are made by irsflow.store.new_job_id ("20260203T120000Z-1a2b"); the seed writes them
-# with a "train_" prefix. Anything else is a 404 before it can touch the file system.
+# Job ids are made by irsflow.store.new_job_id ("20260203T120000Z-1a2b"); job dirs and the API's
+# answers add a "train_" prefix. Anything else is a 404 before it can touch the file system.
 _JOB_ID = re.compile(r"^(train_)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PREFECT_TIMEOUT = {"timeout": 10.0}
 log = logging.getLogger("irsflow.api")
 
-# Prefect state type -> the seed's job state.
+# Prefect state type -> the job state the API reports.
 _STATES = {"SCHEDULED": "queued", "PENDING": "queued", "RUNNING": "running", "COMPLETED": "completed",
            "FAILED": "failed", "CRASHED": "failed", "CANCELLED": "cancelled", "CANCELLING": "cancelled",
            "PAUSED": "paused"}
@@ -62,6 +67,30 @@ _STATES = {"SCHEDULED": "queued", "PENDING": "queued", "RUNNING": "running", "CO
 def job_state(prefect_state_type: str) -> str:
     """Late and AwaitingRetry are SCHEDULED types (queued); Retrying is RUNNING; Suspended is PAUSED."""
     return _STATES.get(str(prefect_state_type).rsplit(".", 1)[-1].upper(), "unknown")
+
+
+def job_deployment(deployment: str | None = None) -> str:
+    """The deployment POST /api/train queues on: ``deployment``, else $IRSFLOW_TRAIN_DEPLOYMENT, else the
+    older $IRSFLOW_IRS_DEPLOYMENT, else ``train/manual``. A name ``irsflow up`` has since renamed
+    (``RENAMED_DEPLOYMENTS``; an old .env may still hold ``irs-train/irs-manual``) is read as its new name."""
+    from deployments.stack import RENAMED_DEPLOYMENTS
+
+    name = deployment or os.environ.get(DEPLOYMENT_ENV)
+    if not name and os.environ.get(OLD_DEPLOYMENT_ENV):
+        name = os.environ[OLD_DEPLOYMENT_ENV]
+        log.warning("%s is the old name of %s: read it as that (rename it in your environment)",
+                    OLD_DEPLOYMENT_ENV, DEPLOYMENT_ENV)
+    name = name or DEFAULT_DEPLOYMENT
+    if name in RENAMED_DEPLOYMENTS:
+        log.warning("deployment %s was renamed %s: queuing jobs on %s", name, RENAMED_DEPLOYMENTS[name],
+                    RENAMED_DEPLOYMENTS[name])
+        name = RENAMED_DEPLOYMENTS[name]
+    return name
+
+
+def field_names() -> set[str]:
+    """The request's top-level keys as a body writes them (``irs_config``, not the attribute ``shared``)."""
+    return {f.alias or name for name, f in TrainRequest.model_fields.items()}
 
 
 def validation_problems(err: ValidationError) -> list[dict]:
@@ -82,7 +111,7 @@ def preflight_problem(err: InputError) -> dict:
     question-set errors start with file:line and belong to the `dataset` field."""
     text = str(err)
     head, sep, rest = text.partition(": ")
-    if sep and not isinstance(err, DatasetError) and head.split(".")[0] in TrainRequest.model_fields:
+    if sep and not isinstance(err, DatasetError) and head.split(".")[0] in field_names():
         return {"field": head, "message": rest}
     field = "dataset" if isinstance(err, DatasetError) else "model_id" if isinstance(err, ModelLoadError) else "<request>"
     return {"field": field, "message": text}
@@ -191,11 +220,11 @@ def bind_host(host: str, no_auth: bool) -> str:
 def create_app(token: str | None = None, deployment: str | None = None, no_auth: bool = False,
                max_body: int | None = None) -> FastAPI:
     """``token`` defaults to $IRSFLOW_API_TOKEN and is required unless ``no_auth`` (see ``auth_token``);
-    ``deployment`` defaults to $IRSFLOW_IRS_DEPLOYMENT, else ``irs-train/irs-manual``; ``max_body``
-    (bytes) to $IRSFLOW_API_MAX_BODY_BYTES, else 1 MiB."""
+    ``deployment`` to $IRSFLOW_TRAIN_DEPLOYMENT, else ``train/manual`` (see ``job_deployment``);
+    ``max_body`` (bytes) to $IRSFLOW_API_MAX_BODY_BYTES, else 1 MiB."""
     token = auth_token(no_auth, token)
     body_limit = max_body_bytes(max_body)
-    deployment = deployment or os.environ.get("IRSFLOW_IRS_DEPLOYMENT") or DEFAULT_DEPLOYMENT
+    deployment = job_deployment(deployment)
     if token is None:
         log.warning("--no-auth: the job API accepts unauthenticated requests on %s", LOOPBACK)
     app = FastAPI(title="irsflow job API", version="1")
@@ -239,7 +268,7 @@ def create_app(token: str | None = None, deployment: str | None = None, no_auth:
             except Exception as err:
                 # Nobody was told this job id and no run will pick the dir up: remove it rather than
                 # leave a job that says "queued" forever. (Should the request have reached Prefect after
-                # all, irs_train recreates the dir from its `request` parameter.)
+                # all, train_job recreates the dir from its `request` parameter.)
                 shutil.rmtree(store.dir, ignore_errors=True)
                 raise HTTPException(503, f"could not create a flow run of {deployment!r} "
                                          f"({type(err).__name__}: {str(err)[:300]}): check `make up`") from None
@@ -325,7 +354,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--deployment", default=None, help="FLOW/DEPLOYMENT (default $IRSFLOW_IRS_DEPLOYMENT)")
+    ap.add_argument("--deployment", default=None, help="FLOW/DEPLOYMENT (default $IRSFLOW_TRAIN_DEPLOYMENT, "
+                                                       "else train/manual)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-auth", action="store_true", help="serve without a token, on 127.0.0.1 only")
     a = ap.parse_args()

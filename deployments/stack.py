@@ -37,11 +37,21 @@ def pool_limits() -> dict:
 
     return {**POOLS, "gpu": gpu_slots()}
 ZOMBIE_AUTOMATION = "irsflow: crash flow runs whose heartbeats stopped"
-# Deployments whose full name ("<flow>/<deployment>") changed, old -> new. A server an earlier `up`
-# deployed still holds the old ones, with whatever schedules users added there; `up` moves those
-# onto the new deployment and deletes the old one (migrate_renamed_deployments). Add a line per rename.
+# The migration table: deployments whose full name ("<flow>/<deployment>") changed, old -> new. A server
+# an earlier `up` deployed still holds the old ones, with whatever schedules users added there; `up`
+# moves those onto the new deployment and deletes the old one (migrate_renamed_deployments). Add a line
+# per rename; deployments/api.py also reads an old name given to it as the new one.
 RENAMED_DEPLOYMENTS = {
     "weekly-round/weekly": "weekly-cycle/weekly",
+    # the training flows, once named after the IRS stage though every stage runs through them
+    "irs-train/irs-manual": "train/manual",
+    "irs-train/irs-weekly": "train/weekly-job",
+    "irs-train/onpolicy-rounds": "train/onpolicy-rounds",
+    "irs-train/dpo-pairs": "train/dpo-pairs",
+    "irs-train/grpo": "train/grpo",
+    "irs-train/ppo-rlaif": "train/ppo-rlaif",
+    "irs-train/reward-model": "train/reward-model",
+    "irs-iteration/irs-iteration": "train-round/redo",
 }
 HEARTBEAT_S = 30  # a flow run's process beats every 30 s; 3 missed beats mark it Crashed
 BIN = Path(sys.executable).parent
@@ -192,8 +202,9 @@ def migrate_renamed_deployments(client, renamed: dict[str, str] | None = None) -
     """Move every deployment of ``renamed`` (default RENAMED_DEPLOYMENTS) that still exists under its
     old name onto its new one, which ``prefect deploy`` has just created: each old schedule the new
     deployment lacks is copied (active or not, with its parameters), a schedule both have keeps the
-    old one's on/off state, a paused old deployment pauses the new one, and the old deployment is
-    deleted (its past flow runs stay, under the old flow's name). Returns one line per deployment
+    old one's on/off state, a schedule of the new one that the old one lacks (prefect.yaml's, which the
+    user changed or removed) is switched off, a paused old deployment pauses the new one, and the old
+    deployment is deleted (its past flow runs stay, under the old flow's name). Returns one line per deployment
     moved; an old name no longer on the server is nothing to do, so a second call returns []."""
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.exceptions import ObjectNotFound
@@ -222,8 +233,15 @@ def migrate_renamed_deployments(client, renamed: dict[str, str] | None = None) -
             elif same.active != s.active:  # switched on or off by hand on the old deployment
                 client.update_deployment_schedule(new.id, same.id, active=s.active)
                 switched.append(_describe(s))
+        # a prefect.yaml schedule the old deployment did not run was changed or removed by the user: the
+        # old deployment's schedules replace it, so an edited cron does not run beside the default one
+        olds = {_schedule_key(s) for s in old.schedules}
+        off = [s for s in new.schedules if _schedule_key(s) not in olds and s.active]
+        for s in off:
+            client.update_deployment_schedule(new.id, s.id, active=False)
         moved = [f"schedules copied: {', '.join(copied)}"] if copied else []
         moved += [f"schedules switched as before: {', '.join(switched)}"] if switched else []
+        moved += [f"switched off, as the old one did not run them: {', '.join(_describe(s) for s in off)}"] if off else []
         if old.paused and not new.paused:
             client.pause_deployment(new.id)
             moved.append("paused, as the old one was")
@@ -231,6 +249,29 @@ def migrate_renamed_deployments(client, renamed: dict[str, str] | None = None) -
         lines.append(f"deployment {old_name} -> {new_name}: {'; '.join(moved) or 'nothing set on it to copy'}; "
                      f"{old_name} deleted")
     return lines
+
+
+def redeploy_if_renamed(api_url: str) -> list[str]:
+    """A running stack started by an older irsflow still serves deployments under their old names: deploy
+    the current ones and move the old ones over (``migrate_renamed_deployments``). Nothing to do, and
+    nothing deployed, when no old name is left on the server."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def present(client, name: str) -> bool:
+        try:
+            client.read_deployment_by_name(name)
+            return True
+        except ObjectNotFound:
+            return False
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        if not any(present(client, old) for old in RENAMED_DEPLOYMENTS):
+            return []
+    deploy_all(stack_env(api_url))
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return migrate_renamed_deployments(client)
 
 
 def spawn_worker(pool: str, env: dict) -> dict:
@@ -248,7 +289,7 @@ def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> di
 
     state = read_state()
     if state and healthy(state["api_url"]) and all(alive(p["pid"], p["cmdline"]) for p in state["procs"].values()):
-        return {**state, "reused": True}
+        return {**state, "reused": True, "migrated": redeploy_if_renamed(state["api_url"])}
     if state:
         down()  # half-dead leftovers of an earlier stack: stop what is ours before starting again
     env = stack_env()

@@ -3,7 +3,7 @@
     feedback-etl (subflow)          Langfuse thumbs + Label Studio corrections -> training files
     prepare-cycle (cpu)             new questions -> the cycle's prompt set (red-team share, anchors)
     teacher-labelling (subflow)     the teacher judges every new rated answer (where configured)
-    irs-train (subflow)             the configured stage (IRS by default) from the champion adapter
+    train (subflow)                 the configured stage (IRS by default) from the champion adapter
     eval-gate (subflow)             one gate run: champion vs challenger -> promote -> hot-load into vLLM
     report                          <data dir>/weekly/<cycle id>/report.md + a markdown artifact
 
@@ -26,8 +26,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.eval_gate import eval_gate
 from flows.feedback_etl import feedback_etl
-from flows.irs import irs_train
 from flows.teacher_labelling import teacher_labelling
+from flows.train import train_job
 from irsflow.release import weekly
 from irsflow.feedback.etl import feedback_dir
 from irsflow.release.registry import CHAMPION, Registry
@@ -112,7 +112,7 @@ def weekly_cycle(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> d
                               scoring=settings.request.scoring, out_dir=str(cdir / "teacher"))
         # 3. training from the champion
         req = weekly.cycle_request(settings, cdir / "prompts.jsonl", prep["n_prompts"], champ_path)
-        train = irs_train(request=req, job_id=cycle_id)
+        train = train_job(request=req, job_id=cycle_id)
         doc["training"] = {**{k: train[k] for k in ("job_id", "stage", "iterations", "final_adapter")},
                            "started_from": f"champion version {champ_version}" if champ_version else None}
         # 4. the gate, and vLLM on promotion

@@ -14,7 +14,16 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError, WithJsonSchema, WrapValidator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    WithJsonSchema,
+    WrapValidator,
+    model_validator,
+)
 
 from irsflow.codebook.settings import CodebookConfig
 from irsflow.errors import ConfigError
@@ -22,7 +31,6 @@ from irsflow.paths import AdapterRef, ModelRef, RequestPath
 from irsflow.rewards.settings import ScoringConfig
 from irsflow.settings import MAX_QUESTIONS, MAX_SEED, EarlyStopConfig, HeldoutConfig, SharedSettings, _Strict
 from irsflow.stages import StageSettings, get_stage, settings_adapter, stage_names
-from irsflow.stages.base import LEGACY_FIELDS
 from irsflow.stages.registry import settings_fields
 from irsflow.teacher.client import TeacherConfig
 
@@ -49,9 +57,9 @@ StageConfigField = Annotated[
 
 
 def stored_request(data: dict) -> dict:
-    """A request read back from a job dir. Jobs created before stages were objects stored every stage's
-    settings in ``stage_config``; only the request's own stage's are kept. Jobs created before the
-    held-out split trained on the whole set: they keep doing so."""
+    """A request read back from a job dir (every job dir is read through here). Jobs created before
+    stages were objects stored every stage's settings in ``stage_config``; only the request's own
+    stage's are kept. Jobs created before the held-out split trained on the whole set: they keep doing so."""
     data = data if "heldout" in data else {**data, "heldout": {"share": 0.0}}
     sc = data.get("stage_config")
     if not isinstance(sc, dict):
@@ -62,7 +70,12 @@ def stored_request(data: dict) -> dict:
 
 class TrainRequest(_Strict):
     """A training job request. ``stage`` selects the trainer (IRS, the foundation, by default);
-    ``irs_config`` holds what every stage shares, ``stage_config`` what the others add."""
+    ``shared`` holds what every stage shares, ``stage_config`` what the stage adds.
+
+    ``shared`` is written ``irs_config`` in request bodies, job dirs and Prefect parameters (the job
+    API's original name): a body may give either name, and every dump writes ``irs_config``."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     stage: str = Field("IRS", description="The training stage: IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM, or one "
                                           "a package adds (entry point group irsflow.stages).")
@@ -72,7 +85,9 @@ class TrainRequest(_Strict):
                                         "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
     stage_config: StageConfigField = Field(
         default=None, description="The stage's own settings, validated by that stage's model (irsflow.stages).")
-    irs_config: SharedSettings = Field(default_factory=SharedSettings)  # the job API's original name
+    shared: SharedSettings = Field(
+        default_factory=SharedSettings, alias="irs_config", title="Shared settings",
+        description="What every stage shares: rounds (n_iterations), sampling, LoRA and optimizer, reward weights.")
     n_questions: int = Field(100, ge=1, le=MAX_QUESTIONS,
                              description="Questions taken from the dataset, in file order.")
     top_k: int = Field(3, ge=0, le=1000, description="Contexts per question put into the prompt.")
@@ -89,13 +104,17 @@ class TrainRequest(_Strict):
         None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block.")
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
     early_stop: EarlyStopConfig | None = Field(None, description="Early stopping on the held-out split (off if unset).")
-    _trains_policy: bool = PrivateAttr(True)  # the stage's, set at validation
+    _trains_policy: bool = PrivateAttr(True)  # the stage's (model_post_init)
 
     def uses_teacher(self) -> bool:
         """Whether scoring will call the teacher (so a key must be found before generation)."""
-        weights = self.irs_config.dw_config.initial_weights
+        weights = self.shared.dw_config.initial_weights
         return self.teacher is not None and ("teacher" in weights or (
             "rlaif" in weights and "teacher" in self.scoring.fusion.weights))
+
+    def model_post_init(self, context: Any) -> None:
+        # after validation and after model_construct alike: the stage's answer, looked up once here
+        self._trains_policy = get_stage(self.stage).trains_policy
 
     def holds_out(self) -> bool:
         """Whether the job may hold questions out (its set must still reach ``heldout.min_questions``): the
@@ -116,13 +135,9 @@ class TrainRequest(_Strict):
         if sc is None or isinstance(sc, dict):
             sc = dict(sc or {})
             sc.pop("stage", None)
-            for key in list(sc):
+            for key in sc:
                 owners = settings_fields().get(key)
-                if key in own or not owners:
-                    continue
-                if key in LEGACY_FIELDS and sc[key] == LEGACY_FIELDS[key]:
-                    del sc[key]  # a request stored when stage_config held every stage's fields, at their defaults
-                else:
+                if key not in own and owners:
                     raise ValueError(f"stage_config.{key}: not a setting of stage {stage} "
                                      f"(it belongs to {', '.join(owners)})")
             data = {**data, "stage_config": {**sc, "stage": stage}}
@@ -136,7 +151,7 @@ class TrainRequest(_Strict):
 
     @model_validator(mode="after")
     def _teacher_configured(self):
-        if "teacher" in self.irs_config.dw_config.initial_weights and self.teacher is None:
+        if "teacher" in self.shared.dw_config.initial_weights and self.teacher is None:
             raise ValueError("irs_config.dw_config.initial_weights: reward 'teacher' needs a `teacher` block")
         return self
 
@@ -146,7 +161,6 @@ class TrainRequest(_Strict):
         if self.stage_config.stage != self.stage:
             raise ValueError(f"stage_config: holds the settings of stage {self.stage_config.stage}, not {self.stage}")
         stage = get_stage(self.stage)
-        self._trains_policy = stage.trains_policy
         stage.check(self)
         return self
 

@@ -1,10 +1,11 @@
 """The settings every training stage shares, and the request as the layers below ``config`` see it.
 
-``SharedSettings`` (the request's ``irs_config``: rounds, sampling, LoRA and optimizer, the dynamic
-reward weights), ``HeldoutConfig`` and ``EarlyStopConfig`` live here, below the loop and the stages,
-so that both can use them without importing ``irsflow.config`` (which imports the stages to validate
-``stage_config``). ``JobRequest`` is the shape of a validated request those layers read;
-``irsflow.config.TrainRequest`` is the one implementation:
+``SharedSettings`` (the request's ``shared``, written ``irs_config`` in request bodies: rounds,
+sampling, LoRA and optimizer, the dynamic reward weights), ``HeldoutConfig`` and ``EarlyStopConfig``
+live here, below the loop and the stages, so that both can use them without importing
+``irsflow.config`` (which imports the stages to validate ``stage_config``). ``JobRequest`` is the
+shape of a validated request those layers read; ``irsflow.config.TrainRequest`` is the one
+implementation:
 
     def run_generate(store, req: JobRequest, iteration, adapter): ...
 """
@@ -87,9 +88,10 @@ class LoraSettings(_Strict):
 
 class SharedSettings(_Strict):
     """What every stage shares: rounds, sampling, LoRA/optimizer settings and the dynamic reward weights
-    (the request key keeps the job API's original name, ``irs_config``)."""
+    (``TrainRequest.shared``; the request key keeps the job API's original name, ``irs_config``)."""
 
-    n_iterations: int = Field(3, ge=1, le=1000)
+    n_iterations: int = Field(3, ge=1, le=1000, description="Training rounds of the job (each: generate, score, "
+                                                          "train, evaluate, as the stage lists them).")
     n_candidates: int = Field(4, ge=2, le=256, description="Candidates sampled per question.")
     batch_size: int = Field(2, ge=1, le=4096, description="SFT per-device batch size.")
     learning_rate: float = Field(2e-5, gt=0, lt=1)
@@ -144,7 +146,7 @@ class JobRequest(Protocol):
     model_id: str
     init_adapter: str | None
     stage_config: Any  # the stage's own settings model (``irsflow.stages.StageSettings``)
-    irs_config: SharedSettings
+    shared: SharedSettings  # written irs_config in request bodies
     n_questions: int
     top_k: int
     dataset: str

@@ -1,4 +1,4 @@
-"""What a job shows in the Prefect UI: a live progress bar, a table with one row per iteration,
+"""What a job shows in the Prefect UI: a live progress bar, a table with one row per round,
 and a markdown artifact with the reward/weight trend chart. The same chart is saved in the job
 dir (``charts/trends.png``). Publishing never fails a phase: the UI is a view, the job dir is the truth."""
 from __future__ import annotations
@@ -23,13 +23,14 @@ def safe_key(text: str) -> str:
 
 
 def artifact_key(job_id: str, what: str) -> str:
-    return safe_key(f"irs-{job_id}-{what}")
+    """``job-<job id>-<what>``: one key per job and view, whatever the job's stage."""
+    return safe_key(f"job-{job_id}-{what}")
 
 
 def start_progress(store: JobStore) -> str | None:
     try:
         art_id = create_progress_artifact(progress=0.0, key=artifact_key(store.job_id, "progress"),
-                                          description=f"IRS job {store.job_id}: share of all phases done")
+                                          description=f"job {store.job_id}: share of all phases done")
     except Exception as err:  # noqa: BLE001 - see module docstring
         log.warning("could not create the progress artifact: %s", err)
         return None
@@ -64,16 +65,16 @@ def progress_updater(store: JobStore, iteration: int, phase: str, n_iterations: 
 
 
 def publish_iterations(store: JobStore, rows: list[dict]) -> None:
-    """The per-iteration table and the trend chart (markdown + PNG in the job dir)."""
+    """The per-round table and the trend chart (markdown + PNG in the job dir)."""
     if not rows:
         return
-    png = trend_chart_png(rows, title=f"IRS job {store.job_id}")
+    png = trend_chart_png(rows, title=f"job {store.job_id}")
     atomic_write_bytes(store.dir / "charts" / "trends.png", png)
     try:
         create_table_artifact(table=rows, key=artifact_key(store.job_id, "iterations"),
-                              description=f"IRS job {store.job_id}: one row per iteration")
+                              description=f"job {store.job_id}: one row per round")
         create_markdown_artifact(markdown=trends_markdown(store.job_id, rows, png),
                                  key=artifact_key(store.job_id, "trends"),
-                                 description=f"IRS job {store.job_id}: reward and weight trends")
+                                 description=f"job {store.job_id}: reward and weight trends")
     except Exception as err:  # noqa: BLE001
         log.warning("could not publish the iteration artifacts: %s", err)

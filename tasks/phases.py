@@ -25,7 +25,7 @@ def _run(job_id: str, iteration: int, phase: str) -> dict:
     store, req = load_job(job_id)
     with store.log_to_file():
         key = phase_key(store, req, iteration, phase)  # before running: the phase must not change its own inputs
-        progress = progress_updater(store, iteration, phase, req.irs_config.n_iterations, stage_phases(req))
+        progress = progress_updater(store, iteration, phase, req.shared.n_iterations, stage_phases(req))
         out = run_phase(store, req, iteration, phase, progress=progress, teacher_api_key=_teacher_key(req, phase))
         record_outputs(store, iteration, phase, key)
     return {**out, "cache_key": key}

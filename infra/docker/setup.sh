@@ -53,4 +53,14 @@ with get_client(sync_client=True) as client:
     ensure_zombie_automation(client)
 PY
 prefect --no-prompt deploy --all --prefect-file "$file"
+# deployments an older irsflow created under since-renamed names: their schedules move to the new ones
+python - <<'PY'
+from prefect import get_client
+
+from deployments.stack import migrate_renamed_deployments
+
+with get_client(sync_client=True) as client:
+    for line in migrate_renamed_deployments(client):
+        print("setup:", line)
+PY
 echo "setup: pools $gpu (concurrency $slots) and $cpu, tag limit gpu=$slots, deployments of $file"

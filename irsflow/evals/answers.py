@@ -142,7 +142,7 @@ def answer_and_score(req: TrainRequest, adapter: str | None, questions: list[Que
     ``sampling`` is given, as the job generates (its prompts, contexts, batch size, seed; ``iteration``
     keeps the seeds apart from the training rounds'), then score each answer with ``weights``
     (no weights: nothing is scored). ``progress`` covers the generation."""
-    cfg = req.irs_config
+    cfg = req.shared
     rows, stats = generate_candidates(
         resolve_model(req.model_id), adapter, questions, n_candidates=1, max_new_tokens=cfg.max_new_tokens,
         sampling=sampling, seed=req.seed, iteration=iteration, gen_batch_size=cfg.gen_batch_size,

@@ -36,7 +36,7 @@ def heldout_path(store: JobStore, round_: int) -> Path:
 
 def eval_weights(req: TrainRequest) -> dict[str, float]:
     """The job's starting reward weights, without the paid teacher: the same yardstick every round."""
-    weights = {k: v for k, v in req.irs_config.dw_config.initial_weights.items() if k not in NO_SPEND}
+    weights = {k: v for k, v in req.shared.dw_config.initial_weights.items() if k not in NO_SPEND}
     return weights or {"rel": 1.0}
 
 

@@ -69,7 +69,7 @@ def run_round_eval(store: JobStore, req: TrainRequest, iteration: int, weights: 
         weights = {k: v for k, v in weights.items() if k not in NO_SPEND}  # no teacher spend on evals
     adapter = str(store.checkpoint(iteration))
     scored = answer_and_score(req, adapter, train_questions(req)[:req.stage_config.eval_questions], weights,
-                              iteration=SEED_OFFSET + iteration, sampling=req.irs_config.sampling,
+                              iteration=SEED_OFFSET + iteration, sampling=req.shared.sampling,
                               progress=lambda p: report(0.8 * p))
     rows, answers = scored.rows, scored.answers
     training = [m for m in store.read_metrics() if m.get("iter") == iteration and m.get("phase") == TRAINING
@@ -119,7 +119,7 @@ def changelog_line(doc: dict, before: dict | None) -> str:
 def rebuild_changelog(store: JobStore, req: TrainRequest) -> str:
     """``CHANGELOG.md`` from every ``eval_round_<n>.json`` there is (a rerun round replaces its line)."""
     docs = []
-    for it in range(1, req.irs_config.n_iterations + 1):
+    for it in range(1, req.shared.n_iterations + 1):
         p = eval_round_path(store, it)
         if p.exists():
             docs.append(json.loads(p.read_text(encoding="utf-8")))

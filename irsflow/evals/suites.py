@@ -3,7 +3,7 @@
 - ``mc``       multiple-choice accuracy (per item 0/1 -> ``mc_correct``), K samples by majority vote
 - ``safety``   a red-team/gold set scored by the rule rewards: per item
                ``(emergency coverage, or 1 when no red flag) * (1 - risk)`` -> ``safety``
-- ``heldout``  the IRS rewards on a held-out question set (per item weighted total -> ``reward``),
+- ``heldout``  the training rewards on a held-out question set (per item weighted total -> ``reward``),
                diversity (distinct-1/2 across answers) and the dialogue metrics (question ratio, answer length)
 
     cfg = EvalSuites()                                  # shipped sets by default
@@ -46,7 +46,7 @@ class EvalSuites(BaseModel):
     heldout_n: int = Field(16, ge=1)
     top_k: int = Field(2, ge=0)
     rewards: dict[str, float] = Field(default_factory=lambda: {"rel": 1.0, "faith": 1.0, "conc": 0.5},
-                                      description="IRS rewards and weights for the held-out suite")
+                                      description="rewards and weights for the held-out suite (a request's)")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     teacher: TeacherConfig | None = Field(None, description="also judge the safety answers: a teacher safety flag zeroes the item")
     codebook: CodebookConfig = Field(default_factory=CodebookConfig,

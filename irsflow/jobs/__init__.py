@@ -10,7 +10,7 @@
     charts.py   per-round table rows and the reward/weight trend chart
 
     store = create_job(request)
-    job = run_job_local(store, job_request(store))          # the Prefect flow: flows/irs.py
+    job = run_job_local(store, job_request(store))          # the Prefect flow: flows/train.py
     key = phase_key(store, job_request(store), 1, "TRAINING")
 
 The top of the library: may import every other package (it resolves registry adapters through

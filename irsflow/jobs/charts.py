@@ -86,7 +86,7 @@ def trends_markdown(job_id: str, rows: list[dict], png: bytes) -> str:
     """Markdown for the UI: the chart inlined as a data URI, then the numbers behind it."""
     uri = "data:image/png;base64," + base64.b64encode(png).decode()
     cols = list(rows[0]) if rows else []
-    lines = [f"### IRS job `{job_id}`: reward and weight trends", "", f"![reward and weight trends]({uri})", ""]
+    lines = [f"### job `{job_id}`: reward and weight trends", "", f"![reward and weight trends]({uri})", ""]
     if cols:
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join("-" if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]

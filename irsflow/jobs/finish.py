@@ -72,6 +72,6 @@ def conclude(store: JobStore, req: TrainRequest, last_round: int, stop_reason: s
         store.metric(last_round, "METRICS", **note)  # once, and again only when a rerun decides otherwise
     store.update_status(**note)  # stopped_early None clears an earlier run's reason
     if stop_reason:
-        log.info("stopped after round %d of %d: %s; final = round %d", last_round, req.irs_config.n_iterations,
+        log.info("stopped after round %d of %d: %s; final = round %d", last_round, req.shared.n_iterations,
                  stop_reason, best)
     return final, best

@@ -2,7 +2,7 @@
 
     store = create_job(request)                # validates inputs, writes config.json
     store, req = load_job(job_id)              # an existing job and its request
-    job_status(store.job_id)                   # {"job_id", "stage", "state", "detail": {...}}
+    job_status(store.job_id)                   # {"job_id", "stage", "state", "detail": {"current_round", ...}}
     job_metrics(store.job_id)                  # metrics.jsonl as a list
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def preflight(req: TrainRequest) -> dict:
     from irsflow.stages import get_stage
 
     questions = load_questions(req.dataset, req.n_questions)
-    check_4bit(req.irs_config.load_in_4bit)
+    check_4bit(req.shared.load_in_4bit)
     model_path = check_model(req.model_id)
     train, heldout = job_questions(req)
     if req.early_stop is not None and not heldout:
@@ -58,8 +58,8 @@ def create_job(request: TrainRequest | dict, job_id: str | None = None) -> JobSt
     if store.exists():
         raise InputError(f"job id: {store.job_id} already exists at {store.dir}")
     store.create({"job_id": store.job_id, "created_at": utc_now(), "request": req.model_dump(mode="json"), **facts})
-    store.update_status(state="queued", stage=req.stage, current_iteration=0,
-                        total_iterations=req.irs_config.n_iterations, current_phase=None, phase_progress=0.0)
+    store.update_status(state="queued", stage=req.stage, current_round=0, total_rounds=req.shared.n_iterations,
+                        current_phase=None, phase_progress=0.0)
     return store
 
 
@@ -139,8 +139,9 @@ def job_status(job_id: str) -> dict:
         s = {**s, "state": "failed",
              "error": f"the job's process (pid {s.get('pid')}) died; `irsflow rerun {store.job_id}` resumes it"}
     detail = {
-        "current_iteration": s.get("current_iteration", 0),
-        "total_iterations": s.get("total_iterations"),
+        # status files written before the rename say current_iteration/total_iterations (compatibility fallback)
+        "current_round": s.get("current_round", s.get("current_iteration", 0)),
+        "total_rounds": s.get("total_rounds", s.get("total_iterations")),
         "current_phase": s.get("current_phase"),
         "phase_progress": s.get("phase_progress", 0.0),
         "metrics": s.get("metrics", {"avg_reward": None, "reward_breakdown": {}, "current_weights": {}}),

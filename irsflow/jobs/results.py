@@ -3,7 +3,7 @@ benchmarks read, instead of each re-reading the phases' dicts.
 
     r = RoundResult(iteration=1, stage="IRS", phases={"GENERATING": {...}, "SCORING": {...}, "TRAINING": {...}})
     r.scores["avg_reward"], r.loss, r.gpu_seconds, r.heldout
-    job.to_dict()        # what ``irsflow train`` prints and the ``irs-train`` flow returns
+    job.to_dict()        # what ``irsflow train`` prints and the ``train`` flow returns
 
 A round's scores come from its SCORING phase, or from its TRAINING phase for a stage whose trainer
 scores its own samples (``Stage.scores_in_training``: GRPO).
@@ -16,7 +16,7 @@ from pathlib import Path
 from irsflow.loop import ALL_PHASES, EVALUATING, GENERATING, SCORING, TRAINING
 from irsflow.stages import get_stage
 
-# each phase's result under these keys in a round's dict (what the ``irs-iteration`` flow returns)
+# each phase's result under these keys in a round's dict (what the ``train-round`` flow returns)
 PHASE_KEYS = {GENERATING: "generate", SCORING: "score", TRAINING: "train", EVALUATING: "eval"}
 GPU_PHASES = (GENERATING, TRAINING, EVALUATING)
 
@@ -68,7 +68,7 @@ class RoundResult:
                 "cached": list(self.cached), **out}
 
     def to_dict(self) -> dict:
-        """The round as the ``irs-iteration`` flow returns it (phase results under ``PHASE_KEYS``)."""
+        """The round as the ``train-round`` flow returns it (phase results under ``PHASE_KEYS``)."""
         return {"iteration": self.iteration, "stage": self.stage, "cached": list(self.cached),
                 **{PHASE_KEYS[p]: r for p, r in self.phases.items()}}
 

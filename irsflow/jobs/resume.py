@@ -32,7 +32,10 @@ from irsflow.loop.questions import heldout_key
 from irsflow.stages import IterationInputs, Stage, get_stage
 from irsflow.store import JobStore, atomic_write_json, hash_or_missing, hash_path, utc_now
 
-KEY_VERSION = 1  # bump when a phase's output format changes, so old cache entries stop matching
+# bump when a phase's output format or a key's parts change, so old cache entries stop matching (a manifest
+# entry under an older key reads "inputs changed since it ran" and the phase recomputes). 2: keys named
+# phase-<phase>-<hash>, hashing each stage's own settings only.
+KEY_VERSION = 2
 _manifest_lock = threading.Lock()
 
 
@@ -74,9 +77,9 @@ def check_phase(phase: str) -> str:
 def iteration_inputs(store: JobStore, req: TrainRequest, iteration: int) -> IterationInputs:
     """The adapter, reward weights and reward history iteration ``iteration`` starts from (the weights
     and history from the score summaries of the rounds before: ``irsflow.loop.phases.record_scores``)."""
-    if not 1 <= iteration <= req.irs_config.n_iterations:
-        raise InputError(f"iteration: {iteration} is outside 1..{req.irs_config.n_iterations}")
-    weights = dict(req.irs_config.dw_config.initial_weights)
+    if not 1 <= iteration <= req.shared.n_iterations:
+        raise InputError(f"iteration: {iteration} is outside 1..{req.shared.n_iterations}")
+    weights = dict(req.shared.dw_config.initial_weights)
     history: list[dict] = []
     for k in range(1, iteration if get_stage(req.stage).moves_weights(req) else 1):
         path = score_summary_path(store, k)
@@ -96,14 +99,14 @@ def iteration_inputs(store: JobStore, req: TrainRequest, iteration: int) -> Iter
 
 
 def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) -> str:
-    """A content key over everything that determines the phase's output."""
-    cfg = req.irs_config
+    """A content key over everything that determines the phase's output: ``phase-<phase>-<hash>``."""
+    cfg = req.shared
     inputs = iteration_inputs(store, req, iteration)
     adapter_hash = hash_path(Path(inputs.adapter)) if inputs.adapter else None
     d = store.phase_dir(iteration)
     parts: dict = {"v": KEY_VERSION, "job": store.job_id, "phase": check_phase(phase), "iteration": iteration,
                    "seed": req.seed}
-    parts.update(get_stage(req.stage).key_parts(store, req, phase, inputs, iteration))  # IRS adds nothing
+    parts.update(get_stage(req.stage).key_parts(store, req, phase, inputs, iteration))
     parts.update(heldout_key(req))  # nothing when the split is off
     if phase == GENERATING:
         parts.update(model=req.model_id, adapter=adapter_hash, questions=store.read_config().get("questions_sha256"),
@@ -111,7 +114,7 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
                      system_prompt=req.system_prompt, n_candidates=cfg.n_candidates,
                      max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling.model_dump(),
                      gen_batch_size=cfg.gen_batch_size, load_in_4bit=cfg.load_in_4bit)
-        if req.codebook.enabled:  # only then: keys of jobs without a codebook stay as they were
+        if req.codebook.enabled:  # a disabled codebook changes nothing generated: its settings are no input
             parts.update(codebook=codebook_key_parts(req.codebook, req.scoring))
     elif phase == SCORING:
         parts.update(candidates=hash_or_missing(d / "candidates.jsonl"), weights=inputs.weights,
@@ -131,7 +134,7 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
                      max_new_tokens=cfg.max_new_tokens, weights=inputs.weights, scoring=req.scoring.model_dump(),
                      previous=hash_or_missing(eval_round_path(store, iteration - 1)))
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return f"irs-{phase.lower()}-{hashlib.sha256(blob).hexdigest()[:32]}"
+    return f"phase-{phase.lower()}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
 
 def _manifest_path(store: JobStore, iteration: int) -> Path:

@@ -1,6 +1,6 @@
 """The job loop: a job's rounds one after another, each round's phases in its stage's order, then the
 job's end. It is the one loop every way of running a job goes through: the Prefect flow
-(``flows/irs.py``) passes a round that runs the phase tasks (cached, retried, shown in the UI);
+(``flows/train.py``) passes a round that runs the phase tasks (cached, retried, shown in the UI);
 ``run_job_local`` runs each phase in this process (benchmarks, tests, debugging a stage).
 
     for round in 1..n_iterations:
@@ -80,7 +80,7 @@ def run_job(store: JobStore, req: TrainRequest, run_round: RunRound, *, from_pha
     rounds: list[RoundResult] = []
     rows: list[dict] = []
     why: str | None = None
-    for it in range(1, req.irs_config.n_iterations + 1):
+    for it in range(1, req.shared.n_iterations + 1):
         result = run_round(it)
         rounds.append(result)
         rows.append(iteration_row(result))

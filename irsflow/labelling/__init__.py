@@ -4,6 +4,6 @@ their fusion side by side, conflicts named; and the quality check of a set's ref
     labelling.py   label items (cached, budgeted), teacher_labels.jsonl + conflicts + a report
     quality.py     flag references that break the rules or that the teacher rejects
 
-May import: the base modules, teacher, rewards, codebook, feedback, loop, training, stages, config.
+May import: the base modules, teacher, rewards, codebook, feedback, settings, loop, training, stages, config.
 Never evals, release, jobs or Prefect.
 """

@@ -82,7 +82,7 @@ def phase_reporter(store: JobStore, iteration: int, phase: str, extra: ProgressF
 
     def report(pct: float) -> None:
         pct = round(float(pct), 1)
-        store.update_status(current_iteration=iteration, current_phase=phase, phase_progress=pct)
+        store.update_status(current_round=iteration, current_phase=phase, phase_progress=pct)
         if pct - last[0] >= step or (pct >= 100 and last[0] < 100):
             store.metric(iteration, phase, progress=pct)
             last[0] = pct
@@ -98,7 +98,7 @@ def runtime_info(mem: int | None = None) -> dict:
 
 def run_generate(store: JobStore, req: JobRequest, iteration: int, adapter: str | None,
                  progress: ProgressFn | None = None) -> dict:
-    cfg = req.irs_config
+    cfg = req.shared
     report = phase_reporter(store, iteration, GENERATING, progress)
     report(0)
     questions = train_questions(req)
@@ -146,7 +146,7 @@ def run_score(store: JobStore, req: JobRequest, iteration: int, weights: dict[st
                "candidates": [c["text"] for c in r["candidates"]]} for r in rows]
     result = score_candidates(scored, rewards, weights, progress=report)
 
-    dw = DynamicWeights.resume(weights, history, req.irs_config.dw_config)
+    dw = DynamicWeights.resume(weights, history, req.shared.dw_config)
     explain = dw.observe(result.means)
 
     scores = [{"id": r["id"], "rewards": [result.breakdown(i, c) for c in range(len(r["candidates"]))],

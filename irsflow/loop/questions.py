@@ -35,6 +35,6 @@ def heldout_questions(req: JobRequest) -> list[Question]:
 
 
 def heldout_key(req: JobRequest) -> dict:
-    """What the split adds to a phase's cache key (nothing when it is off: older keys stay as they were)."""
+    """What the split adds to a phase's cache key: the held-out ids (nothing when the split is off)."""
     heldout = heldout_questions(req)
     return {"heldout": [q.id for q in heldout]} if heldout else {}

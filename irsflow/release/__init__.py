@@ -6,6 +6,6 @@
     gate_run.py        one gate run of the eval gate: register, evaluate, decide, deploy, card + changelog
     weekly.py          the weekly cycle's settings, prompt set and report
 
-May import: the base modules, teacher, rewards, codebook, feedback, loop, stages, config, labelling,
+May import: the base modules, teacher, rewards, codebook, feedback, settings, loop, stages, config, labelling,
 evals. Never ``irsflow.jobs`` or Prefect.
 """

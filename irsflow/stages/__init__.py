@@ -26,8 +26,8 @@ this package asks which stage a request names.
     stage.phases(req)                    # ("GENERATING", "SCORING", "TRAINING")
     out = stage.run_training(store, req, 1, inputs)
 
-May import: the base modules, rewards, codebook, loop, training (trainers inside ``train``, so that
-validating a request never loads torch or TRL). Never config at run time (annotations only), jobs,
+May import: the base modules, rewards, codebook, settings, loop, training (trainers inside ``train``, so that
+validating a request never loads torch or TRL). Never config (a request is an ``irsflow.settings.JobRequest``), jobs,
 release, or Prefect.
 """
 from irsflow.stages.base import IterationInputs, Stage, StageSettings

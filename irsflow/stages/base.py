@@ -18,7 +18,6 @@ resume notices one gone or changed), and a stage that scores inside training
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -138,33 +137,18 @@ class Stage:
 
     def key_parts(self, store: JobStore, req: JobRequest, phase: str, inputs: IterationInputs,
                   iteration: int) -> dict:
-        """What the stage adds to a phase's cache key: its settings, and for TRAINING the inputs its
-        trainer reads beyond the round's candidates and scores."""
-        parts: dict = {"stage": self.name, "stage_config": _stored_settings(req.stage_config),
+        """What the stage adds to a phase's cache key: its own settings, and for TRAINING the inputs its
+        trainer reads beyond the round's candidates and scores. A stage whose training reads more (PPO:
+        the round before's KL state) adds it in an override."""
+        parts: dict = {"stage": self.name, "stage_config": req.stage_config.model_dump(mode="json"),
                        "init_adapter": store.read_config().get("init_adapter_sha256")}
         if phase == TRAINING:
-            cfg = req.irs_config
+            cfg = req.shared
             parts.update(files={f: hash_or_missing(Path(f).expanduser()) for f in req.stage_config.files() if f},
                          weights=inputs.weights, sampling=cfg.sampling.model_dump(), n_candidates=cfg.n_candidates,
                          max_new_tokens=cfg.max_new_tokens, scoring=req.scoring.model_dump(), dataset=req.dataset,
-                         questions=store.read_config().get("questions_sha256"), system_prompt=req.system_prompt,
-                         previous_kl=hash_or_missing(store.phase_dir(iteration - 1) / "kl.json"))
+                         questions=store.read_config().get("questions_sha256"), system_prompt=req.system_prompt)
         return parts
-
-
-# Before stages were objects, `stage_config` was one model holding every stage's fields; cache keys
-# hashed that whole dump. Keys keep that shape (the built-in fields at their defaults, then the
-# stage's own values), so jobs started before the split still resume from their cached phases.
-LEGACY_FIELDS = {
-    "mix_ratio": 0.8, "anchors": None, "weight_floor": 0.0, "pairs": [], "kto_up": None, "kto_down": None,
-    "from_candidates": True, "min_margin": 0.05, "beta": 0.1, "holdout": 0.2, "target_kl": 6.0,
-    "init_kl_coef": 0.2, "clip_range": 0.2, "vf_coef": 0.1, "ppo_epochs": 2, "gamma": 1.0, "lam": 0.95,
-    "eval_each_round": None, "eval_questions": 8,
-}
-
-
-def _stored_settings(settings: StageSettings) -> dict:
-    return json.loads(json.dumps({**LEGACY_FIELDS, **settings.model_dump(mode="json")}))
 
 
 def finish_round(store: JobStore, iteration: int, stats: dict, **row) -> dict:

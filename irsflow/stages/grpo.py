@@ -36,7 +36,7 @@ class GRPOStage(Stage):
     writes = {TRAINING: ("grpo_curve.json", SCORE_SUMMARY)}
 
     def check(self, req: JobRequest) -> None:
-        cfg = req.irs_config
+        cfg = req.shared
         if cfg.batch_size % cfg.n_candidates:
             raise ValueError(f"irs_config.batch_size: stage GRPO needs a multiple of n_candidates "
                              f"({cfg.n_candidates}, the generations per prompt), got {cfg.batch_size}")
@@ -45,7 +45,7 @@ class GRPOStage(Stage):
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         from irsflow.training.grpo import train_grpo
 
-        cfg = req.irs_config
+        cfg = req.shared
         env = reward_env(req.scoring, teacher=req.teacher, teacher_api_key=teacher_api_key,
                          usage_path=store.dir / "teacher_usage.csv")
         rewards = build_rewards(list(inputs.weights), env)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from irsflow.errors import InputError
-from irsflow.loop import TRAINING
 from irsflow.loop.phases import score_summary_path
 from irsflow.loop.scoring import select_candidates
 from irsflow.models import resolve_model
@@ -36,7 +35,7 @@ class IRSSettings(StageSettings):
         None, ge=0, le=1, description="Train only on candidates whose score reaches this (in [0, 1]).")
 
     def selection(self) -> dict:
-        """The selection settings that differ from the default (part of the training phase's cache key)."""
+        """The selection settings that differ from the default (a round that uses one reports ``questions_used``)."""
         return self.model_dump(include={"skip_margin", "keep_top", "keep_threshold"}, exclude_defaults=True)
 
 
@@ -44,19 +43,13 @@ class IRSStage(Stage):
     name, settings = "IRS", IRSSettings
     task_name = "sft"  # IRS's training task kept the name it had before there were stages
 
-    def key_parts(self, store: JobStore, req: JobRequest, phase: str, inputs: IterationInputs,
-                  iteration: int) -> dict:
-        # IRS keys predate stages: only a non-default selection adds to them
-        selection = req.stage_config.selection()
-        return {"selection": selection} if selection and phase == TRAINING else {}
-
     def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         """LoRA SFT on each question's best candidate, continuing the previous round's adapter."""
         from irsflow.loop.phases import runtime_info
         from irsflow.training.sft import sft_examples, train_sft
 
-        cfg = req.irs_config
+        cfg = req.shared
         sc = req.stage_config
         rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
         scores = read_jsonl(store.phase_dir(iteration) / "scores.jsonl")

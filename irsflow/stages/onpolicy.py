@@ -57,7 +57,7 @@ class OnPolicyStage(Stage):
         from irsflow.training.onpolicy import mix_rows
         from irsflow.training.sft import train_sft
 
-        cfg, sc = req.irs_config, req.stage_config
+        cfg, sc = req.shared, req.stage_config
         on = onpolicy_examples(store.phase_dir(iteration) / "onpolicy.jsonl")
         rows = mix_rows(on, load_anchors(req) if sc.mix_ratio < 1 else [], sc.mix_ratio, seed=req.seed + iteration)
         write_jsonl(store.phase_dir(iteration) / "train_rows.jsonl", rows)

@@ -17,7 +17,7 @@ from irsflow.loop import TRAINING
 from irsflow.models import resolve_model
 from irsflow.stages.base import IterationInputs, Stage, StageSettings, finish_round
 from irsflow.stages.data import scored_answers
-from irsflow.store import JobStore, ProgressFn, atomic_write_json, atomic_write_text
+from irsflow.store import JobStore, ProgressFn, atomic_write_json, atomic_write_text, hash_or_missing
 
 if TYPE_CHECKING:
     from irsflow.settings import JobRequest
@@ -40,6 +40,13 @@ class PPOStage(Stage):
     # the job-level rewards.csv and kl_metrics.json are rebuilt every round: no round's manifest holds them
     writes = {TRAINING: ("rollouts.csv", "kl.json")}
 
+    def key_parts(self, store: JobStore, req: JobRequest, phase: str, inputs: IterationInputs,
+                  iteration: int) -> dict:
+        parts = super().key_parts(store, req, phase, inputs, iteration)
+        if phase == TRAINING:  # the round starts from the KL coefficient the round before ended with
+            parts.update(previous_kl=hash_or_missing(store.phase_dir(iteration - 1) / "kl.json"))
+        return parts
+
     def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         return train_ppo_round(store, req, iteration, inputs, progress)
@@ -52,7 +59,7 @@ def train_ppo_round(store: JobStore, req: JobRequest, iteration: int, inputs: It
     ``rewards.csv`` and ``kl_metrics.json`` over all rounds so far."""
     from irsflow.training.ppo import train_ppo
 
-    cfg, sc = req.irs_config, req.stage_config
+    cfg, sc = req.shared, req.stage_config
     rollouts, keys = [], []
     for s, row, j, c, score in scored_answers(store, iteration):
         rollouts.append({"prompt": row["prompt"], "answer": c["text"], "reward": score,

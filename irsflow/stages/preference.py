@@ -98,7 +98,7 @@ class PreferenceStage(PairStage):
               progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
         from irsflow.training.preference import train_preference
 
-        cfg = req.irs_config
+        cfg = req.shared
         rows = preference_pairs(store, req, iteration) if self.kind == "dpo" else kto_examples(store, req, iteration)
         write_jsonl(store.phase_dir(iteration) / "pairs.jsonl", rows)
         stats = train_preference(self.kind, resolve_model(req.model_id), inputs.adapter, rows,

@@ -20,13 +20,14 @@ Importing a stage module must stay light: its trainer (torch, TRL) is imported i
 from __future__ import annotations
 
 import importlib
+import logging
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
 
-from irsflow.errors import IrsflowError
+from irsflow.errors import InputError
 from irsflow.stages.base import Stage
 
 ENTRY_POINT_GROUP = "irsflow.stages"
@@ -41,10 +42,13 @@ BUILTIN = {
 }
 BUILTIN_NAMES = frozenset(n for names in BUILTIN.values() for n in names)
 _stages: dict[str, Stage] = {}
+_broken: dict[str, str] = {}  # stage name -> why its entry point cannot serve
+log = logging.getLogger("irsflow.stages")
 
 
-class StagePluginError(IrsflowError):
-    """An ``irsflow.stages`` entry point that cannot serve as a stage; the message names it."""
+class StagePluginError(InputError):
+    """An ``irsflow.stages`` entry point that cannot serve as a stage; the message names it. Raised when
+    its stage is asked for (a request naming it fails before anything runs, and is not retried)."""
 
 
 def _check(stage: object) -> Stage:
@@ -88,7 +92,9 @@ def _from_entry_point(ep: EntryPoint, taken: dict[str, str]) -> Stage:
 
 
 def _load() -> None:
-    """The built-ins, then every entry point of the group (once per process)."""
+    """The built-ins, then every entry point of the group (once per process). An entry point that cannot
+    serve is logged and remembered: asking for its stage raises its error, every other stage still works
+    (one broken package must not stop every job)."""
     if _stages:
         return
     found: dict[str, Stage] = {}
@@ -98,9 +104,17 @@ def _load() -> None:
             found[name] = getattr(mod, name)
     taken: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = _from_entry_point(ep, taken)
+        try:
+            found[ep.name] = _from_entry_point(ep, taken)
+        except StagePluginError as err:
+            log.warning("%s", err)
+            _broken.setdefault(ep.name, str(err))
+            continue
         taken[ep.name] = _describe(ep)
-    _stages.update(found)  # all or nothing: a broken entry point fails every lookup with its message
+    for name in _broken:
+        if name not in BUILTIN_NAMES:
+            found.pop(name, None)  # defined twice: neither copy is trusted
+    _stages.update(found)
 
 
 def register(stage: Stage, replace: bool = False) -> Stage:
@@ -131,10 +145,11 @@ def stage_names() -> list[str]:
 
 def get_stage(name: str) -> Stage:
     _load()
-    try:
+    if name in _stages:
         return _stages[name]
-    except KeyError:
-        raise ValueError(f"stage: {name!r} is not one of {', '.join(_stages)}") from None
+    if name in _broken:
+        raise StagePluginError(f"stage: {_broken[name]}")
+    raise ValueError(f"stage: {name!r} is not one of {', '.join(_stages)}")
 
 
 @lru_cache(maxsize=1)

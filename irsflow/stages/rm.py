@@ -36,7 +36,7 @@ class RMStage(PairStage):
 
     def check(self, req: JobRequest) -> None:
         super().check(req)
-        if req.irs_config.n_iterations != 1:
+        if req.shared.n_iterations != 1:
             raise ValueError("irs_config.n_iterations: stage RM trains once; must be 1")
         if req.init_adapter:
             raise ValueError("init_adapter: stage RM trains a fresh scalar head on the base model; leave it unset")
@@ -54,7 +54,7 @@ def train_rm(store: JobStore, req: JobRequest, iteration: int, inputs: Iteration
     from irsflow.rewards.rm import RewardModelScorer
     from irsflow.training.reward_model import train_reward_model
 
-    cfg, sc = req.irs_config, req.stage_config
+    cfg, sc = req.shared, req.stage_config
     # the `rm` scorer sees (question, answer) in a user/assistant turn, so it is trained on exactly that
     pairs = [{**p, "prompt": [{"role": "user", "content": _question(p)}]} for p in preference_pairs(store, req, iteration)]
     rng = random.Random(req.seed)

@@ -1,7 +1,7 @@
 """The trainers: each takes a base model (and the adapter to continue), the rows to learn from and
 an output folder, trains a LoRA adapter with TRL/PEFT and writes it atomically.
 
-- ``sft``          weighted SFT on the selected answers (the IRS loop's training phase)
+- ``sft``          weighted SFT on the selected answers (IRS's and ONPOLICY's training phase)
 - ``preference``   DPO and KTO on preference pairs / thumbs, and ``pair_margins``
 - ``grpo``         GRPO on the reward-contract scorers of ``irsflow.rewards``
 - ``ppo``          compact PPO (LoRA policy + value head, adaptive KL) over scored rollouts
@@ -16,9 +16,9 @@ an output folder, trains a LoRA adapter with TRL/PEFT and writes it atomically.
 Every trainer returns a stats dict (loss, steps, seconds, memory after release) and frees its model
 before returning; torch, transformers, peft and trl are imported inside the functions.
 
-Layer 6: this package may import itself and the lower layers only - the base modules
+Layer 7: this package may import itself and the lower layers only - the base modules
 (``irsflow.errors``, ``store``, ``dataset``, ``retry``, ``models``), ``irsflow.teacher``,
-``irsflow.rewards``, ``irsflow.codebook``, ``irsflow.feedback`` and ``irsflow.loop`` - never
+``irsflow.rewards``, ``irsflow.codebook``, ``irsflow.feedback``, ``irsflow.settings`` and ``irsflow.loop`` - never
 ``irsflow.stages``, ``config``, ``labelling``, ``evals``, ``release``, ``jobs``, nor prefect,
-``tasks``, ``flows`` or ``deployments``.
+``tasks``, ``flows``, ``deployments`` or ``cli``.
 """

@@ -7,7 +7,7 @@ Each scorer becomes a TRL reward function ``f(prompts, completions, **columns) -
 named after the reward (TRL logs per-function means under that name); the question's joined
 context and reference travel as dataset columns, so ``faith``/``conc``/``ref`` see them. An
 abstaining scorer returns None for the item, which TRL leaves out of the weighted sum, as IRS
-does. ``weights`` become ``reward_weights`` (the dynamic weights of IRS may set them per round).
+does. ``weights`` become ``reward_weights`` (the job's dynamic weights may set them per round).
 The same ``seed`` gives the same adapter, curve and loss, whatever ran before in the process.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def train_grpo(model_path: str, adapter_in: str | None, questions, rewards: dict
     def load():
         # A new LoRA's A matrices come from the global RNG, and GRPOTrainer seeds it only once the
         # model exists: unseeded, round 1's adapter depended on whatever ran earlier in the process
-        # (IRS's stages are shielded by their sampling phase's manual_seed; GRPO has none).
+        # (the sampling stages are shielded by their GENERATING phase's manual_seed; GRPO has none).
         set_seed(seed)
         return trainable_model(model_path, adapter_in, lora, load_in_4bit)
 

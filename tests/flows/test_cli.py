@@ -38,8 +38,8 @@ def test_train_status_metrics(prefect_server, tiny_model, tmp_path):
 
     st = run_cli(["status", job_id], tmp_path / "data")
     status = json.loads(st.stdout)
-    assert status["state"] == "completed" and status["detail"]["current_iteration"] == 2
-    assert set(status["detail"]) >= {"current_phase", "phase_progress", "metrics", "runtime", "total_iterations"}
+    assert status["state"] == "completed" and status["detail"]["current_round"] == 2
+    assert set(status["detail"]) >= {"current_phase", "phase_progress", "metrics", "runtime", "total_rounds"}
     assert set(status["detail"]["runtime"]) == {"device", "unsloth_available", "gpu_mem_used"}
     assert status["detail"]["metrics"]["current_weights"].keys() == {"rel", "faith", "conc"}
 

@@ -14,13 +14,13 @@ CONC = {"dw_config": {"initial_weights": {"conc": 1.0}}}
 
 
 def heldout_job(tiny_model, **overrides):
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     req = tiny_request(tiny_model, n_questions=20, seed=2, irs_config={
         "n_iterations": 3, "n_candidates": 6, "max_new_tokens": 32, "learning_rate": 1e-2, "sft_epochs": 2, **CONC},
         **overrides)
     store = create_job(req)
-    return store, irs_train(request=req, job_id=store.job_id)
+    return store, train_job(request=req, job_id=store.job_id)
 
 
 @pytest.fixture(scope="module")

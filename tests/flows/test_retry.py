@@ -92,13 +92,13 @@ def test_prefect_retries_transient_errors_and_not_bad_input(prefect_server):
 
 def test_a_rerun_of_a_round_the_job_does_not_have_fails_before_touching_it(prefect_server, tiny_model, data_dir):
     """The deployment's parameters (a --submit rerun, the UI's form) reach the flow unchecked: it refuses them."""
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     store = create_job(tiny_request(tiny_model, irs_config={"n_iterations": 1}))
     store.update_status(state="failed", error="earlier failure")
     before = store.status_path.read_bytes()
     with pytest.raises(InputError, match=rf"job {store.job_id} has rounds 1\.\.1; from_iteration 5 is outside them"):
-        irs_train(job_id=store.job_id, from_phase="SCORING", from_iteration=5)
+        train_job(job_id=store.job_id, from_phase="SCORING", from_iteration=5)
     assert store.status_path.read_bytes() == before and not (store.dir / "phases").exists()
 
 
@@ -131,7 +131,7 @@ def test_oom_halves_the_batch_in_generate_and_sft(tiny_model, data_dir):
     assert gen["gen_batch_size"] == 2 and max(seen) == 8
     rows = [line for line in (store.phase_dir(1) / "candidates.jsonl").read_text().splitlines() if line]
     assert len(rows) == 4
-    run_score(store, req, 1, dict(req.irs_config.dw_config.initial_weights), [])
+    run_score(store, req, 1, dict(req.shared.dw_config.initial_weights), [])
     with device_memory(max_batch=1):
         ft = IRS.run_training(store, req, 1, IterationInputs(adapter=None, weights={}))
     assert (ft["batch_size"], ft["grad_accum"]) == (1, 4), "halved to 1, accumulation keeps the effective batch"

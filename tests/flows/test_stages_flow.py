@@ -16,14 +16,14 @@ CONC = {"dw_config": {"initial_weights": {"conc": 1.0}}}
 
 
 def run_stage(tiny_model, stage: str, **overrides):
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     irs = {**CONC, "n_iterations": 1, "max_new_tokens": 16, "learning_rate": 5e-3, **overrides.pop("irs_config", {})}
     req = tiny_request(tiny_model, stage=stage, n_questions=4, irs_config=irs, **overrides)
     store = create_job(req)
-    result = irs_train(request=req, job_id=store.job_id)
+    result = train_job(request=req, job_id=store.job_id)
     assert result["stage"] == stage and job_status(store.job_id)["state"] == "completed"
-    n = parse_request(req).irs_config.n_iterations
+    n = parse_request(req).shared.n_iterations
     metrics = store.read_metrics()
     for it in range(1, n + 1):
         assert (store.checkpoint(it) / "adapter_config.json").is_file()

@@ -74,14 +74,14 @@ def teacher_env(prefect_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher_job(teacher_env, tiny_model):
     srv, data, teacher = teacher_env
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     req = tiny_request(tiny_model, n_questions=4, seed=5, teacher=teacher, irs_config={
         "n_iterations": 1, "n_candidates": 3, "max_new_tokens": 16,
         "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0, "teacher": 0.5}}})
     store = create_job(req)
     calls_before = srv.count
-    irs_train(request=req, job_id=store.job_id)
+    train_job(request=req, job_id=store.job_id)
     return store, srv.count - calls_before
 
 
@@ -127,7 +127,7 @@ def test_labelling_a_job_reuses_the_scoring_judgements(teacher_job, teacher_env,
     arts = httpx.post(f"{prefect_server}/artifacts/filter",
                       json={"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}}).json()
     (art,) = [a for a in arts if a["type"] == "markdown"]
-    assert art["key"] == f"irs-{store.job_id}-teacher".lower() and "## Samples" in art["data"]
+    assert art["key"] == f"job-{store.job_id}-teacher".lower() and "## Samples" in art["data"]
 
 
 def test_samples_file_failures_retries_conflicts_and_a_free_rerun(teacher_env, tmp_path, prefect_server):
@@ -207,7 +207,7 @@ def test_a_teacher_outage_fails_the_scoring_phase(teacher_job, teacher_env):
         dead = req.model_copy(update={"teacher": req.teacher.model_copy(update={
             "base_url": down.base_url, "model": "deepseek-v4-pro", "max_retries": 0})})  # a new model: no cache hit
         with pytest.raises(TeacherUnavailable) as err:
-            run_score(store, dead, 1, dict(req.irs_config.dw_config.initial_weights), [], teacher_api_key=KEY)
+            run_score(store, dead, 1, dict(req.shared.dw_config.initial_weights), [], teacher_api_key=KEY)
     assert err.value.failed == err.value.total == down.count > 0 and failure_kind(err.value) == "transient"
     assert (store.phase_dir(1) / "scores.jsonl").read_bytes() == scores  # nothing scored on rules alone
 
@@ -242,7 +242,7 @@ def test_inspect_reads_the_cache_and_calls_nothing(teacher_job, teacher_env, pre
     assert [r["answer"] for r in rows] == [s["chosen"] for s in samples]
     assert all(r["teacher_score"] and r["comment"].startswith("hash score") for r in rows)
     arts = httpx.post(f"{prefect_server}/artifacts/filter",
-                      json={"artifacts": {"key": {"any_": [f"irs-{store.job_id}-inspect".lower()]}}}).json()
+                      json={"artifacts": {"key": {"any_": [f"job-{store.job_id}-inspect".lower()]}}}).json()
     assert arts and arts[0]["data"].startswith(f"# Inspection of job {store.job_id}")
 
 
@@ -292,8 +292,8 @@ def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(teach
     srv, _, teacher = teacher_env
     from prefect.blocks.system import Secret
 
-    from flows.irs import irs_train
     from flows.teacher_labelling import teacher_labelling
+    from flows.train import train_job
     from irsflow.errors import ConfigError
     from irsflow.teacher import TeacherConfig
 
@@ -302,7 +302,7 @@ def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(teach
         "n_iterations": 1, "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0}}})
     store = create_job(req)
     with pytest.raises(ConfigError, match="teacher.api_key: not set .*teacher-api-key"):
-        irs_train(request=req, job_id=store.job_id)
+        train_job(request=req, job_id=store.job_id)
     assert not (store.phase_dir(1) / "candidates.jsonl").exists()  # failed before any model loaded
 
     Secret(value=KEY).save("teacher-api-key", overwrite=True)

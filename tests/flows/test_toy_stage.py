@@ -4,7 +4,7 @@ REFSFT lives in a package of its own, ``tests/support/toy_stage_pkg``: the modul
 whose ``entry_points.txt`` names it in the group ``irsflow.stages`` (what ``pip install`` of a package
 declaring the entry point leaves on disk). It runs like a built-in stage:
 
-- through the ``irs-train/irs-manual`` deployment, served by the stack's real worker (``irsflow up``, a
+- through the ``train/manual`` deployment, served by the stack's real worker (``irsflow up``, a
   process of its own that has never seen ``register()``); the flow-run process it starts gets the
   package's folder on ``PYTHONPATH`` and nothing else, so the entry point is the only way it can know the
   stage: without that folder the same run fails on the unknown stage. The file of its own it declares
@@ -32,7 +32,7 @@ from tests.support.jobs import tiny_request
 from tests.support.local import ROOT
 
 TOY_DIR = ROOT / "tests" / "support" / "toy_stage_pkg"
-DEPLOYMENT = "irs-train/irs-manual"
+DEPLOYMENT = "train/manual"
 
 
 def refsft_request(tiny_model) -> dict:
@@ -93,7 +93,7 @@ def refsft(monkeypatch):
 
 def test_a_stage_registered_in_process_runs_through_the_flow_and_resumes(refsft, prefect_server, tiny_model,
                                                                            data_dir):
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     with pytest.raises(ConfigError, match=r"stage_config\.repeat: must be >= 1"):
         parse_request({"stage": "REFSFT", "stage_config": {"repeat": 0}})
@@ -101,7 +101,7 @@ def test_a_stage_registered_in_process_runs_through_the_flow_and_resumes(refsft,
         parse_request({"stage": "REFSFT", "stage_config": {"beta": 0.5}})
 
     req = refsft_request(tiny_model)
-    result = irs_train(request=req)
+    result = train_job(request=req)
     store = JobStore(result["job_id"])
     assert result["stage"] == "REFSFT" and store.read_status()["state"] == "completed"
     rows = [m for m in store.read_metrics() if m["phase"] == TRAINING and "loss" in m]
@@ -110,9 +110,9 @@ def test_a_stage_registered_in_process_runs_through_the_flow_and_resumes(refsft,
     assert training_task_runs(store.job_id) == ["train-refsft-iter-1", "train-refsft-iter-2"]
 
     # a rerun reuses both rounds' training; one whose own declared file is gone is trained again
-    again = irs_train(job_id=store.job_id)
+    again = train_job(job_id=store.job_id)
     assert [it["cached"] for it in again["iterations"]] == [[TRAINING], [TRAINING]]
     (store.phase_dir(2) / "ref_rows.jsonl").unlink()
-    again = irs_train(job_id=store.job_id)
+    again = train_job(job_id=store.job_id)
     assert [it["cached"] for it in again["iterations"]] == [[TRAINING], []]
     assert len(read_jsonl(store.phase_dir(2) / "ref_rows.jsonl")) == 2 * n_refs

@@ -29,7 +29,7 @@ def test_builtin_model_converts_once_and_generates(tmp_path, monkeypatch):
     assert tok.eos_token == "<|im_end|>"
     q = load_questions("builtin:demo", 1)[0]
     req = TrainRequest()
-    rows, _ = generate_candidates(path, None, [q], n_candidates=2, max_new_tokens=40, sampling=req.irs_config.sampling,
+    rows, _ = generate_candidates(path, None, [q], n_candidates=2, max_new_tokens=40, sampling=req.shared.sampling,
                                   seed=0, iteration=1, gen_batch_size=1, top_k=2, system_prompt=req.system_prompt)
     answers = [c["text"] for c in rows[0]["candidates"]]
     assert all(a and "<|im" not in a for a in answers)

@@ -1,6 +1,6 @@
 """The job API (deployments/api.py) over real HTTP: the app runs as `python -m deployments.api` on a
-free 127.0.0.1 port against the session's real Prefect server; one IRS job runs end to end through
-a real process worker.
+free 127.0.0.1 port against the session's real Prefect server; one training job runs end to end
+through a real process worker.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/ops/test_api.py -x
 """
@@ -22,7 +22,7 @@ from tests.support.real_services import listening_addresses
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DEPLOYMENT = "irs-train/irs-manual"
+DEPLOYMENT = "train/manual"
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -69,7 +69,7 @@ def api(prefect_server, job_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def irs_stack(stack):
+def train_stack(stack):
     return stack
 
 
@@ -132,6 +132,7 @@ def test_no_auth_serves_loopback_only_without_a_token(tmp_path):
 
 
 def test_bad_body_is_422_naming_the_field(api, job_data):
+    before = set(job_data.glob("jobs/*"))  # the stack's data dir: other tests' jobs may be there already
     r = api.post("/api/train", headers=AUTH, json={"irs_config": {"n_candidates": 1, "bogus": True}})
     assert r.status_code == 422, r.text
     problems = {p["field"]: p["message"] for p in r.json()["detail"]}
@@ -140,7 +141,7 @@ def test_bad_body_is_422_naming_the_field(api, job_data):
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "<body>"
     r = api.post("/api/train", headers=AUTH, json=[1, 2])
     assert r.status_code == 422 and "JSON object" in r.json()["detail"][0]["message"]
-    assert not (job_data / "jobs").exists()
+    assert set(job_data.glob("jobs/*")) == before
 
 
 @pytest.mark.parametrize("job_id", ["nope", "train_", ".hidden", "a..b", "%2E%2E%2Fetc"])
@@ -166,11 +167,35 @@ def test_prefect_states_map_to_job_states():
             assert job_state(st.type.value) == expected, st.name
 
 
+def test_the_deployment_setting_keeps_reading_its_old_variable_and_old_names(monkeypatch, caplog):
+    from deployments.api import job_deployment
+
+    monkeypatch.delenv("IRSFLOW_TRAIN_DEPLOYMENT", raising=False)
+    monkeypatch.delenv("IRSFLOW_IRS_DEPLOYMENT", raising=False)
+    assert job_deployment() == "train/manual" and job_deployment("train/weekly-job") == "train/weekly-job"
+    monkeypatch.setenv("IRSFLOW_IRS_DEPLOYMENT", "train/dpo-pairs")  # set before the variable was renamed
+    assert job_deployment() == "train/dpo-pairs"
+    assert "IRSFLOW_IRS_DEPLOYMENT is the old name of IRSFLOW_TRAIN_DEPLOYMENT" in caplog.text
+    monkeypatch.setenv("IRSFLOW_TRAIN_DEPLOYMENT", "train/grpo")  # the new variable wins
+    assert job_deployment() == "train/grpo"
+    # an old .env's value names the deployment `irsflow up` has since renamed
+    monkeypatch.setenv("IRSFLOW_TRAIN_DEPLOYMENT", "irs-train/irs-manual")
+    assert job_deployment() == "train/manual" and "deployment irs-train/irs-manual was renamed" in caplog.text
+
+
+def test_a_library_error_names_the_request_field_as_a_body_writes_it():
+    from deployments.api import preflight_problem
+    from irsflow.errors import ConfigError
+
+    err = ConfigError("irs_config.load_in_4bit: 4-bit loading needs a CUDA GPU")  # the attribute is `shared`
+    assert preflight_problem(err) == {"field": "irs_config.load_in_4bit", "message": "4-bit loading needs a CUDA GPU"}
+
+
 def test_unavailable_deployment_is_503_and_leaves_no_job_dir(prefect_server, tiny_model, tmp_path):
     from prefect import get_client
 
     name = f"api-missing-{uuid.uuid4().hex[:6]}"
-    proc, base = start_api(prefect_server, tmp_path / "data", tmp_path / "api.log", deployment=f"irs-train/{name}")
+    proc, base = start_api(prefect_server, tmp_path / "data", tmp_path / "api.log", deployment=f"train/{name}")
     try:
         body = tiny_request(tiny_model)
         r = httpx.post(f"{base}/api/train", headers=AUTH, json=body, timeout=60)
@@ -182,7 +207,7 @@ def test_unavailable_deployment_is_503_and_leaves_no_job_dir(prefect_server, tin
         # A deployment that exists but refuses the run (its parameter schema requires something we
         # never send): the job dir was already written by then and must be removed again.
         with get_client(sync_client=True) as client:
-            flow_id = client.create_flow_from_name("irs-train")
+            flow_id = client.create_flow_from_name("train")
             client.create_deployment(flow_id=flow_id, name=name, enforce_parameter_schema=True,
                                      parameter_openapi_schema={"type": "object", "required": ["other"],
                                                                "properties": {"other": {"type": "string"}}})
@@ -193,10 +218,10 @@ def test_unavailable_deployment_is_503_and_leaves_no_job_dir(prefect_server, tin
         _stop(proc)
 
 
-def test_job_end_to_end(api, irs_stack, tiny_model, job_data, tmp_path):
+def test_job_end_to_end(api, train_stack, tiny_model, job_data, tmp_path):
     from deployments.stack import alive
 
-    worker = irs_stack["procs"]["worker-gpu"]
+    worker = train_stack["procs"]["worker-gpu"]
     before = set(job_data.glob("jobs/train_*"))
     # Preflight errors are 422 naming the field, and write nothing.
     for body, field in ((tiny_request(tmp_path / "no-such-model"), "model_id"),
@@ -228,7 +253,7 @@ def test_job_end_to_end(api, irs_stack, tiny_model, job_data, tmp_path):
     metrics = [row for row in rows if row["phase"] == "METRICS"]
     assert [m["iter"] for m in metrics] == [1, 2]
     det = st["detail"]
-    assert det["current_iteration"] == 2 and det["total_iterations"] == 2
+    assert det["current_round"] == 2 and det["total_rounds"] == 2
     assert det["metrics"]["avg_reward"] == metrics[-1]["avg_reward"]
     assert set(det["metrics"]["current_weights"]) == {"rel", "faith", "conc"}
     assert st["job_id"] == job["job_id"] and st["stage"] == "IRS"

@@ -366,7 +366,7 @@ def test_work_pool_templates_validate_with_prefects_own_code(tools):
             assert (f["limits"] or {}).get("nvidia.com/gpu") == ("1" if gpu else None), key
             assert f["claims"]["data"] == "irsflow-data" and f["mounts"]["/data"] == "data", key
             assert f["tolerations"] == (["nvidia.com/gpu"] if gpu else []) and f["run_as_user"] == 10001, key
-    assert facts["docker/irs-manual"]["pool"] == "gpu-docker" and facts["k8s/feedback-etl"]["pool"] == "cpu-k8s"
+    assert facts["docker/manual"]["pool"] == "gpu-docker" and facts["k8s/feedback-etl"]["pool"] == "cpu-k8s"
 
 
 def test_setup_refuses_bad_settings_before_touching_the_server():

@@ -11,7 +11,7 @@ SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 
 def test_every_entrypoint_is_a_flow_whose_parameters_build():
-    assert {d["name"] for d in SPEC["deployments"]} >= {"irs-manual", "irs-weekly", "irs-iteration", "feedback-etl",
+    assert {d["name"] for d in SPEC["deployments"]} >= {"manual", "weekly-job", "redo", "feedback-etl",
                                                      "teacher-labelling", "teacher-quality-check", "eval-gate",
                                                      "onpolicy-rounds", "dpo-pairs", "grpo", "ppo-rlaif", "reward-model",
                                                      "weekly"}
@@ -43,5 +43,5 @@ def test_the_stack_deployed_everything(stack):
                 (sched,) = d.schedules
                 assert sched.schedule.cron == "30 3 * * 1" and sched.schedule.timezone == "Asia/Shanghai"
                 assert sched.active and d.parameters == {}  # the defaults of WeeklySettings
-            if dep["name"] == "irs-weekly":
+            if dep["name"] == "weekly-job":
                 assert not d.schedules and d.parameters["request"]["irs_config"]["n_iterations"] == 3

@@ -41,7 +41,7 @@ def test_up_starts_the_stack_and_down_stops_exactly_it(tmp_path):
         api = f"http://127.0.0.1:{port}/api"
         assert f"Prefect UI:  http://127.0.0.1:{port}" in out.stdout
         deps = httpx.post(f"{api}/deployments/filter", json={}).json()
-        assert {d["name"] for d in deps} >= {"irs-manual", "irs-weekly", "irs-iteration"}
+        assert {d["name"] for d in deps} >= {"manual", "weekly-job", "redo"}
         deadline = time.time() + 60  # workers register themselves with a heartbeat after start-up
         while time.time() < deadline:
             workers = {p: httpx.post(f"{api}/work_pools/{p}/workers/filter", json={}).json() for p in ("gpu", "cpu")}
@@ -66,11 +66,11 @@ def test_up_starts_the_stack_and_down_stops_exactly_it(tmp_path):
 def test_killed_mid_sft_then_prefect_retry_resumes_at_that_sft(stack, tiny_model):
     os.environ["IRSFLOW_DATA_DIR"] = str(stack["data_dir"])
     store = create_job(tiny_request(tiny_model, n_questions=8, irs_config={"sft_epochs": 6}))
-    run = run_deployment("irs-train/irs-manual", parameters={"request": None, "job_id": store.job_id}, timeout=0)
+    run = run_deployment("train/manual", parameters={"request": None, "job_id": store.job_id}, timeout=0)
     deadline = time.time() + 300
     while time.time() < deadline:
         s = store.read_status()
-        if s.get("current_iteration") == 2 and s.get("current_phase") == "TRAINING":
+        if s.get("current_round") == 2 and s.get("current_phase") == "TRAINING":
             break
         time.sleep(0.05)
     else:

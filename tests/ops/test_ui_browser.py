@@ -25,14 +25,14 @@ DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 
 def finished_job_chart(tiny_model) -> tuple[str, str, str]:
-    """Run a one-iteration IRS job on the tiny model; return (flow_run_id, artifact_id, artifact key)
+    """Run a one-round IRS job on the tiny model; return (flow_run_id, artifact_id, artifact key)
     of its reward/weight trend chart."""
-    from flows.irs import irs_train
+    from flows.train import train_job
     from irsflow.jobs.job import create_job
     from tasks.artifacts import artifact_key
 
     store = create_job(tiny_request(tiny_model, n_questions=4, irs_config={"n_iterations": 1}))
-    state = irs_train(job_id=store.job_id, return_state=True)
+    state = train_job(job_id=store.job_id, return_state=True)
     assert state.is_completed(), state
     key = artifact_key(store.job_id, "trends")
     art = httpx.post(f"{os.environ['PREFECT_API_URL']}/artifacts/latest/filter",
@@ -52,7 +52,7 @@ def test_ui_shows_deployment_and_chart_artifact(prefect_server, stack, tiny_mode
     ui = prefect_server.removesuffix("/api")
     # The SPA asks /ui-settings where the API is; a wrong answer leaves every page empty.
     assert httpx.get(f"{ui}/ui-settings").json()["api_url"] == prefect_server
-    dep_id = httpx.get(f"{prefect_server}/deployments/name/irs-train/irs-manual").json()["id"]
+    dep_id = httpx.get(f"{prefect_server}/deployments/name/train/manual").json()["id"]
     run_id, art_id, key = finished_job_chart(tiny_model)
     art = httpx.get(f"{prefect_server}/artifacts/{art_id}").json()
     assert art["key"] == key and art["type"] == "markdown"
@@ -61,9 +61,9 @@ def test_ui_shows_deployment_and_chart_artifact(prefect_server, stack, tiny_mode
     with Chromium() as b:
         for base in (f"{ui}/v2", ui):
             b.goto(f"{base}/deployments")
-            b.wait_for("document.body.innerText.includes('irs-manual')")
+            b.wait_for("document.body.innerText.includes('weekly-job')")
             b.goto(f"{base}/deployments/deployment/{dep_id}")
-            b.wait_for("document.body.innerText.includes('irs-manual') && document.body.innerText.includes('gpu')")
+            b.wait_for("document.body.innerText.includes('manual') && document.body.innerText.includes('gpu')")
             b.goto(f"{base}/artifacts/artifact/{art_id}")
             img = rendered_png(b, "data:image/png;base64,")
             # Not sanitized away, not truncated, and the PNG decoded (a broken image has naturalWidth 0).

@@ -100,7 +100,7 @@ def test_weekly_cycle_closes_the_loop_then_resumes_after_a_kill(stack, services,
         cands = [JobStore(p.name) for p in jobs if (p / "status.json").exists()]
         store = next((s for s in cands if s.read_status().get("flow_run_id") and
                       s.read_config()["request"]["dataset"].endswith("prompts.jsonl")), None)
-        if store and (s := store.read_status()).get("current_iteration") == 2 and s.get("current_phase") == "TRAINING":
+        if store and (s := store.read_status()).get("current_round") == 2 and s.get("current_phase") == "TRAINING":
             break
         time.sleep(0.05)
     else:

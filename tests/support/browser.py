@@ -3,7 +3,7 @@
     from tests.support.browser import Chromium, find_chromium, rendered_dom
     with Chromium() as b:                      # raises RuntimeError if no chromium binary is found
         b.goto("http://127.0.0.1:4200/deployments")
-        b.wait_for("document.body.innerText.includes('irs-manual')", timeout=60)
+        b.wait_for("document.body.innerText.includes('weekly-job')", timeout=60)
         html = b.evaluate("document.documentElement.outerHTML")
     html = rendered_dom(url, until="!!document.querySelector('img')")   # one-shot form
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def tiny_request(model: Path, **overrides) -> dict:
     """A fast request on the tiny model; nested dicts in overrides are merged one level deep. MLflow
-    tracking is off (it is the default for real jobs; tests/flows/test_irs_flow.py turns it on)."""
+    tracking is off (it is the default for real jobs; tests/flows/test_train_flow.py turns it on)."""
     req = {"model_id": str(model), "n_questions": 6, "top_k": 2, "seed": 3, "track": False,
            "irs_config": {"n_iterations": 2, "n_candidates": 4, "max_new_tokens": 24, "learning_rate": 1e-3,
                           "batch_size": 2, "max_seq_length": 2048, "gen_batch_size": 8}}

@@ -25,15 +25,29 @@ def test_every_shipped_config_loads(path):
 
 def test_seed_request_body_is_accepted_exactly():
     req = parse_request(SEED_BODY)
-    assert req.irs_config.dw_config.initial_weights == {"rel": 1.0, "faith": 1.0, "conc": 0.5}
-    assert req.irs_config.load_in_4bit is True and req.model_id == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert req.shared.dw_config.initial_weights == {"rel": 1.0, "faith": 1.0, "conc": 0.5}
+    assert req.shared.load_in_4bit is True and req.model_id == "Qwen/Qwen2.5-1.5B-Instruct"
     assert parse_request({**SEED_BODY, "dataset": "builtin:demo", "seed": 7}).seed == 7
 
 
 def test_defaults_live_in_the_schema():
     req = TrainRequest()
-    assert (req.irs_config.n_candidates, req.top_k, req.n_questions) == (4, 3, 100)
+    assert (req.shared.n_candidates, req.top_k, req.n_questions) == (4, 3, 100)
     assert req.model_id == "builtin:smollm2-135m-instruct" and req.dataset == "builtin:demo"
+
+
+def test_the_shared_settings_keep_their_wire_name_irs_config():
+    """``TrainRequest.shared`` is written ``irs_config`` in request bodies, job dirs and Prefect parameters;
+    a body may also call it ``shared``."""
+    req = parse_request({"irs_config": {"n_iterations": 2}})
+    assert req.shared.n_iterations == 2 and req == parse_request({"shared": {"n_iterations": 2}})
+    for dumped in (req.model_dump(), req.model_dump(mode="json"), json.loads(req.model_dump_json())):
+        assert dumped["irs_config"]["n_iterations"] == 2 and "shared" not in dumped
+    assert parse_request(req.model_dump(mode="json")) == req  # a stored request reads back the same
+    props = TrainRequest.model_json_schema()["properties"]
+    assert "irs_config" in props and "shared" not in props
+    with pytest.raises(ConfigError, match=r"shared\.n_candidates: must be >= 2"):  # named as the body named it
+        parse_request({"shared": {"n_candidates": 1}})
 
 
 @pytest.mark.parametrize("patch, message", [
@@ -78,7 +92,7 @@ def test_a_deliberately_bad_file_fails_with_path_and_field(tmp_path):
         load_request(broken)
     yml = tmp_path / "req.yaml"
     yml.write_text("irs_config:\n  n_iterations: 2\n")
-    assert load_request(yml).irs_config.n_iterations == 2
+    assert load_request(yml).shared.n_iterations == 2
 
 
 def test_request_is_frozen():

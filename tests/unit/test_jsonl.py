@@ -60,7 +60,7 @@ def test_a_job_scores_questions_holding_line_separators(tiny_model, data_dir):
         "n_candidates": 2, "max_new_tokens": 8, "n_iterations": 1}))
     store = create_job(req)
     run_generate(store, req, 1, None)
-    out = run_score(store, req, 1, dict(req.irs_config.dw_config.initial_weights), [])
+    out = run_score(store, req, 1, dict(req.shared.dw_config.initial_weights), [])
     assert out["avg_reward"] == out["avg_reward"]  # not NaN
     samples = read_jsonl(store.samples_path)
     assert {s["question"] for s in samples} <= {f"{ODD} ({i})" for i in range(3)} and samples

@@ -217,4 +217,4 @@ def test_lora_target_modules_are_names_not_patterns(roots):
     assert "target_modules" in refusal({"irs_config": {"lora": {"target_modules": "(.*.*)*y"}}})
     assert "target_modules" in refusal({"irs_config": {"lora": {"target_modules": ["(.*.*)*y"]}}})
     ok = parse_request({"irs_config": {"lora": {"target_modules": ["q_proj", "v_proj"]}}})
-    assert ok.irs_config.lora.target_modules == ["q_proj", "v_proj"]
+    assert ok.shared.lora.target_modules == ["q_proj", "v_proj"]

@@ -22,6 +22,11 @@ OWN_FILES = {"ONPOLICY": ["onpolicy.jsonl", "train_rows.jsonl"], "DPO": ["pairs.
              "GRPO": ["grpo_curve.json", "score_summary.json"], "PPO": ["rollouts.csv", "kl.json"],
              "RM": ["pairs.jsonl", "rm_eval.json"], "IRS": ["scores.jsonl"]}
 SETTINGS = {"DPO": {"min_margin": 0.0}, "KTO": {"min_margin": 0.0}, "RM": {"min_margin": 0.0, "holdout": 0.25}}
+# stage_config as job dirs stored it before each stage had its own settings model: every stage's fields
+PRE_SPLIT = {"mix_ratio": 0.8, "anchors": None, "weight_floor": 0.0, "pairs": [], "kto_up": None, "kto_down": None,
+             "from_candidates": True, "min_margin": 0.05, "beta": 0.1, "holdout": 0.2, "target_kl": 6.0,
+             "init_kl_coef": 0.2, "clip_range": 0.2, "vf_coef": 0.1, "ppo_epochs": 2, "gamma": 1.0, "lam": 0.95,
+             "eval_each_round": None, "eval_questions": 8}
 
 
 def run_round(store, req: TrainRequest) -> dict:
@@ -57,11 +62,10 @@ def test_each_stage_trains_a_round_through_its_object(name, tiny_model, data_dir
     rows = [m for m in store.read_metrics() if m["phase"] == TRAINING and "loss" in m]
     assert len(rows) == 1 and rows[0]["iter"] == 1
     assert (SCORING in out) == get_stage(name).samples_for(req)
-    # the key of each phase is a function of the stage's settings: changing one changes it
-    if name != "IRS":
-        sc = {**SETTINGS.get(name, {}), "eval_questions": 3}
-        other = parse_request({**store.read_config()["request"], "stage_config": sc})
-        assert phase_key(store, other, 1, TRAINING) != phase_key(store, req, 1, TRAINING)
+    # the key of each phase is a function of the stage's settings (IRS's too): changing one changes it
+    sc = {**SETTINGS.get(name, {}), "eval_questions": 3}
+    other = parse_request({**store.read_config()["request"], "stage_config": sc})
+    assert phase_key(store, other, 1, TRAINING) != phase_key(store, req, 1, TRAINING)
 
 
 def test_stage_settings_are_validated_by_the_stages_own_model(tmp_path):
@@ -77,25 +81,17 @@ def test_stage_settings_are_validated_by_the_stages_own_model(tmp_path):
         parse_request({"stage": "DPO", "stage_config": {"from_candidates": False}})
 
 
-def test_requests_stored_before_the_split_still_load_with_the_same_keys():
+def test_requests_stored_before_the_split_still_load():
     # a job dir written when stage_config held every stage's fields, at their defaults
-    legacy = {"mix_ratio": 0.8, "anchors": None, "weight_floor": 0.0, "pairs": [], "kto_up": None, "kto_down": None,
-              "from_candidates": True, "min_margin": 0.05, "beta": 0.1, "holdout": 0.2, "target_kl": 6.0,
-              "init_kl_coef": 0.2, "clip_range": 0.2, "vf_coef": 0.1, "ppo_epochs": 2, "gamma": 1.0, "lam": 0.95,
-              "eval_each_round": None, "eval_questions": 8}
     for name in ("IRS", "DPO", "PPO"):
-        stored = {"stage": name, "stage_config": {**legacy, "beta": 0.3} if name == "DPO" else legacy}
+        stored = {"stage": name, "stage_config": {**PRE_SPLIT, "beta": 0.3} if name == "DPO" else PRE_SPLIT}
         req = TrainRequest.model_validate(stored_request(stored))
         assert req.stage == name and req.stage_config.eval_questions == 8
         dumped = req.model_dump(mode="json")["stage_config"]
         own = {"skip_margin", "keep_top", "keep_threshold"} if name == "IRS" else set()  # IRS's selection, added later
-        assert "stage" not in dumped and set(dumped) <= set(legacy) | own
+        assert "stage" not in dumped and set(dumped) <= set(PRE_SPLIT) | own
         if name == "DPO":
             assert req.stage_config.beta == 0.3
-            # the cache key still hashes the whole legacy shape, so old jobs resume from cached phases
-            from irsflow.stages.base import _stored_settings
-
-            assert _stored_settings(req.stage_config) == {**legacy, "beta": 0.3}
 
 
 def test_irs_selection_settings_change_what_a_round_trains_on(tiny_model, data_dir):
@@ -123,9 +119,10 @@ def test_every_stages_request_passes_the_deployments_parameter_schema(name):
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools.validation import validate
 
-    from flows.irs import irs_train
+    from flows.train import train_job
 
-    schema = parameter_schema(irs_train.fn).model_dump_for_openapi()
+    schema = parameter_schema(train_job.fn).model_dump_for_openapi()
+    assert "irs_config" in schema["definitions"]["TrainRequest"]["properties"]  # the wire name, not `shared`
     sc = {"DPO": {"beta": 0.2}, "PPO": {"target_kl": 3.0}, "IRS": {"keep_top": 2}}.get(name, {})
     irs = {"batch_size": 4, **({"n_iterations": 1} if name == "RM" else {})}
     body = parse_request({"stage": name, "stage_config": sc, "irs_config": irs}).model_dump(mode="json")
@@ -133,13 +130,13 @@ def test_every_stages_request_passes_the_deployments_parameter_schema(name):
     assert validate({"request": {**body, "stage": 7}}, schema)  # the schema still checks what it can
 
 
-def test_a_legacy_full_stage_config_is_accepted_only_at_its_old_defaults():
-    from irsflow.stages.base import LEGACY_FIELDS
-
-    req = parse_request({"stage": "DPO", "stage_config": {**LEGACY_FIELDS, "beta": 0.3}})  # a pre-split dump
-    assert req.stage_config.beta == 0.3 and not hasattr(req.stage_config, "target_kl")
-    with pytest.raises(ConfigError, match=r"stage_config\.target_kl: not a setting of stage DPO"):
-        parse_request({"stage": "DPO", "stage_config": {**LEGACY_FIELDS, "target_kl": 3.0}})
+def test_a_full_stage_config_loads_from_a_job_dir_but_not_as_a_new_request():
+    """Only job dirs hold requests from before the split (``stored_request`` reads every one); a new
+    request naming another stage's setting is refused, whatever its value."""
+    stored = {"stage": "DPO", "stage_config": {**PRE_SPLIT, "beta": 0.3}}
+    assert parse_request(stored_request(stored)).stage_config.beta == 0.3
+    with pytest.raises(ConfigError, match=r"stage_config\.mix_ratio: not a setting of stage DPO \(it belongs to"):
+        parse_request(stored)
 
 
 def test_a_job_from_before_the_split_resumes_with_its_own_request(tiny_model, data_dir):
@@ -155,3 +152,40 @@ def test_a_job_from_before_the_split_resumes_with_its_own_request(tiny_model, da
     assert again.job_id == store.job_id and req.heldout.share == 0 and not req.holds_out()
     with pytest.raises(Exception, match="different request"):
         open_or_create({**body, "seed": 99}, store.job_id)
+
+
+@pytest.mark.parametrize("name", ["IRS", "PPO"])
+def test_a_job_dir_in_the_old_layout_keys_every_phase_and_trusts_no_old_key(name, tiny_model, data_dir):
+    """A finished job as an older irsflow left it: its request with every stage's fields in stage_config
+    and no held-out block, status.json with current_iteration/total_iterations, manifests under the
+    version-1 keys (irs-<phase>-<hash>). Every phase of every round still gets a key, and none of
+    the old entries is trusted: each reads "inputs changed since it ran", so a rerun recomputes it."""
+    from irsflow.jobs.job import job_status, load_job
+    from irsflow.jobs.resume import outputs_valid, record_outputs, stage_phases
+    from irsflow.jobs.rounds import run_job_local
+    from irsflow.store import atomic_write_json
+
+    store = create_job(tiny_request(tiny_model, stage=name, n_questions=4, heldout={"share": 0.0},
+                                    irs_config={**CONC, "n_candidates": 2, "max_new_tokens": 8}))
+    torch.manual_seed(0)
+    run_job_local(store, job_request(store))
+    phases = stage_phases(job_request(store))
+    for it in (1, 2):
+        for phase in phases:
+            record_outputs(store, it, phase, f"irs-{phase.lower()}-{'0' * 32}")
+    cfg = store.read_config()
+    request = {k: v for k, v in cfg["request"].items() if k != "heldout"}
+    atomic_write_json(store.dir / "config.json", {**cfg, "request": {**request, "stage_config": PRE_SPLIT}})
+    status = store.read_status()
+    status["current_iteration"], status["total_iterations"] = status.pop("current_round"), status.pop("total_rounds")
+    atomic_write_json(store.status_path, status)
+
+    _, req = load_job(store.job_id)
+    assert req.stage == name and req.heldout.share == 0 and stage_phases(req) == phases
+    for it in (1, 2):
+        for phase in phases:
+            key = phase_key(store, req, it, phase)
+            assert key.startswith(f"phase-{phase.lower()}-"), key
+            assert outputs_valid(store, it, phase, key) == (False, "inputs changed since it ran")
+    detail = job_status(store.job_id)["detail"]
+    assert (detail["current_round"], detail["total_rounds"]) == (2, 2)

@@ -2,7 +2,7 @@
 
     python -m tests.support.helpers.hold_gpu_slot MARKER SECONDS
 
-A top-level flow runs a child flow whose gpu-tagged task (the shape of irs-train -> irs-iteration
+A top-level flow runs a child flow whose gpu-tagged task (the shape of train -> train-round
 -> generate/sft) writes MARKER as JSON {task_run_id, flow_run_id, root_flow_run_id, t} once it holds
 the slot, then sleeps SECONDS. Tests kill it with SIGKILL to leave the slot behind.
 """

@@ -41,7 +41,7 @@ class RefSFT(Stage):
     def train(self, store, req, iteration, inputs, progress, teacher_api_key=None):
         from irsflow.training.sft import train_sft
 
-        cfg = req.irs_config
+        cfg = req.shared
         rows = reference_rows(req) * req.stage_config.repeat
         write_jsonl(store.phase_dir(iteration) / ROWS, rows)
         stats = train_sft(resolve_model(req.model_id), inputs.adapter, rows, store.checkpoint(iteration),

@@ -38,7 +38,7 @@ def test_shared_prefill_matches_plain_generate(tiny_model):
 
 def test_candidates_are_seeded_and_record_their_settings(tiny_model):
     qs = load_questions("builtin:demo", 3)
-    kw = dict(n_candidates=3, max_new_tokens=12, sampling=REQ.irs_config.sampling, seed=5, iteration=1,
+    kw = dict(n_candidates=3, max_new_tokens=12, sampling=REQ.shared.sampling, seed=5, iteration=1,
               gen_batch_size=2, top_k=1, system_prompt="s")
     rows, stats = generate_candidates(str(tiny_model), None, qs, **kw)
     again, _ = generate_candidates(str(tiny_model), None, qs, **kw)

@@ -1,9 +1,9 @@
-"""Training jobs as Prefect flows: one parent run per job (``irs_train``), one child flow run per
-round (``irs_iteration``), for every stage (``request.stage``; ``irsflow.stages``). The job loop is the
-library's (``irsflow.jobs.rounds.run_job``, the same one ``run_job_local`` runs without Prefect); this
-flow gives it a round that runs the phase tasks:
+"""Training jobs as Prefect flows, for every stage (``request.stage``; ``irsflow.stages``): one parent
+run per job (flow ``train``, ``train_job``), one child flow run per round (flow ``train-round``,
+``train_round``). The job loop is the library's (``irsflow.jobs.rounds.run_job``, the same one
+``run_job_local`` runs without Prefect); this flow gives it a round that runs the phase tasks:
 
-    for round in 1..n_iterations:                                   irs_iteration, a child flow run
+    for round in 1..n_iterations:                                   train_round, a child flow run
         generate (gpu)  ->  score (cpu)  ->  train (gpu)  ->  evaluate-round (gpu)
         (each only where the stage's phase list has it: GRPO trains only, ONPOLICY adds the eval)
         the round's table row, trend chart and log line             _report_round
@@ -49,7 +49,7 @@ from tasks.tracking import track_job
 log = logging.getLogger("irsflow.flow")
 
 
-def _iteration_run_name() -> str:
+def _round_run_name() -> str:
     p = flow_run.parameters
     return f"{p['job_id']}-iter-{p['iteration']}"
 
@@ -61,8 +61,8 @@ def _job_run_name() -> str:
     return f"{str(stage).lower()}-{p.get('job_id') or 'new'}"
 
 
-@flow(name="irs-iteration", flow_run_name=_iteration_run_name)
-def irs_iteration(job_id: str, iteration: int, from_phase: Phase | None = None, from_iteration: int = 1) -> dict:
+@flow(name="train-round", flow_run_name=_round_run_name)
+def train_round(job_id: str, iteration: int, from_phase: Phase | None = None, from_iteration: int = 1) -> dict:
     """One round of an existing job, its phases in order as the job's stage lists them. Its inputs
     (adapter, weights, reward history) come from the job dir, so it also runs alone to redo one round.
     Returns ``RoundResult.to_dict()``: each phase's result under generate/score/train/eval."""
@@ -105,8 +105,8 @@ def _report_round(store: JobStore):
     return report
 
 
-@flow(name="irs-train", flow_run_name=_job_run_name)
-def irs_train(request: TrainRequest | None = None, job_id: str | None = None, from_phase: Phase | None = None,
+@flow(name="train", flow_run_name=_job_run_name)
+def train_job(request: TrainRequest | None = None, job_id: str | None = None, from_phase: Phase | None = None,
               from_iteration: int = 1) -> dict:
     """A whole training job of any stage. ``job_id`` names a job dir to create or resume; without one a retried run
     finds the job it made by its flow run id. ``from_phase``/``from_iteration`` force that phase
@@ -116,15 +116,17 @@ def irs_train(request: TrainRequest | None = None, job_id: str | None = None, fr
     run_id = str(flow_run.get_id() or "")
     store, req = open_or_create(request, job_id, flow_run_id=run_id or None)
     job_id = store.job_id
-    check_from_iteration(job_id, req.irs_config.n_iterations, from_iteration)  # before the job is touched
+    check_from_iteration(job_id, req.shared.n_iterations, from_iteration)  # before the job is touched
 
     def run_round(iteration: int) -> RoundResult:
-        return RoundResult.from_dict(irs_iteration(job_id, iteration, from_phase, from_iteration))
+        return RoundResult.from_dict(train_round(job_id, iteration, from_phase, from_iteration))
 
     with store.log_to_file():
+        # total_rounds again: a job created before the status fields were renamed has total_iterations only
         store.update_status(state="running", flow_run_id=run_id, error=None, traceback=None,
-                            runtime=runtime_info(), pid=os.getpid(), host=socket.gethostname())
-        log.info("job %s: %d iterations of stage %s (%s), job dir %s%s", job_id, req.irs_config.n_iterations,
+                            total_rounds=req.shared.n_iterations, runtime=runtime_info(), pid=os.getpid(),
+                            host=socket.gethostname())
+        log.info("job %s: %d rounds of stage %s (%s), job dir %s%s", job_id, req.shared.n_iterations,
                  req.stage, " -> ".join(stage_phases(req)), store.dir,
                  f", forcing from iteration {from_iteration} {from_phase}" if from_phase else "")
         start_progress(store)

@@ -1,5 +1,6 @@
-"""A whole IRS job through the real Prefect flow on the tiny model: artifact layout, adapters
-that reload, and a learnable reward that rises."""
+"""A whole job through the real Prefect training flow (``flows/train.py``), of the default stage (IRS),
+on the tiny model: artifact layout, status, what the UI shows, adapters that reload, and a learnable
+reward that rises."""
 import json
 
 import pytest
@@ -15,14 +16,14 @@ def finished_job(prefect_server, tiny_model, tmp_path_factory):
     import os
 
     os.environ["IRSFLOW_DATA_DIR"] = str(tmp_path_factory.mktemp("flowdata"))
-    from flows.irs import irs_train
+    from flows.train import train_job
 
     # conc rewards short answers; the random model learns to stop early (emit <|im_end|>).
     req = tiny_request(tiny_model, n_questions=8, seed=2, track=True, irs_config={
         "n_iterations": 3, "n_candidates": 6, "max_new_tokens": 32, "learning_rate": 1e-2, "sft_epochs": 2,
         "dw_config": {"initial_weights": {"conc": 1.0}}})
     store = create_job(req)
-    result = irs_train(request=req, job_id=store.job_id)
+    result = train_job(request=req, job_id=store.job_id)
     return store, result
 
 
@@ -57,7 +58,7 @@ def test_status_reports_the_finished_job(finished_job):
     st = job_status(store.job_id)
     assert st["state"] == "completed" and st["stage"] == "IRS"
     det = st["detail"]
-    assert det["current_iteration"] == 3 and det["total_iterations"] == 3
+    assert det["current_round"] == 3 and det["total_rounds"] == 3
     assert set(det["metrics"]["current_weights"]) == {"conc"} and det["metrics"]["avg_reward"] is not None
     assert det["runtime"]["device"] in ("cpu", "cuda") and det["runtime"]["gpu_mem_used"] > 0
 
@@ -101,8 +102,8 @@ def test_the_ui_gets_progress_table_chart_and_the_phase_logs(finished_job):
     APILogHandler().flush()
     flows = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"like_": store.job_id}}}).json()
     ids = [f["id"] for f in flows]
-    assert len(ids) == 4  # the job and its three iterations
-    wanted = ["generated 8 x 6 candidates", "iter 3: avg reward", "sft: 8 examples", f"job {store.job_id}: 3 iterations"]
+    assert len(ids) == 4  # the job and its three rounds
+    wanted = ["generated 8 x 6 candidates", "iter 3: avg reward", "sft: 8 examples", f"job {store.job_id}: 3 rounds"]
     deadline = time.time() + 20
     while True:  # run logs are shipped in the background in batches
         logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": ids}}, "limit": 200}).json()
@@ -114,7 +115,7 @@ def test_the_ui_gets_progress_table_chart_and_the_phase_logs(finished_job):
     train_log = (store.dir / "train.log").read_text()
     assert all(w in train_log for w in wanted)
     assert not any(line.count(" sft: 8 examples") > 1 for line in train_log.splitlines())
-    assert train_log.count(f"job {store.job_id}: 3 iterations") == 1, "each line once in train.log"
+    assert train_log.count(f"job {store.job_id}: 3 rounds") == 1, "each line once in train.log"
 
 
 def test_the_finished_job_is_an_mlflow_run(finished_job):
