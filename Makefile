@@ -58,7 +58,7 @@ doctor: install
 api: install
 	$(BIN)/irsflow api
 
-test: install services
+test: install services lint
 	# the browser test needs Debian's chromium; the script installs it where it can and never fails
 	bash infra/install_chromium.sh
 	$(BIN)/python -m pytest -q tests

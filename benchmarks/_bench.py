@@ -2,6 +2,7 @@
 
 Imported first by each script (``from _bench import ...``), before anything reads the
 environment; scripts run as ``python benchmarks/<name>.py`` so this folder is on ``sys.path``."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,12 @@ def isolate(name: str) -> str:
 
 
 def add_threads_arg(ap) -> None:
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1, see the module docstring; 0: torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1, see the module docstring; 0: torch's default)",
+    )
 
 
 def set_threads(n: int) -> int:

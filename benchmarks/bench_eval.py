@@ -12,6 +12,7 @@ Target: under 1 s. Figures also go to ``benchmarks/out/bench_eval.json``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_eval.py
 """
+
 from __future__ import annotations
 
 from _bench import add_threads_arg, isolate, run, set_threads
@@ -53,22 +54,30 @@ def main(argv: list[str] | None = None) -> dict:
     # K=1 greedy; K=4 sampled answers per question, majority vote (the ensemble mode):
     # batched = every question's K samples in one call, one at a time = one question, one sample per call
     letters = [list(i.letters) for i in items]
-    modes = {"A": dict(batch_size=len(prompts)), "B": dict(batch_size=1),
-             "AL": dict(batch_size=len(prompts), letters=letters), "BL": dict(batch_size=1, letters=letters),
-             "A4": dict(batch_size=len(prompts), n=4, sampling=Sampling()), "B4": dict(batch_size=1, sampling=Sampling())}
+    modes = {
+        "A": dict(batch_size=len(prompts)),
+        "B": dict(batch_size=1),
+        "AL": dict(batch_size=len(prompts), letters=letters),
+        "BL": dict(batch_size=1, letters=letters),
+        "A4": dict(batch_size=len(prompts), n=4, sampling=Sampling()),
+        "B4": dict(batch_size=1, sampling=Sampling()),
+    }
     times, acc, loads = {k: [] for k in modes}, {}, []
     for rep in range(args.repeats):
         for name, kw in modes.items():
             if name == "B4":  # K separate one-sample calls per question
                 answers, secs = [[] for _ in prompts], 0.0
                 for k in range(4):
-                    out, stats = generate_answers(model, None, prompts, max_new_tokens=args.max_new_tokens, seed=k, **kw)
+                    out, stats = generate_answers(
+                        model, None, prompts, max_new_tokens=args.max_new_tokens, seed=k, **kw
+                    )
                     secs += stats["answer_s"]
                     for i, o in enumerate(out):
                         answers[i] += o
             elif "letters" in kw:  # log-likelihood mode: one forward pass per batch
-                out, stats = answer_suites(model, None, {"mc": Group(prompts, letters=kw["letters"])},
-                                           batch_size=kw["batch_size"])
+                out, stats = answer_suites(
+                    model, None, {"mc": Group(prompts, letters=kw["letters"])}, batch_size=kw["batch_size"]
+                )
                 answers, secs = out["mc"], stats["answer_s"]
             else:
                 answers, stats = generate_answers(model, None, prompts, max_new_tokens=args.max_new_tokens, **kw)
@@ -85,19 +94,36 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         paired_bootstrap(a, b, n_boot=10_000)
         boot.append(time.perf_counter() - t0)
-    result = {"questions": len(items), "max_new_tokens": args.max_new_tokens, "threads": threads,
-              "batched_s": round(med["A"], 3), "one_at_a_time_s": round(med["B"], 3),
-              "speedup": round(med["B"] / med["A"], 2), "k4_batched_s": round(med["A4"], 3),
-              "k4_one_at_a_time_s": round(med["B4"], 3), "k4_speedup": round(med["B4"] / med["A4"], 2),
-              "loglik_batched_s": round(med["AL"], 4), "loglik_one_at_a_time_s": round(med["BL"], 4),
-              "loglik_speedup": round(med["BL"] / med["AL"], 2), "model_load_s": round(statistics.median(loads), 3), "accuracy_batched": acc["A"], "accuracy_single": acc["B"],
-              "bootstrap_1000x10000_s": round(statistics.median(boot), 4)}
-    print(f"MC suite, {len(items)} questions: batched {med['A']:.3f}s vs one at a time {med['B']:.3f}s = "
-          f"{result['speedup']:.2f}x (target >= 4x); load + release {result['model_load_s']:.2f}s per suite run")
-    print(f"MC log-likelihood mode: batched {med['AL']:.4f}s vs one at a time {med['BL']:.4f}s = "
-          f"{result['loglik_speedup']:.2f}x")
-    print(f"MC ensemble K=4 (sampled, majority vote): batched {med['A4']:.3f}s vs one sample at a time "
-          f"{med['B4']:.3f}s = {result['k4_speedup']:.2f}x")
+    result = {
+        "questions": len(items),
+        "max_new_tokens": args.max_new_tokens,
+        "threads": threads,
+        "batched_s": round(med["A"], 3),
+        "one_at_a_time_s": round(med["B"], 3),
+        "speedup": round(med["B"] / med["A"], 2),
+        "k4_batched_s": round(med["A4"], 3),
+        "k4_one_at_a_time_s": round(med["B4"], 3),
+        "k4_speedup": round(med["B4"] / med["A4"], 2),
+        "loglik_batched_s": round(med["AL"], 4),
+        "loglik_one_at_a_time_s": round(med["BL"], 4),
+        "loglik_speedup": round(med["BL"] / med["AL"], 2),
+        "model_load_s": round(statistics.median(loads), 3),
+        "accuracy_batched": acc["A"],
+        "accuracy_single": acc["B"],
+        "bootstrap_1000x10000_s": round(statistics.median(boot), 4),
+    }
+    print(
+        f"MC suite, {len(items)} questions: batched {med['A']:.3f}s vs one at a time {med['B']:.3f}s = "
+        f"{result['speedup']:.2f}x (target >= 4x); load + release {result['model_load_s']:.2f}s per suite run"
+    )
+    print(
+        f"MC log-likelihood mode: batched {med['AL']:.4f}s vs one at a time {med['BL']:.4f}s = "
+        f"{result['loglik_speedup']:.2f}x"
+    )
+    print(
+        f"MC ensemble K=4 (sampled, majority vote): batched {med['A4']:.3f}s vs one sample at a time "
+        f"{med['B4']:.3f}s = {result['k4_speedup']:.2f}x"
+    )
     print(f"paired bootstrap, 1,000 items x 10,000 resamples: {result['bootstrap_1000x10000_s']:.3f}s (target < 1 s)")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

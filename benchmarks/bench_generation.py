@@ -21,6 +21,7 @@ run to convert the embedded GGUF):
 
     HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/python benchmarks/bench_generation.py
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_threads_arg(ap)
-    ap.add_argument("--questions", type=int, default=N_QUESTIONS,
-                    help="prompts in the batched call (the demo batches 16: configs/demo.json gen_batch_size)")
+    ap.add_argument(
+        "--questions",
+        type=int,
+        default=N_QUESTIONS,
+        help="prompts in the batched call (the demo batches 16: configs/demo.json gen_batch_size)",
+    )
     ap.add_argument("--repeats", type=int, default=REPEATS)
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
@@ -76,8 +81,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     questions = load_questions("builtin:demo", n_questions)
     prompts = [build_messages(q, TOP_K, req.system_prompt) for q in questions]
-    prompt_tokens = [len(tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
-                                   add_special_tokens=False)["input_ids"]) for p in prompts]
+    prompt_tokens = [
+        len(
+            tokenizer(
+                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True), add_special_tokens=False
+            )["input_ids"]
+        )
+        for p in prompts
+    ]
 
     # Warm-up, not timed: one short call of each shape.
     sample_batch(model, tokenizer, prompts[:2], 2, 4, sampling, seed=0)
@@ -85,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run_a(rep: int):
         t0 = time.perf_counter()
-        out = sample_batch(model, tokenizer, prompts, N_CANDIDATES, MAX_NEW_TOKENS, sampling,
-                           seed=batch_seed(req.seed, rep, 0))
+        out = sample_batch(
+            model, tokenizer, prompts, N_CANDIDATES, MAX_NEW_TOKENS, sampling, seed=batch_seed(req.seed, rep, 0)
+        )
         dt = time.perf_counter() - t0
         cands = [c for per_prompt in out for c in per_prompt]
         return dt, cands
@@ -97,8 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
         i = 0
         for p in prompts:
             for _ in range(N_CANDIDATES):
-                cands += sample_batch(model, tokenizer, [p], 1, MAX_NEW_TOKENS, sampling,
-                                      seed=batch_seed(req.seed, rep, i))[0]
+                cands += sample_batch(
+                    model, tokenizer, [p], 1, MAX_NEW_TOKENS, sampling, seed=batch_seed(req.seed, rep, i)
+                )[0]
                 i += 1
         return time.perf_counter() - t0, cands
 
@@ -120,12 +133,22 @@ def main(argv: list[str] | None = None) -> dict:
     speedup = med["B"] / med["A"]
     report = {
         "benchmark": "generation",
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "device": str(model.device), "dtype": str(model.dtype)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "device": str(model.device),
+            "dtype": str(model.dtype),
+        },
         "model": {"id": MODEL_ID, "path": path, "resolve_seconds": resolve_s, "load_seconds": load_s},
-        "workload": {"questions": n_questions, "candidates_per_question": N_CANDIDATES,
-                     "max_new_tokens": MAX_NEW_TOKENS, "top_k": TOP_K, "prompt_tokens": prompt_tokens,
-                     "sampling": sampling.model_dump()},
+        "workload": {
+            "questions": n_questions,
+            "candidates_per_question": N_CANDIDATES,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "top_k": TOP_K,
+            "prompt_tokens": prompt_tokens,
+            "sampling": sampling.model_dump(),
+        },
         "repeats": repeats,
         "seconds": times,
         "new_tokens": tokens,
@@ -140,11 +163,19 @@ def main(argv: list[str] | None = None) -> dict:
     OUT.write_text(json.dumps(report, indent=2) + "\n")
 
     print()
-    print(f"generation benchmark: {MODEL_ID} on {model.device} ({model.dtype}, {threads} torch thread(s)), {n_questions} questions x "
-          f"{N_CANDIDATES} candidates x {MAX_NEW_TOKENS} new tokens, prompts {min(prompt_tokens)}-"
-          f"{max(prompt_tokens)} tokens")
-    print(f"  A batched (1 call, {n_questions} prompts x n={N_CANDIDATES}):    median {med['A']:.2f}s  {tps['A']:.1f} tok/s")
-    print(f"  B one at a time ({n_questions * N_CANDIDATES} calls, n=1):        median {med['B']:.2f}s  {tps['B']:.1f} tok/s")
+    print(
+        f"generation benchmark: {MODEL_ID} on {model.device} ({model.dtype}, {threads} torch thread(s)), "
+        f"{n_questions} questions x {N_CANDIDATES} candidates x {MAX_NEW_TOKENS} new tokens, "
+        f"prompts {min(prompt_tokens)}-{max(prompt_tokens)} tokens"
+    )
+    print(
+        f"  A batched (1 call, {n_questions} prompts x n={N_CANDIDATES}):    "
+        f"median {med['A']:.2f}s  {tps['A']:.1f} tok/s"
+    )
+    print(
+        f"  B one at a time ({n_questions * N_CANDIDATES} calls, n=1):        "
+        f"median {med['B']:.2f}s  {tps['B']:.1f} tok/s"
+    )
     print(f"  wrote {OUT}")
     print(f"speedup B/A (time) = {speedup:.2f}x  (target >= 4x: {'met' if speedup >= 4.0 else 'NOT met'})")
     return report

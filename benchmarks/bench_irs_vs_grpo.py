@@ -14,6 +14,7 @@ Figures also go to ``benchmarks/out/bench_irs_vs_grpo.json``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_irs_vs_grpo.py [--rounds 4]
 """
+
 from __future__ import annotations
 
 from _bench import add_threads_arg, isolate, run, set_threads
@@ -40,17 +41,17 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from irsflow.config import parse_request
+    from irsflow.dataset import load_questions
+    from irsflow.jobs.job import create_job
+    from irsflow.jobs.resume import iteration_inputs
+    from irsflow.loop.generate import generate_candidates
+    from irsflow.loop.phases import run_generate, run_score
+    from irsflow.models.tiny import build_tiny_model
+    from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
     from irsflow.rewards.settings import ScoringConfig
     from irsflow.settings import LoraSettings, Sampling
-    from irsflow.dataset import load_questions
-    from irsflow.loop.generate import generate_candidates
-    from irsflow.training.grpo import train_grpo
-    from irsflow.jobs.job import create_job
-    from irsflow.models.tiny import build_tiny_model
-    from irsflow.loop.phases import run_generate, run_score
     from irsflow.stages.irs import IRS
-    from irsflow.jobs.resume import iteration_inputs
-    from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
+    from irsflow.training.grpo import train_grpo
 
     model = str(build_tiny_model(Path(os.environ["IRSFLOW_DATA_DIR"]) / "tiny", seed=0))
     system = "Answer the question concisely using the context when it is relevant."
@@ -60,19 +61,53 @@ def main(argv: list[str] | None = None) -> dict:
     lora = LoraSettings(r=16, alpha=32)
 
     def evaluate(adapter: str | None) -> float:
-        rows, _ = generate_candidates(model, adapter, questions, n_candidates=4, max_new_tokens=32, sampling=Sampling(),
-                                      seed=123, iteration=0, gen_batch_size=8, top_k=2, system_prompt=system)
+        rows, _ = generate_candidates(
+            model,
+            adapter,
+            questions,
+            n_candidates=4,
+            max_new_tokens=32,
+            sampling=Sampling(),
+            seed=123,
+            iteration=0,
+            gen_batch_size=8,
+            top_k=2,
+            system_prompt=system,
+        )
         flat = [(r, c["text"]) for r in rows for c in r["candidates"]]
-        return float(np.mean(conc["conc"](RewardBatch(questions=[r["question"] for r, _ in flat],
-                                                        answers=[t for _, t in flat],
-                                                        contexts=[r["context"] for r, _ in flat]))))
+        return float(
+            np.mean(
+                conc["conc"](
+                    RewardBatch(
+                        questions=[r["question"] for r, _ in flat],
+                        answers=[t for _, t in flat],
+                        contexts=[r["context"] for r, _ in flat],
+                    )
+                )
+            )
+        )
 
     base = evaluate(None)
-    req = parse_request({"model_id": model, "n_questions": 8, "top_k": 2, "seed": 1, "track": False,
-                         "system_prompt": system, "scoring": {"backend": "heuristic"},
-                         "irs_config": {"n_iterations": args.rounds, "n_candidates": 4, "max_new_tokens": 32,
-                                        "learning_rate": 1e-2, "batch_size": 4, "sft_epochs": 2,
-                                        "dw_config": {"initial_weights": {"conc": 1.0}}}})
+    req = parse_request(
+        {
+            "model_id": model,
+            "n_questions": 8,
+            "top_k": 2,
+            "seed": 1,
+            "track": False,
+            "system_prompt": system,
+            "scoring": {"backend": "heuristic"},
+            "irs_config": {
+                "n_iterations": args.rounds,
+                "n_candidates": 4,
+                "max_new_tokens": 32,
+                "learning_rate": 1e-2,
+                "batch_size": 4,
+                "sft_epochs": 2,
+                "dw_config": {"initial_weights": {"conc": 1.0}},
+            },
+        }
+    )
     store = create_job(req)
     irs, t, cpu = [{"round": 0, "seconds": 0.0, "cpu_seconds": 0.0, "reward": base}], 0.0, 0.0
     for it in range(1, args.rounds + 1):
@@ -88,9 +123,25 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(1, args.rounds + 1):
         out = Path(os.environ["IRSFLOW_DATA_DIR"]) / f"grpo_{r}"
         t0, c0 = time.perf_counter(), time.process_time()
-        train_grpo(model, adapter, questions, conc, {"conc": 1.0}, out, system_prompt=system, top_k=2,
-                   num_generations=4, max_new_tokens=32, learning_rate=1e-2, batch_size=8, epochs=1, beta=0.0,
-                   lora=lora, seed=r, sampling=Sampling())
+        train_grpo(
+            model,
+            adapter,
+            questions,
+            conc,
+            {"conc": 1.0},
+            out,
+            system_prompt=system,
+            top_k=2,
+            num_generations=4,
+            max_new_tokens=32,
+            learning_rate=1e-2,
+            batch_size=8,
+            epochs=1,
+            beta=0.0,
+            lora=lora,
+            seed=r,
+            sampling=Sampling(),
+        )
         t, cpu = t + time.perf_counter() - t0, cpu + time.process_time() - c0
         adapter = str(out)
         grpo.append({"round": r, "seconds": round(t, 2), "cpu_seconds": round(cpu, 2), "reward": evaluate(adapter)})
@@ -102,15 +153,24 @@ def main(argv: list[str] | None = None) -> dict:
         hit = next((p for p in curve[1:] if p["reward"] >= target), None)
         return hit[key] if hit else None
 
-    result = {"base_reward": base, "irs": irs, "grpo": grpo, "irs_final_gain": target - base,
-              "seconds_to_irs_final_level": {"irs": time_to(irs), "grpo": time_to(grpo)},
-              "cpu_seconds_to_irs_final_level": {"irs": time_to(irs, "cpu_seconds"),
-                                                 "grpo": time_to(grpo, "cpu_seconds")}}
-    print(f"base reward {base:.4f}; IRS after {args.rounds} rounds {irs[-1]['reward']:.4f} in {irs[-1]['seconds']:.1f}s; "
-          f"GRPO after {args.rounds} rounds {grpo[-1]['reward']:.4f} in {grpo[-1]['seconds']:.1f}s")
+    result = {
+        "base_reward": base,
+        "irs": irs,
+        "grpo": grpo,
+        "irs_final_gain": target - base,
+        "seconds_to_irs_final_level": {"irs": time_to(irs), "grpo": time_to(grpo)},
+        "cpu_seconds_to_irs_final_level": {"irs": time_to(irs, "cpu_seconds"), "grpo": time_to(grpo, "cpu_seconds")},
+    }
+    print(
+        f"base reward {base:.4f}; IRS after {args.rounds} rounds {irs[-1]['reward']:.4f} in {irs[-1]['seconds']:.1f}s; "
+        f"GRPO after {args.rounds} rounds {grpo[-1]['reward']:.4f} in {grpo[-1]['seconds']:.1f}s"
+    )
     print(f"wall time to reach IRS's final level: IRS {time_to(irs)}s, GRPO {time_to(grpo)}s (None: not reached)")
-    print(f"compute to reach it: IRS {time_to(irs, 'cpu_seconds')} CPU s, GRPO {time_to(grpo, 'cpu_seconds')} CPU s; "
-          f"ratio GRPO/IRS {(time_to(grpo, 'cpu_seconds') or float('nan')) / (time_to(irs, 'cpu_seconds') or float('nan')):.2f}")
+    irs_cpu, grpo_cpu = time_to(irs, "cpu_seconds"), time_to(grpo, "cpu_seconds")
+    print(
+        f"compute to reach it: IRS {irs_cpu} CPU s, GRPO {grpo_cpu} CPU s; "
+        f"ratio GRPO/IRS {(grpo_cpu or float('nan')) / (irs_cpu or float('nan')):.2f}"
+    )
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -33,6 +33,7 @@ question and contexts, concision), not a judgement of answer quality.
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_learning.py --variants IRS IRS-skip IRS-top2 --rounds 4
     .venv/bin/python benchmarks/bench_learning.py --table run1.json run2.json   # merge saved runs, print tables
 """
+
 from __future__ import annotations
 
 from _bench import add_threads_arg, isolate, run, set_threads
@@ -77,12 +78,25 @@ def draw_questions(n: int, path: Path) -> Path:
 
 def request(variant: str, seed: int, dataset: Path, args) -> dict:
     over = VARIANTS[variant]
-    return {"model_id": "builtin:smollm2-135m-instruct", "dataset": str(dataset), "n_questions": args.questions,
-            "top_k": 2, "seed": seed, "track": False, "stage": over["stage"],
-            "stage_config": over.get("stage_config", {}),
-            "irs_config": {"n_iterations": args.rounds, "n_candidates": 4, "max_new_tokens": args.max_new_tokens,
-                           "batch_size": 4, "learning_rate": args.lr, "gen_batch_size": 16},
-            "heldout": {"share": 1 / 3, "min_questions": 6, "max_questions": 64, "seed": 0}}
+    return {
+        "model_id": "builtin:smollm2-135m-instruct",
+        "dataset": str(dataset),
+        "n_questions": args.questions,
+        "top_k": 2,
+        "seed": seed,
+        "track": False,
+        "stage": over["stage"],
+        "stage_config": over.get("stage_config", {}),
+        "irs_config": {
+            "n_iterations": args.rounds,
+            "n_candidates": 4,
+            "max_new_tokens": args.max_new_tokens,
+            "batch_size": 4,
+            "learning_rate": args.lr,
+            "gen_batch_size": 16,
+        },
+        "heldout": {"share": 1 / 3, "min_questions": 6, "max_questions": 64, "seed": 0},
+    }
 
 
 def run_job(req_body: dict) -> dict:
@@ -95,8 +109,11 @@ def run_job(req_body: dict) -> dict:
     store = create_job(req_body)
     req = job_request(store)
     t0, c0 = time.perf_counter(), time.process_time()
-    job = run_job_local(store, req, on_round=lambda r, rows: print(
-        f"    round {r.iteration}: {time.perf_counter() - t0:7.1f}s", flush=True))
+    job = run_job_local(
+        store,
+        req,
+        on_round=lambda r, rows: print(f"    round {r.iteration}: {time.perf_counter() - t0:7.1f}s", flush=True),
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rounds = [json.loads(heldout_path(store, r).read_text()) for r in range(0, len(job.rounds) + 1)]
     return {"job_id": store.job_id, "wall_s": wall, "cpu_s": cpu, "rounds": rounds}
@@ -106,8 +123,12 @@ def paired(base: list[float], after: list[float], n_boot: int = 4000, seed: int 
     diffs = [a - b for a, b in zip(after, base)]
     rng = random.Random(seed)
     means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(n_boot))
-    return {"gain": statistics.fmean(diffs), "lo": means[int(0.025 * n_boot)], "hi": means[int(0.975 * n_boot) - 1],
-            "win": sum(d > 0 for d in diffs) / len(diffs)}
+    return {
+        "gain": statistics.fmean(diffs),
+        "lo": means[int(0.025 * n_boot)],
+        "hi": means[int(0.975 * n_boot) - 1],
+        "win": sum(d > 0 for d in diffs) / len(diffs),
+    }
 
 
 def against_start(start: dict, round_: dict) -> dict:
@@ -117,8 +138,12 @@ def against_start(start: dict, round_: dict) -> dict:
 
     by_id = {a["id"]: a["reward"] for a in start["answers"]}
     div = diversity([a["answer"] for a in round_["answers"]])
-    return {**paired([by_id[a["id"]] for a in round_["answers"]], [a["reward"] for a in round_["answers"]]),
-            "d1": div["distinct_1"], "d2": div["distinct_2"], "words": round_["mean_words"]}
+    return {
+        **paired([by_id[a["id"]] for a in round_["answers"]], [a["reward"] for a in round_["answers"]]),
+        "d1": div["distinct_1"],
+        "d2": div["distinct_2"],
+        "words": round_["mean_words"],
+    }
 
 
 def summarize(job: dict) -> dict:
@@ -129,27 +154,40 @@ def summarize(job: dict) -> dict:
     # every round against the start model: where a longer run would have stopped, or still rises
     by_round = [against_start(base, r) for r in job["rounds"][1:]]
     start = diversity([a["answer"] for a in base["answers"]])
-    return {**by_round[-1], "base": base["reward"], "final": last["reward"],
-            "curve": [r["reward"] for r in job["rounds"]],
-            "base_d1": start["distinct_1"], "base_d2": start["distinct_2"],
-            "base_words": base["mean_words"], "n_heldout": len(last["answers"]),
-            # what the gain is made of: each reward's held-out mean, start -> last (a rise in one can hide a fall in another)
-            "parts": {k: [base["rewards"][k], last["rewards"].get(k)] for k in base["rewards"]},
-            "by_round": [{k: r[k] for k in ("gain", "lo", "hi", "win", "d2", "words")} for r in by_round],
-            "wall_s": job["wall_s"], "cpu_s": job["cpu_s"],
-            "gain_per_cpu_h": by_round[-1]["gain"] / (job["cpu_s"] / 3600) if job["cpu_s"] else None}
+    return {
+        **by_round[-1],
+        "base": base["reward"],
+        "final": last["reward"],
+        "curve": [r["reward"] for r in job["rounds"]],
+        "base_d1": start["distinct_1"],
+        "base_d2": start["distinct_2"],
+        "base_words": base["mean_words"],
+        "n_heldout": len(last["answers"]),
+        # what the gain is made of: each reward's held-out mean, start -> last (a rise in one can hide a
+        # fall in another)
+        "parts": {k: [base["rewards"][k], last["rewards"].get(k)] for k in base["rewards"]},
+        "by_round": [{k: r[k] for k in ("gain", "lo", "hi", "win", "d2", "words")} for r in by_round],
+        "wall_s": job["wall_s"],
+        "cpu_s": job["cpu_s"],
+        "gain_per_cpu_h": by_round[-1]["gain"] / (job["cpu_s"] / 3600) if job["cpu_s"] else None,
+    }
 
 
 def table(results: dict[str, dict[int, dict]]) -> str:
-    lines = ["| stage | seed | held-out reward (start -> last) | gain [95% CI] | win | each reward's change | d1 | d2 | "
-             "words | wall s | CPU s | gain / CPU-h |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | seed | held-out reward (start -> last) | gain [95% CI] | win | each reward's change | d1 | d2 | "
+        "words | wall s | CPU s | gain / CPU-h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for variant, by_seed in results.items():
         for seed, s in by_seed.items():
             parts = " ".join(f"{k} {b - a:+.3f}" for k, (a, b) in s.get("parts", {}).items() if b is not None)
-            lines.append(f"| {variant} | {seed} | {s['base']:.4f} -> {s['final']:.4f} | {s['gain']:+.4f} "
-                         f"[{s['lo']:+.4f}, {s['hi']:+.4f}] | {s['win']:.2f} | {parts} | {s['d1']:.3f} | {s['d2']:.3f} "
-                         f"(start {s['base_d2']:.3f}) | {s['words']:.1f} (start {s['base_words']:.1f}) | "
-                         f"{s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['gain_per_cpu_h']:+.3f} |")
+            lines.append(
+                f"| {variant} | {seed} | {s['base']:.4f} -> {s['final']:.4f} | {s['gain']:+.4f} "
+                f"[{s['lo']:+.4f}, {s['hi']:+.4f}] | {s['win']:.2f} | {parts} | {s['d1']:.3f} | {s['d2']:.3f} "
+                f"(start {s['base_d2']:.3f}) | {s['words']:.1f} (start {s['base_words']:.1f}) | "
+                f"{s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['gain_per_cpu_h']:+.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -159,8 +197,10 @@ def rounds_table(results: dict[str, dict]) -> str:
     lines = ["| stage | seed | " + " | ".join(f"round {i}" for i in range(1, n + 1)) + " |", "|---|---|" + "---|" * n]
     for variant, by_seed in results.items():
         for seed, s in by_seed.items():
-            cells = [f"{r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] d2 {r['d2']:.2f}, {r['words']:.0f} w"
-                     for r in s.get("by_round", [])]
+            cells = [
+                f"{r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] d2 {r['d2']:.2f}, {r['words']:.0f} w"
+                for r in s.get("by_round", [])
+            ]
             lines.append(f"| {variant} | {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -168,17 +208,22 @@ def rounds_table(results: dict[str, dict]) -> str:
 def verdict(results: dict[str, dict]) -> str:
     """Per stage across seeds: mean gain, the seeds whose interval is above zero, diversity kept, gain per CPU-hour.
     The target: the interval above zero in every seed with distinct-2 at least 90% of the start model's."""
-    lines = ["| stage | seeds | mean gain | interval above zero | distinct-2 kept (least) | mean words | CPU s / job | "
-             "gain / CPU-h | target |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | seeds | mean gain | interval above zero | distinct-2 kept (least) | mean words | CPU s / job | "
+        "gain / CPU-h | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for variant, by_seed in results.items():
         runs = list(by_seed.values())
         above = sum(r["lo"] > 0 for r in runs)
         kept = min(r["d2"] / r["base_d2"] for r in runs)
         met = above == len(runs) and kept >= 0.9
-        lines.append(f"| {variant} | {len(runs)} | {statistics.fmean(r['gain'] for r in runs):+.4f} | "
-                     f"{above} of {len(runs)} | {kept:.0%} | {statistics.fmean(r['words'] for r in runs):.1f} | "
-                     f"{statistics.fmean(r['cpu_s'] for r in runs):.0f} | "
-                     f"{statistics.fmean(r['gain_per_cpu_h'] for r in runs):+.3f} | {'met' if met else 'not met'} |")
+        lines.append(
+            f"| {variant} | {len(runs)} | {statistics.fmean(r['gain'] for r in runs):+.4f} | "
+            f"{above} of {len(runs)} | {kept:.0%} | {statistics.fmean(r['words'] for r in runs):.1f} | "
+            f"{statistics.fmean(r['cpu_s'] for r in runs):.0f} | "
+            f"{statistics.fmean(r['gain_per_cpu_h'] for r in runs):+.3f} | {'met' if met else 'not met'} |"
+        )
     return "\n".join(lines)
 
 
@@ -192,8 +237,12 @@ def merged(paths: list[Path]) -> dict[str, dict]:
 
 
 def write_results(args, threads: int, wall_s: float, results: dict) -> dict:
-    doc = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-           "threads": threads, "total_wall_s": wall_s, "results": results}
+    doc = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "threads": threads,
+        "total_wall_s": wall_s,
+        "results": results,
+    }
     from irsflow.store import atomic_write_json
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +265,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
-                    help="print the tables of saved runs (merged) and exit; runs nothing")
+    ap.add_argument(
+        "--table",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="print the tables of saved runs (merged) and exit; runs nothing",
+    )
     args = ap.parse_args(argv)
     if args.table:
         results = merged(args.table)
@@ -234,8 +288,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{variant} seed {seed}", flush=True)
             results.setdefault(variant, {})[seed] = summarize(run_job(request(variant, seed, dataset, args)))
             s = results[variant][seed]
-            print(f"  gain {s['gain']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}] win {s['win']:.2f} d2 {s['d2']:.3f} "
-                  f"(start {s['base_d2']:.3f}) words {s['words']:.1f} cpu {s['cpu_s']:.0f}s", flush=True)
+            print(
+                f"  gain {s['gain']:+.4f} [{s['lo']:+.4f}, {s['hi']:+.4f}] win {s['win']:.2f} d2 {s['d2']:.3f} "
+                f"(start {s['base_d2']:.3f}) words {s['words']:.1f} cpu {s['cpu_s']:.0f}s",
+                flush=True,
+            )
             doc = write_results(args, threads, time.perf_counter() - t0, results)  # after every job: hours of work kept
     print(table(results), rounds_table(results), verdict(results), sep="\n\n")
     print(f"total {doc['total_wall_s']:.0f}s wall; figures in {args.out}")

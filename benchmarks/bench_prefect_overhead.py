@@ -39,6 +39,7 @@ takes about 55 to 80 s); ``--only tiny`` or ``--only demo`` runs one workload:
 
     HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/python benchmarks/bench_prefect_overhead.py
 """
+
 from __future__ import annotations
 
 import os
@@ -99,9 +100,11 @@ def instrument_slot_calls() -> bool:
 
 
 def tiny_request(model_dir: str) -> dict:
-    return {"model_id": model_dir,
-            "irs_config": {"n_iterations": 1, "max_new_tokens": 32, "learning_rate": 1e-3, "max_seq_length": 2048},
-            "n_questions": 16}
+    return {
+        "model_id": model_dir,
+        "irs_config": {"n_iterations": 1, "max_new_tokens": 32, "learning_rate": 1e-3, "max_seq_length": 2048},
+        "n_questions": 16,
+    }
 
 
 def demo_request() -> dict:
@@ -159,8 +162,11 @@ def measure(label: str, request: dict, train_round, phases) -> dict:
             times[name].append(dt)
             inside[name].append(phase_s)
             slots[name].append(slot_s)
-            print(f"[{label}] repeat {rep}: {name} {dt:.2f}s (inside phases {phase_s:.2f}s, "
-                  f"tag-slot calls {slot_s:.2f}s, avg_reward {avg:.4f})", flush=True)
+            print(
+                f"[{label}] repeat {rep}: {name} {dt:.2f}s (inside phases {phase_s:.2f}s, "
+                f"tag-slot calls {slot_s:.2f}s, avg_reward {avg:.4f})",
+                flush=True,
+            )
 
     med = {k: statistics.median(v) for k, v in times.items()}
     share = 100.0 * (med["A"] - med["B"]) / med["A"]
@@ -194,8 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import irsflow.jobs.rounds as rounds
     from flows.train import train_round
-    from irsflow.stages.irs import IRS
     from irsflow.models.tiny import build_tiny_model
+    from irsflow.stages.irs import IRS
     from tasks.limits import ensure_gpu_limit
 
     # the job loop's phase table calls these by their names in irsflow.jobs.rounds; IRS.train: the stage's SFT
@@ -208,8 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     def warmup() -> int:
         return ensure_gpu_limit()
 
-    print(f"warm-up flow (starts Prefect's temporary server; PREFECT_API_URL={PREFECT_API_URL.value()!r})",
-          flush=True)
+    print(f"warm-up flow (starts Prefect's temporary server; PREFECT_API_URL={PREFECT_API_URL.value()!r})", flush=True)
     t0 = time.perf_counter()
     gpu_limit = warmup()
     startup_s = time.perf_counter() - t0
@@ -254,19 +259,28 @@ def main(argv: list[str] | None = None) -> dict:
     OUT.write_text(json.dumps(report, indent=2) + "\n")
 
     print()
-    print(f"Prefect overhead benchmark (Prefect {prefect.__version__}, temporary local server, started in "
-          f"{startup_s:.1f}s before timing; {threads} torch thread(s))")
+    print(
+        f"Prefect overhead benchmark (Prefect {prefect.__version__}, temporary local server, started in "
+        f"{startup_s:.1f}s before timing; {threads} torch thread(s))"
+    )
     for label, r in results.items():
         m = r["median_seconds"]
-        print(f"  {label}: A via Prefect median {m['A']:.2f}s, B direct median {m['B']:.2f}s, "
-              f"Prefect {r['prefect_seconds']:+.2f}s = {r['prefect_share_percent']:.1f}%; "
-              f"in-run (A minus time inside phases) {r['in_run_share_percent_median']:.1f}%")
+        print(
+            f"  {label}: A via Prefect median {m['A']:.2f}s, B direct median {m['B']:.2f}s, "
+            f"Prefect {r['prefect_seconds']:+.2f}s = {r['prefect_share_percent']:.1f}%; "
+            f"in-run (A minus time inside phases) {r['in_run_share_percent_median']:.1f}%"
+        )
         if slot_timing:
-            print(f"        of A, in Prefect's tag-concurrency slot calls (acquire+release, tags gpu/cpu): "
-                  f"median {r['median_tag_slot_seconds']:.2f}s")
+            print(
+                f"        of A, in Prefect's tag-concurrency slot calls (acquire+release, tags gpu/cpu): "
+                f"median {r['median_tag_slot_seconds']:.2f}s"
+            )
     print(f"  wrote {OUT}")
-    line = ", ".join(f"{label}{' (the demo)' if label == 'demo' else ''} {r['prefect_share_percent']:.1f}% "
-                     f"({'met' if r['meets_target'] else 'NOT met'})" for label, r in results.items())
+    line = ", ".join(
+        f"{label}{' (the demo)' if label == 'demo' else ''} {r['prefect_share_percent']:.1f}% "
+        f"({'met' if r['meets_target'] else 'NOT met'})"
+        for label, r in results.items()
+    )
     print(f"Prefect share (A-B)/A: {line}; target < {TARGET_SHARE:g}%")
     return report
 

@@ -11,6 +11,7 @@
     python benchmarks/bench_reliability.py            # tiny random model (about 6 min)
     python benchmarks/bench_reliability.py --model builtin:smollm2-135m-instruct
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _bench import isolate, run
@@ -29,9 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _request(model: str, iterations: int) -> dict:
-    return {"model_id": model, "n_questions": 8, "top_k": 2, "seed": 3,
-            "irs_config": {"n_iterations": iterations, "n_candidates": 4, "max_new_tokens": 24, "batch_size": 2,
-                           "learning_rate": 1e-3, "sft_epochs": 6, "max_seq_length": 2048, "gen_batch_size": 8}}
+    return {
+        "model_id": model,
+        "n_questions": 8,
+        "top_k": 2,
+        "seed": 3,
+        "irs_config": {
+            "n_iterations": iterations,
+            "n_candidates": 4,
+            "max_new_tokens": 24,
+            "batch_size": 2,
+            "learning_rate": 1e-3,
+            "sft_epochs": 6,
+            "max_seq_length": 2048,
+            "gen_batch_size": 8,
+        },
+    }
 
 
 def _wait_state(client, run_id, wanted: set[str], timeout: float) -> str:
@@ -49,8 +63,7 @@ def _task_runs(client, name_like: str, since: datetime | None = None):
 
     flows = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name_like)))
     trf = TaskRunFilter(start_time={"after_": since}) if since else None
-    return client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
-                                 task_run_filter=trf)
+    return client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}), task_run_filter=trf)
 
 
 def kill_worker_mid_sft(st, model: str) -> None:
@@ -63,11 +76,15 @@ def kill_worker_mid_sft(st, model: str) -> None:
 
     store = create_job(_request(model, 2))
     run = run_deployment("train/manual", parameters={"request": None, "job_id": store.job_id}, timeout=0)
-    while not (store.read_status().get("current_round") == 2
-               and store.read_status().get("current_phase") == "TRAINING"):
+    while not (
+        store.read_status().get("current_round") == 2 and store.read_status().get("current_phase") == "TRAINING"
+    ):
         time.sleep(0.05)
-    before = {p: hash_path(p) for p in store.dir.rglob("*") if p.is_file() and p.name not in
-              ("status.json", "metrics.jsonl", "train.log")}  # these three keep growing by design
+    before = {
+        p: hash_path(p)
+        for p in store.dir.rglob("*")
+        if p.is_file() and p.name not in ("status.json", "metrics.jsonl", "train.log")
+    }  # these three keep growing by design
     worker = st["procs"]["worker-gpu"]
     os.killpg(worker["pid"], signal.SIGKILL)
     os.kill(store.read_status()["pid"], signal.SIGKILL)
@@ -76,9 +93,13 @@ def kill_worker_mid_sft(st, model: str) -> None:
         _wait_state(client, run.id, {"CRASHED"}, 300)
         crashed_after = time.time() - killed
         st["procs"]["worker-gpu"] = spawn_worker("gpu", stack_env(st["api_url"]))
-        retried = datetime.now(timezone.utc)
-        subprocess.run([str(Path(sys.executable).parent / "prefect"), "flow-run", "retry", str(run.id)], check=True,
-                       capture_output=True, timeout=120)
+        retried = datetime.now(UTC)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "prefect"), "flow-run", "retry", str(run.id)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         _wait_state(client, run.id, {"COMPLETED"}, 600)
         runs = _task_runs(client, store.job_id, since=retried)
     recomputed = sorted(t.name for t in runs if t.state.name != "Cached")
@@ -89,8 +110,10 @@ def kill_worker_mid_sft(st, model: str) -> None:
     print(f"  zombie automation marked the run Crashed after {crashed_after:.0f} s")
     print(f"  after retry, recomputed: {', '.join(recomputed) or 'nothing'} (target: sft-iter-2)")
     print(f"  cached: {', '.join(cached)}")
-    print(f"  files written before the kill: {len(before)}, lost: {len(lost)} {lost or ''}; rewritten: {changed} "
-          "(by design: the phase manifest and the trend chart grow as phases finish)")
+    print(
+        f"  files written before the kill: {len(before)}, lost: {len(lost)} {lost or ''}; rewritten: {changed} "
+        "(by design: the phase manifest and the trend chart grow as phases finish)"
+    )
 
 
 def two_weekly_jobs(model: str) -> None:
@@ -99,7 +122,7 @@ def two_weekly_jobs(model: str) -> None:
 
     params = {"request": _request(model, 1)}
     runs = [run_deployment("train/weekly-job", parameters=params, timeout=0) for _ in range(2)]
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     with get_client(sync_client=True) as client:
         for r in runs:
             _wait_state(client, r.id, {"COMPLETED"}, 900)
@@ -111,8 +134,10 @@ def two_weekly_jobs(model: str) -> None:
         cur += step
         peak = max(peak, cur)
     overlap = min(f.end_time for f in flows) > max(f.start_time for f in flows)
-    print(f"two weekly-request jobs triggered at once: {len(trs)} gpu task runs, peak running at once = {peak} "
-          f"(target 1); the two flow runs overlapped: {overlap} (gpu pool concurrency 1 queues the second)")
+    print(
+        f"two weekly-request jobs triggered at once: {len(trs)} gpu task runs, peak running at once = {peak} "
+        f"(target 1); the two flow runs overlapped: {overlap} (gpu pool concurrency 1 queues the second)"
+    )
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ Run (from the repository root, about 2.5 minutes on 2 busy CPU cores):
 
     HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/python benchmarks/bench_scoring.py
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,16 @@ N_CANDIDATES = 8
 REPEATS = 3
 OUT = Path(__file__).resolve().parent / "out" / "bench_scoring.json"
 
-_OPENERS = ["", "In short, ", "Put simply, ", "Based on the context, ", "The main reason is this: ",
-            "Briefly: ", "To answer the question, ", "Essentially, "]
+_OPENERS = [
+    "",
+    "In short, ",
+    "Put simply, ",
+    "Based on the context, ",
+    "The main reason is this: ",
+    "Briefly: ",
+    "To answer the question, ",
+    "Essentially, ",
+]
 
 
 def _sentences(text: str) -> list[str]:
@@ -79,7 +88,7 @@ def make_candidates(q, n: int, rng: random.Random) -> list[str]:
         elif kind == 3:
             body = " ".join(picks[:1] + ref_sents[-1:])
         else:
-            body = f"The answer to \"{q.question}\" is that {_lower_first(ref_sents[0])}"
+            body = f'The answer to "{q.question}" is that {_lower_first(ref_sents[0])}'
         opener = _OPENERS[(attempt + rng.randrange(len(_OPENERS))) % len(_OPENERS)]
         text = (opener + _lower_first(body)) if opener else body
         if text not in seen:
@@ -94,16 +103,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_threads_arg(ap)
-    ap.add_argument("--c-questions", type=int, default=N_QUESTIONS,
-                    help="time the naive variant C on the first K questions and scale to all (default: all)")
+    ap.add_argument(
+        "--c-questions",
+        type=int,
+        default=N_QUESTIONS,
+        help="time the naive variant C on the first K questions and scale to all (default: all)",
+    )
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
 
     from irsflow.config import TrainRequest
     from irsflow.dataset import load_questions
+    from irsflow.loop.scoring import score_candidates
     from irsflow.rewards import RewardEnv, build_rewards
     from irsflow.rewards.similarity import EmbeddingSimilarity, load_similarity
-    from irsflow.loop.scoring import score_candidates
 
     req = TrainRequest()
     settings = req.scoring
@@ -112,11 +125,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     questions = load_questions("builtin:demo", N_QUESTIONS)
     rng = random.Random(0)
-    rows = [{"question": q.question, "context": "\n\n".join(q.top_contexts(req.top_k)),
-             "reference": q.reference, "candidates": make_candidates(q, N_CANDIDATES, rng)} for q in questions]
+    rows = [
+        {
+            "question": q.question,
+            "context": "\n\n".join(q.top_contexts(req.top_k)),
+            "reference": q.reference,
+            "candidates": make_candidates(q, N_CANDIDATES, rng),
+        }
+        for q in questions
+    ]
     n_items = sum(len(r["candidates"]) for r in rows)
-    unique = list(dict.fromkeys([r["question"] for r in rows] + [r["context"] for r in rows if r["context"]]
-                                + [a for r in rows for a in r["candidates"]]))
+    unique = list(
+        dict.fromkeys(
+            [r["question"] for r in rows]
+            + [r["context"] for r in rows if r["context"]]
+            + [a for r in rows for a in r["candidates"]]
+        )
+    )
 
     t = time.perf_counter()
     backend = load_similarity(settings)
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         st.encode(unique, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
         return time.perf_counter() - t0, {"encoded": len(unique)}
 
-    c_rows = rows[:max(1, min(args.c_questions, len(rows)))]
+    c_rows = rows[: max(1, min(args.c_questions, len(rows)))]
     c_items = sum(len(r["candidates"]) for r in c_rows)
     c_scale = n_items / c_items
 
@@ -150,8 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         for r in c_rows:
             for a in r["candidates"]:
-                st.encode([r["question"], r["context"], a], batch_size=64, normalize_embeddings=True,
-                          show_progress_bar=False)
+                st.encode(
+                    [r["question"], r["context"], a], batch_size=64, normalize_embeddings=True, show_progress_bar=False
+                )
         return (time.perf_counter() - t0) * c_scale, {"encoded": 3 * c_items}
 
     times = {"A": [], "B": [], "C": []}  # C: scaled to all N_QUESTIONS
@@ -170,16 +196,28 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "scoring",
         "machine": {"cpus": os.cpu_count(), "torch_threads": threads, "platform": platform.platform()},
-        "workload": {"questions": len(rows), "candidates_per_question": N_CANDIDATES, "items": n_items,
-                     "unique_texts": len(unique), "top_k": req.top_k, "rewards": weights,
-                     "faith": settings.faith, "embedder": settings.embedder, "batch_size": batch_size},
+        "workload": {
+            "questions": len(rows),
+            "candidates_per_question": N_CANDIDATES,
+            "items": n_items,
+            "unique_texts": len(unique),
+            "top_k": req.top_k,
+            "rewards": weights,
+            "faith": settings.faith,
+            "embedder": settings.embedder,
+            "batch_size": batch_size,
+        },
         "embedder_load_seconds": load_s,
         "repeats": REPEATS,
         "seconds": times,
         "median_seconds": med,
         "texts_encoded": {k: v["encoded"] for k, v in info.items()},
-        "c_measured_on": {"questions": len(c_rows), "items": c_items, "scale_to_full": c_scale,
-                          "median_seconds_measured": med["C"] / c_scale},
+        "c_measured_on": {
+            "questions": len(c_rows),
+            "items": c_items,
+            "scale_to_full": c_scale,
+            "median_seconds_measured": med["C"] / c_scale,
+        },
         "a_result": {"avg_reward": info["A"]["avg_reward"], "means": info["A"]["means"]},
         "ratio_a_over_b": ratio_ab,
         "ratio_c_over_a": ratio_ca,
@@ -190,19 +228,24 @@ def main(argv: list[str] | None = None) -> dict:
     OUT.write_text(json.dumps(report, indent=2) + "\n")
 
     print()
-    print(f"scoring benchmark: {len(rows)} questions x {N_CANDIDATES} candidates = {n_items} items, "
-          f"{len(unique)} unique texts")
+    print(
+        f"scoring benchmark: {len(rows)} questions x {N_CANDIDATES} candidates = {n_items} items, "
+        f"{len(unique)} unique texts"
+    )
     print(f"  rewards rel, faith (embedding), conc; MiniLM on CPU, {threads} torch thread(s); medians of {REPEATS}")
-    print(f"  A full scoring (score_candidates, fresh cache): median {med['A']:.3f}s  "
-          f"({info['A']['encoded']} texts encoded)")
+    print(
+        f"  A full scoring (score_candidates, fresh cache): median {med['A']:.3f}s  "
+        f"({info['A']['encoded']} texts encoded)"
+    )
     print(f"  B floor (unique texts, one encode call):        median {med['B']:.3f}s  ({len(unique)} texts)")
     c_note = f"; measured {med['C'] / c_scale:.3f}s on {c_items} candidates, x{c_scale:g}" if c_scale != 1 else ""
-    print(f"  C naive per-candidate (q+ctx+answer each):       median {med['C']:.3f}s  "
-          f"({3 * n_items} texts{c_note})")
+    print(f"  C naive per-candidate (q+ctx+answer each):       median {med['C']:.3f}s  ({3 * n_items} texts{c_note})")
     print(f"  naive / full scoring  C/A = {ratio_ca:.2f}x")
     print(f"  wrote {OUT}")
-    print(f"ratio A/B (full scoring / encoding floor) = {ratio_ab:.3f}  (target <= 1.3: "
-          f"{'met' if ratio_ab <= 1.3 else 'NOT met'})")
+    print(
+        f"ratio A/B (full scoring / encoding floor) = {ratio_ab:.3f}  (target <= 1.3: "
+        f"{'met' if ratio_ab <= 1.3 else 'NOT met'})"
+    )
     return report
 
 

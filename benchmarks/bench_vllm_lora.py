@@ -11,6 +11,7 @@ dominates: the ratio is far larger than on a real model; the issue measured 10.1
 11.5-12.9 s per 64-token request with SmolLM2-135M). --model needs a folder vLLM can serve and
 ``--rank`` small enough for it. Prints one JSON object; ~2 minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,34 @@ def main() -> None:
     adapter = random_adapter(base, tmp / "adapter", seed=1)
     copies = {name: shutil.copytree(adapter, tmp / name) for name in ("once", "inplace")}
     port = free_port()
-    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(base), "--served-model-name",
-            "base", "--enable-lora", "--max-lora-rank", "8", "--max-cpu-loras", "4", "--dtype", "float32",
-            "--max-model-len", "1024", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(base),
+        "--served-model-name",
+        "base",
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--max-cpu-loras",
+        "4",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "1024",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     t0 = time.monotonic()
-    with ServerProcess("vllm-bench", argv, http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=400, env=env), \
-            httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=300) as h:
+    with (
+        ServerProcess("vllm-bench", argv, http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=400, env=env),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=300) as h,
+    ):
         ready_s = time.monotonic() - t0
 
         def load(name: str, path, inplace: bool) -> None:
@@ -60,8 +82,16 @@ def main() -> None:
 
         def ask(name: str) -> tuple[int, float]:
             t = time.perf_counter()
-            r = h.post("/chat/completions", json={"model": name, "max_tokens": a.tokens, "temperature": 0,
-                                                  "ignore_eos": True, "messages": [{"role": "user", "content": "Hi"}]})
+            r = h.post(
+                "/chat/completions",
+                json={
+                    "model": name,
+                    "max_tokens": a.tokens,
+                    "temperature": 0,
+                    "ignore_eos": True,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            )
             return r.status_code, time.perf_counter() - t
 
         load("once", copies["once"], False)
@@ -78,11 +108,20 @@ def main() -> None:
             shutil.rmtree(path)
         after_delete = {name: ask(name)[0] for name in times}
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"model": str(a.model or "tiny"), "tokens": a.tokens, "reps": a.reps,
-                      "server_ready_s": round(ready_s, 1),
-                      "median_s": {k: round(v, 4) for k, v in med.items()},
-                      "inplace_over_once": round(med["inplace"] / med["once"], 2),
-                      "status_after_deleting_the_files": after_delete}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": str(a.model or "tiny"),
+                "tokens": a.tokens,
+                "reps": a.reps,
+                "server_ready_s": round(ready_s, 1),
+                "median_s": {k: round(v, 4) for k, v in med.items()},
+                "inplace_over_once": round(med["inplace"] / med["once"], 2),
+                "status_after_deleting_the_files": after_delete,
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -10,6 +10,7 @@ do not depend on what happens to be installed; rebuild it with
 
     .venv/bin/python benchmarks/make_doc_questions.py --out benchmarks/data/doc_questions.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ from pathlib import Path
 
 HEADING_MD = re.compile(r"^(#{1,4})\s+(.+?)\s*#*\s*$")
 UNDERLINE = re.compile(r"^([=\-~^*+#])\1{2,}\s*$")
-SKIP = re.compile(r"(?i)^(licen[cs]e|install(ation|ing)?|contribut|credits|authors?|copyright)|chang(es|elog)|"
-                  r"release|\d+\.\d+")
+SKIP = re.compile(
+    r"(?i)^(licen[cs]e|install(ation|ing)?|contribut|credits|authors?|copyright)|chang(es|elog)|"
+    r"release|\d+\.\d+"
+)
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 NOISE = re.compile(r"(https?://|\[!\[|<img|<a |\|.*\||^\s*[-*+] |^\s*\d+\. |^\s*>|::|`{3}|^\s{4,}\S|\{\{|^\.\. )")
 
@@ -74,7 +77,12 @@ def clean(s: str) -> str:
 
 def prose(p: str) -> bool:
     words = p.split()
-    return not p.startswith(("[", "(", "<")) and len(words) >= 12 and sum(w.isalpha() for w in words) / len(words) > 0.7 and p.rstrip()[-1:] in ".!?:"
+    return (
+        not p.startswith(("[", "(", "<"))
+        and len(words) >= 12
+        and sum(w.isalpha() for w in words) / len(words) > 0.7
+        and p.rstrip()[-1:] in ".!?:"
+    )
 
 
 def questions_of(name: str, version: str, text: str) -> list[dict]:
@@ -88,11 +96,17 @@ def questions_of(name: str, version: str, text: str) -> list[dict]:
         sentences = SENTENCE.split(" ".join(body))
         if len(sentences) < 2:
             continue
-        question = heading if heading.endswith("?") else f"What does {name}'s documentation say about \"{heading}\"?"
+        question = heading if heading.endswith("?") else f'What does {name}\'s documentation say about "{heading}"?'
         if heading.endswith("?") and name.lower() not in heading.lower():
             question = f"{name}: {heading}"
-        out.append({"question": question, "contexts": body[:3], "reference": " ".join(sentences[:2]),
-                    "meta": {"topic": name, "source": f"{name} {version} METADATA", "heading": heading}})
+        out.append(
+            {
+                "question": question,
+                "contexts": body[:3],
+                "reference": " ".join(sentences[:2]),
+                "meta": {"topic": name, "source": f"{name} {version} METADATA", "heading": heading},
+            }
+        )
     return out
 
 
@@ -113,8 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     for i, r in enumerate(rows):
         r["id"] = f"doc-{i + 1:03d}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps({"id": r["id"], **{k: v for k, v in r.items() if k != "id"}},
-                                           ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    args.out.write_text(
+        "".join(
+            json.dumps({"id": r["id"], **{k: v for k, v in r.items() if k != "id"}}, ensure_ascii=False) + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
     topics = {r["meta"]["topic"] for r in rows}
     print(f"{len(rows)} questions from {len(topics)} packages -> {args.out}")
 

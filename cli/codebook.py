@@ -11,6 +11,7 @@
 Every subcommand takes ``--path FILE`` (default ``<data dir>/codebook.sqlite``). Without the console
 script: ``python -m cli codebook list``. Exit codes: 0 ok, 2 bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,26 +34,41 @@ def cmd_list(args) -> int:
     snap = cb.snapshot(args.version)
     rules = snap.rules if args.all else snap.enabled
     if args.json:
-        print(json.dumps({"version": snap.version, "content_hash": snap.content_hash(),
-                          "rules": [r.to_dict() for r in rules]}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {"version": snap.version, "content_hash": snap.content_hash(), "rules": [r.to_dict() for r in rules]},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return 0
-    print(f"codebook {cb.path}  version {snap.version}  hash {snap.content_hash()[:12]}  "
-          f"{len(snap.enabled)} enabled / {len(snap.rules)} rules")
+    print(
+        f"codebook {cb.path}  version {snap.version}  hash {snap.content_hash()[:12]}  "
+        f"{len(snap.enabled)} enabled / {len(snap.rules)} rules"
+    )
     for r in rules:
         print(_line(r))
     return 0
 
 
 def cmd_add(args) -> int:
-    r = _open(args, create=True).add(args.text, args.keyword, args.example, source=args.source,
-                                     author=args.author, enabled=not args.disabled, note=args.note)
+    r = _open(args, create=True).add(
+        args.text,
+        args.keyword,
+        args.example,
+        source=args.source,
+        author=args.author,
+        enabled=not args.disabled,
+        note=args.note,
+    )
     print(_line(r))
     return 0
 
 
 def cmd_edit(args) -> int:
-    r = _open(args).edit(args.rule_id, text=args.text, keywords=args.keyword, examples=args.example,
-                         note=args.note, author=args.author)
+    r = _open(args).edit(
+        args.rule_id, text=args.text, keywords=args.keyword, examples=args.example, note=args.note, author=args.author
+    )
     print(_line(r))
     return 0
 
@@ -67,8 +83,10 @@ def cmd_history(args) -> int:
     for r in _open(args).history(args.rule_id):
         who = f" by {r.changed_by}" if r.changed_by else ""
         note = f"  note: {r.note}" if r.note else ""
-        print(f"v{r.version:<4} {r.action:<7} {r.changed_at}{who}  {'on ' if r.enabled else 'off'}  {r.text}  "
-              f"[{r.scope()}]{note}")
+        print(
+            f"v{r.version:<4} {r.action:<7} {r.changed_at}{who}  {'on ' if r.enabled else 'off'}  {r.text}  "
+            f"[{r.scope()}]{note}"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ weekly cycle from the shell.
 
 --settings: an EvalGateSettings JSON (suites, gate thresholds, tracking, vllm).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,11 @@ def _settings(path: str | None):
 def cmd_gate(args) -> int:
     from flows.eval_gate import eval_gate
 
-    print(json.dumps(eval_gate(job_id=args.job, version=args.version, settings=_settings(args.settings)), indent=2,
-                     default=str))
+    print(
+        json.dumps(
+            eval_gate(job_id=args.job, version=args.version, settings=_settings(args.settings)), indent=2, default=str
+        )
+    )
     return 0
 
 
@@ -43,8 +47,11 @@ def cmd_eval(args) -> int:
     from irsflow.release.adapter_cache import resolve_adapter
 
     s = _settings(args.settings)
-    suites = s.suites.model_copy(update={k: v for k, v in (("mc_samples", args.samples), ("mc_k", args.k),
-                                                            ("mc_mode", args.mode)) if v is not None})
+    suites = s.suites.model_copy(
+        update={
+            k: v for k, v in (("mc_samples", args.samples), ("mc_k", args.k), ("mc_mode", args.mode)) if v is not None
+        }
+    )
     adapter = resolve_adapter(args.adapter, s.tracking)
     # a configured teacher takes its key from the environment (TeacherConfig.with_key)
     scores, details = run_suites(resolve_model(args.model), adapter, suites, load_in_4bit=s.load_in_4bit)
@@ -54,11 +61,18 @@ def cmd_eval(args) -> int:
 
     out = data_dir() / "evals" / "standalone" / f"eval-{new_job_id()}.json"
     atomic_write_json(out, {"model": args.model, "adapter": adapter, **scores_to_json(scores, details)})
-    run_id = Registry(s.tracking).log_eval(f"eval-{out.stem}", {"model": args.model, "adapter": args.adapter or "",
-                                                                 "suites": suites.model_dump(mode="json")},
-                                           scores.scalars, out)
-    print(json.dumps({"scalars": scores.scalars, "generation": details["generation"], "file": str(out),
-                      "mlflow_run_id": run_id}, indent=2))
+    run_id = Registry(s.tracking).log_eval(
+        f"eval-{out.stem}",
+        {"model": args.model, "adapter": args.adapter or "", "suites": suites.model_dump(mode="json")},
+        scores.scalars,
+        out,
+    )
+    print(
+        json.dumps(
+            {"scalars": scores.scalars, "generation": details["generation"], "file": str(out), "mlflow_run_id": run_id},
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -69,8 +83,9 @@ def cmd_weekly(args) -> int:
     if args.submit:
         from prefect.deployments import run_deployment
 
-        run = run_deployment("weekly-cycle/weekly", parameters={"settings": settings.model_dump(mode="json")},
-                             timeout=0)
+        run = run_deployment(
+            "weekly-cycle/weekly", parameters={"settings": settings.model_dump(mode="json")}, timeout=0
+        )
         print(json.dumps({"flow_run_id": str(run.id), "name": run.name}))
         return 0
     from flows.weekly_cycle import weekly_cycle
@@ -96,8 +111,9 @@ def add_eval_parsers(sub) -> None:
     r.set_defaults(fn=cmd_rollback)
     e = sub.add_parser("eval", help="run the eval suites on a model (+ adapter) and print the metrics")
     e.add_argument("--model", required=True)
-    e.add_argument("--adapter", default=None,
-                   help="adapter folder, registry:champion / registry:3, or models:/NAME@ALIAS")
+    e.add_argument(
+        "--adapter", default=None, help="adapter folder, registry:champion / registry:3, or models:/NAME@ALIAS"
+    )
     e.add_argument("--samples", type=int, default=None, help="only the first N multiple-choice questions")
     e.add_argument("--k", type=int, default=None, help="samples per MC question, majority vote")
     e.add_argument("--mode", choices=["generate", "loglik"], default=None, help="MC answer mode")

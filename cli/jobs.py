@@ -8,6 +8,7 @@
 Exit codes: 0 ok, 1 the job failed, 2 bad input (nothing was run), 3 no Prefect server could be
 reached or started.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,10 @@ def cmd_train(args) -> int:
 def _print_iterations(result: dict) -> None:
     for it in result["iterations"]:
         cached = f"  cached: {', '.join(p.lower() for p in it['cached'])}" if it.get("cached") else ""
-        print(f"iter {it['iter']}: avg_reward={_num(it['avg_reward'])}  breakdown: {_fmt(it['reward_breakdown'])}"
-              f"  weights: {_fmt(it['weights'])}  loss={it['loss']:.4f}{cached}")
+        print(
+            f"iter {it['iter']}: avg_reward={_num(it['avg_reward'])}  breakdown: {_fmt(it['reward_breakdown'])}"
+            f"  weights: {_fmt(it['weights'])}  loss={it['loss']:.4f}{cached}"
+        )
     print(f"final adapter: {result['final_adapter']}")
     print(f"job_dir: {result['job_dir']}")
 
@@ -82,13 +85,16 @@ def cmd_rerun(args) -> int:
     store = open_job(args.job_id)
     if args.from_phase:
         check_phase(args.from_phase)
-    check_from_iteration(store.job_id, job_request(store).shared.n_iterations, args.from_iteration,
-                         "--from-iteration")
+    check_from_iteration(store.job_id, job_request(store).shared.n_iterations, args.from_iteration, "--from-iteration")
     from deployments.runs import release_dead_run
 
     release_dead_run(store, force=args.force)  # refuses while the job's process is still alive
-    params = {"request": None, "job_id": store.job_id, "from_phase": args.from_phase,
-              "from_iteration": args.from_iteration}
+    params = {
+        "request": None,
+        "job_id": store.job_id,
+        "from_phase": args.from_phase,
+        "from_iteration": args.from_iteration,
+    }
     if args.submit:
         from prefect.deployments import run_deployment
 
@@ -127,15 +133,16 @@ def add_job_parsers(sub) -> None:
     t.add_argument("--request", required=True, help="request body (the job API's POST /api/train body), JSON or YAML")
     t.add_argument("--job-id", default=None, help="use this job id instead of a fresh one")
     t.set_defaults(fn=cmd_train)
-    for name, fn, help_ in (("status", cmd_status, "job state, phase and metrics"),
-                            ("metrics", cmd_metrics, "metrics.jsonl as a JSON array")):
+    for name, fn, help_ in (
+        ("status", cmd_status, "job state, phase and metrics"),
+        ("metrics", cmd_metrics, "metrics.jsonl as a JSON array"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("job_id")
         s.set_defaults(fn=fn)
     r = sub.add_parser("rerun", help="resume a job: finished phases come back from the cache")
     r.add_argument("job_id")
-    r.add_argument("--from-phase", choices=ALL_PHASES, default=None,
-                   help="force this phase and every phase after it")
+    r.add_argument("--from-phase", choices=ALL_PHASES, default=None, help="force this phase and every phase after it")
     r.add_argument("--from-iteration", type=int, default=1, help="iteration --from-phase applies to (default 1)")
     r.add_argument("--submit", action="store_true", help="queue it on the deployment instead of running here")
     r.add_argument("--deployment", default="train/manual", help="with --submit: FLOW/DEPLOYMENT to queue it on")

@@ -26,6 +26,7 @@ Each command group lives in its own module (jobs, stack, codebook, feedback, tea
 registers its subcommands; the commands that start nothing (validate, rewards, build-tiny) are here.
 Run it as ``irsflow ARGS`` or ``python -m cli ARGS``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,14 @@ from cli.codebook import add_codebook_parser
 from cli.eval import add_eval_parsers
 from cli.feedback import add_feedback_parser
 from cli.jobs import add_job_parsers, print_json
-from cli.stack import (EPHEMERAL_TIMEOUT_ENV, EPHEMERAL_TIMEOUT_S, PrefectUnavailable, add_stack_parsers,
-                       default_api_url, ephemeral_failure)
+from cli.stack import (
+    EPHEMERAL_TIMEOUT_ENV,
+    EPHEMERAL_TIMEOUT_S,
+    PrefectUnavailable,
+    add_stack_parsers,
+    default_api_url,
+    ephemeral_failure,
+)
 from cli.teacher import add_teacher_parsers
 from irsflow.errors import InputError
 

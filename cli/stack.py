@@ -12,6 +12,7 @@ runs show in its UI), else Prefect starts a temporary server, which gets
 The ``deployments`` modules are imported by the command that needs them, not at import time:
 they load httpx, Prefect and FastAPI, which ``irsflow --help`` does not need.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ def ephemeral_failure(err: BaseException) -> PrefectUnavailable | None:
             return PrefectUnavailable(
                 f"Prefect's temporary server did not start within {os.environ.get(EPHEMERAL_TIMEOUT_ENV)} s "
                 f"(this machine may be busy). Start the local stack once with `make up` (or `irsflow up`) so "
-                f"jobs use it, point PREFECT_API_URL at a running server, or raise {EPHEMERAL_TIMEOUT_ENV}.")
+                f"jobs use it, point PREFECT_API_URL at a running server, or raise {EPHEMERAL_TIMEOUT_ENV}."
+            )
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -100,6 +102,7 @@ def add_stack_parsers(sub) -> None:
     a = sub.add_parser("api", help="serve the job API (POST /api/train, GET /api/train/status/JOB_ID)")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8080)
-    a.add_argument("--no-auth", action="store_true",
-                   help="serve without IRSFLOW_API_TOKEN (refused otherwise), on 127.0.0.1 only")
+    a.add_argument(
+        "--no-auth", action="store_true", help="serve without IRSFLOW_API_TOKEN (refused otherwise), on 127.0.0.1 only"
+    )
     a.set_defaults(fn=cmd_api)

@@ -9,6 +9,7 @@
 --teacher / --scoring take JSON files of the request's `teacher` / `scoring` blocks (no keys:
 the key comes from $DEEPSEEK_API_KEY / $IRSFLOW_TEACHER_API_KEY or the Secret block teacher-api-key).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,10 @@ def load_json(cls, path: str | None, what: str):
     except ValidationError as err:
         from irsflow.config import format_validation_error
 
-        raise ConfigError(f"{path}: invalid {what}\n" + "\n".join(
-            f"{what}.{line}" for line in format_validation_error(err).splitlines())) from None
+        raise ConfigError(
+            f"{path}: invalid {what}\n"
+            + "\n".join(f"{what}.{line}" for line in format_validation_error(err).splitlines())
+        ) from None
 
 
 def _configs(args):
@@ -53,8 +56,16 @@ def cmd_label(args) -> int:
     teacher, scoring = _configs(args)
     from flows.teacher_labelling import teacher_labelling
 
-    _print(teacher_labelling(job_id=args.job, samples=args.samples, iterations=args.iteration or None,
-                             teacher=teacher, scoring=scoring, out_dir=args.out))
+    _print(
+        teacher_labelling(
+            job_id=args.job,
+            samples=args.samples,
+            iterations=args.iteration or None,
+            teacher=teacher,
+            scoring=scoring,
+            out_dir=args.out,
+        )
+    )
     return 0
 
 
@@ -68,8 +79,15 @@ def cmd_qc(args) -> int:
         raise ConfigError("--set: expected NAME=QUESTION_SET, e.g. gold=builtin:gold")
     from flows.teacher_labelling import teacher_quality_check
 
-    _print(teacher_quality_check(sets=sets, teacher=teacher or TeacherConfig(), scoring=scoring or ScoringConfig(),
-                                 score_floor=args.score_floor, out_dir=args.out))
+    _print(
+        teacher_quality_check(
+            sets=sets,
+            teacher=teacher or TeacherConfig(),
+            scoring=scoring or ScoringConfig(),
+            score_floor=args.score_floor,
+            out_dir=args.out,
+        )
+    )
     return 0
 
 
@@ -77,8 +95,14 @@ def cmd_prompts(args) -> int:
     from irsflow.labelling.quality import PromptSource, build_prompt_set
 
     sources = [PromptSource(s.removesuffix(":high-risk"), high_risk=s.endswith(":high-risk")) for s in args.source]
-    rows = build_prompt_set(sources, n=args.n, min_high_risk_share=args.min_high_risk_share, seed=args.seed,
-                            rules=args.rules, out=Path(args.out))
+    rows = build_prompt_set(
+        sources,
+        n=args.n,
+        min_high_risk_share=args.min_high_risk_share,
+        seed=args.seed,
+        rules=args.rules,
+        out=Path(args.out),
+    )
     high = sum(r["meta"]["high_risk"] for r in rows)
     print(f"{args.out}: {len(rows)} prompts, {high} high-risk ({high / len(rows):.0%})")
     return 0
@@ -123,8 +147,9 @@ def _publish(job_id: str, markdown: str) -> None:
 
         from tasks.artifacts import artifact_key
 
-        create_markdown_artifact(markdown=markdown, key=artifact_key(job_id, "inspect"),
-                                 description=f"inspection report of job {job_id}")
+        create_markdown_artifact(
+            markdown=markdown, key=artifact_key(job_id, "inspect"), description=f"inspection report of job {job_id}"
+        )
     except Exception as err:  # noqa: BLE001 - the files are written; the artifact is a convenience
         print(f"warning: no Prefect artifact ({type(err).__name__}: {err})")
 
@@ -152,8 +177,12 @@ def add_teacher_parsers(sub) -> None:
     _common(qc)
     qc.set_defaults(fn=cmd_qc)
     pr = ts.add_parser("prompts", help="sample an RL prompt set with a minimum red-team share")
-    pr.add_argument("--source", action="append", required=True,
-                    help="question set; suffix :high-risk marks a red-team set (repeatable)")
+    pr.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        help="question set; suffix :high-risk marks a red-team set (repeatable)",
+    )
     pr.add_argument("--n", type=int, required=True)
     pr.add_argument("--min-high-risk-share", type=float, default=0.4)
     pr.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,7 @@ The token is read from the environment only, never from the command line (visibl
 Validation reads files (rule files, question sets): it runs in a worker thread, so a slow file
 never stalls other requests or /api/health.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,17 @@ _PREFECT_TIMEOUT = {"timeout": 10.0}
 log = logging.getLogger("irsflow.api")
 
 # Prefect state type -> the job state the API reports.
-_STATES = {"SCHEDULED": "queued", "PENDING": "queued", "RUNNING": "running", "COMPLETED": "completed",
-           "FAILED": "failed", "CRASHED": "failed", "CANCELLED": "cancelled", "CANCELLING": "cancelled",
-           "PAUSED": "paused"}
+_STATES = {
+    "SCHEDULED": "queued",
+    "PENDING": "queued",
+    "RUNNING": "running",
+    "COMPLETED": "completed",
+    "FAILED": "failed",
+    "CRASHED": "failed",
+    "CANCELLED": "cancelled",
+    "CANCELLING": "cancelled",
+    "PAUSED": "paused",
+}
 
 
 def job_state(prefect_state_type: str) -> str:
@@ -78,12 +87,19 @@ def job_deployment(deployment: str | None = None) -> str:
     name = deployment or os.environ.get(DEPLOYMENT_ENV)
     if not name and os.environ.get(OLD_DEPLOYMENT_ENV):
         name = os.environ[OLD_DEPLOYMENT_ENV]
-        log.warning("%s is the old name of %s: read it as that (rename it in your environment)",
-                    OLD_DEPLOYMENT_ENV, DEPLOYMENT_ENV)
+        log.warning(
+            "%s is the old name of %s: read it as that (rename it in your environment)",
+            OLD_DEPLOYMENT_ENV,
+            DEPLOYMENT_ENV,
+        )
     name = name or DEFAULT_DEPLOYMENT
     if name in RENAMED_DEPLOYMENTS:
-        log.warning("deployment %s was renamed %s: queuing jobs on %s", name, RENAMED_DEPLOYMENTS[name],
-                    RENAMED_DEPLOYMENTS[name])
+        log.warning(
+            "deployment %s was renamed %s: queuing jobs on %s",
+            name,
+            RENAMED_DEPLOYMENTS[name],
+            RENAMED_DEPLOYMENTS[name],
+        )
         name = RENAMED_DEPLOYMENTS[name]
     return name
 
@@ -113,7 +129,9 @@ def preflight_problem(err: InputError) -> dict:
     head, sep, rest = text.partition(": ")
     if sep and not isinstance(err, DatasetError) and head.split(".")[0] in field_names():
         return {"field": head, "message": rest}
-    field = "dataset" if isinstance(err, DatasetError) else "model_id" if isinstance(err, ModelLoadError) else "<request>"
+    field = (
+        "dataset" if isinstance(err, DatasetError) else "model_id" if isinstance(err, ModelLoadError) else "<request>"
+    )
     return {"field": field, "message": text}
 
 
@@ -174,13 +192,17 @@ def auth_token(no_auth: bool = False, token: str | None = None) -> str | None:
     if token and no_auth:
         raise InputError("--no-auth given but IRSFLOW_API_TOKEN is set: unset the token or drop --no-auth")
     if not token and not no_auth:
-        raise InputError("IRSFLOW_API_TOKEN is not set: the job API refuses to start without a token. "
-                         "Set it (clients send 'Authorization: Bearer <token>'), or pass --no-auth to "
-                         "serve without authentication on 127.0.0.1 only")
+        raise InputError(
+            "IRSFLOW_API_TOKEN is not set: the job API refuses to start without a token. "
+            "Set it (clients send 'Authorization: Bearer <token>'), or pass --no-auth to "
+            "serve without authentication on 127.0.0.1 only"
+        )
     if token and (len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token)):
         # the value is not echoed: it may be a real (weak) secret
-        raise InputError(f"IRSFLOW_API_TOKEN is too weak: it needs at least {MIN_TOKEN_LENGTH} characters and no "
-                         "whitespace (e.g. `openssl rand -hex 32`)")
+        raise InputError(
+            f"IRSFLOW_API_TOKEN is too weak: it needs at least {MIN_TOKEN_LENGTH} characters and no "
+            "whitespace (e.g. `openssl rand -hex 32`)"
+        )
     return token or None
 
 
@@ -212,13 +234,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 def bind_host(host: str, no_auth: bool) -> str:
     """Without authentication the API listens on the loopback address only."""
     if no_auth and host != LOOPBACK:
-        raise InputError(f"--no-auth serves on {LOOPBACK} only, not --host {host}: set IRSFLOW_API_TOKEN to "
-                         "listen elsewhere")
+        raise InputError(
+            f"--no-auth serves on {LOOPBACK} only, not --host {host}: set IRSFLOW_API_TOKEN to listen elsewhere"
+        )
     return host
 
 
-def create_app(token: str | None = None, deployment: str | None = None, no_auth: bool = False,
-               max_body: int | None = None) -> FastAPI:
+def create_app(
+    token: str | None = None, deployment: str | None = None, no_auth: bool = False, max_body: int | None = None
+) -> FastAPI:
     """``token`` defaults to $IRSFLOW_API_TOKEN and is required unless ``no_auth`` (see ``auth_token``);
     ``deployment`` to $IRSFLOW_TRAIN_DEPLOYMENT, else ``train/manual`` (see ``job_deployment``);
     ``max_body`` (bytes) to $IRSFLOW_API_MAX_BODY_BYTES, else 1 MiB."""
@@ -252,8 +276,11 @@ def create_app(token: str | None = None, deployment: str | None = None, no_auth:
             try:
                 dep = await client.read_deployment_by_name(deployment)
             except ObjectNotFound:
-                raise HTTPException(503, f"deployment {deployment!r} does not exist on the Prefect server: "
-                                         "run `make up` (server, worker pool, deployments)") from None
+                raise HTTPException(
+                    503,
+                    f"deployment {deployment!r} does not exist on the Prefect server: "
+                    "run `make up` (server, worker pool, deployments)",
+                ) from None
             except Exception as err:
                 raise HTTPException(503, f"Prefect API unreachable ({type(err).__name__}): run `make up`") from None
             try:
@@ -263,19 +290,28 @@ def create_app(token: str | None = None, deployment: str | None = None, no_auth:
                 raise HTTPException(422, [preflight_problem(err)]) from None
             try:
                 run = await client.create_flow_run_from_deployment(
-                    dep.id, parameters={"request": req.model_dump(mode="json"), "job_id": store.job_id},
-                    tags=["api"], idempotency_key=f"irsflow-job-{store.job_id}")
+                    dep.id,
+                    parameters={"request": req.model_dump(mode="json"), "job_id": store.job_id},
+                    tags=["api"],
+                    idempotency_key=f"irsflow-job-{store.job_id}",
+                )
             except Exception as err:
                 # Nobody was told this job id and no run will pick the dir up: remove it rather than
                 # leave a job that says "queued" forever. (Should the request have reached Prefect after
                 # all, train_job recreates the dir from its `request` parameter.)
                 shutil.rmtree(store.dir, ignore_errors=True)
-                raise HTTPException(503, f"could not create a flow run of {deployment!r} "
-                                         f"({type(err).__name__}: {str(err)[:300]}): check `make up`") from None
+                raise HTTPException(
+                    503,
+                    f"could not create a flow run of {deployment!r} "
+                    f"({type(err).__name__}: {str(err)[:300]}): check `make up`",
+                ) from None
         store.update_status(flow_run_id=str(run.id))
         log.info("job %s queued as flow run %s", store.job_id, run.id)
-        return JSONResponse({"job_id": store.job_id, "flow_run_id": str(run.id), "state": "queued"}, status_code=202,
-                            headers={"Location": f"/api/train/status/{store.job_id}"})
+        return JSONResponse(
+            {"job_id": store.job_id, "flow_run_id": str(run.id), "state": "queued"},
+            status_code=202,
+            headers={"Location": f"/api/train/status/{store.job_id}"},
+        )
 
     @jobs.get("/status/{job_id}")
     async def status(job_id: str) -> dict:
@@ -309,8 +345,11 @@ def create_app(token: str | None = None, deployment: str | None = None, no_auth:
     @app.get("/api/health")
     async def health() -> JSONResponse:
         url = _prefect_api_url()
-        out: dict[str, Any] = {"status": "unavailable", "prefect": {"api_url": url, "reachable": False},
-                               "deployment": {"name": deployment, "exists": None}}
+        out: dict[str, Any] = {
+            "status": "unavailable",
+            "prefect": {"api_url": url, "reachable": False},
+            "deployment": {"name": deployment, "exists": None},
+        }
         if url:
             from prefect import get_client
             from prefect.exceptions import ObjectNotFound
@@ -336,8 +375,14 @@ def create_app(token: str | None = None, deployment: str | None = None, no_auth:
     return app
 
 
-def serve(host: str = LOOPBACK, port: int = 8080, token: str | None = None, deployment: str | None = None,
-          log_level: str = "info", no_auth: bool = False) -> None:
+def serve(
+    host: str = LOOPBACK,
+    port: int = 8080,
+    token: str | None = None,
+    deployment: str | None = None,
+    log_level: str = "info",
+    no_auth: bool = False,
+) -> None:
     """Run the API under uvicorn until interrupted. Refuses (``InputError``) to start without a token
     unless ``no_auth``, and with ``no_auth`` to bind anything but 127.0.0.1."""
     import uvicorn
@@ -354,12 +399,13 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--deployment", default=None, help="FLOW/DEPLOYMENT (default $IRSFLOW_TRAIN_DEPLOYMENT, "
-                                                       "else train/manual)")
+    ap.add_argument(
+        "--deployment", default=None, help="FLOW/DEPLOYMENT (default $IRSFLOW_TRAIN_DEPLOYMENT, else train/manual)"
+    )
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-auth", action="store_true", help="serve without a token, on 127.0.0.1 only")
     a = ap.parse_args()
     try:
         serve(a.host, a.port, deployment=a.deployment, log_level=a.log_level, no_auth=a.no_auth)
     except InputError as err:
-        raise SystemExit(f"error: {err}")
+        raise SystemExit(f"error: {err}") from None

@@ -10,8 +10,9 @@ Checks, in order (each ``{"name", "ok", "detail", "repairable"}``; exit code 0 w
                      is active; without it gpu-tagged tasks run unlimited, silently. Repair creates it
                      with IRSFLOW_GPU_SLOTS (default 1) or re-activates it.
 - ``gpu-slots``      leaked slots on ``tag:gpu``. Repair frees them (see ``_repair_gpu_slots``).
-- ``work-pool:gpu``  process pool, concurrency $IRSFLOW_GPU_SLOTS (default 1), with an ONLINE worker; ``work-pool:cpu`` likewise
-                     without the concurrency rule. Report only: ``make up`` creates pools and workers.
+- ``work-pool:gpu``  process pool, concurrency $IRSFLOW_GPU_SLOTS (default 1), with an ONLINE worker;
+                     ``work-pool:cpu`` likewise without the concurrency rule. Report only: ``make up``
+                     creates pools and workers.
 - ``service:*``      IRSFLOW_MLFLOW_URI, IRSFLOW_VLLM_URL, LANGFUSE_HOST, IRSFLOW_TEACHER_BASE_URL, if
                      set: any HTTP answer within 3 s counts as reachable. Credentials are never shown.
 
@@ -31,6 +32,7 @@ as held. No staleness rule of doctor's own does better: the lease lapses 60 s af
 renewal and the server's repossessor (every 15 s) frees the slot by itself (measured: the next gpu
 task started 70 s after the kill), while any age threshold would also free a live, long SFT step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +40,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -52,8 +54,12 @@ from tasks.limits import CPU_TAG, GPU_TAG, ensure_gpu_limit, gpu_slots
 
 LIMIT_NAME = f"tag:{GPU_TAG}"
 POOLS = {GPU_TAG: 1, CPU_TAG: None}  # pool -> required concurrency limit (None: not checked)
-SERVICES = {"mlflow": "IRSFLOW_MLFLOW_URI", "vllm": "IRSFLOW_VLLM_URL", "langfuse": "LANGFUSE_HOST",
-            "teacher": "IRSFLOW_TEACHER_BASE_URL"}
+SERVICES = {
+    "mlflow": "IRSFLOW_MLFLOW_URI",
+    "vllm": "IRSFLOW_VLLM_URL",
+    "langfuse": "LANGFUSE_HOST",
+    "teacher": "IRSFLOW_TEACHER_BASE_URL",
+}
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
 
@@ -64,15 +70,23 @@ def _check(name: str, ok: bool, detail: str, repairable: bool = False) -> dict:
 def check_api() -> dict:
     url = get_current_settings().api.url
     if not url:
-        return _check("prefect-api", False, "PREFECT_API_URL is not set: without it every process runs its "
-                      "own temporary server, whose slots and runs no other process sees; point it at the "
-                      "server your jobs and workers use")
+        return _check(
+            "prefect-api",
+            False,
+            "PREFECT_API_URL is not set: without it every process runs its "
+            "own temporary server, whose slots and runs no other process sees; point it at the "
+            "server your jobs and workers use",
+        )
     try:  # plain httpx with a short timeout: the Prefect client would wait its 60 s request timeout
         r = httpx.get(url.rstrip("/") + "/health", timeout=5, headers=_auth_headers())
         r.raise_for_status()
     except httpx.HTTPError as err:
-        return _check("prefect-api", False, f"{_redact(url)} unreachable ({type(err).__name__}): start the "
-                      "server (`make up` or `prefect server start`) or fix PREFECT_API_URL")
+        return _check(
+            "prefect-api",
+            False,
+            f"{_redact(url)} unreachable ({type(err).__name__}): start the "
+            "server (`make up` or `prefect server start`) or fix PREFECT_API_URL",
+        )
     return _check("prefect-api", True, f"{_redact(url)} healthy")
 
 
@@ -97,13 +111,21 @@ def _read_limit(client):
 def check_gpu_limit(client) -> dict:
     gcl = _read_limit(client)
     if gcl is None:
-        return _check("gpu-limit", False, f"tag limit '{GPU_TAG}' is missing: gpu-tagged tasks run unlimited, "
-                      f"so several models can load at once (repair creates it = {gpu_slots()})", True)
+        return _check(
+            "gpu-limit",
+            False,
+            f"tag limit '{GPU_TAG}' is missing: gpu-tagged tasks run unlimited, "
+            f"so several models can load at once (repair creates it = {gpu_slots()})",
+            True,
+        )
     if not gcl.active:
         return _check("gpu-limit", False, f"{LIMIT_NAME} is inactive, so it is not enforced", True)
     if gcl.limit == 0:  # the operator's number to choose; doctor does not guess one
-        return _check("gpu-limit", False, f"{LIMIT_NAME} = 0: gpu tasks wait forever "
-                      f"(prefect concurrency-limit create {GPU_TAG} N)")
+        return _check(
+            "gpu-limit",
+            False,
+            f"{LIMIT_NAME} = 0: gpu tasks wait forever (prefect concurrency-limit create {GPU_TAG} N)",
+        )
     return _check("gpu-limit", True, f"{LIMIT_NAME} = {gcl.limit}")
 
 
@@ -149,7 +171,7 @@ def _holder_verdict(client, task_run_id: str) -> tuple[bool, str]:
             flow_run_id = client.read_task_run(fr.parent_task_run_id).flow_run_id if fr.parent_task_run_id else None
         except ObjectNotFound:
             break
-    held = f" for {(datetime.now(timezone.utc) - tr.start_time).total_seconds():.0f} s" if tr.start_time else ""
+    held = f" for {(datetime.now(UTC) - tr.start_time).total_seconds():.0f} s" if tr.start_time else ""
     return False, f"{what}{held}"
 
 
@@ -165,8 +187,10 @@ def check_gpu_slots(client) -> dict | None:
     if unleased:
         parts.append(f"LEAKED {unleased} counted without a lease (server restart, or a reset without a count fix)")
     if len(leaked) < len(holders):
-        parts.append("a holder whose process was killed and whose run nobody marked looks held here; "
-                     "its lease lapses by itself 60-75 s after the kill")
+        parts.append(
+            "a holder whose process was killed and whose run nobody marked looks held here; "
+            "its lease lapses by itself 60-75 s after the kill"
+        )
     ok = not leaked and not unleased
     return _check("gpu-slots", ok, "; ".join(parts), repairable=True)
 
@@ -199,8 +223,10 @@ def _repair_gpu_slots(client) -> str | None:
     if len(live) < len(holders):
         client.reset_concurrency_limit_by_tag(GPU_TAG, slot_override=live or None)
         _decrement(client, len(holders))
-        done.append(f"revoked the leases of {len(holders) - len(live)} leaked holder(s)"
-                    + (f", re-leased {len(live)} live one(s)" if live else ""))
+        done.append(
+            f"revoked the leases of {len(holders) - len(live)} leaked holder(s)"
+            + (f", re-leased {len(live)} live one(s)" if live else "")
+        )
     gcl, holders = _slot_state(client)
     if gcl.active_slots > len(holders):
         # A lease that expired but that the repossessor has not collected yet is no longer listed as a
@@ -220,8 +246,11 @@ def check_pool(client, name: str, want_limit: int | None) -> dict:
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
-        return _check(f"work-pool:{name}", False, f"missing (`make up` creates it: "
-                      f"prefect work-pool create {name} --type process)")
+        return _check(
+            f"work-pool:{name}",
+            False,
+            f"missing (`make up` creates it: prefect work-pool create {name} --type process)",
+        )
     problems = []
     if pool.type != "process":
         problems.append(f"type {pool.type}, expected process")

@@ -3,6 +3,7 @@ Prefect (a Running run whose process is gone blocks a retry and looks alive in t
 
     release_dead_run(store)          # before `irsflow rerun`; raises if the run is alive
 """
+
 from __future__ import annotations
 
 import socket
@@ -21,14 +22,18 @@ def release_dead_run(store: JobStore, force: bool = False) -> str | None:
     if status.get("state") not in ("running", "queued"):
         return None
     if status.get("state") == "queued" and not force:
-        raise InputError(f"job {store.job_id}: queued as flow run {status.get('flow_run_id')}; wait for a worker "
-                         "to pick it up, or cancel that run first (or pass --force)")
+        raise InputError(
+            f"job {store.job_id}: queued as flow run {status.get('flow_run_id')}; wait for a worker "
+            "to pick it up, or cancel that run first (or pass --force)"
+        )
     same_host = status.get("host") == socket.gethostname()
     if same_host and process_alive(status.get("pid")):
         raise InputError(f"job {store.job_id}: still running in pid {status['pid']}; wait for it or stop it first")
     if not same_host and status.get("state") == "running" and not force:
-        raise InputError(f"job {store.job_id}: was running on host {status.get('host')!r}; if that run is dead "
-                         "(its flow run turns Crashed within ~2 min of its last heartbeat) pass --force")
+        raise InputError(
+            f"job {store.job_id}: was running on host {status.get('host')!r}; if that run is dead "
+            "(its flow run turns Crashed within ~2 min of its last heartbeat) pass --force"
+        )
     run_id = status.get("flow_run_id")
     if not run_id:
         return None

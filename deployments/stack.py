@@ -1,7 +1,8 @@
 """The local stack: a Prefect server, the work pools, the deployments and one worker per pool.
 
     irsflow up      # or: make up      -> server on 127.0.0.1:4200 (SQLite under <data dir>/prefect),
-                                          pools gpu (process, concurrency $IRSFLOW_GPU_SLOTS, default 1) and cpu (process),
+                                          pools gpu (process, concurrency $IRSFLOW_GPU_SLOTS,
+                                          default 1) and cpu (process),
                                           the gpu tag limit, every deployment in prefect.yaml,
                                           a zombie-run automation, one worker per pool; then
                                           deployments renamed since an earlier `up` are moved
@@ -12,6 +13,7 @@ State lives in ``<data dir>/stack/stack.json`` (PIDs, command lines, URLs) and t
 in ``<data dir>/stack/*.log``. ``up`` is idempotent: a healthy stack it started is reused.
 With ``--api-url`` it skips the server and sets up pools, deployments and workers on that one.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,6 +38,8 @@ def pool_limits() -> dict:
     from tasks.limits import gpu_slots
 
     return {**POOLS, "gpu": gpu_slots()}
+
+
 ZOMBIE_AUTOMATION = "irsflow: crash flow runs whose heartbeats stopped"
 # The migration table: deployments whose full name ("<flow>/<deployment>") changed, old -> new. A server
 # an earlier `up` deployed still holds the old ones, with whatever schedules users added there; `up`
@@ -93,14 +97,19 @@ def alive(pid: int, cmdline: str | None = None) -> bool:
 def stack_env(api_url: str | None = None) -> dict[str, str]:
     """Environment for the server, the workers and the flow runs they start."""
     env = dict(os.environ)
-    env.update({
-        "IRSFLOW_DATA_DIR": str(data_dir()), "IRSFLOW_HOME": str(ROOT),
-        "PREFECT_HOME": env.get("PREFECT_HOME") or str(data_dir() / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-        "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false",
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
-        "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "5"),
-    })
+    env.update(
+        {
+            "IRSFLOW_DATA_DIR": str(data_dir()),
+            "IRSFLOW_HOME": str(ROOT),
+            "PREFECT_HOME": env.get("PREFECT_HOME") or str(data_dir() / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+            "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+            "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "5"),
+        }
+    )
     env.pop("PREFECT_LOGGING_EXTRA_LOGGERS", None)  # tasks/logs.py routes irsflow logs itself
     if api_url:
         env["PREFECT_API_URL"] = api_url
@@ -119,8 +128,10 @@ def _spawn(name: str, argv: list[str], env: dict) -> dict:
 def start_server(port: int, env: dict, timeout: float = 120) -> tuple[str, dict]:
     api_url = f"http://127.0.0.1:{port}/api"
     if healthy(api_url):
-        raise RuntimeError(f"port {port}: a Prefect server not started by this stack already listens there; "
-                           f"use it with --api-url {api_url} or pick another --port")
+        raise RuntimeError(
+            f"port {port}: a Prefect server not started by this stack already listens there; "
+            f"use it with --api-url {api_url} or pick another --port"
+        )
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     # the UI asks /ui-settings where the API is; without this it says 127.0.0.1:4200 whatever the port
     env = {**env, "PREFECT_UI_API_URL": api_url}
@@ -146,10 +157,15 @@ def ensure_pools(client) -> None:
             client.read_work_pool(name)
             client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(
-                name=name, type="process", concurrency_limit=limit,
-                base_job_template=ProcessWorker.get_default_base_job_template(),
-                description="irsflow: one GPU flow run at a time" if name == "gpu" else "irsflow: CPU-only flows"))
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    concurrency_limit=limit,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="irsflow: one GPU flow run at a time" if name == "gpu" else "irsflow: CPU-only flows",
+                )
+            )
 
 
 def ensure_zombie_automation(client) -> None:
@@ -162,20 +178,36 @@ def ensure_zombie_automation(client) -> None:
     if client.read_automations_by_name(ZOMBIE_AUTOMATION):
         return
     ends = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
-    client.create_automation(AutomationCore(
-        name=ZOMBIE_AUTOMATION,
-        trigger=EventTrigger(after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *ends},
-                             match={"prefect.resource.id": ["prefect.flow-run.*"]},
-                             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
-                             within=timedelta(seconds=3 * HEARTBEAT_S)),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                    message="Flow run marked Crashed: its heartbeats stopped (worker died?)")],
-    ))
+    client.create_automation(
+        AutomationCore(
+            name=ZOMBIE_AUTOMATION,
+            trigger=EventTrigger(
+                after={"prefect.flow-run.heartbeat"},
+                expect={"prefect.flow-run.heartbeat", *ends},
+                match={"prefect.resource.id": ["prefect.flow-run.*"]},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=3 * HEARTBEAT_S),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED, message="Flow run marked Crashed: its heartbeats stopped (worker died?)"
+                )
+            ],
+        )
+    )
 
 
 def deploy_all(env: dict) -> str:
-    out = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"prefect deploy --all failed:\n{(out.stdout + out.stderr)[-3000:]}")
     return out.stdout
@@ -226,9 +258,18 @@ def migrate_renamed_deployments(client, renamed: dict[str, str] | None = None) -
         for s in old.schedules:
             same = have.get(_schedule_key(s))
             if same is None:
-                client.create_deployment_schedules(new.id, [DeploymentScheduleCreate(
-                    schedule=s.schedule, active=s.active, max_scheduled_runs=s.max_scheduled_runs,
-                    parameters=s.parameters, slug=s.slug if s.slug not in slugs else None)])
+                client.create_deployment_schedules(
+                    new.id,
+                    [
+                        DeploymentScheduleCreate(
+                            schedule=s.schedule,
+                            active=s.active,
+                            max_scheduled_runs=s.max_scheduled_runs,
+                            parameters=s.parameters,
+                            slug=s.slug if s.slug not in slugs else None,
+                        )
+                    ],
+                )
                 copied.append(_describe(s))
             elif same.active != s.active:  # switched on or off by hand on the old deployment
                 client.update_deployment_schedule(new.id, same.id, active=s.active)
@@ -241,13 +282,17 @@ def migrate_renamed_deployments(client, renamed: dict[str, str] | None = None) -
             client.update_deployment_schedule(new.id, s.id, active=False)
         moved = [f"schedules copied: {', '.join(copied)}"] if copied else []
         moved += [f"schedules switched as before: {', '.join(switched)}"] if switched else []
-        moved += [f"switched off, as the old one did not run them: {', '.join(_describe(s) for s in off)}"] if off else []
+        moved += (
+            [f"switched off, as the old one did not run them: {', '.join(_describe(s) for s in off)}"] if off else []
+        )
         if old.paused and not new.paused:
             client.pause_deployment(new.id)
             moved.append("paused, as the old one was")
         client.delete_deployment(old.id)
-        lines.append(f"deployment {old_name} -> {new_name}: {'; '.join(moved) or 'nothing set on it to copy'}; "
-                     f"{old_name} deleted")
+        lines.append(
+            f"deployment {old_name} -> {new_name}: {'; '.join(moved) or 'nothing set on it to copy'}; "
+            f"{old_name} deleted"
+        )
     return lines
 
 
@@ -276,8 +321,17 @@ def redeploy_if_renamed(api_url: str) -> list[str]:
 
 def spawn_worker(pool: str, env: dict) -> dict:
     """One `prefect worker start` for ``pool`` (flow-run concurrency as the pool's)."""
-    argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-            "--name", f"irsflow-{pool}-{os.uname().nodename}-{time.time_ns() % 10**8}"]
+    argv = [
+        str(BIN / "prefect"),
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--name",
+        f"irsflow-{pool}-{os.uname().nodename}-{time.time_ns() % 10**8}",
+    ]
     limit = pool_limits().get(pool)
     return _spawn(f"worker-{pool}", argv + (["--limit", str(limit)] if limit else []), env)
 
@@ -317,8 +371,14 @@ def up(port: int = 4200, api_url: str | None = None, workers: bool = True) -> di
         _stop_all(procs)
         raise
     ui = api_url.removesuffix("/api")
-    state = {"api_url": api_url, "ui_url": ui, "data_dir": str(data_dir()), "prefect_home": env["PREFECT_HOME"],
-             "procs": procs, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    state = {
+        "api_url": api_url,
+        "ui_url": ui,
+        "data_dir": str(data_dir()),
+        "prefect_home": env["PREFECT_HOME"],
+        "procs": procs,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     atomic_write_json(state_path(), state)
     return {**state, "migrated": migrated}  # not kept in the state file: said once, by the `up` that moved them
 

@@ -21,6 +21,7 @@ the weekly cycle): one gate run per call, evaluate -> register -> gate -> deploy
 Adapters are the registry's local copies (``Registry.adapter_path``: downloaded through MLflow
 into the adapter cache), so an `mlflow server` need not share its disk with this machine.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,8 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from irsflow.release import gate_run as gr
 from irsflow.jobs.job import job_request, open_job
+from irsflow.release import gate_run as gr
 from irsflow.release.registry import CHAMPION, Registry
 from tasks.eval import deploy_task, evaluate_task, gate_task, register_task
 from tasks.limits import ensure_gpu_limit
@@ -40,8 +41,9 @@ log = logging.getLogger("irsflow.evals")
 
 
 @flow(name="eval-gate", log_prints=False)
-def eval_gate(job_id: str | None = None, version: str | None = None,
-              settings: gr.EvalGateSettings = gr.EvalGateSettings()) -> dict:
+def eval_gate(
+    job_id: str | None = None, version: str | None = None, settings: gr.EvalGateSettings = gr.EvalGateSettings()
+) -> dict:
     """Gate a finished job's adapter (``job_id``) or a registered ``version`` (default: the one
     aliased challenger) against the champion."""
     route_library_logs()
@@ -66,8 +68,11 @@ def eval_gate(job_id: str | None = None, version: str | None = None,
     challenger = evaluate_task(settings, model_id, reg.adapter_path(version), str(out / "challenger"), "challenger")
     gpu_seconds = time.perf_counter() - t0  # both evaluations hold a model the whole time
     result = gate_task(settings, version, champion, challenger, n, champ_version)
-    create_markdown_artifact(markdown=gr.gate_markdown(result), key="eval-gate",
-                             description=f"gate decision, gate run {n}: version {version}")
+    create_markdown_artifact(
+        markdown=gr.gate_markdown(result),
+        key="eval-gate",
+        description=f"gate decision, gate run {n}: version {version}",
+    )
     log.info("gate run %d: %s", n, "; ".join(result["reasons"]))
     deployed = None
     try:
@@ -77,6 +82,14 @@ def eval_gate(job_id: str | None = None, version: str | None = None,
         gr.changelog(settings, {**result, "promote": False, "reasons": result["reasons"] + [f"deploy failed: {err}"]})
         raise
     gr.changelog(settings, result)
-    return {"gate_run": n, "version": version, "champion_before": champ_version, "promote": result["promote"],
-            "reasons": result["reasons"], "deployed": deployed, "mlflow_run_id": result["mlflow_run_id"],
-            "metrics": result["metrics"], "gpu_seconds": round(gpu_seconds, 3)}
+    return {
+        "gate_run": n,
+        "version": version,
+        "champion_before": champ_version,
+        "promote": result["promote"],
+        "reasons": result["reasons"],
+        "deployed": deployed,
+        "mlflow_run_id": result["mlflow_run_id"],
+        "metrics": result["metrics"],
+        "gpu_seconds": round(gpu_seconds, 3),
+    }

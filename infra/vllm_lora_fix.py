@@ -20,6 +20,7 @@ an entry point ``[vllm.general_plugins] irsflow_lora_fix = vllm_lora_fix:registe
 installed next to vLLM. Checked by tests/ops/test_vllm_real.py (files deleted after a load, the
 adapter still answers).
 """
+
 from __future__ import annotations
 
 import logging

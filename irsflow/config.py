@@ -8,6 +8,7 @@ Validation is strict (unknown keys are rejected) and happens before any model lo
 
 ``ConfigError`` messages name the field path, e.g. ``irs_config.n_candidates: must be >= 2``.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ from irsflow.teacher.client import TeacherConfig
 
 EMBEDDED_MODEL = "builtin:smollm2-135m-instruct"
 DEMO_DATASET = "builtin:demo"
-DEFAULT_SYSTEM_PROMPT = ("You are a helpful assistant. Answer the question concisely using the context "
-                         "when it is relevant.")
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer the question concisely using the context when it is relevant."
+)
 
 
 def _stage_settings(value: Any, handler) -> StageSettings:
@@ -49,11 +51,19 @@ def _stage_settings(value: Any, handler) -> StageSettings:
 # a discriminated union (on ``stage``) of the registered stages' settings; validated through the stage
 # registry so a stage registered at run time needs no rebuild of this model or of those embedding it
 StageConfigField = Annotated[
-    SerializeAsAny[StageSettings], WrapValidator(_stage_settings),
+    SerializeAsAny[StageSettings],
+    WrapValidator(_stage_settings),
     # Prefect checks a deployment run's parameters against this schema before our validation runs: an
     # open object here, each stage's own model below (a base-model schema would refuse every field)
-    WithJsonSchema({"type": "object", "title": "Stage Config", "additionalProperties": True,
-                    "description": "The stage's own settings (irsflow.stages: one settings model per stage)."})]
+    WithJsonSchema(
+        {
+            "type": "object",
+            "title": "Stage Config",
+            "additionalProperties": True,
+            "description": "The stage's own settings (irsflow.stages: one settings model per stage).",
+        }
+    ),
+]
 
 
 def stored_request(data: dict) -> dict:
@@ -77,31 +87,44 @@ class TrainRequest(_Strict):
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
-    stage: str = Field("IRS", description="The training stage: IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM, or one "
-                                          "a package adds (entry point group irsflow.stages).")
+    stage: str = Field(
+        "IRS",
+        description="The training stage: IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM, or one "
+        "a package adds (entry point group irsflow.stages).",
+    )
     model_id: ModelRef = Field(EMBEDDED_MODEL, min_length=1, description="Local HF folder, hub id, or builtin:*.")
     init_adapter: AdapterRef | None = Field(
-        None, min_length=1, description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
-                                        "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.")
+        None,
+        min_length=1,
+        description="Adapter round 1 starts from (and PPO's frozen reference): a folder, "
+        "registry:champion, registry:N or models:/NAME@ALIAS; the base model if unset.",
+    )
     stage_config: StageConfigField = Field(
-        default=None, description="The stage's own settings, validated by that stage's model (irsflow.stages).")
+        default=None, description="The stage's own settings, validated by that stage's model (irsflow.stages)."
+    )
     shared: SharedSettings = Field(
-        default_factory=SharedSettings, alias="irs_config", title="Shared settings",
-        description="What every stage shares: rounds (n_iterations), sampling, LoRA and optimizer, reward weights.")
-    n_questions: int = Field(100, ge=1, le=MAX_QUESTIONS,
-                             description="Questions taken from the dataset, in file order.")
+        default_factory=SharedSettings,
+        alias="irs_config",
+        title="Shared settings",
+        description="What every stage shares: rounds (n_iterations), sampling, LoRA and optimizer, reward weights.",
+    )
+    n_questions: int = Field(
+        100, ge=1, le=MAX_QUESTIONS, description="Questions taken from the dataset, in file order."
+    )
     top_k: int = Field(3, ge=0, le=1000, description="Contexts per question put into the prompt.")
     dataset: RequestPath = Field(DEMO_DATASET, min_length=1, description="Question-set JSONL path or builtin:demo.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Random seed of sampling, shuffling and LoRA initialisation.")
     system_prompt: str = Field(
-        DEFAULT_SYSTEM_PROMPT, max_length=100_000,
+        DEFAULT_SYSTEM_PROMPT,
+        max_length=100_000,
         description="System turn of every prompt.",
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     codebook: CodebookConfig = Field(default_factory=CodebookConfig)
     track: bool = Field(True, description="Log the finished job as an MLflow run (params, metrics, hashes, adapter).")
     teacher: TeacherConfig | None = Field(
-        None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block.")
+        None, description="Teacher LLM for the `teacher`/`rlaif` rewards; key from $DEEPSEEK_API_KEY or a Secret block."
+    )
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig)
     early_stop: EarlyStopConfig | None = Field(None, description="Early stopping on the held-out split (off if unset).")
     _trains_policy: bool = PrivateAttr(True)  # the stage's (model_post_init)
@@ -109,8 +132,9 @@ class TrainRequest(_Strict):
     def uses_teacher(self) -> bool:
         """Whether scoring will call the teacher (so a key must be found before generation)."""
         weights = self.shared.dw_config.initial_weights
-        return self.teacher is not None and ("teacher" in weights or (
-            "rlaif" in weights and "teacher" in self.scoring.fusion.weights))
+        return self.teacher is not None and (
+            "teacher" in weights or ("rlaif" in weights and "teacher" in self.scoring.fusion.weights)
+        )
 
     def model_post_init(self, context: Any) -> None:
         # after validation and after model_construct alike: the stage's answer, looked up once here
@@ -138,8 +162,9 @@ class TrainRequest(_Strict):
             for key in sc:
                 owners = settings_fields().get(key)
                 if key not in own and owners:
-                    raise ValueError(f"stage_config.{key}: not a setting of stage {stage} "
-                                     f"(it belongs to {', '.join(owners)})")
+                    raise ValueError(
+                        f"stage_config.{key}: not a setting of stage {stage} (it belongs to {', '.join(owners)})"
+                    )
             data = {**data, "stage_config": {**sc, "stage": stage}}
         return data
 

@@ -8,15 +8,17 @@ quality checks and RL prompt mixing; medical questions with reference answers).
 Every problem is reported with the file and line number before any model loads. Rows without
 an ``id`` get ``q-<line>``; duplicate ids and empty questions are rejected.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from irsflow.errors import DatasetError
 from irsflow.paths import kind_of, read_bytes
@@ -43,8 +45,10 @@ def resolve_dataset(spec: str) -> Path:
         name = spec.split(":", 1)[1]
         path = Path(str(resources.files("irsflow") / "data" / f"{name}_questions.jsonl"))
         if not path.is_file():
-            known = sorted(p.name.removesuffix("_questions.jsonl")
-                           for p in Path(str(resources.files("irsflow") / "data")).glob("*_questions.jsonl"))
+            known = sorted(
+                p.name.removesuffix("_questions.jsonl")
+                for p in Path(str(resources.files("irsflow") / "data")).glob("*_questions.jsonl")
+            )
             raise DatasetError(f"dataset: unknown builtin question set {name!r} (known: {', '.join(known)})")
         return path
     path = Path(spec).expanduser()

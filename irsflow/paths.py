@@ -22,6 +22,7 @@ only (a FIFO or a device is refused at once, never waited on), at most ``$IRSFLO
 The schema uses :data:`RequestPath`, :data:`ModelRef`, :data:`AdapterRef` (``Confined`` on a
 ``Path``) on every field that names a file it reads, and :func:`WritableSQLite` on those it writes.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ WRITE_ROOTS_ENV = "IRSFLOW_WRITABLE_ROOTS"
 # Values that name no file, each matched whole (a prefix alone would let "registry:/../x" through as a
 # relative path): shipped resources, registry references, hub ids.
 _BUILTIN = re.compile(r"^builtin:[A-Za-z0-9][A-Za-z0-9_-]*$")
-_REGISTRY = re.compile(r"^(registry:([A-Za-z][A-Za-z0-9_-]{0,63}|[0-9]{1,9})"
-                       r"|models:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z][A-Za-z0-9_-]{0,63}|/[0-9]{1,9}))$")
+_REGISTRY = re.compile(
+    r"^(registry:([A-Za-z][A-Za-z0-9_-]{0,63}|[0-9]{1,9})"
+    r"|models:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z][A-Za-z0-9_-]{0,63}|/[0-9]{1,9}))$"
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -78,8 +81,10 @@ def confine(path: str | Path) -> Path:
     real = Path(os.path.realpath(Path(path).expanduser()))
     roots = allowed_roots()
     if not _inside(real, roots):
-        raise OutsideRoots(f"{str(path)!r} is outside the allowed roots ({', '.join(map(str, roots))}); "
-                           f"the operator adds roots with {ROOTS_ENV}")
+        raise OutsideRoots(
+            f"{str(path)!r} is outside the allowed roots ({', '.join(map(str, roots))}); "
+            f"the operator adds roots with {ROOTS_ENV}"
+        )
     return real
 
 
@@ -96,8 +101,10 @@ def confine_writable(path: str | Path, table: str) -> Path:
     real = Path(os.path.realpath(Path(path).expanduser()))
     roots = writable_roots()
     if not _inside(real, roots):
-        raise OutsideRoots(f"{str(path)!r} is outside the writable roots ({', '.join(map(str, roots))}); "
-                           f"the operator adds roots with {WRITE_ROOTS_ENV}")
+        raise OutsideRoots(
+            f"{str(path)!r} is outside the writable roots ({', '.join(map(str, roots))}); "
+            f"the operator adds roots with {WRITE_ROOTS_ENV}"
+        )
     try:
         st = os.stat(real)
     except FileNotFoundError:
@@ -105,8 +112,9 @@ def confine_writable(path: str | Path, table: str) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{str(path)!r} is {kind_of(st.st_mode)}, not an SQLite file")
     if st.st_size and not _sqlite_has_table(real, table):
-        raise ValueError(f"{str(path)!r} exists and is not irsflow's (no {table!r} table): "
-                         "name a new file or one irsflow wrote")
+        raise ValueError(
+            f"{str(path)!r} exists and is not irsflow's (no {table!r} table): name a new file or one irsflow wrote"
+        )
     return real
 
 
@@ -119,7 +127,10 @@ def _sqlite_has_table(path: Path, table: str) -> bool:
     try:
         con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
         try:
-            return con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
+            return (
+                con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+                is not None
+            )
         finally:
             con.close()
     except sqlite3.Error:
@@ -157,6 +168,7 @@ def _adapter_ref(value):
 def _writable(table: str):
     def check(value):
         return value if value is None else confine_writable(value, table) and value
+
     return AfterValidator(check)
 
 

@@ -10,14 +10,16 @@ the phase, with the batch halved down to 1 (seed 003 did this by hand), because 
 retry would only repeat the same batch size. Transient errors are left to the orchestrator's
 retries (see ``tasks/options.py``), which know about backoff and give up after a few tries.
 """
+
 from __future__ import annotations
 
 import email.utils
 import logging
 import math
 import time
-from datetime import timezone
-from typing import Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from typing import TypeVar
 
 from irsflow.errors import InputError, IrsflowError
 
@@ -27,10 +29,23 @@ T = TypeVar("T")
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # Matched by class name so the library needs neither httpx, requests nor openai to classify
 # their errors (each raises its own ConnectionError/Timeout subclasses).
-_TRANSIENT_NAMES = {"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "ReadError",
-                    "RemoteProtocolError", "APIConnectionError", "APITimeoutError", "RateLimitError",
-                    "InternalServerError", "ServiceUnavailableError", "Timeout", "ConnectionError",
-                    "ChunkedEncodingError"}
+_TRANSIENT_NAMES = {
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "ReadError",
+    "RemoteProtocolError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "RateLimitError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "Timeout",
+    "ConnectionError",
+    "ChunkedEncodingError",
+}
 
 
 class OutOfMemory(IrsflowError):
@@ -97,7 +112,7 @@ def retry_after_s(headers: Mapping | None, now: float | None = None) -> float | 
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000" in an HTTP date means UTC, not this machine's local time
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -129,8 +144,13 @@ def is_transient(err: BaseException) -> bool:
     return failure_kind(err) == "transient"
 
 
-def halve_on_oom(run: Callable[[int], T], batch_size: int, setting: str, context: str = "",
-                 on_retry: Callable[[int, BaseException], None] | None = None) -> T:
+def halve_on_oom(
+    run: Callable[[int], T],
+    batch_size: int,
+    setting: str,
+    context: str = "",
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
     """Call ``run(batch)`` with ``batch_size``, halving it after each out-of-memory error down to 1.
     Raises :class:`OutOfMemory` naming every size tried when even 1 does not fit."""
     from irsflow.models import free_memory
@@ -149,7 +169,8 @@ def halve_on_oom(run: Callable[[int], T], batch_size: int, setting: str, context
                 raise OutOfMemory(
                     f"out of device memory in {context or 'this phase'} at {setting} "
                     f"{', '.join(map(str, tried))}: lower n_candidates, max_new_tokens or max_seq_length, "
-                    f"or set irs_config.load_in_4bit") from err
+                    f"or set irs_config.load_in_4bit"
+                ) from err
             batch = max(1, batch // 2)
             log.warning("out of memory at %s=%d; retrying with %d", setting, tried[-1], batch)
             if on_retry is not None:

@@ -9,6 +9,7 @@ implementation:
 
     def run_generate(store, req: JobRequest, iteration, adapter): ...
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
@@ -58,8 +59,10 @@ class DWConfig(_Strict):
 
         penalties = [k for k in value if is_penalty(k)]
         if penalties:
-            raise ValueError(f"{penalties[0]!r} is a penalty (higher is worse): use it in scoring.fusion "
-                             "with a negative weight, or use the fused reward 'rlaif'")
+            raise ValueError(
+                f"{penalties[0]!r} is a penalty (higher is worse): use it in scoring.fusion "
+                "with a negative weight, or use the fused reward 'rlaif'"
+            )
         bad = [k for k, w in value.items() if not (w >= 0)]
         if bad:
             raise ValueError(f"weight of {bad[0]!r} must be >= 0")
@@ -83,15 +86,20 @@ class LoraSettings(_Strict):
     # Names, never a pattern: PEFT matches a string as a regular expression, which a request could make
     # run for hours.
     target_modules: Literal["all-linear"] | list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]] = Field(
-        "all-linear", description='"all-linear", or the names of the modules to adapt (e.g. ["q_proj", "v_proj"])')
+        "all-linear", description='"all-linear", or the names of the modules to adapt (e.g. ["q_proj", "v_proj"])'
+    )
 
 
 class SharedSettings(_Strict):
     """What every stage shares: rounds, sampling, LoRA/optimizer settings and the dynamic reward weights
     (``TrainRequest.shared``; the request key keeps the job API's original name, ``irs_config``)."""
 
-    n_iterations: int = Field(3, ge=1, le=1000, description="Training rounds of the job (each: generate, score, "
-                                                          "train, evaluate, as the stage lists them).")
+    n_iterations: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Training rounds of the job (each: generate, score, train, evaluate, as the stage lists them).",
+    )
     n_candidates: int = Field(4, ge=2, le=256, description="Candidates sampled per question.")
     batch_size: int = Field(2, ge=1, le=4096, description="SFT per-device batch size.")
     learning_rate: float = Field(2e-5, gt=0, lt=1)
@@ -111,15 +119,27 @@ class HeldoutConfig(_Strict):
     """A share of the question set kept out of training, answered greedily by the start model and by
     every round's adapter, so a job shows whether its rounds help on questions it did not train on."""
 
-    share: float = Field(0.2, ge=0, lt=1, description="Share of the question set held out (0: off). Whole topics "
-                                                      "(meta.topic) are held out where every question names one.")
-    min_questions: int = Field(20, ge=2, le=MAX_QUESTIONS, description="The split is on only when the set has at "
-                                                                       "least this many questions.")
-    max_questions: int = Field(32, ge=1, le=MAX_QUESTIONS,
-                               description="Most held-out questions answered per evaluation.")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the split; the request's seed if unset (set "
-                                                                  "it to compare jobs of several seeds on the same "
-                                                                  "questions).")
+    share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of the question set held out (0: off). Whole topics "
+        "(meta.topic) are held out where every question names one.",
+    )
+    min_questions: int = Field(
+        20, ge=2, le=MAX_QUESTIONS, description="The split is on only when the set has at least this many questions."
+    )
+    max_questions: int = Field(
+        32, ge=1, le=MAX_QUESTIONS, description="Most held-out questions answered per evaluation."
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the split; the request's seed if unset (set "
+        "it to compare jobs of several seeds on the same "
+        "questions).",
+    )
 
     def active(self, n_questions: int) -> bool:
         return self.share > 0 and n_questions >= self.min_questions
@@ -130,13 +150,18 @@ class EarlyStopConfig(_Strict):
     then the best round's adapter by held-out reward. Needs the held-out split."""
 
     patience: int = Field(1, ge=1, le=1000, description="Rounds without a held-out gain before the job stops.")
-    min_gain: float = Field(0.0, ge=0, le=1e6, description="Least rise of the held-out reward over the best so far "
-                                                           "that counts as a gain.")
+    min_gain: float = Field(
+        0.0, ge=0, le=1e6, description="Least rise of the held-out reward over the best so far that counts as a gain."
+    )
     distinct2_floor: float | None = Field(
-        0.9, gt=0, le=1, description="Stop when held-out distinct-2 falls below this share of the start model's.")
+        0.9, gt=0, le=1, description="Stop when held-out distinct-2 falls below this share of the start model's."
+    )
     max_length_drift: float | None = Field(
-        0.5, gt=0, le=1000, description="Stop when the mean held-out answer length moves more than this share away "
-                                        "from the start model's.")
+        0.5,
+        gt=0,
+        le=1000,
+        description="Stop when the mean held-out answer length moves more than this share away from the start model's.",
+    )
 
 
 class JobRequest(Protocol):

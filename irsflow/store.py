@@ -8,6 +8,7 @@
 ``<data dir>`` is ``$IRSFLOW_DATA_DIR`` or ``./data``. Every write goes to a temporary file in the
 same folder and is renamed into place, so a crash never leaves a half-written file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,10 +19,11 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from irsflow.errors import InputError
 
@@ -33,12 +35,12 @@ def data_dir() -> Path:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_job_id() -> str:
     """``20260203T120000Z-1a2b``: sortable by start time, unique when two jobs start at once."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -226,8 +228,10 @@ class JobStore:
         """Mirror the library logger into ``train.log`` for the duration of the block."""
         logger = logging.getLogger(logger_name)
         self.dir.mkdir(parents=True, exist_ok=True)
-        if any(isinstance(h, logging.FileHandler) and h.baseFilename == str(self.log_path.resolve())
-               for h in logger.handlers):
+        if any(
+            isinstance(h, logging.FileHandler) and h.baseFilename == str(self.log_path.resolve())
+            for h in logger.handlers
+        ):
             yield logger  # an outer block (the job's flow) already writes this file: no doubled lines
             return
         handler = logging.FileHandler(self.log_path, encoding="utf-8")

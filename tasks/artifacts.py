@@ -1,14 +1,19 @@
 """What a job shows in the Prefect UI: a live progress bar, a table with one row per round,
 and a markdown artifact with the reward/weight trend chart. The same chart is saved in the job
 dir (``charts/trends.png``). Publishing never fails a phase: the UI is a view, the job dir is the truth."""
+
 from __future__ import annotations
 
 import logging
 import re
 import time
 
-from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from irsflow.jobs.charts import trend_chart_png, trends_markdown
 from irsflow.loop import PHASES
@@ -29,8 +34,11 @@ def artifact_key(job_id: str, what: str) -> str:
 
 def start_progress(store: JobStore) -> str | None:
     try:
-        art_id = create_progress_artifact(progress=0.0, key=artifact_key(store.job_id, "progress"),
-                                          description=f"job {store.job_id}: share of all phases done")
+        art_id = create_progress_artifact(
+            progress=0.0,
+            key=artifact_key(store.job_id, "progress"),
+            description=f"job {store.job_id}: share of all phases done",
+        )
     except Exception as err:  # noqa: BLE001 - see module docstring
         log.warning("could not create the progress artifact: %s", err)
         return None
@@ -44,8 +52,9 @@ def job_progress(iteration: int, phase: str, pct: float, n_iterations: int, phas
     return round(100.0 * done / (len(phases) * n_iterations), 1)
 
 
-def progress_updater(store: JobStore, iteration: int, phase: str, n_iterations: int, phases=PHASES,
-                     min_interval_s: float = 1.0) -> ProgressFn:
+def progress_updater(
+    store: JobStore, iteration: int, phase: str, n_iterations: int, phases=PHASES, min_interval_s: float = 1.0
+) -> ProgressFn:
     """A phase progress callback that moves the job's progress artifact (throttled: one API call
     per second at most, plus the phase's end)."""
     art_id = store.read_status().get("progress_artifact_id")
@@ -57,7 +66,9 @@ def progress_updater(store: JobStore, iteration: int, phase: str, n_iterations: 
             return
         last[0] = now
         try:
-            update_progress_artifact(artifact_id=art_id, progress=job_progress(iteration, phase, pct, n_iterations, phases))
+            update_progress_artifact(
+                artifact_id=art_id, progress=job_progress(iteration, phase, pct, n_iterations, phases)
+            )
         except Exception as err:  # noqa: BLE001
             log.debug("progress update failed: %s", err)
 
@@ -71,10 +82,15 @@ def publish_iterations(store: JobStore, rows: list[dict]) -> None:
     png = trend_chart_png(rows, title=f"job {store.job_id}")
     atomic_write_bytes(store.dir / "charts" / "trends.png", png)
     try:
-        create_table_artifact(table=rows, key=artifact_key(store.job_id, "iterations"),
-                              description=f"job {store.job_id}: one row per round")
-        create_markdown_artifact(markdown=trends_markdown(store.job_id, rows, png),
-                                 key=artifact_key(store.job_id, "trends"),
-                                 description=f"job {store.job_id}: reward and weight trends")
+        create_table_artifact(
+            table=rows,
+            key=artifact_key(store.job_id, "iterations"),
+            description=f"job {store.job_id}: one row per round",
+        )
+        create_markdown_artifact(
+            markdown=trends_markdown(store.job_id, rows, png),
+            key=artifact_key(store.job_id, "trends"),
+            description=f"job {store.job_id}: reward and weight trends",
+        )
     except Exception as err:  # noqa: BLE001
         log.warning("could not publish the iteration artifacts: %s", err)

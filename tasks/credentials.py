@@ -2,6 +2,7 @@
 
 Keys are fetched inside the task that uses them, so they are never a parameter or a log line.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,6 +36,8 @@ def require_teacher_key() -> str:
 
     key = teacher_key()
     if not key:
-        raise ConfigError(f"teacher.api_key: not set (export {' or '.join(KEY_ENV)}, "
-                          f"or create the Prefect Secret block {TEACHER_KEY_BLOCK!r})")
+        raise ConfigError(
+            f"teacher.api_key: not set (export {' or '.join(KEY_ENV)}, "
+            f"or create the Prefect Secret block {TEACHER_KEY_BLOCK!r})"
+        )
     return key

@@ -5,14 +5,15 @@ Deploying retries transient serving failures only: ``gate_run.ServingError`` car
 status, and ``retry_if_transient`` retries 408/409/425/429/5xx and connection errors (twice, after
 about 5 s and 30 s); a 404 (e.g. a server without runtime LoRA updating) or a bad adapter fails at
 once. A retry is safe: the registry only moves after vLLM served and verified the version."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import task
 
-from irsflow.release import gate_run as gr
 from irsflow.models import resolve_model
+from irsflow.release import gate_run as gr
 from irsflow.store import JobStore
 from tasks.credentials import require_teacher_key
 from tasks.limits import CPU_TAG, GPU_TAG
@@ -31,14 +32,21 @@ def evaluate_task(settings: gr.EvalGateSettings, model_id: str, adapter: str | N
 
 
 @task(name="gate", tags=[CPU_TAG])
-def gate_task(settings: gr.EvalGateSettings, version: str, champion: dict, challenger: dict, n: int,
-              champion_version: str | None) -> dict:
+def gate_task(
+    settings: gr.EvalGateSettings, version: str, champion: dict, challenger: dict, n: int, champion_version: str | None
+) -> dict:
     return gr.decide_and_record(settings, version, champion, challenger, n, champion_version)
 
 
 # a vLLM server that is busy or restarting answers again within seconds: short delays, not the
 # phases' minutes
-@task(name="promote-deploy", tags=[CPU_TAG], retries=2, retry_delay_seconds=[5, 30], retry_jitter_factor=0.5,
-      retry_condition_fn=retry_if_transient)
+@task(
+    name="promote-deploy",
+    tags=[CPU_TAG],
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_transient,
+)
 def deploy_task(settings: gr.EvalGateSettings, result: dict, previous_path: str | None) -> dict:
     return gr.promote_and_deploy(settings, result, previous_path)

@@ -1,6 +1,7 @@
 """CPU tasks of the feedback ETL: pull the Label Studio export, one ETL run (Langfuse ->
 training data), push the run's new correction tasks back to Label Studio. Keys are fetched inside
 the tasks so they never become a parameter, a log line or an artifact."""
+
 from __future__ import annotations
 
 from prefect import task
@@ -46,7 +47,8 @@ def push_label_studio(ls: LabelStudioSettings, tasks_file: str) -> dict:
 
 
 @task(name="extract-transform", tags=[CPU_TAG], **transient_retries(3))
-def extract_transform(settings: FeedbackSettings, run_id: str, label_studio_export: str | None = None,
-                      skip_langfuse: str | None = None) -> dict:
+def extract_transform(
+    settings: FeedbackSettings, run_id: str, label_studio_export: str | None = None, skip_langfuse: str | None = None
+) -> dict:
     keys = None if skip_langfuse or not settings.langfuse_enabled else langfuse_keys()
     return run_etl(settings, run_id, keys=keys, label_studio_export=label_studio_export, skip_langfuse=skip_langfuse)

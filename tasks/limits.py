@@ -3,6 +3,7 @@
 Phase tasks are tagged ``gpu`` (they hold a model) or ``cpu``. The ``gpu`` tag's concurrency limit
 keeps one model resident across every job on a server (``IRSFLOW_GPU_SLOTS``, default 1).
 """
+
 from __future__ import annotations
 
 import logging

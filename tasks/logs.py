@@ -3,6 +3,7 @@
 Every flow calls ``route_library_logs()`` first, so the UI's run logs and the job's ``train.log``
 (through ``JobStore.log_to_file``) tell the same story.
 """
+
 from __future__ import annotations
 
 import logging

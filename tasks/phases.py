@@ -5,6 +5,7 @@ everything else from the job dir; ``_run`` gives the phase live progress, then r
 hashes of what it wrote under its cache key (so a later cache hit can prove its files are still
 there). GPU tasks carry the ``gpu`` tag (one model resident at a time across every job on the server).
 """
+
 from __future__ import annotations
 
 from irsflow.config import TrainRequest

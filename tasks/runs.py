@@ -1,4 +1,5 @@
 """Ids for what a flow run writes, stable across retries of that run."""
+
 from __future__ import annotations
 
 from prefect import get_client

@@ -1,15 +1,16 @@
 """CPU tasks of the teacher: labelling and the quality check. They never load a model; the key is
 fetched inside the task (env or Secret block `teacher-api-key`) so it is never a parameter, a
 log line or an artifact."""
+
 from __future__ import annotations
 
 from prefect import task
 
-from irsflow.rewards.settings import ScoringConfig
-from irsflow.teacher.client import TeacherConfig
 from irsflow.jobs.job import open_job
 from irsflow.labelling.labelling import items_from_job, label_items, load_items
 from irsflow.labelling.quality import quality_check
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.teacher.client import TeacherConfig
 from irsflow.teacher.judgements import TeacherRepliesUnusable, TeacherUnavailable
 from irsflow.teacher.replies import RETRYABLE_FAILURES
 from tasks.credentials import require_teacher_key
@@ -51,8 +52,9 @@ def label_task(source: dict, scoring: ScoringConfig, teacher: TeacherConfig, out
 
 
 @task(name="teacher-quality-check", tags=[CPU_TAG], **transient_retries(2))
-def quality_task(sets: dict[str, str], scoring: ScoringConfig, teacher: TeacherConfig, out_dir: str,
-                 score_floor: float) -> dict:
+def quality_task(
+    sets: dict[str, str], scoring: ScoringConfig, teacher: TeacherConfig, out_dir: str, score_floor: float
+) -> dict:
     from pathlib import Path
 
     return _check(quality_check(sets, scoring, settings_with_key(teacher), Path(out_dir), score_floor=score_floor))

@@ -1,4 +1,5 @@
 """The ``track-job`` task: a finished job recorded as an MLflow run."""
+
 from __future__ import annotations
 
 from prefect import task

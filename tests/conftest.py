@@ -12,6 +12,7 @@ the shared fixtures, and a marker per tier from the folder a test lives in.
     .venv/bin/python -m pytest -q tests/flows     # or -m flows, -m "not ops", ...
 
 Environment is set before anything imports Prefect or transformers."""
+
 from __future__ import annotations
 
 import os
@@ -21,19 +22,21 @@ import time
 from pathlib import Path
 
 _SESSION = Path(tempfile.mkdtemp(prefix="irsflow-tests-"))
-os.environ.update({
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "IRSFLOW_DATA_DIR": str(_SESSION / "data"),
-    "PREFECT_HOME": str(_SESSION / "prefect"),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    # the operator's allowances, as a test session needs them: requests name files under the temp dir
-    # (tmp_path), and the teacher is a fake OpenAI server on 127.0.0.1 (tests of the refusals unset these)
-    "IRSFLOW_ALLOWED_ROOTS": os.path.realpath(tempfile.gettempdir()),
-    "IRSFLOW_WRITABLE_ROOTS": os.path.realpath(tempfile.gettempdir()),
-    "IRSFLOW_TEACHER_ALLOWED_HOSTS": "127.0.0.1",
-})
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "IRSFLOW_DATA_DIR": str(_SESSION / "data"),
+        "PREFECT_HOME": str(_SESSION / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the operator's allowances, as a test session needs them: requests name files under the temp dir
+        # (tmp_path), and the teacher is a fake OpenAI server on 127.0.0.1 (tests of the refusals unset these)
+        "IRSFLOW_ALLOWED_ROOTS": os.path.realpath(tempfile.gettempdir()),
+        "IRSFLOW_WRITABLE_ROOTS": os.path.realpath(tempfile.gettempdir()),
+        "IRSFLOW_TEACHER_ALLOWED_HOSTS": "127.0.0.1",
+    }
+)
 os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
@@ -60,8 +63,10 @@ def pytest_collection_modifyitems(config, items):
         if tier == "unit" and SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             misplaced.append(item.nodeid)
     if misplaced:
-        raise pytest.UsageError("unit tests may not start a Prefect server (fixtures "
-                                f"{sorted(SERVER_FIXTURES)}); move them to tests/flows or tests/ops: {misplaced}")
+        raise pytest.UsageError(
+            "unit tests may not start a Prefect server (fixtures "
+            f"{sorted(SERVER_FIXTURES)}); move them to tests/flows or tests/ops: {misplaced}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +78,12 @@ def prefect_server():
     url = f"http://127.0.0.1:{port}/api"
     log = open(_SESSION / "prefect-server.log", "w")
     # PREFECT_UI_API_URL: with --port alone the UI's /ui-settings still says :4200, and the browser calls that.
-    proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PREFECT_UI_API_URL": url})
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PREFECT_UI_API_URL": url},
+    )
     deadline = time.time() + 90
     while time.time() < deadline:
         try:

@@ -8,6 +8,7 @@
 checked first, then the merge is one write transaction (``Codebook.merge``).
 CLI: ``irsflow codebook export|import`` (cli/codebook.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,20 @@ def export_rules(cb: Codebook, path: str | Path, fmt: str = "jsonl", version: in
     if fmt == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rules)
     elif fmt == "json":
-        text = json.dumps({"format": EXPORT_FORMAT, "version": snap.version, "content_hash": snap.content_hash(),
-                           "exported_at": utc_now(), "rules": rules}, indent=2, ensure_ascii=False) + "\n"
+        text = (
+            json.dumps(
+                {
+                    "format": EXPORT_FORMAT,
+                    "version": snap.version,
+                    "content_hash": snap.content_hash(),
+                    "exported_at": utc_now(),
+                    "rules": rules,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
     else:
         raise InputError(f"format: {fmt!r} is not one of jsonl, json")
     atomic_write_text(path, text)
@@ -44,8 +57,10 @@ def import_rules(cb: Codebook, path: str | Path, author: str | None = None) -> l
 
 
 def _rule(where: str, d: dict) -> Rule:
-    kw, ex = clean_terms(d.get("keywords"), f"{where}: keywords", True), \
-        clean_terms(d.get("examples"), f"{where}: examples", False)
+    kw, ex = (
+        clean_terms(d.get("keywords"), f"{where}: keywords", True),
+        clean_terms(d.get("examples"), f"{where}: examples", False),
+    )
     try:
         text = check_rule(d.get("text"), kw, ex)
     except InputError as err:
@@ -53,9 +68,18 @@ def _rule(where: str, d: dict) -> Rule:
     rid = d.get("id")
     if not isinstance(rid, str) or not RULE_ID.match(rid):
         raise InputError(f"{where}: id: {rid!r} is not a valid rule id")
-    return Rule(id=rid, text=text, keywords=kw, examples=ex, enabled=bool(d.get("enabled", False)),
-                source=d.get("source"), provenance=dict(d.get("provenance") or {}), author=d.get("author"),
-                note=d.get("note"), created_at=d.get("created_at") or utc_now())
+    return Rule(
+        id=rid,
+        text=text,
+        keywords=kw,
+        examples=ex,
+        enabled=bool(d.get("enabled", False)),
+        source=d.get("source"),
+        provenance=dict(d.get("provenance") or {}),
+        author=d.get("author"),
+        note=d.get("note"),
+        created_at=d.get("created_at") or utc_now(),
+    )
 
 
 def read_export(path: Path) -> list[tuple[str, dict]]:

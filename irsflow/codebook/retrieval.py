@@ -16,11 +16,12 @@ overlap) the same formula applies, so keywords carry most of the signal there.
 ``select_for_questions`` is what the generate phase calls: one snapshot, rules per question id,
 and what to record in candidates.jsonl.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -66,8 +67,9 @@ class Match:
 class CodebookRetriever:
     """Scores enabled ``rules`` against questions; see the module docstring for the formula."""
 
-    def __init__(self, rules: Sequence[Rule], similarity, top_k: int = 3, threshold: float = 0.5,
-                 keyword_weight: float = 0.2):
+    def __init__(
+        self, rules: Sequence[Rule], similarity, top_k: int = 3, threshold: float = 0.5, keyword_weight: float = 0.2
+    ):
         self.rules = [r for r in rules if r.enabled]
         self.similarity = similarity
         self.top_k, self.threshold, self.keyword_weight = top_k, threshold, keyword_weight
@@ -109,8 +111,11 @@ class CodebookRetriever:
         result = []
         for i in range(len(questions)):
             order = sorted(range(len(self.rules)), key=lambda j: (-s[i, j], j))
-            result.append([Match(self.rules[j], round(float(s[i, j]), 4)) for j in order
-                           if s[i, j] >= self.threshold][:self.top_k])
+            result.append(
+                [Match(self.rules[j], round(float(s[i, j]), 4)) for j in order if s[i, j] >= self.threshold][
+                    : self.top_k
+                ]
+            )
         return result
 
 
@@ -140,8 +145,13 @@ class CodebookSelection:
     def record(self, question_id: str) -> dict:
         """What a candidates.jsonl row keeps: enough to rebuild the prompt from the codebook file."""
         ms = self.matches.get(question_id, [])
-        return {"path": self.path, "version": self.snapshot.version, "content_hash": self.snapshot.content_hash(),
-                "rule_ids": [m.rule.id for m in ms], "scores": [m.score for m in ms]}
+        return {
+            "path": self.path,
+            "version": self.snapshot.version,
+            "content_hash": self.snapshot.content_hash(),
+            "rule_ids": [m.rule.id for m in ms],
+            "scores": [m.score for m in ms],
+        }
 
 
 def open_snapshot(settings) -> tuple[Codebook, Snapshot]:
@@ -161,5 +171,9 @@ def select_for_questions(settings, similarity, questions) -> CodebookSelection:
 def key_parts(settings, scoring) -> dict:
     """What of the codebook determines generated prompts (for the GENERATING cache key)."""
     _, snap = open_snapshot(settings)
-    return {"content_hash": snap.content_hash(), "top_k": settings.top_k, "threshold": settings.threshold,
-            "similarity": [scoring.backend, scoring.embedder]}
+    return {
+        "content_hash": snap.content_hash(),
+        "top_k": settings.top_k,
+        "threshold": settings.threshold,
+        "similarity": [scoring.backend, scoring.embedder],
+    }

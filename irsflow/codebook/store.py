@@ -19,6 +19,7 @@ WAL journaling and ``BEGIN IMMEDIATE`` write transactions let several processes 
 once: writers queue on the lock (up to ``timeout`` seconds), readers never block.
 CLI: ``irsflow codebook list|add|edit|enable|disable|export|import|history`` (cli/codebook.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,10 +28,10 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from irsflow.errors import InputError
 from irsflow.store import data_dir, utc_now
@@ -161,11 +162,22 @@ def check_rule(text: str, keywords: tuple, examples: tuple, rule_id: str | None 
 
 
 def _row_to_rule(row: sqlite3.Row) -> Rule:
-    return Rule(id=row["rule_id"], text=row["text"], keywords=tuple(json.loads(row["keywords"])),
-                examples=tuple(json.loads(row["examples"])), enabled=bool(row["enabled"]), source=row["source"],
-                provenance=json.loads(row["provenance"]), author=row["author"], note=row["note"],
-                created_at=row["created_at"], version=row["version"], action=row["action"],
-                changed_at=row["changed_at"], changed_by=row["changed_by"])
+    return Rule(
+        id=row["rule_id"],
+        text=row["text"],
+        keywords=tuple(json.loads(row["keywords"])),
+        examples=tuple(json.loads(row["examples"])),
+        enabled=bool(row["enabled"]),
+        source=row["source"],
+        provenance=json.loads(row["provenance"]),
+        author=row["author"],
+        note=row["note"],
+        created_at=row["created_at"],
+        version=row["version"],
+        action=row["action"],
+        changed_at=row["changed_at"],
+        changed_by=row["changed_by"],
+    )
 
 
 class Codebook:
@@ -231,53 +243,112 @@ class Codebook:
         con.execute(
             "INSERT INTO rule_versions (version, rule_id, action, text, keywords, examples, enabled, source, "
             "provenance, author, note, created_at, changed_at, changed_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (version, rule.id, action, rule.text, json.dumps(list(rule.keywords), ensure_ascii=False),
-             json.dumps(list(rule.examples), ensure_ascii=False), int(rule.enabled), rule.source,
-             json.dumps(rule.provenance, ensure_ascii=False, sort_keys=True), rule.author, rule.note,
-             rule.created_at, rule.changed_at, changed_by))
+            (
+                version,
+                rule.id,
+                action,
+                rule.text,
+                json.dumps(list(rule.keywords), ensure_ascii=False),
+                json.dumps(list(rule.examples), ensure_ascii=False),
+                int(rule.enabled),
+                rule.source,
+                json.dumps(rule.provenance, ensure_ascii=False, sort_keys=True),
+                rule.author,
+                rule.note,
+                rule.created_at,
+                rule.changed_at,
+                changed_by,
+            ),
+        )
         return rule
 
     def _latest(self, con: sqlite3.Connection, rule_id: str) -> Rule:
-        row = con.execute("SELECT * FROM rule_versions WHERE rule_id = ? ORDER BY version DESC LIMIT 1",
-                          (rule_id,)).fetchone()
+        row = con.execute(
+            "SELECT * FROM rule_versions WHERE rule_id = ? ORDER BY version DESC LIMIT 1", (rule_id,)
+        ).fetchone()
         if row is None:
             raise InputError(f"rule id: no rule {rule_id!r} in {self.path}")
         return _row_to_rule(row)
 
     # --- writes ------------------------------------------------------------------------------
-    def add(self, text: str, keywords: Iterable[str] = (), examples: Iterable[str] = (), *, source: str | None = None,
-            author: str | None = None, provenance: dict | None = None, enabled: bool = True,
-            note: str | None = None, rule_id: str | None = None) -> Rule:
+    def add(
+        self,
+        text: str,
+        keywords: Iterable[str] = (),
+        examples: Iterable[str] = (),
+        *,
+        source: str | None = None,
+        author: str | None = None,
+        provenance: dict | None = None,
+        enabled: bool = True,
+        note: str | None = None,
+        rule_id: str | None = None,
+    ) -> Rule:
         kw, ex = clean_terms(keywords, "keywords", True), clean_terms(examples, "examples", False)
         text = check_rule(text, kw, ex)
         if rule_id is not None and not RULE_ID.match(rule_id):
             raise InputError(f"rule id: {rule_id!r} must be 1-64 letters, digits, '_', '.', '-'")
-        rule = Rule(id=rule_id or f"r-{secrets.token_hex(4)}", text=text, keywords=kw, examples=ex,
-                    enabled=bool(enabled), source=source, provenance=dict(provenance or {}), author=author,
-                    note=note, created_at=utc_now())
+        rule = Rule(
+            id=rule_id or f"r-{secrets.token_hex(4)}",
+            text=text,
+            keywords=kw,
+            examples=ex,
+            enabled=bool(enabled),
+            source=source,
+            provenance=dict(provenance or {}),
+            author=author,
+            note=note,
+            created_at=utc_now(),
+        )
         with self._connect() as con, self._write(con):
             if con.execute("SELECT 1 FROM rule_versions WHERE rule_id = ?", (rule.id,)).fetchone():
                 raise InputError(f"rule id: {rule.id!r} already exists in {self.path}")
             return self._append(con, rule, "add", author)
 
     def add_draft(self, draft: RuleDraft) -> Rule:
-        return self.add(draft.text, draft.keywords, draft.examples, source=draft.source, author=draft.author,
-                        provenance=draft.provenance, enabled=False, note=draft.note)
+        return self.add(
+            draft.text,
+            draft.keywords,
+            draft.examples,
+            source=draft.source,
+            author=draft.author,
+            provenance=draft.provenance,
+            enabled=False,
+            note=draft.note,
+        )
 
-    def edit(self, rule_id: str, *, text: str | None = None, keywords: Iterable[str] | None = None,
-             examples: Iterable[str] | None = None, note: str | None = None, author: str | None = None,
-             provenance: dict | None = None) -> Rule:
+    def edit(
+        self,
+        rule_id: str,
+        *,
+        text: str | None = None,
+        keywords: Iterable[str] | None = None,
+        examples: Iterable[str] | None = None,
+        note: str | None = None,
+        author: str | None = None,
+        provenance: dict | None = None,
+    ) -> Rule:
         """Change text, scope and/or provenance (``None`` keeps a field). A call that changes nothing
         writes no version."""
         with self._connect() as con, self._write(con):
             old = self._latest(con, rule_id)
             kw = old.keywords if keywords is None else clean_terms(keywords, "keywords", True)
             ex = old.examples if examples is None else clean_terms(examples, "examples", False)
-            new = replace(old, text=check_rule(old.text if text is None else text, kw, ex, rule_id),
-                          keywords=kw, examples=ex, note=old.note if note is None else note,
-                          provenance=old.provenance if provenance is None else dict(provenance))
-            if ((new.text, new.keywords, new.examples, new.note, new.provenance)
-                    == (old.text, old.keywords, old.examples, old.note, old.provenance)):
+            new = replace(
+                old,
+                text=check_rule(old.text if text is None else text, kw, ex, rule_id),
+                keywords=kw,
+                examples=ex,
+                note=old.note if note is None else note,
+                provenance=old.provenance if provenance is None else dict(provenance),
+            )
+            if (new.text, new.keywords, new.examples, new.note, new.provenance) == (
+                old.text,
+                old.keywords,
+                old.examples,
+                old.note,
+                old.provenance,
+            ):
                 return old
             return self._append(con, new, "edit", author)
 
@@ -309,7 +380,9 @@ class Codebook:
             rows = con.execute(
                 "SELECT r.*, (SELECT MIN(version) FROM rule_versions f WHERE f.rule_id = r.rule_id) AS first "
                 "FROM rule_versions r WHERE r.version = (SELECT MAX(version) FROM rule_versions l "
-                "WHERE l.rule_id = r.rule_id AND l.version <= ?) ORDER BY first", (version,)).fetchall()
+                "WHERE l.rule_id = r.rule_id AND l.version <= ?) ORDER BY first",
+                (version,),
+            ).fetchall()
             con.execute("COMMIT")
         return Snapshot(version, tuple(_row_to_rule(r) for r in rows))
 
@@ -346,8 +419,12 @@ class Codebook:
                 except InputError:
                     changed.append(self._append(con, new, "import", author))
                     continue
-                if (old.text, old.keywords, old.examples, old.enabled) != (new.text, new.keywords, new.examples,
-                                                                         new.enabled):
+                if (old.text, old.keywords, old.examples, old.enabled) != (
+                    new.text,
+                    new.keywords,
+                    new.examples,
+                    new.enabled,
+                ):
                     changed.append(self._append(con, replace(new, created_at=old.created_at), "import", author))
         return changed
 

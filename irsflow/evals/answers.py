@@ -16,11 +16,13 @@ held-out evaluation and the round eval of a job; the eval suites score their own
     scored = answer_and_score(req, adapter, questions, {"rel": 1.0, "conc": 0.5}, iteration=20_002)
     scored.answers[i], scored.totals[i], scored.means["conc"]
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from irsflow.dataset import Question
 from irsflow.loop.generate import batch_seed, generate_candidates, sample_batch
@@ -53,7 +55,9 @@ def pick_letters(model, tokenizer, prompts: list[list[dict]], letters: list[str]
     mask = enc["attention_mask"]
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
     with torch.inference_mode():
-        logits = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+        logits = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[
+            :, -1
+        ]
     out = []
     for row, options in zip(logits, letters):
         ids = [tokenizer.encode(L, add_special_tokens=False)[0] for L in options]
@@ -61,8 +65,15 @@ def pick_letters(model, tokenizer, prompts: list[list[dict]], letters: list[str]
     return out
 
 
-def answer_suites(model_path: str, adapter: str | None, groups: dict[str, Group], *, batch_size: int = 16,
-                  load_in_4bit: bool = False, progress: ProgressFn = no_progress) -> tuple[dict[str, list[list[str]]], dict]:
+def answer_suites(
+    model_path: str,
+    adapter: str | None,
+    groups: dict[str, Group],
+    *,
+    batch_size: int = 16,
+    load_in_4bit: bool = False,
+    progress: ProgressFn = no_progress,
+) -> tuple[dict[str, list[list[str]]], dict]:
     for name, g in groups.items():
         if g.sampling is None and g.n != 1:
             raise ValueError(f"eval group {name!r}: greedy decoding gives one answer per prompt: use n=1 or sampling")
@@ -78,13 +89,16 @@ def answer_suites(model_path: str, adapter: str | None, groups: dict[str, Group]
         for name, g in groups.items():
             out[name] = []
             for b, start in enumerate(range(0, len(g.prompts), batch_size)):
-                chunk = g.prompts[start:start + batch_size]
+                chunk = g.prompts[start : start + batch_size]
                 if g.letters is not None:
-                    out[name] += [[x] for x in pick_letters(model, tokenizer, chunk, g.letters[start:start + batch_size])]
+                    out[name] += [
+                        [x] for x in pick_letters(model, tokenizer, chunk, g.letters[start : start + batch_size])
+                    ]
                     done += len(chunk)
                     continue
-                for cands in sample_batch(model, tokenizer, chunk, g.n, g.max_new_tokens, g.sampling,
-                                          batch_seed(g.seed, 0, b)):
+                for cands in sample_batch(
+                    model, tokenizer, chunk, g.n, g.max_new_tokens, g.sampling, batch_seed(g.seed, 0, b)
+                ):
                     out[name].append([c["text"] for c in cands])
                     tokens += sum(c["n_tokens"] for c in cands)
                 done += len(chunk)
@@ -94,16 +108,38 @@ def answer_suites(model_path: str, adapter: str | None, groups: dict[str, Group]
         del model
         free_memory()
     secs = time.perf_counter() - t0
-    return out, {"seconds": round(secs, 3), "load_s": round(load_s, 3), "answer_s": round(answer_s, 4),
-                 "new_tokens": tokens, "prompts": total, "batch_size": batch_size}
+    return out, {
+        "seconds": round(secs, 3),
+        "load_s": round(load_s, 3),
+        "answer_s": round(answer_s, 4),
+        "new_tokens": tokens,
+        "prompts": total,
+        "batch_size": batch_size,
+    }
 
 
-def generate_answers(model_path: str, adapter: str | None, prompts: list[list[dict]], *, n: int = 1,
-                     max_new_tokens: int = 128, sampling=None, seed: int = 0, batch_size: int = 16,
-                     load_in_4bit: bool = False, progress: ProgressFn = no_progress) -> tuple[list[list[str]], dict]:
+def generate_answers(
+    model_path: str,
+    adapter: str | None,
+    prompts: list[list[dict]],
+    *,
+    n: int = 1,
+    max_new_tokens: int = 128,
+    sampling=None,
+    seed: int = 0,
+    batch_size: int = 16,
+    load_in_4bit: bool = False,
+    progress: ProgressFn = no_progress,
+) -> tuple[list[list[str]], dict]:
     """One group: ``answer_suites`` with a single prompt list."""
-    out, stats = answer_suites(model_path, adapter, {"answers": Group(prompts, max_new_tokens, n, sampling, seed)},
-                               batch_size=batch_size, load_in_4bit=load_in_4bit, progress=progress)
+    out, stats = answer_suites(
+        model_path,
+        adapter,
+        {"answers": Group(prompts, max_new_tokens, n, sampling, seed)},
+        batch_size=batch_size,
+        load_in_4bit=load_in_4bit,
+        progress=progress,
+    )
     return out["answers"], stats
 
 
@@ -125,29 +161,57 @@ class ScoredAnswers:
         return [t / wsum for t in self.totals or []]
 
 
-def score_answers(questions: Sequence[Question], answers: Sequence[str], weights: Mapping[str, float], scoring,
-                  top_k: int) -> tuple[list[float], dict[str, float | None]]:
+def score_answers(
+    questions: Sequence[Question], answers: Sequence[str], weights: Mapping[str, float], scoring, top_k: int
+) -> tuple[list[float], dict[str, float | None]]:
     """Score one answer per question with the rewards ``weights`` names, under ``scoring``
     (``irsflow.rewards.settings.ScoringConfig``), each answer seeing its question's first ``top_k`` contexts.
     Returns each answer's weighted total and each reward's mean. No teacher: nothing is spent."""
-    rows = [{"question": q.question, "context": "\n\n".join(q.top_contexts(top_k)), "reference": q.reference,
-             "candidates": [a]} for q, a in zip(questions, answers, strict=True)]
+    rows = [
+        {
+            "question": q.question,
+            "context": "\n\n".join(q.top_contexts(top_k)),
+            "reference": q.reference,
+            "candidates": [a],
+        }
+        for q, a in zip(questions, answers, strict=True)
+    ]
     result = score_candidates(rows, build_rewards(list(weights), reward_env(scoring)), dict(weights))
     return [float(t[0]) for t in result.totals], result.means
 
 
-def answer_and_score(req: TrainRequest, adapter: str | None, questions: list[Question], weights: dict[str, float],
-                     *, iteration: int, sampling=None, progress: ProgressFn = no_progress) -> ScoredAnswers:
+def answer_and_score(
+    req: TrainRequest,
+    adapter: str | None,
+    questions: list[Question],
+    weights: dict[str, float],
+    *,
+    iteration: int,
+    sampling=None,
+    progress: ProgressFn = no_progress,
+) -> ScoredAnswers:
     """Answer ``questions`` with the request's model and ``adapter`` (None: the model alone), greedily unless
     ``sampling`` is given, as the job generates (its prompts, contexts, batch size, seed; ``iteration``
     keeps the seeds apart from the training rounds'), then score each answer with ``weights``
     (no weights: nothing is scored). ``progress`` covers the generation."""
     cfg = req.shared
     rows, stats = generate_candidates(
-        resolve_model(req.model_id), adapter, questions, n_candidates=1, max_new_tokens=cfg.max_new_tokens,
-        sampling=sampling, seed=req.seed, iteration=iteration, gen_batch_size=cfg.gen_batch_size,
-        top_k=req.top_k, system_prompt=req.system_prompt, load_in_4bit=cfg.load_in_4bit, progress=progress)
+        resolve_model(req.model_id),
+        adapter,
+        questions,
+        n_candidates=1,
+        max_new_tokens=cfg.max_new_tokens,
+        sampling=sampling,
+        seed=req.seed,
+        iteration=iteration,
+        gen_batch_size=cfg.gen_batch_size,
+        top_k=req.top_k,
+        system_prompt=req.system_prompt,
+        load_in_4bit=cfg.load_in_4bit,
+        progress=progress,
+    )
     answers = [r["candidates"][0]["text"] for r in rows]
     totals, means = score_answers(questions, answers, weights, req.scoring, req.top_k) if weights else (None, {})
-    return ScoredAnswers(rows=rows, answers=answers, totals=totals, means=means, weights=dict(weights),
-                         seconds=stats["seconds"])
+    return ScoredAnswers(
+        rows=rows, answers=answers, totals=totals, means=means, weights=dict(weights), seconds=stats["seconds"]
+    )

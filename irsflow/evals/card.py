@@ -12,6 +12,7 @@ keeps it as the registered version's description and a file beside the adapter c
 ``info``: {"version", "base_model", "job_id", "data": {hash name: value}, "metrics": {name:
 (champion, challenger)}, "decision": {"promote", "reasons"}, "gate_run", "date"}.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,15 +26,35 @@ def _num(v) -> str:
 
 def model_card(info: dict) -> str:
     d = info["decision"]
-    lines = ["---", "library_name: peft", f"base_model: {info['base_model']}", "tags: [lora, irsflow]", "---", "",
-             f"# irsflow adapter, version {info['version']}", "",
-             f"LoRA adapter for `{info['base_model']}` trained by irsflow job `{info['job_id']}` "
-             f"(gate run {info.get('gate_run', '?')}, {info.get('date', '')}).", "",
-             "## Data", "", *[f"- {k}: `{v}`" for k, v in info.get("data", {}).items()], "",
-             "## Evaluation (same items for both models)", "", "| metric | champion | this version |", "|---|---|---|",
-             *[f"| {k} | {_num(a)} | {_num(b)} |" for k, (a, b) in info.get("metrics", {}).items()], "",
-             "## Gate decision", "", f"**{'promoted to champion' if d['promote'] else 'not promoted'}**", "",
-             *[f"- {r}" for r in d["reasons"]], ""]
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {info['base_model']}",
+        "tags: [lora, irsflow]",
+        "---",
+        "",
+        f"# irsflow adapter, version {info['version']}",
+        "",
+        f"LoRA adapter for `{info['base_model']}` trained by irsflow job `{info['job_id']}` "
+        f"(gate run {info.get('gate_run', '?')}, {info.get('date', '')}).",
+        "",
+        "## Data",
+        "",
+        *[f"- {k}: `{v}`" for k, v in info.get("data", {}).items()],
+        "",
+        "## Evaluation (same items for both models)",
+        "",
+        "| metric | champion | this version |",
+        "|---|---|---|",
+        *[f"| {k} | {_num(a)} | {_num(b)} |" for k, (a, b) in info.get("metrics", {}).items()],
+        "",
+        "## Gate decision",
+        "",
+        f"**{'promoted to champion' if d['promote'] else 'not promoted'}**",
+        "",
+        *[f"- {r}" for r in d["reasons"]],
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -47,10 +68,13 @@ def append_changelog(path: str | Path, info: dict) -> str:
     path = Path(path)
     d = info["decision"]
     metrics = ", ".join(f"{k} {_num(a)} -> {_num(b)}" for k, (a, b) in info.get("metrics", {}).items())
-    entry = (f"## Gate run {info.get('gate_run', '?')} ({info.get('date', '')}): version {info['version']} "
-             f"{'PROMOTED' if d['promote'] else 'kept as challenger'}\n\n"
-             f"- job `{info['job_id']}`, base `{info['base_model']}`\n- {metrics}\n"
-             + "".join(f"- {r}\n" for r in d["reasons"]) + "\n")
+    entry = (
+        f"## Gate run {info.get('gate_run', '?')} ({info.get('date', '')}): version {info['version']} "
+        f"{'PROMOTED' if d['promote'] else 'kept as challenger'}\n\n"
+        f"- job `{info['job_id']}`, base `{info['base_model']}`\n- {metrics}\n"
+        + "".join(f"- {r}\n" for r in d["reasons"])
+        + "\n"
+    )
     old = path.read_text(encoding="utf-8") if path.exists() else "# Changelog\n\n"
     atomic_write_text(path, old + entry)
     return entry

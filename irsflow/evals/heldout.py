@@ -9,6 +9,7 @@ The job loop reads these summaries to stop early and to choose its final adapter
     summary = evaluate_heldout(store, req, round_=2, adapter="checkpoints/iter_2")
     history = heldout_history(store, 2)        # rounds 0..2, without the answers
 """
+
 from __future__ import annotations
 
 import json
@@ -40,27 +41,45 @@ def eval_weights(req: TrainRequest) -> dict[str, float]:
     return weights or {"rel": 1.0}
 
 
-def evaluate_heldout(store: JobStore, req: TrainRequest, round_: int, adapter: str | None,
-                     progress: ProgressFn = no_progress) -> dict:
+def evaluate_heldout(
+    store: JobStore, req: TrainRequest, round_: int, adapter: str | None, progress: ProgressFn = no_progress
+) -> dict:
     """Answer the held-out questions with ``adapter`` (None: the start model), score, write the file
     and the ``HELDOUT`` metrics row; returns the summary (``reward``, ``rewards``, ``distinct_2``,
     ``mean_words``)."""
     _, questions = job_questions(req)
-    scored = answer_and_score(req, adapter, questions, eval_weights(req), iteration=SEED_OFFSET + round_,
-                              progress=lambda p: progress(0.8 * p))
+    scored = answer_and_score(
+        req, adapter, questions, eval_weights(req), iteration=SEED_OFFSET + round_, progress=lambda p: progress(0.8 * p)
+    )
     answers, per_question = scored.answers, [round(r, 6) for r in scored.rewards]
-    summary = {"round": round_, "reward": round(sum(per_question) / len(per_question), 6),
-               "rewards": {k: (None if v is None else round(v, 6)) for k, v in scored.means.items()},
-               "distinct_2": round(diversity(answers)["distinct_2"], 6),
-               "mean_words": round(sum(len(words(a)) for a in answers) / len(answers), 3),
-               "n_questions": len(answers), "seconds": round(scored.seconds, 3)}
-    atomic_write_json(heldout_path(store, round_), {
-        **summary, "adapter": adapter, "weights": scored.weights,
-        "answers": [{"id": q.id, "answer": a, "reward": s} for q, a, s in zip(questions, answers, per_question)]})
+    summary = {
+        "round": round_,
+        "reward": round(sum(per_question) / len(per_question), 6),
+        "rewards": {k: (None if v is None else round(v, 6)) for k, v in scored.means.items()},
+        "distinct_2": round(diversity(answers)["distinct_2"], 6),
+        "mean_words": round(sum(len(words(a)) for a in answers) / len(answers), 3),
+        "n_questions": len(answers),
+        "seconds": round(scored.seconds, 3),
+    }
+    atomic_write_json(
+        heldout_path(store, round_),
+        {
+            **summary,
+            "adapter": adapter,
+            "weights": scored.weights,
+            "answers": [{"id": q.id, "answer": a, "reward": s} for q, a, s in zip(questions, answers, per_question)],
+        },
+    )
     store.metric(round_, HELDOUT, **summary)
     progress(100)
-    log.info("held-out round %d: reward %.4f, distinct-2 %.3f, %.1f words (%d questions)", round_,
-             summary["reward"], summary["distinct_2"], summary["mean_words"], len(answers))
+    log.info(
+        "held-out round %d: reward %.4f, distinct-2 %.3f, %.1f words (%d questions)",
+        round_,
+        summary["reward"],
+        summary["distinct_2"],
+        summary["mean_words"],
+        len(answers),
+    )
     return summary
 
 

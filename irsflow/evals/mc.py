@@ -10,6 +10,7 @@ for this project).
     parse_choice("The answer is (B).", "ABCD")   # -> "B"
     result = score_mc(items, answers)            # answers[i]: K sampled answers for item i
 """
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,14 @@ def _item(obj, where: str) -> MCItem:
         raise DatasetError(f"{where}: 'question' must be a non-empty string")
     if isinstance(choices, list):
         choices = {chr(65 + i): c for i, c in enumerate(choices)}
-    if not isinstance(choices, dict) or not 2 <= len(choices) <= 26 or not all(
+    if (
+        not isinstance(choices, dict)
+        or not 2 <= len(choices) <= 26
+        or not all(
             isinstance(k, str) and re.fullmatch(r"[A-Z]", k) and isinstance(v, str) and v.strip()
-            for k, v in choices.items()):
+            for k, v in choices.items()
+        )
+    ):
         raise DatasetError(f"{where}: 'choices' must be 2-26 non-empty strings (a list, or an object keyed A, B, ...)")
     if not isinstance(ans, str) or ans.strip().upper() not in choices:
         raise DatasetError(f"{where}: 'answer' must be one of the choice letters {''.join(choices)}, got {ans!r}")
@@ -105,8 +111,10 @@ def parse_choice(text: str, letters: str = "ABCD", choices: dict[str, str] | Non
     if not t:
         return None
     L = re.escape(letters)
-    pats = [rf"(?:answer|choice|option)\s*(?:is|would be|:)?\s*(?:option\s*)?[\*\(\[]*([{L}])\b",
-            rf"^[\s\*\(\[]*([{L}])(?:[\)\]\.:,\*]|\s*$|\s+(?:because|since|as|-))"]
+    pats = [
+        rf"(?:answer|choice|option)\s*(?:is|would be|:)?\s*(?:option\s*)?[\*\(\[]*([{L}])\b",
+        rf"^[\s\*\(\[]*([{L}])(?:[\)\]\.:,\*]|\s*$|\s+(?:because|since|as|-))",
+    ]
     for pat in pats:
         m = re.search(pat, t, re.I | re.M)
         if m and m.group(1).upper() in letters:
@@ -140,8 +148,21 @@ def score_mc(items: list[MCItem], answers: list[list[str]]) -> dict:
     for item, texts in zip(items, answers):
         votes = [parse_choice(a, item.letters, item.choices) for a in texts]
         pick = majority(votes)
-        rows.append({"id": item.id, "answer": item.answer, "votes": votes, "pick": pick,
-                     "correct": int(pick == item.answer), "texts": texts})
+        rows.append(
+            {
+                "id": item.id,
+                "answer": item.answer,
+                "votes": votes,
+                "pick": pick,
+                "correct": int(pick == item.answer),
+                "texts": texts,
+            }
+        )
     n = len(rows)
-    return {"accuracy": sum(r["correct"] for r in rows) / n if n else 0.0, "n": n, "k": len(answers[0]) if answers else 0,
-            "unparsed": sum(r["pick"] is None for r in rows), "items": rows}
+    return {
+        "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
+        "n": n,
+        "k": len(answers[0]) if answers else 0,
+        "unparsed": sum(r["pick"] is None for r in rows),
+        "items": rows,
+    }

@@ -20,6 +20,7 @@ run finished later). Draft codebook rules follow the merged pairs (``sync_drafts
 rule per task, id ``ls-<task>``, re-drafted (and disabled for a new review) when the task's
 correction changed (an edit or a newer annotation).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,7 +51,9 @@ def _by_task(entries: dict[str, dict]) -> dict[str, dict]:
         task = str(e["task_id"])
         e = {"annotation_id": key if task != key else None, **e}
         if task not in out or (out[task].get("at") or "", out[task].get("updated_at") or "") <= (
-                e.get("at") or "", e.get("updated_at") or ""):
+            e.get("at") or "",
+            e.get("updated_at") or "",
+        ):
             out[task] = e
     return out
 
@@ -72,8 +75,12 @@ def task_key(c: dict) -> str:
 
 def entry(c: dict) -> dict:
     """The state entry of a correction, as a run's manifest records it (keyed by :func:`task_key`)."""
-    return {"annotation_id": c["ls_annotation_id"], "updated_at": c["ls_updated_at"], "task_id": c["ls_task_id"],
-            "digest": digest(c)}
+    return {
+        "annotation_id": c["ls_annotation_id"],
+        "updated_at": c["ls_updated_at"],
+        "task_id": c["ls_task_id"],
+        "digest": digest(c),
+    }
 
 
 def select(corrections: list[dict], ingested: dict[str, dict]) -> tuple[list[dict], dict[str, str], int]:
@@ -84,8 +91,13 @@ def select(corrections: list[dict], ingested: dict[str, dict]) -> tuple[list[dic
     fresh, replaces, already = [], {}, 0
     for c in corrections:
         seen = ingested.get(task_key(c))
-        if seen and ((seen.get("annotation_id") in (None, c["ls_annotation_id"])
-                      and seen.get("updated_at") == c["ls_updated_at"]) or seen.get("digest") == digest(c)):
+        if seen and (
+            (
+                seen.get("annotation_id") in (None, c["ls_annotation_id"])
+                and seen.get("updated_at") == c["ls_updated_at"]
+            )
+            or seen.get("digest") == digest(c)
+        ):
             already += 1
             continue
         if seen:
@@ -95,9 +107,14 @@ def select(corrections: list[dict], ingested: dict[str, dict]) -> tuple[list[dic
 
 
 def _ls_rows(path: Path, take: dict[str, dict]) -> list[dict]:
-    return [r for r in read_jsonl(path) if r.get("source") == "label-studio" and str(r.get("ls_task_id")) in take
-            and r.get("ls_updated_at") == take[str(r["ls_task_id"])]["updated_at"]
-            and r.get("ls_annotation_id") in (None, take[str(r["ls_task_id"])]["annotation_id"])]
+    return [
+        r
+        for r in read_jsonl(path)
+        if r.get("source") == "label-studio"
+        and str(r.get("ls_task_id")) in take
+        and r.get("ls_updated_at") == take[str(r["ls_task_id"])]["updated_at"]
+        and r.get("ls_annotation_id") in (None, take[str(r["ls_task_id"])]["annotation_id"])
+    ]
 
 
 def merge_run(run_dir: Path, manifest: dict) -> int:
@@ -121,7 +138,9 @@ def merge_run(run_dir: Path, manifest: dict) -> int:
         write_jsonl(tmp / "golden.messages.jsonl", golden)
         write_jsonl(tmp / "pairs.jsonl", pairs)
         atomic_write_json(tmp / "state.json", {"ingested": state})
-    log.info("label studio corrections: took %d from run %s (%d in the store)", len(take), manifest["run_id"], len(golden))
+    log.info(
+        "label studio corrections: took %d from run %s (%d in the store)", len(take), manifest["run_id"], len(golden)
+    )
     return len(take)
 
 
@@ -138,8 +157,13 @@ def draft(pair: dict):
     if not question:
         return None
     prov = {k: pair.get(k) for k in ("trace_id", "ls_task_id", "ls_annotation_id", "ls_updated_at")}
-    return rule_from_correction(question, pair["rejected"], pair["chosen"], provenance=prov,
-                                author=None if pair.get("annotator") is None else f"label-studio:{pair['annotator']}")
+    return rule_from_correction(
+        question,
+        pair["rejected"],
+        pair["chosen"],
+        provenance=prov,
+        author=None if pair.get("annotator") is None else f"label-studio:{pair['annotator']}",
+    )
 
 
 def check_drafts(pairs: list[dict]) -> int:
@@ -171,11 +195,27 @@ def sync_drafts() -> int:
         if d is None:
             continue
         if old is None:
-            book.add(d.text, d.keywords, d.examples, source=d.source, author=d.author, provenance=d.provenance,
-                     enabled=False, note=d.note, rule_id=rid)
+            book.add(
+                d.text,
+                d.keywords,
+                d.examples,
+                source=d.source,
+                author=d.author,
+                provenance=d.provenance,
+                enabled=False,
+                note=d.note,
+                rule_id=rid,
+            )
         else:
-            book.edit(rid, text=d.text, keywords=d.keywords, examples=d.examples, provenance=d.provenance,
-                      note=REDRAFT_NOTE, author=d.author)
+            book.edit(
+                rid,
+                text=d.text,
+                keywords=d.keywords,
+                examples=d.examples,
+                provenance=d.provenance,
+                note=REDRAFT_NOTE,
+                author=d.author,
+            )
             if old.enabled:
                 book.set_enabled(rid, False, note=REDRAFT_NOTE, author=d.author)
         n += 1

@@ -14,12 +14,13 @@ since, and the store of corrections (``corrections.py``) keeps one version of ea
 read and checked, and the codebook opened and each draft built, before anything is written, so a
 bad export or codebook fails the run with no folder left behind.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +41,39 @@ SECRET_FIELDS = {"public_key", "secret_key"}
 
 class FeedbackSettings(BaseModel):
     """What a feedback ETL run does (no secrets here: keys come from the environment or a Secret block)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # a key put here is never echoed
-    langfuse: dict[str, Any] = Field(default_factory=dict, description=(
-        "LangfuseSettings options other than the keys: host, score_name, up_values, down_values, "
-        "overlap_minutes, start, page_size, ... (host defaults to env LANGFUSE_HOST)"))
+    langfuse: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "LangfuseSettings options other than the keys: host, score_name, up_values, down_values, "
+            "overlap_minutes, start, page_size, ... (host defaults to env LANGFUSE_HOST)"
+        ),
+    )
     transform: TransformSettings = TransformSettings()
-    langfuse_enabled: bool = Field(True, description=(
-        "False: no Langfuse extraction, the run takes only Label Studio corrections (a setup without Langfuse)"))
+    langfuse_enabled: bool = Field(
+        True,
+        description=(
+            "False: no Langfuse extraction, the run takes only Label Studio corrections (a setup without Langfuse)"
+        ),
+    )
     codebook_drafts: bool = Field(True, description="turn each human correction into a disabled draft codebook rule")
-    label_studio: LabelStudioSettings | None = Field(None, description=(
-        "pull this Label Studio project's JSON export before each run (key: env LABEL_STUDIO_API_KEY or "
-        "the Prefect Secret block label-studio-api-key); None: only an export file given to the run"))
+    label_studio: LabelStudioSettings | None = Field(
+        None,
+        description=(
+            "pull this Label Studio project's JSON export before each run (key: env LABEL_STUDIO_API_KEY or "
+            "the Prefect Secret block label-studio-api-key); None: only an export file given to the run"
+        ),
+    )
 
     @field_validator("langfuse")
     @classmethod
     def _no_secrets(cls, v: dict) -> dict:
         if SECRET_FIELDS & set(v):
-            raise ValueError("keys do not belong in settings: set LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY "
-                             "or the Prefect Secret blocks")
+            raise ValueError(
+                "keys do not belong in settings: set LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY "
+                "or the Prefect Secret blocks"
+            )
         unknown = set(v) - set(LangfuseSettings.model_fields)
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)}")
@@ -74,7 +90,7 @@ class _NoExtraction:
     def __init__(self, state: ExtractState):
         self.state, self.window, self.stats = state, (None, None), Counter()
 
-    def __enter__(self) -> "_NoExtraction":
+    def __enter__(self) -> _NoExtraction:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -119,9 +135,14 @@ def read_manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
 
 
-def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | None = None,
-            label_studio_export: str | Path | None = None, now: datetime | None = None,
-            skip_langfuse: str | None = None) -> dict:
+def run_etl(
+    settings: FeedbackSettings,
+    run_id: str,
+    keys: tuple[str, str] | None = None,
+    label_studio_export: str | Path | None = None,
+    now: datetime | None = None,
+    skip_langfuse: str | None = None,
+) -> dict:
     """One run (see the module docstring). ``skip_langfuse``: why Langfuse is not read this time
     (the weekly cycle without Langfuse host/keys), recorded in the manifest as ``langfuse_skipped``."""
     if not settings.langfuse_enabled and not skip_langfuse:
@@ -141,7 +162,7 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
         ls_skipped["already taken (not edited since)"] += already
     started = utc_now()
     try:
-        extraction = Extraction(lf, state, now=now or datetime.now(timezone.utc)) if lf else _NoExtraction(state)
+        extraction = Extraction(lf, state, now=now or datetime.now(UTC)) if lf else _NoExtraction(state)
         with extraction as ext, atomic_dir(run_dir) as tmp:
             outs = RunOutputs(tmp, settings.transform)
             for record in ext:
@@ -154,16 +175,24 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
             files = outs.close()
             new_state = ext.next_state()
             manifest = {
-                "run_id": run_id, "started_at": started, "finished_at": utc_now(),
+                "run_id": run_id,
+                "started_at": started,
+                "finished_at": utc_now(),
                 "window": [None if t is None else t.isoformat() for t in ext.window],
-                "extract": {k: v for k, v in ext.stats.items()}, "counts": dict(outs.counts),
-                "skipped": dict(outs.skipped), "files": files,
-                "settings": settings.model_dump(mode="json"), "host": lf.host if lf else None,
+                "extract": {k: v for k, v in ext.stats.items()},
+                "counts": dict(outs.counts),
+                "skipped": dict(outs.skipped),
+                "files": files,
+                "settings": settings.model_dump(mode="json"),
+                "host": lf.host if lf else None,
                 "langfuse_skipped": skip_langfuse,
-                "state_before": state.model_dump(mode="json"), "state_after": new_state.model_dump(mode="json"),
-                "label_studio": {"export": None if label_studio_export is None else str(label_studio_export),
-                                 "ingested": {ls_store.task_key(c): ls_store.entry(c) for c in fresh},
-                                 "replaces": replaces},
+                "state_before": state.model_dump(mode="json"),
+                "state_after": new_state.model_dump(mode="json"),
+                "label_studio": {
+                    "export": None if label_studio_export is None else str(label_studio_export),
+                    "ingested": {ls_store.task_key(c): ls_store.entry(c) for c in fresh},
+                    "replaces": replaces,
+                },
             }
             nothing_new = not any(f["rows"] for f in files.values())
             if nothing_new:
@@ -175,8 +204,13 @@ def run_etl(settings: FeedbackSettings, run_id: str, keys: tuple[str, str] | Non
         ls_store.merge_run(run_dir, manifest)
     manifest["codebook_drafts"] = _draft_rules(settings)  # also heals drafts a crashed run did not make
     save_state(state_path(), new_state)  # only now: the outputs (and drafts made from them) are in place
-    log.info("feedback run %s: %d records, %s; skipped %s", run_id, outs.counts["records"],
-             {k: v["rows"] for k, v in files.items() if v["rows"]}, dict(outs.skipped) or "nothing")
+    log.info(
+        "feedback run %s: %d records, %s; skipped %s",
+        run_id,
+        outs.counts["records"],
+        {k: v["rows"] for k, v in files.items() if v["rows"]},
+        dict(outs.skipped) or "nothing",
+    )
     return {**manifest, "written": not nothing_new}
 
 

@@ -3,15 +3,17 @@
     tasks = [ls_task(row) for row in thumbs_down_rows]      # import into a project using LABEL_CONFIG
     corrections, skipped = read_export(path)               # a Label Studio JSON export
 
-Each task shows the dialogue and a "correct this answer" text area pre-filled (as a prediction)
-with the model's answer. The latest (by ``updated_at``) completed, non-cancelled annotation of a
-task, whoever made it, is the task's one correction: a golden SFT row (the dialogue with the
-corrected answer) and a preference pair (corrected > original). A correction that is empty, whitespace only or equal to the answer up to
-whitespace teaches nothing and is skipped with a counted reason. Only Label Studio's ``JSON``
-export carries the annotations with their ids and ``updated_at`` (what makes each correction
-taken once, see ``corrections.py``); ``JSON_MIN`` and the other formats are refused by name.
+Each task shows the dialogue and a "correct this answer" text area pre-filled (as a prediction) with
+the model's answer. The latest (by ``updated_at``) completed, non-cancelled annotation of a task,
+whoever made it, is the task's one correction: a golden SFT row (the dialogue with the corrected
+answer) and a preference pair (corrected > original). A correction that is empty, whitespace only or
+equal to the answer up to whitespace teaches nothing and is skipped with a counted reason. Only
+Label Studio's ``JSON`` export carries the annotations with their ids and ``updated_at`` (what makes
+each correction taken once, see ``corrections.py``); ``JSON_MIN`` and the other formats are refused
+by name.
 Pushing tasks and pulling the export over HTTP: ``label_studio_api.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,11 +36,28 @@ EXPORT_HINT = "export the project as JSON (exportType=JSON), the format that kee
 def ls_task(row: dict) -> dict:
     """A task for one thumbs-down row (``messages`` ending with the rejected answer)."""
     msgs = row["messages"]
-    return {"data": {"messages": msgs, "answer": msgs[-1]["content"], "trace_id": row["trace_id"],
-                     "score_id": row.get("score_id"), "comment": row.get("comment") or ""},
-            "predictions": [{"model_version": "irsflow", "result": [{
-                "from_name": FROM_NAME, "to_name": TO_NAME, "type": "textarea",
-                "value": {"text": [msgs[-1]["content"]]}}]}]}
+    return {
+        "data": {
+            "messages": msgs,
+            "answer": msgs[-1]["content"],
+            "trace_id": row["trace_id"],
+            "score_id": row.get("score_id"),
+            "comment": row.get("comment") or "",
+        },
+        "predictions": [
+            {
+                "model_version": "irsflow",
+                "result": [
+                    {
+                        "from_name": FROM_NAME,
+                        "to_name": TO_NAME,
+                        "type": "textarea",
+                        "value": {"text": [msgs[-1]["content"]]},
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def _squash(text: str) -> str:
@@ -65,8 +84,10 @@ def check_format(tasks, where: str) -> list[dict]:
     if rows and not any("data" in t or "annotations" in t or "completions" in t for t in rows):
         minimal = any("annotation_id" in t or "annotator" in t or FROM_NAME in t for t in rows)
         name = "JSON_MIN" if minimal else "a flat (JSON_MIN-like) list of rows"
-        raise InputError(f"{where}: this is Label Studio's {name} export format (tasks flattened, without "
-                         f"'data' and 'annotations', so no annotation ids or edit times); {EXPORT_HINT}")
+        raise InputError(
+            f"{where}: this is Label Studio's {name} export format (tasks flattened, without "
+            f"'data' and 'annotations', so no annotation ids or edit times); {EXPORT_HINT}"
+        )
     if rows and all("completions" in t and "annotations" not in t for t in rows):
         raise InputError(f"{where}: a pre-1.0 Label Studio export ('completions'); {EXPORT_HINT}")
     return tasks
@@ -97,8 +118,13 @@ def read_export(path: str | Path) -> tuple[list[dict], Counter]:
     for task in load_export(path):
         data = task.get("data") if isinstance(task, dict) else None
         msgs = data.get("messages") if isinstance(data, dict) else None
-        if (not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict)
-                or msgs[-1].get("role") != "assistant" or not isinstance(msgs[-1].get("content"), str)):
+        if (
+            not isinstance(msgs, list)
+            or not msgs
+            or not isinstance(msgs[-1], dict)
+            or msgs[-1].get("role") != "assistant"
+            or not isinstance(msgs[-1].get("content"), str)
+        ):
             skipped["task without a dialogue"] += 1
             continue
         done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
@@ -116,17 +142,30 @@ def read_export(path: str | Path) -> tuple[list[dict], Counter]:
         if _squash(text) == _squash(original):
             skipped["correction same as the answer"] += 1
             continue
-        corrections.append({
-            "prompt": msgs[:-1], "original": original, "corrected": text, "trace_id": data.get("trace_id"),
-            "ls_task_id": task.get("id"), "ls_annotation_id": str(latest["id"]),
-            "ls_updated_at": latest.get("updated_at") or latest.get("created_at"),
-            "annotator": latest.get("completed_by")})
+        corrections.append(
+            {
+                "prompt": msgs[:-1],
+                "original": original,
+                "corrected": text,
+                "trace_id": data.get("trace_id"),
+                "ls_task_id": task.get("id"),
+                "ls_annotation_id": str(latest["id"]),
+                "ls_updated_at": latest.get("updated_at") or latest.get("created_at"),
+                "annotator": latest.get("completed_by"),
+            }
+        )
     return corrections, skipped
 
 
 def _meta(c: dict) -> dict:
-    return {"trace_id": c.get("trace_id"), "ls_task_id": c.get("ls_task_id"), "ls_annotation_id": c["ls_annotation_id"],
-            "ls_updated_at": c.get("ls_updated_at"), "annotator": c.get("annotator"), "source": "label-studio"}
+    return {
+        "trace_id": c.get("trace_id"),
+        "ls_task_id": c.get("ls_task_id"),
+        "ls_annotation_id": c["ls_annotation_id"],
+        "ls_updated_at": c.get("ls_updated_at"),
+        "annotator": c.get("annotator"),
+        "source": "label-studio",
+    }
 
 
 def golden_row(c: dict) -> dict:
@@ -134,5 +173,11 @@ def golden_row(c: dict) -> dict:
 
 
 def pair_row(c: dict) -> dict:
-    return {"prompt": c["prompt"], "chosen": c["corrected"], "rejected": c["original"], **_meta(c),
-            "chosen_trace_id": c.get("trace_id"), "rejected_trace_id": c.get("trace_id")}
+    return {
+        "prompt": c["prompt"],
+        "chosen": c["corrected"],
+        "rejected": c["original"],
+        **_meta(c),
+        "chosen_trace_id": c.get("trace_id"),
+        "rejected_trace_id": c.get("trace_id"),
+    }

@@ -14,6 +14,7 @@ Pushing is idempotent: a task whose answer is already in the project (same ``dat
 same ``data.score_id``) is not imported again, so a retried run or a repeated push adds nothing,
 and one answer never gets two correction tasks.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,20 +35,26 @@ KEY_ENV, URL_ENV = "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_URL"
 
 class LabelStudioSettings(BaseModel):
     """Pull a Label Studio project's export before each feedback ETL run (no key here)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # a key put here is never echoed
     url: str | None = Field(None, description=f"the server, e.g. http://127.0.0.1:8080 (default env {URL_ENV})")
     project_id: int = Field(..., ge=1, description="the project holding the correction tasks")
     timeout_s: float = Field(120, gt=0, description="per request; a large export takes a while")
-    push: bool = Field(True, description=(
-        "after each ETL run, push its new thumbs-down tasks (label_studio_tasks.json) into the project; "
-        "tasks already there (same score or trace id) are skipped"))
+    push: bool = Field(
+        True,
+        description=(
+            "after each ETL run, push its new thumbs-down tasks (label_studio_tasks.json) into the project; "
+            "tasks already there (same score or trace id) are skipped"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _no_key(cls, v: Any) -> Any:
         if isinstance(v, dict) and {"api_key", "key", "token"} & set(v):
-            raise ValueError(f"keys do not belong in settings: set {KEY_ENV} or the Prefect Secret block "
-                             "label-studio-api-key")
+            raise ValueError(
+                f"keys do not belong in settings: set {KEY_ENV} or the Prefect Secret block label-studio-api-key"
+            )
         return v
 
     def server(self) -> str | None:
@@ -94,8 +101,10 @@ class LabelStudio:
 
     def _check(self, r, what: str):
         if r.status_code in (401, 403):
-            raise InputError(f"label studio {self.url}: {what} refused ({r.status_code}): check {KEY_ENV} "
-                             "(a legacy token needs the server's legacy tokens enabled)")
+            raise InputError(
+                f"label studio {self.url}: {what} refused ({r.status_code}): check {KEY_ENV} "
+                "(a legacy token needs the server's legacy tokens enabled)"
+            )
         if r.status_code == 404:
             raise InputError(f"label studio {self.url}: {what}: not found (404)")
         if 400 <= r.status_code < 500:
@@ -107,12 +116,14 @@ class LabelStudio:
         return self._check(self._send("GET", f"/api/projects/{project_id}/"), f"project {project_id}").json()
 
     def create_project(self, title: str, label_config: str) -> dict:
-        return self._check(self._send("POST", "/api/projects/", json={"title": title, "label_config": label_config}),
-                           "create project").json()
+        return self._check(
+            self._send("POST", "/api/projects/", json={"title": title, "label_config": label_config}), "create project"
+        ).json()
 
     def import_tasks(self, project_id: int, tasks: list[dict]) -> dict:
-        return self._check(self._send("POST", f"/api/projects/{project_id}/import", json=tasks),
-                           f"import into project {project_id}").json()
+        return self._check(
+            self._send("POST", f"/api/projects/{project_id}/import", json=tasks), f"import into project {project_id}"
+        ).json()
 
     def task_data(self, project_id: int, page_size: int = 100):
         """Each task's ``data`` in the project, page by page: ``GET /api/tasks/?project=&page=&page_size=``
@@ -120,8 +131,11 @@ class LabelStudio:
         (label_studio/data_manager/api.py: TaskListAPI, TaskPagination), so the pages stop at ``total``."""
         page, seen = 1, 0
         while True:
-            r = self._send("GET", "/api/tasks/", params={"project": project_id, "page": page, "page_size": page_size,
-                                                         "resolve_uri": "false"})
+            r = self._send(
+                "GET",
+                "/api/tasks/",
+                params={"project": project_id, "page": page, "page_size": page_size, "resolve_uri": "false"},
+            )
             body = self._check(r, f"tasks of project {project_id}").json()
             if isinstance(body, list):  # a server that does not paginate: every task at once
                 yield from (t.get("data") or {} for t in body)
@@ -137,14 +151,17 @@ class LabelStudio:
     def export(self, project_id: int, export_type: str = "JSON") -> bytes:
         # paths as the server routes them (label_studio/*/urls.py, APPEND_SLASH = False): some end in "/",
         # import and export do not
-        r = self._send("GET", f"/api/projects/{project_id}/export",
-                       params={"exportType": export_type, "download_all_tasks": "true"})
+        r = self._send(
+            "GET",
+            f"/api/projects/{project_id}/export",
+            params={"exportType": export_type, "download_all_tasks": "true"},
+        )
         return self._check(r, f"export of project {project_id}").content
 
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "LabelStudio":
+    def __enter__(self) -> LabelStudio:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -156,8 +173,9 @@ def task_keys(data: dict) -> set[str]:
     return {f"{k}:{data[k]}" for k in ("trace_id", "score_id") if data.get(k) not in (None, "")}
 
 
-def push_tasks(url: str | None, api_key: str | None, project_id: int, tasks: list[dict],
-               timeout_s: float = 120) -> dict:
+def push_tasks(
+    url: str | None, api_key: str | None, project_id: int, tasks: list[dict], timeout_s: float = 120
+) -> dict:
     """Import the tasks the project does not hold yet (by :func:`task_keys`; a task without a key is
     always imported). Returns ``{"project", "pushed", "already_in_project"}``."""
     with LabelStudio(url, api_key, timeout_s) as ls:
@@ -176,8 +194,7 @@ def push_tasks(url: str | None, api_key: str | None, project_id: int, tasks: lis
     return {"project": project_id, "pushed": n, "already_in_project": already}
 
 
-def pull_export(url: str | None, api_key: str | None, project_id: int, out: str | Path,
-                timeout_s: float = 120) -> dict:
+def pull_export(url: str | None, api_key: str | None, project_id: int, out: str | Path, timeout_s: float = 120) -> dict:
     """Download the project's JSON export (every task, annotated or not) to ``out``, atomically;
     returns ``{"path", "tasks", "annotated"}``."""
     out = Path(out)

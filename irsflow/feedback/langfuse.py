@@ -33,29 +33,52 @@ among traces. Memory does not grow with the number of traces either way.
 
 HTTP, settings and retries: ``irsflow.feedback.langfuse_api`` (names re-exported here).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any, Iterator
+from typing import Any
 
 from irsflow.errors import IrsflowError
-from irsflow.feedback.langfuse_api import (RESTART, SERVER_FLAGS, Generation, LangfuseAuthError, LangfuseError,
-                                          LangfuseHttp, LangfuseServerSetupError, LangfuseSettings, Page,
-                                          parse_time)
+from irsflow.feedback.langfuse_api import (
+    RESTART,
+    SERVER_FLAGS,
+    Generation,
+    LangfuseAuthError,
+    LangfuseError,
+    LangfuseHttp,
+    LangfuseServerSetupError,
+    LangfuseSettings,
+    Page,
+    parse_time,
+)
 from irsflow.feedback.langfuse_v3 import LegacyApi
 from irsflow.feedback.langfuse_v4 import V4Api
 from irsflow.feedback.state import ExtractState, as_utc, load_state, plan_window, save_state
 from irsflow.retry import retry_after_s
 
 GENERATIONS: dict[str, type[LegacyApi] | type[V4Api]] = {"v3": LegacyApi, "v4": V4Api}
-__all__ = ["LangfuseSettings", "Extraction", "GENERATIONS", "ExtractState", "LangfuseError", "LangfuseAuthError",
-           "LangfuseServerSetupError", "label_of", "retry_after_s", "plan_window", "load_state", "save_state"]
+__all__ = [
+    "LangfuseSettings",
+    "Extraction",
+    "GENERATIONS",
+    "ExtractState",
+    "LangfuseError",
+    "LangfuseAuthError",
+    "LangfuseServerSetupError",
+    "label_of",
+    "retry_after_s",
+    "plan_window",
+    "load_state",
+    "save_state",
+]
 log = logging.getLogger("irsflow.feedback.langfuse")
 
 _SKEW = timedelta(minutes=1)  # a trace's clock may run this far ahead of its feedback's clock
@@ -67,8 +90,10 @@ _SEEN_PAGES = 20  # within-run dedupe remembers the ids of this many recent scor
 
 def label_of(settings: LangfuseSettings, value: float | None, string_value: str | None) -> str | None:
     def hit(values: tuple) -> bool:
-        return any(v == string_value if isinstance(v, str) else (value is not None and float(v) == value)
-                   for v in values)
+        return any(
+            v == string_value if isinstance(v, str) else (value is not None and float(v) == value) for v in values
+        )
+
     return "up" if hit(settings.up_values) else "down" if hit(settings.down_values) else None
 
 
@@ -77,16 +102,20 @@ def _neither(host: str, errors: dict[str, LangfuseError]) -> LangfuseError:
     is no outage: either LANGFUSE_HOST is wrong or the server keeps its v4 routes off (a self-hosted
     v3.179.x in events_only mode without its flags, see ``langfuse_api.SERVER_FLAGS``)."""
     v3, v4 = errors["v3"], errors["v4"]
-    text = (f"Langfuse at {host} serves neither read API: v3 answered HTTP {v3.status_code}, "
-            f"v4 HTTP {v4.status_code}")
+    text = f"Langfuse at {host} serves neither read API: v3 answered HTTP {v3.status_code}, v4 HTTP {v4.status_code}"
     if v3.status_code not in LegacyApi.dead_codes or v4.status_code not in V4Api.dead_codes:
         return LangfuseError(f"{text}: {v4}", v4.status_code)  # an outage: retried as usual
-    why = ("its legacy routes are off (LANGFUSE_MIGRATION_V4_WRITE_MODE=events_only) and " if "events_only" in
-           str(v3) else "")
+    why = (
+        "its legacy routes are off (LANGFUSE_MIGRATION_V4_WRITE_MODE=events_only) and "
+        if "events_only" in str(v3)
+        else ""
+    )
     return LangfuseServerSetupError(
         f"{text}. If LANGFUSE_HOST is right, {why}the server keeps GET /api/public/v3/scores switched off: set "
         f"{SERVER_FLAGS} {RESTART} (or upgrade it to Langfuse v4: scores API always on, opt-in true by default). "
-        f"v3: {v3} | v4: {v4}", v4.status_code)
+        f"v3: {v3} | v4: {v4}",
+        v4.status_code,
+    )
 
 
 def _iso(t: datetime) -> str:
@@ -99,6 +128,7 @@ _time = parse_time
 @dataclass(slots=True)
 class _Fb:
     """One feedback score. ``done``: handed out by an earlier run; kept only to outrank older ones."""
+
     id: str
     trace_id: str
     ts: datetime
@@ -117,11 +147,10 @@ class Extraction:
     scores), missing_traces (trace not found: retried next run if still in its window);
     traces_listed / traces_fetched (by id)."""
 
-    def __init__(self, settings: LangfuseSettings, state: ExtractState | None = None, *,
-                 now: datetime | None = None):
+    def __init__(self, settings: LangfuseSettings, state: ExtractState | None = None, *, now: datetime | None = None):
         self.settings = settings
         self.state = state or ExtractState()
-        self.window = plan_window(self.state, now or datetime.now(timezone.utc), settings)
+        self.window = plan_window(self.state, now or datetime.now(UTC), settings)
         self.stats: Counter = Counter()
         self.mode: str | None = None
         self._http = LangfuseHttp(settings, self.stats)
@@ -164,8 +193,14 @@ class Extraction:
             dead = self._api.name
             self._api = GENERATIONS["v4" if dead == "v3" else "v3"](self._http, self._pool)
             self.stats["api_switches"] += 1
-            log.warning("Langfuse at %s: the %s read API answered HTTP %s; switching to the %s API for this "
-                        "run and the next ones", self.settings.host, dead, err.status_code, self._api.name)
+            log.warning(
+                "Langfuse at %s: the %s read API answered HTTP %s; switching to the %s API for this "
+                "run and the next ones",
+                self.settings.host,
+                dead,
+                err.status_code,
+                self._api.name,
+            )
             pages = self._api.score_pages(*self.window)
             try:
                 first = next(pages)
@@ -202,8 +237,15 @@ class Extraction:
             self.mode = "get"
         else:
             self.mode = "list" if s.trace_fetch == "list" or self._listing_pays(sfirst, tfirst) else "get"
-        log.info("Langfuse extract (%s API) [%s, %s): %s feedback scores, %s traces in window -> %s", self.api,
-                 frm and _iso(frm), _iso(to), _count(sfirst), tfirst and _count(tfirst), self.mode)
+        log.info(
+            "Langfuse extract (%s API) [%s, %s): %s feedback scores, %s traces in window -> %s",
+            self.api,
+            frm and _iso(frm),
+            _iso(to),
+            _count(sfirst),
+            tfirst and _count(tfirst),
+            self.mode,
+        )
         if self.mode == "list":
             yield from self._merge(scores, (t for page in trace_pages for t in page.rows))
         else:
@@ -234,8 +276,15 @@ class Extraction:
                 done = prev is not None and as_utc(prev) == ts  # same id, new timestamp: an updated score
                 if done:
                     self.stats["seen_before"] += 1
-                yield _Fb(sid, sc["traceId"], ts, value, label_of(self.settings, sc.get("value"), string_value),
-                          sc.get("comment"), done)
+                yield _Fb(
+                    sid,
+                    sc["traceId"],
+                    ts,
+                    value,
+                    label_of(self.settings, sc.get("value"), string_value),
+                    sc.get("comment"),
+                    done,
+                )
             self._seen.append(ids)
 
     def _merge(self, scores: Iterator[_Fb], traces: Iterator[Any]) -> Iterator[dict]:
@@ -294,9 +343,10 @@ class Extraction:
             else:
                 todo.append(g)
         n = self.settings.page_size
-        for batch in (todo[i:i + n] for i in range(0, len(todo), n)):
-            yield from self._fetched(batch, self._api.fetch_traces([g[0].trace_id for g in batch],
-                                                                   min(g[0].ts for g in batch)))
+        for batch in (todo[i : i + n] for i in range(0, len(todo), n)):
+            yield from self._fetched(
+                batch, self._api.fetch_traces([g[0].trace_id for g in batch], min(g[0].ts for g in batch))
+            )
 
     def _fetched(self, todo: list[list[_Fb]], traces: list[dict | None]) -> Iterator[dict]:
         for g, tr in zip(todo, traces):
@@ -313,9 +363,14 @@ class Extraction:
         feedback: that newer one is, or will be, the one handed out."""
         latest = self.settings.latest_per_trace
         head = group[0]
-        newer = latest and full and any(sc.get("name") == self.settings.score_name and
-                                        (_time(sc["timestamp"]), sc["id"]) > (head.ts, head.id)
-                                        for sc in tr.get("scores") or [])
+        newer = (
+            latest
+            and full
+            and any(
+                sc.get("name") == self.settings.score_name and (_time(sc["timestamp"]), sc["id"]) > (head.ts, head.id)
+                for sc in tr.get("scores") or []
+            )
+        )
         for fb in group:
             if fb.done:
                 pass
@@ -332,12 +387,25 @@ class Extraction:
     def _record(self, fb: _Fb, tr: Any) -> dict:
         self.stats["records"] += 1
         self.stats[fb.label or "unknown"] += 1
-        return {"trace_id": fb.trace_id, "score_id": fb.id, "label": fb.label, "score_value": fb.value,
-                "score_timestamp": _iso(fb.ts), "comment": fb.comment,
-                "trace": {"id": tr["id"], "timestamp": _iso(_time(tr["timestamp"])), "name": tr.get("name"),
-                          "input": tr.get("input"), "output": tr.get("output"), "metadata": tr.get("metadata"),
-                          "session_id": tr.get("sessionId"), "user_id": tr.get("userId"),
-                          "tags": list(tr.get("tags") or [])}}
+        return {
+            "trace_id": fb.trace_id,
+            "score_id": fb.id,
+            "label": fb.label,
+            "score_value": fb.value,
+            "score_timestamp": _iso(fb.ts),
+            "comment": fb.comment,
+            "trace": {
+                "id": tr["id"],
+                "timestamp": _iso(_time(tr["timestamp"])),
+                "name": tr.get("name"),
+                "input": tr.get("input"),
+                "output": tr.get("output"),
+                "metadata": tr.get("metadata"),
+                "session_id": tr.get("sessionId"),
+                "user_id": tr.get("userId"),
+                "tags": list(tr.get("tags") or []),
+            },
+        }
 
     def next_state(self) -> ExtractState:
         """The state after this run: watermark = the window's end, recent ids pruned to the overlap.
@@ -345,8 +413,9 @@ class Extraction:
         if not self._done:
             raise IrsflowError("next_state() before the records were all read: the run is incomplete")
         to = self.window[1]
-        return ExtractState(watermark=to, recent_ids={k: t for k, t in self._recent.items() if t < to},
-                            api_version=self.api)
+        return ExtractState(
+            watermark=to, recent_ids={k: t for k, t in self._recent.items() if t < to}, api_version=self.api
+        )
 
 
 def _chain1(first: _Fb, rest: Iterator[_Fb]) -> Iterator[_Fb]:

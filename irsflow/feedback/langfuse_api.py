@@ -29,6 +29,7 @@ the keys. Other 4xx (404, 410 of a retired route) raise ``LangfuseError`` at onc
 code: the extraction's cue to switch generation. A route the server's own settings keep off
 raises ``LangfuseServerSetupError`` (an ``InputError``) naming the server setting to change.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,10 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -57,15 +59,20 @@ def _env(*names: str) -> str:
 
 class LangfuseSettings(BaseModel):
     """Where Langfuse is and what counts as feedback. Keys are SecretStr: never in repr or dumps."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)  # env defaults checked too
-    host: str = Field(default_factory=lambda: _env("LANGFUSE_HOST", "LANGFUSE_BASE_URL"),
-                      description="e.g. https://langfuse.example.com (env LANGFUSE_HOST or LANGFUSE_BASE_URL)")
+    host: str = Field(
+        default_factory=lambda: _env("LANGFUSE_HOST", "LANGFUSE_BASE_URL"),
+        description="e.g. https://langfuse.example.com (env LANGFUSE_HOST or LANGFUSE_BASE_URL)",
+    )
     public_key: SecretStr = Field(default_factory=lambda: SecretStr(_env("LANGFUSE_PUBLIC_KEY")))
     secret_key: SecretStr = Field(default_factory=lambda: SecretStr(_env("LANGFUSE_SECRET_KEY")))
     score_name: str = Field("user-feedback", min_length=1)
     score_data_type: Literal["BOOLEAN", "CATEGORICAL", "NUMERIC"] = "BOOLEAN"
-    up_values: tuple[float | str, ...] = Field((1,), description="values meaning thumbs up (str: a CATEGORICAL "
-                                               "or BOOLEAN stringValue, number: the numeric value)")
+    up_values: tuple[float | str, ...] = Field(
+        (1,),
+        description="values meaning thumbs up (str: a CATEGORICAL or BOOLEAN stringValue, number: the numeric value)",
+    )
     down_values: tuple[float | str, ...] = (0,)
     environment: tuple[str, ...] | None = Field(None, description="only feedback from these Langfuse environments")
     start: datetime | None = Field(None, description="first run starts here (None: from the beginning)")
@@ -73,9 +80,11 @@ class LangfuseSettings(BaseModel):
     trace_lookback_minutes: float = Field(60, ge=0, description="list traces this far before their feedback")
     trace_fetch: Literal["auto", "list", "get"] = "auto"
     api_version: Literal["auto", "v3", "v4"] = Field(
-        "auto", description="read API generation: v3 = legacy routes (self-hosted Langfuse v3), v4 = "
+        "auto",
+        description="read API generation: v3 = legacy routes (self-hosted Langfuse v3), v4 = "
         "/api/public/v3/scores + /api/public/v2/observations (Langfuse Cloud, v4); auto: the one that "
-        "answered last run (first run: v3), switching once per run when its routes answer 404/410")
+        "answered last run (first run: v3), switching once per run when its routes answer 404/410",
+    )
     latest_per_trace: bool = Field(True, description="one record per trace: its newest feedback")
     page_size: int = Field(100, ge=1, le=100, description="the score APIs refuse more than 100")
     get_workers: int = Field(4, ge=1, le=32)
@@ -180,9 +189,15 @@ class LangfuseHttp:
         s = self.settings
         http = httpx.Client(timeout=s.timeout_s, follow_redirects=True)
         # Keys as callables: the client never holds them as plain attributes.
-        sdk = SyncClientWrapper(base_url=s.host, username=s.public_key.get_secret_value,
-                                password=s.secret_key.get_secret_value, x_langfuse_sdk_name="python",
-                                x_langfuse_sdk_version=__version__, timeout=s.timeout_s, httpx_client=http)
+        sdk = SyncClientWrapper(
+            base_url=s.host,
+            username=s.public_key.get_secret_value,
+            password=s.secret_key.get_secret_value,
+            x_langfuse_sdk_name="python",
+            x_langfuse_sdk_version=__version__,
+            timeout=s.timeout_s,
+            httpx_client=http,
+        )
         return http, sdk.httpx_client
 
     def get(self, what: str, path: str, params: dict, missing_ok: bool = False) -> dict | None:
@@ -201,8 +216,9 @@ class LangfuseHttp:
                     body = b"".join(resp.iter_bytes())
             except httpx.TransportError as e:
                 if attempt == s.max_retries:
-                    raise LangfuseError(f"Langfuse {what}: cannot reach {s.host} ({type(e).__name__}) after "
-                                        f"{attempt + 1} attempt(s)") from e
+                    raise LangfuseError(
+                        f"Langfuse {what}: cannot reach {s.host} ({type(e).__name__}) after {attempt + 1} attempt(s)"
+                    ) from e
                 wait, reason = None, type(e).__name__
             else:
                 code = resp.status_code
@@ -211,15 +227,19 @@ class LangfuseHttp:
                 if code in (401, 403):
                     raise LangfuseAuthError(
                         f"Langfuse at {s.host} refused the API keys (HTTP {code}) on {what}: check "
-                        "LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (the project's pk-lf-/sk-lf- pair)")
+                        "LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (the project's pk-lf-/sk-lf- pair)"
+                    )
                 if code == 404 and missing_ok:
                     return None
                 if not (code in (408, 429) or code >= 500) or attempt == s.max_retries:
-                    raise LangfuseError(f"Langfuse {what}: HTTP {code} after {attempt + 1} attempt(s): "
-                                        f"{body[:300].decode('utf-8', 'replace')}", code)
+                    raise LangfuseError(
+                        f"Langfuse {what}: HTTP {code} after {attempt + 1} attempt(s): "
+                        f"{body[:300].decode('utf-8', 'replace')}",
+                        code,
+                    )
                 wait, reason = retry_after_s(resp.headers), f"HTTP {code}"
             if wait is None:  # exponential back-off, +0-25 % jitter so parallel GETs do not retry in step
-                wait = s.backoff_s * 2 ** attempt * (1 + random.random() / 4)
+                wait = s.backoff_s * 2**attempt * (1 + random.random() / 4)
             wait = min(wait, s.max_wait_s)
             with self._lock:
                 self.stats["retries"] += 1
@@ -232,6 +252,7 @@ class Page:
     """One page of a listing, rows in the shared (legacy) shape. ``more``: the server says more
     pages follow (a page may be short, even empty, and still have ``more``). ``total``: items in
     the whole listing where the server counts them (legacy pages), else None (cursor pages)."""
+
     rows: list[dict]
     more: bool
     total: int | None = None
@@ -239,6 +260,7 @@ class Page:
 
 class Generation(Protocol):
     """One generation of the Langfuse read API (``langfuse_v3.LegacyApi``, ``langfuse_v4.V4Api``)."""
+
     name: str
     dead_codes: tuple[int, ...]  # a first answer with one of these: this generation's routes are gone
 

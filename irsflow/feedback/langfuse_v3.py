@@ -21,11 +21,12 @@ On Langfuse v4 these routes answer 410 ``LEGACY_API_UNAVAILABLE_FOR_NEW_ORGANIZA
 organisations created after the cutoff, ``legacyApiOrganizationCutoff.ts``) or 404 (self-hosted v4
 in ``events_only`` mode, ``createAuthedProjectAPIRoute.ts``): ``dead_codes``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Callable, Iterator
 from urllib.parse import quote
 
 from irsflow.feedback.langfuse_api import LangfuseHttp, Page, parse_time, wire_time
@@ -45,9 +46,19 @@ class LegacyApi:
 
     def _score_page(self, page: int, frm: datetime | None, to: datetime) -> dict:
         s = self.settings
-        return self.http.get("list scores", "api/public/v2/scores", {
-            "page": page, "limit": s.page_size, "name": s.score_name, "dataType": s.score_data_type,
-            "fromTimestamp": wire_time(frm), "toTimestamp": wire_time(to), "environment": self._envs()})
+        return self.http.get(
+            "list scores",
+            "api/public/v2/scores",
+            {
+                "page": page,
+                "limit": s.page_size,
+                "name": s.score_name,
+                "dataType": s.score_data_type,
+                "fromTimestamp": wire_time(frm),
+                "toTimestamp": wire_time(to),
+                "environment": self._envs(),
+            },
+        )
 
     def score_pages(self, frm: datetime | None, to: datetime) -> Iterator[Page]:
         """Feedback scores in ``[frm, to)``, newest first; tie groups split by a page boundary are
@@ -57,7 +68,7 @@ class LegacyApi:
             short = page.more and len(page.rows) < self.settings.page_size
             if last is not None and (short or (page.rows and page.rows[0]["timestamp"] == last)):
                 t = parse_time(last)
-                yield from _walk(lambda p: self._score_page(p, t, t + _TICK))
+                yield from _walk(lambda p, t=t: self._score_page(p, t, t + _TICK))
             yield page
             if page.rows:
                 last = page.rows[-1]["timestamp"]
@@ -65,15 +76,28 @@ class LegacyApi:
     def trace_pages(self, frm: datetime | None, to: datetime) -> Iterator[Page]:
         """Traces started in ``[frm, to)``, newest first; "core,io": no observation ids, scores or metrics."""
         s = self.settings
-        return _walk(lambda p: self.http.get("list traces", "api/public/traces", {
-            "page": p, "limit": s.page_size, "fromTimestamp": wire_time(frm), "toTimestamp": wire_time(to),
-            "orderBy": "timestamp.desc", "environment": self._envs(), "fields": "core,io"}))
+        return _walk(
+            lambda p: self.http.get(
+                "list traces",
+                "api/public/traces",
+                {
+                    "page": p,
+                    "limit": s.page_size,
+                    "fromTimestamp": wire_time(frm),
+                    "toTimestamp": wire_time(to),
+                    "orderBy": "timestamp.desc",
+                    "environment": self._envs(),
+                    "fields": "core,io",
+                },
+            )
+        )
 
     def _get_trace(self, trace_id: str) -> dict | None:
-        """"core,io,scores": no observations (each repeats its prompt), and the trace's scores,
+        """ "core,io,scores": no observations (each repeats its prompt), and the trace's scores,
         which tell whether a newer feedback exists. None when not found."""
-        return self.http.get("get trace", f"api/public/traces/{quote(trace_id, safe='')}",
-                             {"fields": "core,io,scores"}, missing_ok=True)
+        return self.http.get(
+            "get trace", f"api/public/traces/{quote(trace_id, safe='')}", {"fields": "core,io,scores"}, missing_ok=True
+        )
 
     def fetch_traces(self, trace_ids: list[str], since: datetime) -> list[dict | None]:
         return list(self.pool.map(self._get_trace, trace_ids))

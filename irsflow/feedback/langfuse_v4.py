@@ -33,16 +33,25 @@ What differs from the legacy API, and is handled here:
   ``LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true`` (404 otherwise: ``LangfuseServerSetupError``),
   and v3.179.x the scores route only with ``LANGFUSE_ENABLE_SCORES_V3_API=true`` (``langfuse_api``).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from irsflow.errors import IrsflowError
-from irsflow.feedback.langfuse_api import (OBSERVATIONS_FLAG, RESTART, LangfuseError, LangfuseHttp,
-                                          LangfuseServerSetupError, Page, wire_time)
+from irsflow.feedback.langfuse_api import (
+    OBSERVATIONS_FLAG,
+    RESTART,
+    LangfuseError,
+    LangfuseHttp,
+    LangfuseServerSetupError,
+    Page,
+    wire_time,
+)
 
 SCORES, OBSERVATIONS = "api/public/v3/scores", "api/public/v2/observations"
 _OBS_FIELDS = "core,basic,io,metadata,trace_context"
@@ -72,16 +81,33 @@ def score_row(sc: dict) -> dict:
         value, string_value = None, value
     else:
         string_value = None
-    return {"id": sc["id"], "traceId": trace_id, "name": sc.get("name"), "timestamp": sc["timestamp"],
-            "value": value, "stringValue": string_value, "dataType": sc.get("dataType"), "comment": sc.get("comment")}
+    return {
+        "id": sc["id"],
+        "traceId": trace_id,
+        "name": sc.get("name"),
+        "timestamp": sc["timestamp"],
+        "value": value,
+        "stringValue": string_value,
+        "dataType": sc.get("dataType"),
+        "comment": sc.get("comment"),
+    }
 
 
 def trace_row(obs: dict) -> dict:
     """A root observation as its trace."""
-    return {"id": obs["traceId"], "timestamp": obs["startTime"], "name": obs.get("traceName") or obs.get("name"),
-            "input": json_text(obs.get("input")), "output": json_text(obs.get("output")),
-            "metadata": obs.get("metadata"), "sessionId": obs.get("sessionId"), "userId": obs.get("userId"),
-            "tags": obs.get("tags") or [], "observationId": obs["id"], "observationType": obs.get("type")}
+    return {
+        "id": obs["traceId"],
+        "timestamp": obs["startTime"],
+        "name": obs.get("traceName") or obs.get("name"),
+        "input": json_text(obs.get("input")),
+        "output": json_text(obs.get("output")),
+        "metadata": obs.get("metadata"),
+        "sessionId": obs.get("sessionId"),
+        "userId": obs.get("userId"),
+        "tags": obs.get("tags") or [],
+        "observationId": obs["id"],
+        "observationType": obs.get("type"),
+    }
 
 
 def _has_io(obs: dict) -> bool:
@@ -94,8 +120,15 @@ def pick_root(trace_id: str, roots: list[dict]) -> dict | None:
     mine = [o for o in roots if o.get("traceId") == trace_id]
     if not mine:
         return None
-    return min(mine, key=lambda o: (not _has_io(o), o["id"] != f"t-{trace_id}",
-                                    o.get("parentObservationId") is not None, o["startTime"]))
+    return min(
+        mine,
+        key=lambda o: (
+            not _has_io(o),
+            o["id"] != f"t-{trace_id}",
+            o.get("parentObservationId") is not None,
+            o["startTime"],
+        ),
+    )
 
 
 class V4Api:
@@ -116,7 +149,9 @@ class V4Api:
                     raise LangfuseServerSetupError(
                         f"Langfuse at {self.settings.host} answered HTTP 404 on GET /api/public/v2/observations, "
                         f"the only route a Langfuse v4 server reads conversations from: set {OBSERVATIONS_FLAG} "
-                        f"{RESTART} (the default from Langfuse v4.0 on). {err}", 404) from None
+                        f"{RESTART} (the default from Langfuse v4.0 on). {err}",
+                        404,
+                    ) from None
                 raise
             yield resp
             cursor = (resp.get("meta") or {}).get("cursor")
@@ -128,28 +163,39 @@ class V4Api:
 
     def _scores(self, params: dict) -> Iterator[Page]:
         s = self.settings
-        base = {"limit": s.page_size, "fields": "details,subject", "name": s.score_name,
-                "environment": ",".join(s.environment) if s.environment else None}
+        base = {
+            "limit": s.page_size,
+            "fields": "details,subject",
+            "name": s.score_name,
+            "environment": ",".join(s.environment) if s.environment else None,
+        }
         for resp in self._walk("list scores", SCORES, {**base, **params}):
             yield Page([score_row(sc) for sc in resp["data"]], bool(resp["meta"].get("cursor")))
 
     def score_pages(self, frm: datetime | None, to: datetime) -> Iterator[Page]:
-        return self._scores({"dataType": self.settings.score_data_type, "fromTimestamp": wire_time(frm),
-                             "toTimestamp": wire_time(to)})
+        return self._scores(
+            {"dataType": self.settings.score_data_type, "fromTimestamp": wire_time(frm), "toTimestamp": wire_time(to)}
+        )
 
     def _roots(self, params: dict) -> Iterator[dict]:
         s = self.settings
-        base = {"isRootObservation": "true", "fields": _OBS_FIELDS,
-                "environment": list(s.environment) if s.environment else None}
+        base = {
+            "isRootObservation": "true",
+            "fields": _OBS_FIELDS,
+            "environment": list(s.environment) if s.environment else None,
+        }
         return self._walk("list observations", OBSERVATIONS, {**base, **params})
 
     def trace_pages(self, frm: datetime | None, to: datetime) -> Iterator[Page]:
         """Root observations started in ``[frm, to)`` as traces, newest first. Roots without
         input and output (e.g. a web framework's request span) do not stand for their trace."""
-        for resp in self._roots({"limit": self.settings.page_size, "fromStartTime": wire_time(frm),
-                                 "toStartTime": wire_time(to)}):
-            yield Page([trace_row(o) for o in resp["data"] if o.get("traceId") and _has_io(o)],
-                       bool(resp["meta"].get("cursor")))
+        for resp in self._roots(
+            {"limit": self.settings.page_size, "fromStartTime": wire_time(frm), "toStartTime": wire_time(to)}
+        ):
+            yield Page(
+                [trace_row(o) for o in resp["data"] if o.get("traceId") and _has_io(o)],
+                bool(resp["meta"].get("cursor")),
+            )
 
     def _trace(self, trace_id: str) -> dict | None:
         roots = [o for resp in self._roots({"traceId": trace_id, "limit": _OBS_LIMIT}) for o in resp["data"]]

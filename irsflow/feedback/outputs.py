@@ -12,6 +12,7 @@ as they come, so memory does not grow with the number of traces; a preference pa
 other half of its prompt, found through an on-disk index (SQLite, bounded cache) of prompt key ->
 file offset, not kept in memory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,15 @@ from typing import IO
 from irsflow.feedback.label_studio import ls_task
 from irsflow.feedback.transform import Skip, TransformSettings, alpaca_row, prompt_key, sharegpt_row, to_messages
 
-FILES = ("sft.messages.jsonl", "sft.sharegpt.jsonl", "sft.alpaca.jsonl", "annotation_queue.jsonl",
-         "label_studio_tasks.json", "pairs.jsonl", "golden.messages.jsonl")
+FILES = (
+    "sft.messages.jsonl",
+    "sft.sharegpt.jsonl",
+    "sft.alpaca.jsonl",
+    "annotation_queue.jsonl",
+    "label_studio_tasks.json",
+    "pairs.jsonl",
+    "golden.messages.jsonl",
+)
 
 
 class JsonlSink:
@@ -87,14 +95,19 @@ class PromptIndex:
     def __init__(self):
         self._dir = tempfile.TemporaryDirectory(prefix="irsflow-pairs-")
         self.db = sqlite3.connect(f"{self._dir.name}/index.sqlite")
-        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-2048;"
-                              "CREATE TABLE idx (key TEXT PRIMARY KEY, up INTEGER, down INTEGER, paired INTEGER)")
+        self.db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-2048;"
+            "CREATE TABLE idx (key TEXT PRIMARY KEY, up INTEGER, down INTEGER, paired INTEGER)"
+        )
 
     def add(self, key: str, label: str, offset: int) -> tuple[int, int] | None:
         """Record the first offset per side; returns (up, down) the first time both sides exist."""
         row = self.db.execute("SELECT up, down, paired FROM idx WHERE key = ?", (key,)).fetchone()
         up, down, paired = row or (None, None, 0)
-        up, down = (offset if label == "up" and up is None else up), (offset if label == "down" and down is None else down)
+        up, down = (
+            (offset if label == "up" and up is None else up),
+            (offset if label == "down" and down is None else down),
+        )
         ready = up is not None and down is not None and not paired
         self.db.execute("INSERT OR REPLACE INTO idx VALUES (?, ?, ?, ?)", (key, up, down, int(paired or ready)))
         return (up, down) if ready else None
@@ -126,8 +139,12 @@ class RunOutputs:
         except Skip as why:
             self.skipped[str(why)] += 1
             return
-        meta = {"trace_id": record["trace_id"], "score_id": record.get("score_id"),
-                "timestamp": trace.get("timestamp"), "label": record["label"]}
+        meta = {
+            "trace_id": record["trace_id"],
+            "score_id": record.get("score_id"),
+            "timestamp": trace.get("timestamp"),
+            "label": record["label"],
+        }
         key = prompt_key(msgs)
         if record["label"] == "up":
             offset = self.sinks["sft.messages.jsonl"].write({"messages": msgs, **meta})
@@ -141,9 +158,16 @@ class RunOutputs:
         if both:
             up = self.sinks["sft.messages.jsonl"].read_at(both[0])
             down = self.sinks["annotation_queue.jsonl"].read_at(both[1])
-            self.sinks["pairs.jsonl"].write({"prompt": up["messages"][:-1], "chosen": up["messages"][-1]["content"],
-                                             "rejected": down["messages"][-1]["content"], "source": "thumbs",
-                                             "chosen_trace_id": up["trace_id"], "rejected_trace_id": down["trace_id"]})
+            self.sinks["pairs.jsonl"].write(
+                {
+                    "prompt": up["messages"][:-1],
+                    "chosen": up["messages"][-1]["content"],
+                    "rejected": down["messages"][-1]["content"],
+                    "source": "thumbs",
+                    "chosen_trace_id": up["trace_id"],
+                    "rejected_trace_id": down["trace_id"],
+                }
+            )
 
     def add_corrections(self, golden: list[dict], pairs: list[dict], skipped: Counter) -> None:
         """Label Studio corrections taken by this run (``label_studio.golden_row`` / ``pair_row``)."""

@@ -18,10 +18,11 @@ The watermark is the window's end, and moves only when the run read every score 
 written: no score older than the watermark is left unread except by the server's read lag, which
 the overlap covers.
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -36,18 +37,22 @@ if TYPE_CHECKING:
 
 def as_utc(t: datetime) -> datetime:
     """Aware UTC; a naive time is taken to be UTC already."""
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 class ExtractState(BaseModel):
     """JSON-able state carried between extraction runs."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     watermark: datetime | None = Field(
-        None, description="feedback with a timestamp before this was fully extracted (None: nothing yet)")
+        None, description="feedback with a timestamp before this was fully extracted (None: nothing yet)"
+    )
     recent_ids: dict[str, datetime] = Field(
-        default_factory=dict, description="score id -> score timestamp, for ids in [watermark - overlap, watermark)")
+        default_factory=dict, description="score id -> score timestamp, for ids in [watermark - overlap, watermark)"
+    )
     api_version: Literal["v3", "v4"] | None = Field(
-        None, description="the Langfuse read API that answered the last run (None: not known yet)")
+        None, description="the Langfuse read API that answered the last run (None: not known yet)"
+    )
 
 
 def plan_window(state: ExtractState, now: datetime, settings: LangfuseSettings) -> tuple[datetime | None, datetime]:
@@ -68,8 +73,10 @@ def load_state(path: str | Path) -> ExtractState:
     try:
         return ExtractState.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, ValidationError) as e:  # JSONDecodeError is a ValueError
-        raise InputError(f"extract state {path}: unreadable ({type(e).__name__}: {str(e)[:300]}); "
-                         "fix or delete it (deleting re-extracts from settings.start)") from None
+        raise InputError(
+            f"extract state {path}: unreadable ({type(e).__name__}: {str(e)[:300]}); "
+            "fix or delete it (deleting re-extracts from settings.start)"
+        ) from None
 
 
 def save_state(path: str | Path, state: ExtractState) -> None:

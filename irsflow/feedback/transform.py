@@ -21,6 +21,7 @@ message, ``{"content": ...}``, ``{"output": ...}``, ``{"messages": [...]}`` or a
 completion (``choices[0].message``). Tool calls and tool results are agent plumbing, not
 conversation: dropped by default.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,8 @@ class Skip(Exception):
 class TransformSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     system_prompt: Literal["keep", "drop", "replace"] = Field(
-        "keep", description="keep the trace's system prompt, drop it, or replace it with `replacement_system`")
+        "keep", description="keep the trace's system prompt, drop it, or replace it with `replacement_system`"
+    )
     replacement_system: str = ""
     drop_tools: bool = Field(True, description="drop tool calls, tool results and tool-only assistant turns")
     max_turns: int | None = Field(None, ge=1, description="keep only the last N user turns of long dialogues")
@@ -51,18 +53,34 @@ def _text(content: Any) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "input_text",
-                                                                                               "output_text")]
+        parts = [
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text")
+        ]
         parts += [p for p in content if isinstance(p, str)]
         return "\n".join(x for x in parts if x) if parts else None
     return None
 
 
 # LangChain message types (BaseMessage.type, and the class names of its to_json form) -> chat roles
-_LC_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function",
-             "developer": "system", "user": "user", "assistant": "assistant", "HumanMessage": "user",
-             "AIMessage": "assistant", "SystemMessage": "system", "ToolMessage": "tool",
-             "FunctionMessage": "function", "HumanMessageChunk": "user", "AIMessageChunk": "assistant"}
+_LC_ROLES = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "function",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "HumanMessage": "user",
+    "AIMessage": "assistant",
+    "SystemMessage": "system",
+    "ToolMessage": "tool",
+    "FunctionMessage": "function",
+    "HumanMessageChunk": "user",
+    "AIMessageChunk": "assistant",
+}
 _TEXT_ARGS = ("messages", "question", "query", "prompt", "input", "message", "user_input", "text")
 
 
@@ -209,5 +227,11 @@ def alpaca_row(msgs: list[dict], **meta: Any) -> dict:
         elif pending is not None:
             history.append([pending, m["content"]])
             pending = None
-    return {"instruction": turns[-2]["content"] if len(turns) >= 2 else "", "input": "", "output": turns[-1]["content"],
-            "system": system, "history": history, **meta}
+    return {
+        "instruction": turns[-2]["content"] if len(turns) >= 2 else "",
+        "input": "",
+        "output": turns[-1]["content"],
+        "system": system,
+        "history": history,
+        **meta,
+    }

@@ -7,6 +7,7 @@
 The chart shows which reward is stagnating and how the dynamic weights answered it, round by round,
 beside the held-out reward where the job holds questions out.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,11 @@ def iteration_row(r: RoundResult) -> dict:
         row["eval_s"] = round(r.phases[EVALUATING]["seconds"], 1)
         h = r.heldout
         if h:  # the held-out answers of the round's adapter: what a user watches to see rounds still help
-            row.update(heldout_reward=_r(h["reward"]), heldout_distinct_2=_r(h["distinct_2"]),
-                       heldout_words=round(h["mean_words"], 1))
+            row.update(
+                heldout_reward=_r(h["reward"]),
+                heldout_distinct_2=_r(h["distinct_2"]),
+                heldout_words=round(h["mean_words"], 1),
+            )
         if r.heldout_start:
             row["heldout_start_reward"] = _r(r.heldout_start["reward"])
     row["cached"] = ",".join(p.lower() for p in ALL_PHASES if p in r.cached) or "-"
@@ -43,7 +47,7 @@ def iteration_row(r: RoundResult) -> dict:
 
 
 def _series(rows: list[dict], prefix: str) -> dict[str, list]:
-    names = sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
+    names = sorted({k[len(prefix) :] for r in rows for k in r if k.startswith(prefix)})
     return {n: [r.get(prefix + n) for r in rows] for n in names}
 
 
@@ -59,8 +63,15 @@ def trend_chart_png(rows: list[dict], title: str = "") -> bytes:
         ax_r.plot(its, [float("nan") if y is None else y for y in ys], marker="o", label=name)
     ax_r.plot(its, [r["avg_reward"] for r in rows], marker="s", color="black", linewidth=2, label="weighted avg")
     if any("heldout_reward" in r for r in rows):
-        ax_r.plot(its, [r.get("heldout_reward", float("nan")) for r in rows], marker="D", color="tab:red",
-                  linestyle="--", linewidth=2, label="held-out (greedy)")
+        ax_r.plot(
+            its,
+            [r.get("heldout_reward", float("nan")) for r in rows],
+            marker="D",
+            color="tab:red",
+            linestyle="--",
+            linewidth=2,
+            label="held-out (greedy)",
+        )
         start = next((r["heldout_start_reward"] for r in rows if r.get("heldout_start_reward") is not None), None)
         if start is not None:
             ax_r.axhline(start, color="tab:red", linestyle=":", linewidth=1, label="held-out, start model")

@@ -9,6 +9,7 @@ last round's where the job holds nothing out) to ``checkpoints/final``.
     stop, why = stop_decision(heldout_history(store, 2), req.early_stop)
     final, round_ = conclude(store, req, last_round=2, stop_reason=why if stop else None)
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,15 +31,22 @@ def stop_decision(history: list[dict], cfg: EarlyStopConfig | None) -> tuple[boo
     if cfg is None or len(history) < 2:
         return False, None
     start, last = history[0], history[-1]
-    if cfg.distinct2_floor is not None and start["distinct_2"] > 0 \
-            and last["distinct_2"] < cfg.distinct2_floor * start["distinct_2"]:
-        return True, (f"diversity: held-out distinct-2 {last['distinct_2']:.3f} fell below "
-                      f"{cfg.distinct2_floor:g} x the start model's {start['distinct_2']:.3f}")
+    if (
+        cfg.distinct2_floor is not None
+        and start["distinct_2"] > 0
+        and last["distinct_2"] < cfg.distinct2_floor * start["distinct_2"]
+    ):
+        return True, (
+            f"diversity: held-out distinct-2 {last['distinct_2']:.3f} fell below "
+            f"{cfg.distinct2_floor:g} x the start model's {start['distinct_2']:.3f}"
+        )
     if cfg.max_length_drift is not None and start["mean_words"] > 0:
         drift = last["mean_words"] / start["mean_words"] - 1
         if abs(drift) > cfg.max_length_drift:
-            return True, (f"length: held-out answers moved {drift:+.0%} from the start model's "
-                          f"{start['mean_words']:.1f} words (bound {cfg.max_length_drift:.0%})")
+            return True, (
+                f"length: held-out answers moved {drift:+.0%} from the start model's "
+                f"{start['mean_words']:.1f} words (bound {cfg.max_length_drift:.0%})"
+            )
     best = history[0]["reward"]
     since = 0  # rounds since the last gain
     for h in history[1:]:
@@ -47,8 +55,10 @@ def stop_decision(history: list[dict], cfg: EarlyStopConfig | None) -> tuple[boo
         else:
             since += 1
     if since >= cfg.patience:
-        return True, (f"no gain: held-out reward {last['reward']:.4f} has not risen more than {cfg.min_gain:g} "
-                      f"above the best {best:.4f} for {since} round(s)")
+        return True, (
+            f"no gain: held-out reward {last['reward']:.4f} has not risen more than {cfg.min_gain:g} "
+            f"above the best {best:.4f} for {since} round(s)"
+        )
     return False, None
 
 
@@ -65,13 +75,18 @@ def conclude(store: JobStore, req: TrainRequest, last_round: int, stop_reason: s
     history = heldout_history(store, last_round)
     best = best_round(history) or last_round
     final = finalize(store, str(store.checkpoint(best)))
-    note = {"final_round": best, "rounds_run": last_round,
-            "final_by": "held-out reward" if len(history) > 1 else "last round", "stopped_early": stop_reason}
+    note = {
+        "final_round": best,
+        "rounds_run": last_round,
+        "final_by": "held-out reward" if len(history) > 1 else "last round",
+        "stopped_early": stop_reason,
+    }
     said = [m for m in store.read_metrics() if m.get("phase") == "METRICS" and "final_round" in m]
     if (len(history) > 1 or stop_reason) and not (said and all(said[-1].get(k) == v for k, v in note.items())):
         store.metric(last_round, "METRICS", **note)  # once, and again only when a rerun decides otherwise
     store.update_status(**note)  # stopped_early None clears an earlier run's reason
     if stop_reason:
-        log.info("stopped after round %d of %d: %s; final = round %d", last_round, req.shared.n_iterations,
-                 stop_reason, best)
+        log.info(
+            "stopped after round %d of %d: %s; final = round %d", last_round, req.shared.n_iterations, stop_reason, best
+        )
     return final, best

@@ -1,10 +1,11 @@
 """Job lifecycle and the read API (a job's status and its metrics), from the job dir.
 
-    store = create_job(request)                # validates inputs, writes config.json
-    store, req = load_job(job_id)              # an existing job and its request
-    job_status(store.job_id)                   # {"job_id", "stage", "state", "detail": {"current_round", ...}}
-    job_metrics(store.job_id)                  # metrics.jsonl as a list
+store = create_job(request)                # validates inputs, writes config.json
+store, req = load_job(job_id)              # an existing job and its request
+job_status(store.job_id)                   # {"job_id", "stage", "state", "detail": {"current_round", ...}}
+job_metrics(store.job_id)                  # metrics.jsonl as a list
 """
+
 from __future__ import annotations
 
 import json
@@ -31,12 +32,18 @@ def preflight(req: TrainRequest) -> dict:
     model_path = check_model(req.model_id)
     train, heldout = job_questions(req)
     if req.early_stop is not None and not heldout:
-        raise InputError(f"early_stop: the job holds no questions out (stage {req.stage}, {len(questions)} questions; "
-                         f"the split needs heldout.min_questions = {req.heldout.min_questions} and a stage whose "
-                         "adapter answers chat), so nothing would decide when to stop")
+        raise InputError(
+            f"early_stop: the job holds no questions out (stage {req.stage}, {len(questions)} questions; "
+            f"the split needs heldout.min_questions = {req.heldout.min_questions} and a stage whose "
+            "adapter answers chat), so nothing would decide when to stop"
+        )
     get_stage(req.stage).check_files(req, train)
-    facts = {"model_path": model_path, "dataset_path": str(resolve_dataset(req.dataset)),
-             "n_questions_used": len(questions), "questions_sha256": questions_hash(questions)}
+    facts = {
+        "model_path": model_path,
+        "dataset_path": str(resolve_dataset(req.dataset)),
+        "n_questions_used": len(questions),
+        "questions_sha256": questions_hash(questions),
+    }
     if heldout:  # the questions no round trains on (answered by the start model and each round's adapter)
         facts.update(heldout_ids=[q.id for q in heldout])
     if req.init_adapter:
@@ -58,8 +65,14 @@ def create_job(request: TrainRequest | dict, job_id: str | None = None) -> JobSt
     if store.exists():
         raise InputError(f"job id: {store.job_id} already exists at {store.dir}")
     store.create({"job_id": store.job_id, "created_at": utc_now(), "request": req.model_dump(mode="json"), **facts})
-    store.update_status(state="queued", stage=req.stage, current_round=0, total_rounds=req.shared.n_iterations,
-                        current_phase=None, phase_progress=0.0)
+    store.update_status(
+        state="queued",
+        stage=req.stage,
+        current_round=0,
+        total_rounds=req.shared.n_iterations,
+        current_phase=None,
+        phase_progress=0.0,
+    )
     return store
 
 
@@ -92,8 +105,9 @@ def find_job_by_flow_run(flow_run_id: str) -> JobStore | None:
     return None
 
 
-def open_or_create(request: TrainRequest | dict | None, job_id: str | None, flow_run_id: str | None = None
-                   ) -> tuple[JobStore, TrainRequest]:
+def open_or_create(
+    request: TrainRequest | dict | None, job_id: str | None, flow_run_id: str | None = None
+) -> tuple[JobStore, TrainRequest]:
     """Resume the named job (or the job this flow run made before a retry), else create one.
     A request given for an existing job must be the one it was created with."""
     store = JobStore(job_id) if job_id else (find_job_by_flow_run(flow_run_id) if flow_run_id else None)
@@ -103,8 +117,10 @@ def open_or_create(request: TrainRequest | dict | None, job_id: str | None, flow
         if given is not None and "heldout" not in store.read_config()["request"]:
             given = given.model_copy(update={"heldout": stored.heldout})  # a job from before the split: none
         if given is not None and given != stored:
-            raise InputError(f"request: job {store.job_id} exists with a different request; "
-                             "rerun it without a request or start a new job")
+            raise InputError(
+                f"request: job {store.job_id} exists with a different request; "
+                "rerun it without a request or start a new job"
+            )
         return store, stored
     if request is None:
         raise InputError(f"request: required to start a job ({job_id or 'no job id'} does not exist yet)")
@@ -126,8 +142,11 @@ def process_alive(pid: int | None) -> bool:
 
 def dead_process(status: dict) -> bool:
     """A job that says running, on this host, whose process is gone (killed, OOM-killed, power cut)."""
-    return (status.get("state") == "running" and status.get("host") == socket.gethostname()
-            and not process_alive(status.get("pid")))
+    return (
+        status.get("state") == "running"
+        and status.get("host") == socket.gethostname()
+        and not process_alive(status.get("pid"))
+    )
 
 
 def job_status(job_id: str) -> dict:
@@ -136,8 +155,11 @@ def job_status(job_id: str) -> dict:
     store = open_job(job_id)
     s = store.read_status()
     if dead_process(s):
-        s = {**s, "state": "failed",
-             "error": f"the job's process (pid {s.get('pid')}) died; `irsflow rerun {store.job_id}` resumes it"}
+        s = {
+            **s,
+            "state": "failed",
+            "error": f"the job's process (pid {s.get('pid')}) died; `irsflow rerun {store.job_id}` resumes it",
+        }
     detail = {
         # status files written before the rename say current_iteration/total_iterations (compatibility fallback)
         "current_round": s.get("current_round", s.get("current_iteration", 0)),
@@ -149,8 +171,7 @@ def job_status(job_id: str) -> dict:
         # which round became checkpoints/final, and why the job stopped before its last round
         **{k: s[k] for k in ("final_round", "rounds_run", "final_by", "stopped_early") if s.get(k) is not None},
     }
-    out = {"job_id": store.job_id, "stage": s.get("stage", "IRS"), "state": s.get("state", "unknown"),
-           "detail": detail}
+    out = {"job_id": store.job_id, "stage": s.get("stage", "IRS"), "state": s.get("state", "unknown"), "detail": detail}
     if s.get("error"):
         out["error"] = s["error"]
     if s.get("flow_run_id"):

@@ -8,6 +8,7 @@ benchmarks read, instead of each re-reading the phases' dicts.
 A round's scores come from its SCORING phase, or from its TRAINING phase for a stage whose trainer
 scores its own samples (``Stage.scores_in_training``: GRPO).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,20 +64,35 @@ class RoundResult:
             out["eval"] = self.phases[EVALUATING].get("path")
         if self.heldout is not None:
             out["heldout"] = self.heldout
-        return {"iter": self.iteration, "avg_reward": s.get("avg_reward"), "reward_breakdown": s.get("reward_breakdown"),
-                "weights_used": s.get("weights"), "weights": s.get("next_weights"), "loss": self.loss,
-                "cached": list(self.cached), **out}
+        return {
+            "iter": self.iteration,
+            "avg_reward": s.get("avg_reward"),
+            "reward_breakdown": s.get("reward_breakdown"),
+            "weights_used": s.get("weights"),
+            "weights": s.get("next_weights"),
+            "loss": self.loss,
+            "cached": list(self.cached),
+            **out,
+        }
 
     def to_dict(self) -> dict:
         """The round as the ``train-round`` flow returns it (phase results under ``PHASE_KEYS``)."""
-        return {"iteration": self.iteration, "stage": self.stage, "cached": list(self.cached),
-                **{PHASE_KEYS[p]: r for p, r in self.phases.items()}}
+        return {
+            "iteration": self.iteration,
+            "stage": self.stage,
+            "cached": list(self.cached),
+            **{PHASE_KEYS[p]: r for p, r in self.phases.items()},
+        }
 
     @classmethod
     def from_dict(cls, out: dict) -> RoundResult:
         phases = {p: out[k] for p, k in PHASE_KEYS.items() if k in out}
-        return cls(iteration=out["iteration"], stage=out["stage"],
-                   phases={p: phases[p] for p in ALL_PHASES if p in phases}, cached=tuple(out.get("cached", ())))
+        return cls(
+            iteration=out["iteration"],
+            stage=out["stage"],
+            phases={p: phases[p] for p in ALL_PHASES if p in phases},
+            cached=tuple(out.get("cached", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +112,13 @@ class JobResult:
         return round(sum(r.gpu_seconds for r in self.rounds), 3)
 
     def to_dict(self) -> dict:
-        return {"job_id": self.job_id, "stage": self.stage, "job_dir": str(self.job_dir),
-                "final_adapter": self.final_adapter, "final_round": self.final_round,
-                "stopped_early": self.stopped_early, "iterations": [r.summary() for r in self.rounds],
-                "gpu_seconds": self.gpu_seconds}
+        return {
+            "job_id": self.job_id,
+            "stage": self.stage,
+            "job_dir": str(self.job_dir),
+            "final_adapter": self.final_adapter,
+            "final_round": self.final_round,
+            "stopped_early": self.stopped_early,
+            "iterations": [r.summary() for r in self.rounds],
+            "gpu_seconds": self.gpu_seconds,
+        }

@@ -14,6 +14,7 @@ points to still exist with the hashes recorded when they were written (``outputs
 What a phase wrote (``phase_outputs``) is the shared files of the phase plus what the job's stage
 declares as its own (``Stage.outputs``), so a new stage's files are covered without a line here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,18 +54,29 @@ def phase_outputs(store: JobStore, stage: Stage, iteration: int, phase: str) -> 
     """The files ``phase`` of round ``iteration`` wrote: the phase's shared files, then the stage's own
     (``stage.outputs``), each of which must exist."""
     d = store.phase_dir(iteration)
-    out = {GENERATING: [d / "candidates.jsonl"],
-           SCORING: [d / "scores.jsonl", score_summary_path(store, iteration)],
-           TRAINING: [store.checkpoint(iteration)],
-           EVALUATING: []}[check_phase(phase)]
+    out = {
+        GENERATING: [d / "candidates.jsonl"],
+        SCORING: [d / "scores.jsonl", score_summary_path(store, iteration)],
+        TRAINING: [store.checkpoint(iteration)],
+        EVALUATING: [],
+    }[check_phase(phase)]
     if phase == EVALUATING:  # the round eval and/or the held-out answers (round 1: the start model's too)
-        out += [p for p in (eval_round_path(store, iteration), heldout_path(store, iteration),
-                            *([heldout_path(store, 0)] if iteration == 1 else [])) if p.exists()]
+        out += [
+            p
+            for p in (
+                eval_round_path(store, iteration),
+                heldout_path(store, iteration),
+                *([heldout_path(store, 0)] if iteration == 1 else []),
+            )
+            if p.exists()
+        ]
     own = [p for p in stage.outputs(store, iteration, phase) if p not in out]
     missing = [str(p.relative_to(store.dir)) for p in own if not p.exists()]
     if missing:
-        raise IrsflowError(f"stage {stage.name}: {phase} of round {iteration} did not write "
-                           f"{', '.join(missing)} (declared in its outputs)")
+        raise IrsflowError(
+            f"stage {stage.name}: {phase} of round {iteration} did not write "
+            f"{', '.join(missing)} (declared in its outputs)"
+        )
     return out + own
 
 
@@ -92,10 +104,13 @@ def iteration_inputs(store: JobStore, req: TrainRequest, iteration: int) -> Iter
     if iteration > 1:
         ckpt = store.checkpoint(iteration - 1)
         if not (ckpt / "adapter_config.json").exists():
-            raise InputError(f"iteration: {iteration} needs the adapter of iteration {iteration - 1} ({ckpt} is missing)")
+            raise InputError(
+                f"iteration: {iteration} needs the adapter of iteration {iteration - 1} ({ckpt} is missing)"
+            )
         adapter = str(ckpt)
-    return IterationInputs(adapter=adapter, weights=weights, history=history,
-                           previous=iteration - 1 if iteration > 1 else None)
+    return IterationInputs(
+        adapter=adapter, weights=weights, history=history, previous=iteration - 1 if iteration > 1 else None
+    )
 
 
 def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) -> str:
@@ -104,35 +119,68 @@ def phase_key(store: JobStore, req: TrainRequest, iteration: int, phase: str) ->
     inputs = iteration_inputs(store, req, iteration)
     adapter_hash = hash_path(Path(inputs.adapter)) if inputs.adapter else None
     d = store.phase_dir(iteration)
-    parts: dict = {"v": KEY_VERSION, "job": store.job_id, "phase": check_phase(phase), "iteration": iteration,
-                   "seed": req.seed}
+    parts: dict = {
+        "v": KEY_VERSION,
+        "job": store.job_id,
+        "phase": check_phase(phase),
+        "iteration": iteration,
+        "seed": req.seed,
+    }
     parts.update(get_stage(req.stage).key_parts(store, req, phase, inputs, iteration))
     parts.update(heldout_key(req))  # nothing when the split is off
     if phase == GENERATING:
-        parts.update(model=req.model_id, adapter=adapter_hash, questions=store.read_config().get("questions_sha256"),
-                     dataset=req.dataset, n_questions=req.n_questions, top_k=req.top_k,
-                     system_prompt=req.system_prompt, n_candidates=cfg.n_candidates,
-                     max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling.model_dump(),
-                     gen_batch_size=cfg.gen_batch_size, load_in_4bit=cfg.load_in_4bit)
+        parts.update(
+            model=req.model_id,
+            adapter=adapter_hash,
+            questions=store.read_config().get("questions_sha256"),
+            dataset=req.dataset,
+            n_questions=req.n_questions,
+            top_k=req.top_k,
+            system_prompt=req.system_prompt,
+            n_candidates=cfg.n_candidates,
+            max_new_tokens=cfg.max_new_tokens,
+            sampling=cfg.sampling.model_dump(),
+            gen_batch_size=cfg.gen_batch_size,
+            load_in_4bit=cfg.load_in_4bit,
+        )
         if req.codebook.enabled:  # a disabled codebook changes nothing generated: its settings are no input
             parts.update(codebook=codebook_key_parts(req.codebook, req.scoring))
     elif phase == SCORING:
-        parts.update(candidates=hash_or_missing(d / "candidates.jsonl"), weights=inputs.weights,
-                     history=inputs.history, scoring=req.scoring.model_dump(), dw=cfg.dw_config.model_dump())
+        parts.update(
+            candidates=hash_or_missing(d / "candidates.jsonl"),
+            weights=inputs.weights,
+            history=inputs.history,
+            scoring=req.scoring.model_dump(),
+            dw=cfg.dw_config.model_dump(),
+        )
         if req.scoring.rules != "builtin:default":  # the file's content, not just its name
             parts.update(rules_sha256=hash_path(Path(req.scoring.rules).expanduser()))
         if req.teacher is not None:
             parts.update(teacher=req.teacher.model_dump(mode="json"))
     elif phase == TRAINING:
-        parts.update(model=req.model_id, adapter=adapter_hash, candidates=hash_or_missing(d / "candidates.jsonl"),
-                     scores=hash_or_missing(d / "scores.jsonl"), learning_rate=cfg.learning_rate,
-                     batch_size=cfg.batch_size, epochs=cfg.sft_epochs, max_seq_length=cfg.max_seq_length,
-                     lora=cfg.lora.model_dump(), load_in_4bit=cfg.load_in_4bit)
+        parts.update(
+            model=req.model_id,
+            adapter=adapter_hash,
+            candidates=hash_or_missing(d / "candidates.jsonl"),
+            scores=hash_or_missing(d / "scores.jsonl"),
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            epochs=cfg.sft_epochs,
+            max_seq_length=cfg.max_seq_length,
+            lora=cfg.lora.model_dump(),
+            load_in_4bit=cfg.load_in_4bit,
+        )
     else:
-        parts.update(model=req.model_id, checkpoint=hash_or_missing(store.checkpoint(iteration)),
-                     questions=store.read_config().get("questions_sha256"), sampling=cfg.sampling.model_dump(),
-                     max_new_tokens=cfg.max_new_tokens, weights=inputs.weights, scoring=req.scoring.model_dump(),
-                     previous=hash_or_missing(eval_round_path(store, iteration - 1)))
+        parts.update(
+            model=req.model_id,
+            checkpoint=hash_or_missing(store.checkpoint(iteration)),
+            questions=store.read_config().get("questions_sha256"),
+            sampling=cfg.sampling.model_dump(),
+            max_new_tokens=cfg.max_new_tokens,
+            weights=inputs.weights,
+            scoring=req.scoring.model_dump(),
+            previous=hash_or_missing(eval_round_path(store, iteration - 1)),
+        )
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return f"phase-{phase.lower()}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
@@ -150,8 +198,11 @@ def record_outputs(store: JobStore, iteration: int, phase: str, key: str) -> dic
     """Remember the content hashes of what ``phase`` just wrote (the job's stage says which of its own
     files count), under its key."""
     outputs = phase_outputs(store, job_stage(store), iteration, phase)
-    entry = {"key": key, "finished_at": utc_now(),
-             "outputs": {str(p.relative_to(store.dir)): hash_path(p) for p in outputs}}
+    entry = {
+        "key": key,
+        "finished_at": utc_now(),
+        "outputs": {str(p.relative_to(store.dir)): hash_path(p) for p in outputs},
+    }
     with _manifest_lock:
         manifest = read_manifest(store, iteration)
         manifest[phase] = entry
@@ -179,8 +230,7 @@ def check_from_iteration(job_id: str, n_iterations: int, from_iteration: int, na
     """A rerun's ``from_iteration`` must be one of the job's rounds ``1..n_iterations``: outside them
     ``forced`` is false for every phase, so the rerun would redo nothing and still report success."""
     if not 1 <= from_iteration <= n_iterations:
-        raise InputError(f"{name}: job {job_id} has rounds 1..{n_iterations}; "
-                         f"{name} {from_iteration} is outside them")
+        raise InputError(f"{name}: job {job_id} has rounds 1..{n_iterations}; {name} {from_iteration} is outside them")
     return from_iteration
 
 

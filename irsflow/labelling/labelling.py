@@ -2,7 +2,7 @@
 answers, with conflicts set aside for expert review.
 
     items = items_from_job(open_job("20261122-abc"))      # every iteration's chosen answers
-    items = load_items("answers.jsonl")                   # or {"id", "prompt"|"question", "answer"|"chosen", "context"?}
+    items = load_items("answers.jsonl")         # or {"id", "prompt"|"question", "answer"|"chosen", "context"?}
     summary = label_items(items, scoring, teacher_settings, out_dir)
 
 ``out_dir`` receives (each file written atomically):
@@ -20,18 +20,19 @@ A rerun over the same items makes zero API calls (the cache): verdicts and unusa
 (truncated, schema mismatch, copied example...) are cached and reported again as what they were;
 items with no reply (endpoint down, blank) are asked again. A failed item never gets a score.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
-from irsflow.rewards.settings import ScoringConfig
 from irsflow.dataset import jsonl_objects
 from irsflow.errors import InputError
 from irsflow.rewards import RewardBatch, RewardEnv
 from irsflow.rewards.fusion import FUSED, FusedReward
 from irsflow.rewards.rules import load_rules
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.store import JobStore, atomic_write_json, utc_now, write_jsonl
 from irsflow.teacher.cache import JudgementCache, judgement_line
 from irsflow.teacher.client import TeacherConfig, TeacherSettings
@@ -68,8 +69,15 @@ def load_items(path: str | Path) -> list[dict]:
         if item_id in seen:
             raise InputError(f"{where}: duplicate id {item_id!r}")
         seen.add(item_id)
-        items.append({"id": item_id, "prompt": prompt, "answer": answer, "context": context or "",
-                      **({"iter": row["iter"]} if "iter" in row else {})})
+        items.append(
+            {
+                "id": item_id,
+                "prompt": prompt,
+                "answer": answer,
+                "context": context or "",
+                **({"iter": row["iter"]} if "iter" in row else {}),
+            }
+        )
     if not items:
         raise InputError(f"{p}: no samples")
     return items
@@ -78,8 +86,16 @@ def load_items(path: str | Path) -> list[dict]:
 def items_from_job(store: JobStore, iterations: list[int] | None = None) -> list[dict]:
     """The chosen answer of every question of every (or the given) iteration, with the prompt's
     context joined from that iteration's candidates file."""
-    items = [{"id": f"{it}:{s['id']}", "iter": it, "prompt": s["question"], "answer": s["chosen"],
-              "context": row.get("context") or ""} for it, s, row in store.samples_with_candidates(iterations)]
+    items = [
+        {
+            "id": f"{it}:{s['id']}",
+            "iter": it,
+            "prompt": s["question"],
+            "answer": s["chosen"],
+            "context": row.get("context") or "",
+        }
+        for it, s, row in store.samples_with_candidates(iterations)
+    ]
     if not items and not (store.samples_path.exists() and store.samples_path.stat().st_size):
         raise InputError(f"job {store.job_id}: no samples.jsonl rows yet (has an iteration finished scoring?)")
     if not items:
@@ -87,20 +103,35 @@ def items_from_job(store: JobStore, iterations: list[int] | None = None) -> list
     return items
 
 
-def compute_labels(items: list[dict], scoring: ScoringConfig, teacher: TeacherSettings | TeacherConfig | None,
-                   cache_only: bool = False, usage_path: Path | None = None) -> tuple[list[dict], list[dict]]:
+def compute_labels(
+    items: list[dict],
+    scoring: ScoringConfig,
+    teacher: TeacherSettings | TeacherConfig | None,
+    cache_only: bool = False,
+    usage_path: Path | None = None,
+) -> tuple[list[dict], list[dict]]:
     """(rows, conflicts) for ``items``; ``cache_only`` reads known judgements and calls nothing."""
     rules = load_rules(scoring.rules)
-    env = RewardEnv(settings=scoring, extras={"teacher": teacher, "teacher_cache_only": cache_only,
-                                              "teacher_usage_path": usage_path,
-                                              "teacher_allow_failures": True})  # a report records them
+    env = RewardEnv(
+        settings=scoring,
+        extras={
+            "teacher": teacher,
+            "teacher_cache_only": cache_only,
+            "teacher_usage_path": usage_path,
+            "teacher_allow_failures": True,
+        },
+    )  # a report records them
     if _NEEDS_SIMILARITY & set(scoring.fusion.weights):
         from irsflow.rewards.similarity import load_similarity
 
         env.similarity = load_similarity(scoring)
     fused = FusedReward(env)
-    batch = RewardBatch(questions=[i["prompt"] for i in items], answers=[i["answer"] for i in items],
-                        contexts=[i.get("context") or "" for i in items], meta=[{"id": i["id"]} for i in items])
+    batch = RewardBatch(
+        questions=[i["prompt"] for i in items],
+        answers=[i["answer"] for i in items],
+        contexts=[i.get("context") or "" for i in items],
+        meta=[{"id": i["id"]} for i in items],
+    )
     fused(batch)
     judgements = getattr(fused.parts.get("teacher"), "last", None) or [None] * len(items)
     rows = []
@@ -108,30 +139,72 @@ def compute_labels(items: list[dict], scoring: ScoringConfig, teacher: TeacherSe
         q, a, c = item["prompt"], item["answer"], item.get("context") or ""
         hits = rules.risk_hits(a, q, c)
         # the fusion already scored the rule terms it uses; the report always shows all three
-        rule_terms = {k: terms[k] if k in terms else score() for k, score in (
-            ("chain", lambda: rules.chain_score(a)), ("emergency", lambda: rules.emergency(a, q)),
-            ("risk", lambda: rules.risk_of(hits)))}
-        rows.append({
-            "id": item["id"], **({"iter": item["iter"]} if "iter" in item else {}),
-            "prompt": q, "answer": a, "context": c, **rule_terms,
-            "raised_flags": rules.raised_flags(q), "risk_hits": hits,
-            **{k: v for k, v in terms.items() if k not in ("rules_score", FUSED, "conflict")},
-            "teacher_status": j.status if j else "not_configured",
-            "teacher_score": j.teacher_score if j else None, "safety_flag": j.safety_flag if j else None,
-            "comment": j.comment if j else None, "best_answer": j.best_answer if j else None,
-            "teacher_error": j.error if j else None, "teacher_key": j.key if j else None,
-            "rules_score": terms["rules_score"], FUSED: terms[FUSED], "conflict": terms["conflict"],
-        })
-    conflicts = [{"id": r["id"], **{k: r[k] for k in ("prompt", "answer", "teacher_score", "rules_score", "chain",
-                                                        "emergency", "risk", "risk_hits", "safety_flag", "comment",
-                                                        "best_answer")},
-                  "gap": round(abs(r["teacher_score"] - r["rules_score"]), 6)}
-                 for r in rows if r["conflict"]]
+        rule_terms = {
+            k: terms[k] if k in terms else score()
+            for k, score in (
+                ("chain", lambda a=a: rules.chain_score(a)),
+                ("emergency", lambda a=a, q=q: rules.emergency(a, q)),
+                ("risk", lambda hits=hits: rules.risk_of(hits)),
+            )
+        }
+        rows.append(
+            {
+                "id": item["id"],
+                **({"iter": item["iter"]} if "iter" in item else {}),
+                "prompt": q,
+                "answer": a,
+                "context": c,
+                **rule_terms,
+                "raised_flags": rules.raised_flags(q),
+                "risk_hits": hits,
+                **{k: v for k, v in terms.items() if k not in ("rules_score", FUSED, "conflict")},
+                "teacher_status": j.status if j else "not_configured",
+                "teacher_score": j.teacher_score if j else None,
+                "safety_flag": j.safety_flag if j else None,
+                "comment": j.comment if j else None,
+                "best_answer": j.best_answer if j else None,
+                "teacher_error": j.error if j else None,
+                "teacher_key": j.key if j else None,
+                "rules_score": terms["rules_score"],
+                FUSED: terms[FUSED],
+                "conflict": terms["conflict"],
+            }
+        )
+    conflicts = [
+        {
+            "id": r["id"],
+            **{
+                k: r[k]
+                for k in (
+                    "prompt",
+                    "answer",
+                    "teacher_score",
+                    "rules_score",
+                    "chain",
+                    "emergency",
+                    "risk",
+                    "risk_hits",
+                    "safety_flag",
+                    "comment",
+                    "best_answer",
+                )
+            },
+            "gap": round(abs(r["teacher_score"] - r["rules_score"]), 6),
+        }
+        for r in rows
+        if r["conflict"]
+    ]
     return rows, conflicts
 
 
-def label_items(items: list[dict], scoring: ScoringConfig, teacher: TeacherSettings, out_dir: Path,
-                source: str = "", title: str = "Teacher labelling") -> dict:
+def label_items(
+    items: list[dict],
+    scoring: ScoringConfig,
+    teacher: TeacherSettings,
+    out_dir: Path,
+    source: str = "",
+    title: str = "Teacher labelling",
+) -> dict:
     """Judge, fuse and write every output file into ``out_dir``; returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,22 +219,46 @@ def label_items(items: list[dict], scoring: ScoringConfig, teacher: TeacherSetti
             if hit is not None and hit["status"] == r["teacher_status"]:
                 lines.append(judgement_line(hit, r["id"]))
             elif r["teacher_status"] in FAILURES:  # no reply to keep (endpoint down, blank)
-                lines.append({"id": r["id"], "status": r["teacher_status"], "prompt": r["prompt"],
-                              "answer": r["answer"], "context": r["context"], "teacher_score": None,
-                              "error": r["teacher_error"], "model": teacher.model,
-                              "template_version": teacher.template_version, "key": r["teacher_key"]})
+                lines.append(
+                    {
+                        "id": r["id"],
+                        "status": r["teacher_status"],
+                        "prompt": r["prompt"],
+                        "answer": r["answer"],
+                        "context": r["context"],
+                        "teacher_score": None,
+                        "error": r["teacher_error"],
+                        "model": teacher.model,
+                        "template_version": teacher.template_version,
+                        "key": r["teacher_key"],
+                    }
+                )
         write_jsonl(out_dir / "teacher_judgements.jsonl", lines)
     finally:
         cache.close()
     summary = summarize(rows, conflicts)
-    atomic_write_json(out_dir / "labelling.json", {
-        "created_at": utc_now(), "source": source, "teacher": teacher.model_dump(mode="json"),
-        "rules": scoring.rules, "rules_version": load_rules(scoring.rules).version,
-        "fusion": scoring.fusion.model_dump(), "summary": summary})
+    atomic_write_json(
+        out_dir / "labelling.json",
+        {
+            "created_at": utc_now(),
+            "source": source,
+            "teacher": teacher.model_dump(mode="json"),
+            "rules": scoring.rules,
+            "rules_version": load_rules(scoring.rules).version,
+            "fusion": scoring.fusion.model_dump(),
+            "summary": summary,
+        },
+    )
     summary["report_markdown"] = write_report(rows, out_dir, title=title, summary=summary)
-    log.info("teacher labelling: %d items, %d ok, %d failed, %d budget-stopped, %d conflicts -> %s",
-             summary["items"], summary["teacher_ok"], summary["teacher_failed"], summary["teacher_budget_stopped"],
-             summary["conflicts"], out_dir)
+    log.info(
+        "teacher labelling: %d items, %d ok, %d failed, %d budget-stopped, %d conflicts -> %s",
+        summary["items"],
+        summary["teacher_ok"],
+        summary["teacher_failed"],
+        summary["teacher_budget_stopped"],
+        summary["conflicts"],
+        out_dir,
+    )
     return summary
 
 
@@ -171,14 +268,22 @@ def summarize(rows: list[dict], conflicts: list[dict]) -> dict:
         return round(sum(vals) / len(vals), 4) if vals else None
 
     status = [r["teacher_status"] for r in rows]
-    return {"items": len(rows), "teacher_ok": status.count("ok"),
-            "teacher_failed": sum(status.count(s) for s in FAILURES),
-            "teacher_statuses": {s: status.count(s) for s in STATUSES if status.count(s)},
-            "teacher_budget_stopped": status.count("budget_stopped"), "teacher_missing": status.count("missing"),
-            "safety_flags": sum(1 for r in rows if r.get("safety_flag")), "conflicts": len(conflicts),
-            "mean_teacher_score": mean("teacher_score"), "mean_rules_score": mean("rules_score"),
-            "mean_rlaif": mean(FUSED), "mean_chain": mean("chain"), "mean_emergency": mean("emergency"),
-            "mean_risk": mean("risk")}
+    return {
+        "items": len(rows),
+        "teacher_ok": status.count("ok"),
+        "teacher_failed": sum(status.count(s) for s in FAILURES),
+        "teacher_statuses": {s: status.count(s) for s in STATUSES if status.count(s)},
+        "teacher_budget_stopped": status.count("budget_stopped"),
+        "teacher_missing": status.count("missing"),
+        "safety_flags": sum(1 for r in rows if r.get("safety_flag")),
+        "conflicts": len(conflicts),
+        "mean_teacher_score": mean("teacher_score"),
+        "mean_rules_score": mean("rules_score"),
+        "mean_rlaif": mean(FUSED),
+        "mean_chain": mean("chain"),
+        "mean_emergency": mean("emergency"),
+        "mean_risk": mean("risk"),
+    }
 
 
 def inspect_job(store: JobStore, scoring: ScoringConfig | None = None, teacher: TeacherConfig | None = None) -> dict:
@@ -200,5 +305,8 @@ def inspect_job(store: JobStore, scoring: ScoringConfig | None = None, teacher: 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows, conflicts)
     summary["report_markdown"] = write_report(rows, out_dir, title=f"Inspection of job {store.job_id}", summary=summary)
-    summary["report_md"], summary["report_csv"] = str(out_dir / "inspect_report.md"), str(out_dir / "inspect_report.csv")
+    summary["report_md"], summary["report_csv"] = (
+        str(out_dir / "inspect_report.md"),
+        str(out_dir / "inspect_report.csv"),
+    )
     return summary

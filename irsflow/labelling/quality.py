@@ -13,6 +13,7 @@ source is marked so, or when it raises one of the rules' red flags:
     rows = build_prompt_set([PromptSource("builtin:demo"), PromptSource("builtin:redteam", high_risk=True)],
                             n=20, min_high_risk_share=0.4, seed=0, out=Path("training_prompts.jsonl"))
 """
+
 from __future__ import annotations
 
 import math
@@ -20,18 +21,19 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from irsflow.rewards.settings import ScoringConfig
 from irsflow.dataset import load_questions
 from irsflow.errors import InputError
+from irsflow.labelling.labelling import compute_labels, summarize
 from irsflow.rewards.rules import load_rules
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.store import atomic_write_json, atomic_write_text, utc_now, write_jsonl
 from irsflow.teacher.client import TeacherSettings
-from irsflow.labelling.labelling import compute_labels, summarize
 from irsflow.teacher.report import fmt, md_cell
 
 
-def quality_check(sets: dict[str, str], scoring: ScoringConfig, teacher: TeacherSettings, out_dir: Path,
-                  score_floor: float = 0.6) -> dict:
+def quality_check(
+    sets: dict[str, str], scoring: ScoringConfig, teacher: TeacherSettings, out_dir: Path, score_floor: float = 0.6
+) -> dict:
     """Judge every reference answer of ``sets`` (name -> question set); write ``qc_labels.jsonl``,
     ``qc_flagged.jsonl`` and ``qc_report.md`` into ``out_dir``; return the summary."""
     if not 0 <= score_floor <= 1:
@@ -42,8 +44,15 @@ def quality_check(sets: dict[str, str], scoring: ScoringConfig, teacher: Teacher
             if not q.reference:
                 skipped += 1
                 continue
-            items.append({"id": f"{name}:{q.id}", "prompt": q.question, "answer": q.reference,
-                          "context": "\n\n".join(q.contexts), "set": name})
+            items.append(
+                {
+                    "id": f"{name}:{q.id}",
+                    "prompt": q.question,
+                    "answer": q.reference,
+                    "context": "\n\n".join(q.contexts),
+                    "set": name,
+                }
+            )
     if not items:
         raise InputError(f"quality check: no reference answers in {', '.join(sets.values())}")
     out_dir = Path(out_dir)
@@ -70,8 +79,14 @@ def quality_check(sets: dict[str, str], scoring: ScoringConfig, teacher: Teacher
             flagged.append({**r, "reasons": reasons})
     write_jsonl(out_dir / "qc_labels.jsonl", rows)
     write_jsonl(out_dir / "qc_flagged.jsonl", flagged)
-    summary = {**summarize(rows, conflicts), "sets": dict(sets), "skipped_without_reference": skipped,
-               "flagged": len(flagged), "score_floor": score_floor, "created_at": utc_now()}
+    summary = {
+        **summarize(rows, conflicts),
+        "sets": dict(sets),
+        "skipped_without_reference": skipped,
+        "flagged": len(flagged),
+        "score_floor": score_floor,
+        "created_at": utc_now(),
+    }
     atomic_write_json(out_dir / "qc_summary.json", summary)
     atomic_write_text(out_dir / "qc_report.md", qc_markdown(summary, flagged))
     return summary
@@ -79,14 +94,21 @@ def quality_check(sets: dict[str, str], scoring: ScoringConfig, teacher: Teacher
 
 def qc_markdown(summary: dict, flagged: list[dict]) -> str:
     s = summary
-    lines = ["# Teacher quality check of reference answers", "",
-             f"{s['items']} references judged ({', '.join(f'{k}: `{v}`' for k, v in s['sets'].items())}); "
-             f"{s['teacher_ok']} judged, {s['teacher_failed']} failed, {s['teacher_budget_stopped']} budget-stopped; "
-             f"**{s['flagged']} flagged** (teacher score floor {s['score_floor']}).", ""]
+    lines = [
+        "# Teacher quality check of reference answers",
+        "",
+        f"{s['items']} references judged ({', '.join(f'{k}: `{v}`' for k, v in s['sets'].items())}); "
+        f"{s['teacher_ok']} judged, {s['teacher_failed']} failed, {s['teacher_budget_stopped']} budget-stopped; "
+        f"**{s['flagged']} flagged** (teacher score floor {s['score_floor']}).",
+        "",
+    ]
     if flagged:
         lines += ["| id | why | teacher | comment | teacher's best answer |", "|---|---|---|---|---|"]
-        lines += [f"| `{md_cell(r['id'])}` | {md_cell('; '.join(r['reasons']))} | {fmt(r['teacher_score'])} | "
-                  f"{md_cell(r['comment'])} | {md_cell(r['best_answer'])} |" for r in flagged]
+        lines += [
+            f"| `{md_cell(r['id'])}` | {md_cell('; '.join(r['reasons']))} | {fmt(r['teacher_score'])} | "
+            f"{md_cell(r['comment'])} | {md_cell(r['best_answer'])} |"
+            for r in flagged
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -101,8 +123,14 @@ class PromptSource:
         return self.name or Path(self.spec.split(":", 1)[-1]).stem
 
 
-def build_prompt_set(sources: list[PromptSource], n: int, min_high_risk_share: float = 0.4, seed: int = 0,
-                     rules: str = "builtin:default", out: Path | None = None) -> list[dict]:
+def build_prompt_set(
+    sources: list[PromptSource],
+    n: int,
+    min_high_risk_share: float = 0.4,
+    seed: int = 0,
+    rules: str = "builtin:default",
+    out: Path | None = None,
+) -> list[dict]:
     """``n`` prompts, at least ``ceil(share * n)`` of them high-risk, sampled without replacement
     (seeded), deduplicated by question text; written as a question set (``meta.source``,
     ``meta.high_risk``, ``meta.flags``) to ``out`` if given. Too few prompts -> InputError naming
@@ -122,14 +150,20 @@ def build_prompt_set(sources: list[PromptSource], n: int, min_high_risk_share: f
                 continue
             seen.add(key)
             flags = ruleset.raised_flags(q.question)
-            row = {"id": f"{src.label}:{q.id}", "question": q.question, "contexts": list(q.contexts),
-                   **({"reference": q.reference} if q.reference else {}),
-                   "meta": {**q.meta, "source": src.spec, "high_risk": src.high_risk or bool(flags), "flags": flags}}
+            row = {
+                "id": f"{src.label}:{q.id}",
+                "question": q.question,
+                "contexts": list(q.contexts),
+                **({"reference": q.reference} if q.reference else {}),
+                "meta": {**q.meta, "source": src.spec, "high_risk": src.high_risk or bool(flags), "flags": flags},
+            }
             (high if row["meta"]["high_risk"] else normal).append(row)
     need_high = math.ceil(min_high_risk_share * n - 1e-9)
     if len(high) < need_high:
-        raise InputError(f"prompt set: {need_high} high-risk prompts needed ({min_high_risk_share:.0%} of {n}), "
-                         f"only {len(high)} available; add a red-team set or lower min_high_risk_share")
+        raise InputError(
+            f"prompt set: {need_high} high-risk prompts needed ({min_high_risk_share:.0%} of {n}), "
+            f"only {len(high)} available; add a red-team set or lower min_high_risk_share"
+        )
     if len(high) + len(normal) < n:
         raise InputError(f"prompt set: {n} prompts asked, only {len(high) + len(normal)} distinct available")
     rng = random.Random(seed)

@@ -13,6 +13,7 @@ A request is read through ``irsflow.settings.JobRequest`` (the shape of ``irsflo
 May import: the base modules, teacher, rewards, codebook, settings. Never training, stages, config,
 jobs, release, or Prefect (not even for annotations: the import rule counts those too).
 """
+
 from typing import Literal
 
 GENERATING, SCORING, TRAINING, EVALUATING = "GENERATING", "SCORING", "TRAINING", "EVALUATING"

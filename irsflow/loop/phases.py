@@ -12,13 +12,13 @@ returns a small JSON-able summary (paths and content hashes, so callers can cach
 A round's scores end in ``record_scores`` (``score_summary.json``, what the next round starts from):
 ``run_score`` calls it, and so does a stage that scores inside its training (GRPO).
 """
+
 from __future__ import annotations
 
 import logging
 import shutil
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from irsflow.codebook.retrieval import select_for_questions
@@ -39,8 +39,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("irsflow.phases")
 SCORE_SUMMARY = "score_summary.json"
 # what every score summary holds (see record_scores)
-SUMMARY_KEYS = ("avg_reward", "best_avg_reward", "reward_breakdown", "weights", "next_weights", "slopes",
-                "weights_updated", "scorer")
+SUMMARY_KEYS = (
+    "avg_reward",
+    "best_avg_reward",
+    "reward_breakdown",
+    "weights",
+    "next_weights",
+    "slopes",
+    "weights_updated",
+    "scorer",
+)
 
 
 def score_summary_path(store: JobStore, iteration: int) -> Path:
@@ -70,13 +78,19 @@ def record_scores(store: JobStore, iteration: int, summary: dict) -> dict:
         raise ValueError(f"score summary of round {iteration}: missing {', '.join(missing)}")
     atomic_write_json(score_summary_path(store, iteration), summary)
     store.metric(iteration, "METRICS", **summary)
-    store.update_status(metrics={"avg_reward": summary["avg_reward"], "reward_breakdown": summary["reward_breakdown"],
-                                 "current_weights": summary["next_weights"]})
+    store.update_status(
+        metrics={
+            "avg_reward": summary["avg_reward"],
+            "reward_breakdown": summary["reward_breakdown"],
+            "current_weights": summary["next_weights"],
+        }
+    )
     return summary
 
 
-def phase_reporter(store: JobStore, iteration: int, phase: str, extra: ProgressFn | None = None,
-                   step: float = 25.0) -> ProgressFn:
+def phase_reporter(
+    store: JobStore, iteration: int, phase: str, extra: ProgressFn | None = None, step: float = 25.0
+) -> ProgressFn:
     """Progress callback: status.json on every call, a metrics row every ``step`` percent."""
     last = [-step]
 
@@ -96,8 +110,9 @@ def runtime_info(mem: int | None = None) -> dict:
     return {"device": device_name(), "unsloth_available": unsloth_available(), "gpu_mem_used": mem}
 
 
-def run_generate(store: JobStore, req: JobRequest, iteration: int, adapter: str | None,
-                 progress: ProgressFn | None = None) -> dict:
+def run_generate(
+    store: JobStore, req: JobRequest, iteration: int, adapter: str | None, progress: ProgressFn | None = None
+) -> dict:
     cfg = req.shared
     report = phase_reporter(store, iteration, GENERATING, progress)
     report(0)
@@ -109,14 +124,28 @@ def run_generate(store: JobStore, req: JobRequest, iteration: int, adapter: str 
 
     def attempt(batch: int):
         return generate_candidates(
-            resolve_model(req.model_id), adapter, questions, n_candidates=cfg.n_candidates,
-            max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling, seed=req.seed, iteration=iteration,
-            gen_batch_size=batch, top_k=req.top_k, system_prompt=req.system_prompt,
-            load_in_4bit=cfg.load_in_4bit, progress=report, extra_system=rules.extra_system if rules else None)
+            resolve_model(req.model_id),
+            adapter,
+            questions,
+            n_candidates=cfg.n_candidates,
+            max_new_tokens=cfg.max_new_tokens,
+            sampling=cfg.sampling,
+            seed=req.seed,
+            iteration=iteration,
+            gen_batch_size=batch,
+            top_k=req.top_k,
+            system_prompt=req.system_prompt,
+            load_in_4bit=cfg.load_in_4bit,
+            progress=report,
+            extra_system=rules.extra_system if rules else None,
+        )
 
     rows, stats = halve_on_oom(
-        attempt, cfg.gen_batch_size, "irs_config.gen_batch_size",
-        f"generate (n_candidates={cfg.n_candidates}, max_new_tokens={cfg.max_new_tokens})")
+        attempt,
+        cfg.gen_batch_size,
+        "irs_config.gen_batch_size",
+        f"generate (n_candidates={cfg.n_candidates}, max_new_tokens={cfg.max_new_tokens})",
+    )
     stats["gen_batch_size"] = rows[0]["sampling"].get("gen_batch_size") if rows else cfg.gen_batch_size
     if rules is not None:
         for row in rows:
@@ -124,13 +153,26 @@ def run_generate(store: JobStore, req: JobRequest, iteration: int, adapter: str 
     path = store.phase_dir(iteration) / "candidates.jsonl"
     write_jsonl(path, rows)
     store.update_status(runtime=runtime_info(stats["mem_after_release"]))
-    log.info("iter %d: generated %d x %d candidates in %.1fs (%.0f tok/s)", iteration, len(rows),
-             cfg.n_candidates, stats["seconds"], stats["tokens_per_s"])
+    log.info(
+        "iter %d: generated %d x %d candidates in %.1fs (%.0f tok/s)",
+        iteration,
+        len(rows),
+        cfg.n_candidates,
+        stats["seconds"],
+        stats["tokens_per_s"],
+    )
     return {"path": str(path), "sha256": hash_path(path), **stats}
 
 
-def run_score(store: JobStore, req: JobRequest, iteration: int, weights: dict[str, float],
-              history: list[dict], progress: ProgressFn | None = None, teacher_api_key: str | None = None) -> dict:
+def run_score(
+    store: JobStore,
+    req: JobRequest,
+    iteration: int,
+    weights: dict[str, float],
+    history: list[dict],
+    progress: ProgressFn | None = None,
+    teacher_api_key: str | None = None,
+) -> dict:
     """Score with ``weights``, pick the best, then update the weights from ``history`` + this
     iteration's means. Returns the means, the weights used and the next weights. With a teacher
     configured, its calls are cached and billed to ``<job>/teacher_usage.csv``, and teacher/rules
@@ -139,37 +181,70 @@ def run_score(store: JobStore, req: JobRequest, iteration: int, weights: dict[st
     report = phase_reporter(store, iteration, SCORING, progress)
     report(0)
     rows = read_jsonl(store.phase_dir(iteration) / "candidates.jsonl")
-    env = reward_env(req.scoring, teacher=req.teacher, teacher_api_key=teacher_api_key,
-                     usage_path=store.dir / "teacher_usage.csv")
+    env = reward_env(
+        req.scoring, teacher=req.teacher, teacher_api_key=teacher_api_key, usage_path=store.dir / "teacher_usage.csv"
+    )
     rewards = build_rewards(list(weights), env)
-    scored = [{"id": f"{iteration}:{r['id']}", "question": r["question"], "context": r["context"], "reference": r.get("reference"),
-               "candidates": [c["text"] for c in r["candidates"]]} for r in rows]
+    scored = [
+        {
+            "id": f"{iteration}:{r['id']}",
+            "question": r["question"],
+            "context": r["context"],
+            "reference": r.get("reference"),
+            "candidates": [c["text"] for c in r["candidates"]],
+        }
+        for r in rows
+    ]
     result = score_candidates(scored, rewards, weights, progress=report)
 
     dw = DynamicWeights.resume(weights, history, req.shared.dw_config)
     explain = dw.observe(result.means)
 
-    scores = [{"id": r["id"], "rewards": [result.breakdown(i, c) for c in range(len(r["candidates"]))],
-               "totals": [round(float(t), 6) for t in result.totals[i]], "best": result.best[i]}
-              for i, r in enumerate(rows)]
+    scores = [
+        {
+            "id": r["id"],
+            "rewards": [result.breakdown(i, c) for c in range(len(r["candidates"]))],
+            "totals": [round(float(t), 6) for t in result.totals[i]],
+            "best": result.best[i],
+        }
+        for i, r in enumerate(rows)
+    ]
     path = store.phase_dir(iteration) / "scores.jsonl"
     write_jsonl(path, scores)
     samples = []
     for i, r in enumerate(rows):
         b = result.best[i]
-        samples.append({
-            "iter": iteration, "id": r["id"], "question": r["question"], "chosen": r["candidates"][b]["text"],
-            "chosen_index": b, "chosen_total": scores[i]["totals"][b], "weights": dict(weights),
-            "sampling": r["sampling"],
-            "candidates": [{"text": c["text"], "rewards": scores[i]["rewards"][j], "total": scores[i]["totals"][j],
-                            "finish_reason": c["finish_reason"], "n_tokens": c["n_tokens"]}
-                           for j, c in enumerate(r["candidates"])],
-        })
+        samples.append(
+            {
+                "iter": iteration,
+                "id": r["id"],
+                "question": r["question"],
+                "chosen": r["candidates"][b]["text"],
+                "chosen_index": b,
+                "chosen_total": scores[i]["totals"][b],
+                "weights": dict(weights),
+                "sampling": r["sampling"],
+                "candidates": [
+                    {
+                        "text": c["text"],
+                        "rewards": scores[i]["rewards"][j],
+                        "total": scores[i]["totals"][j],
+                        "finish_reason": c["finish_reason"],
+                        "n_tokens": c["n_tokens"],
+                    }
+                    for j, c in enumerate(r["candidates"])
+                ],
+            }
+        )
     summary = {
-        "avg_reward": round(result.avg_reward, 6), "best_avg_reward": round(result.best_avg_reward, 6),
+        "avg_reward": round(result.avg_reward, 6),
+        "best_avg_reward": round(result.best_avg_reward, 6),
         "reward_breakdown": {k: (None if v is None else round(v, 6)) for k, v in result.means.items()},
-        "weights": dict(weights), "next_weights": explain["weights_after"], "slopes": explain["slopes"],
-        "weights_updated": explain["updated"], "scorer": env.similarity.kind,
+        "weights": dict(weights),
+        "next_weights": explain["weights_after"],
+        "slopes": explain["slopes"],
+        "weights_updated": explain["updated"],
+        "scorer": env.similarity.kind,
     }
     conflicts = [dict(c, iter=iteration) for r in rewards.values() for c in getattr(r, "conflicts", [])]
     if any(hasattr(r, "conflicts") for r in rewards.values()):
@@ -177,8 +252,14 @@ def run_score(store: JobStore, req: JobRequest, iteration: int, weights: dict[st
         summary["teacher_conflicts"] = len(conflicts)
     store.replace_samples(iteration, samples)  # a forced re-score replaces, never duplicates
     record_scores(store, iteration, summary)
-    log.info("iter %d: avg reward %.4f, breakdown %s, weights %s -> %s", iteration, result.avg_reward,
-             summary["reward_breakdown"], summary["weights"], summary["next_weights"])
+    log.info(
+        "iter %d: avg reward %.4f, breakdown %s, weights %s -> %s",
+        iteration,
+        result.avg_reward,
+        summary["reward_breakdown"],
+        summary["weights"],
+        summary["next_weights"],
+    )
     return {"path": str(path), "sha256": hash_path(path), "seconds": time.perf_counter() - t0, **summary}
 
 

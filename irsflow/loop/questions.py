@@ -1,7 +1,8 @@
 """The questions a job trains on and the ones it holds out (``heldout`` in the request).
 
-    train, heldout = job_questions(req)      # heldout == [] when the split is off
+train, heldout = job_questions(req)      # heldout == [] when the split is off
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ def job_questions(req: JobRequest) -> tuple[list[Question], list[Question]]:
         return questions, []
     seed = req.seed if req.heldout.seed is None else req.heldout.seed
     train, heldout = split_heldout(questions, req.heldout.share, seed)
-    return train, heldout[:req.heldout.max_questions]
+    return train, heldout[: req.heldout.max_questions]
 
 
 def train_questions(req: JobRequest) -> list[Question]:

@@ -6,6 +6,7 @@
 
 The weighted total of a candidate is ``sum_k w_k * r_k`` over the rewards that did not abstain.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def score_candidates(
     w = np.array([weights[n] for n in names], dtype=float)
     matrices, totals, best = [], [], []
     for start in range(0, len(rows), chunk_questions):
-        chunk = rows[start:start + chunk_questions]
+        chunk = rows[start : start + chunk_questions]
         flat = [(r, a) for r in chunk for a in r["candidates"]]
         batch = RewardBatch(
             questions=[r["question"] for r, _ in flat],
@@ -70,8 +71,11 @@ def score_candidates(
             contexts=[r.get("context") or "" for r, _ in flat],
             references=[r.get("reference") for r, _ in flat],
             # "<row id>/<candidate index>": what the teacher's judgements are recorded under
-            meta=[{"id": f"{r['id']}/{j}"} if r.get("id") is not None else {}
-                  for r in chunk for j in range(len(r["candidates"]))],
+            meta=[
+                {"id": f"{r['id']}/{j}"} if r.get("id") is not None else {}
+                for r in chunk
+                for j in range(len(r["candidates"]))
+            ],
         )
         cols = []
         for n in names:
@@ -83,7 +87,7 @@ def score_candidates(
         pos = 0
         for r in chunk:
             n_c = len(r["candidates"])
-            mq = m[pos:pos + n_c]
+            mq = m[pos : pos + n_c]
             tq = weighted_totals(mq, w)
             matrices.append(mq)
             totals.append(tq)
@@ -93,8 +97,14 @@ def score_candidates(
     return ScoreResult(names, matrices, totals, best)
 
 
-def select_candidates(totals: list[list[float]], best: list[int], weight_sum: float, skip_margin: float | None = None,
-                      keep_top: int = 1, keep_threshold: float | None = None) -> list[list[int]]:
+def select_candidates(
+    totals: list[list[float]],
+    best: list[int],
+    weight_sum: float,
+    skip_margin: float | None = None,
+    keep_top: int = 1,
+    keep_threshold: float | None = None,
+) -> list[list[int]]:
     """Which candidates of each question to train on. Default: the best one. ``skip_margin``: none of a
     question whose best total is not above its candidates' mean by that much (a prompt that carries no
     signal); ``keep_top``: up to that many, best first; ``keep_threshold``: only those whose total over

@@ -9,6 +9,7 @@ For K rewards with per-iteration means ``history`` (shape ``(T, K)``, oldest fir
 Weights stay unchanged until two iterations of history exist. A reward with fewer than two
 finite points in the window (it abstained) gets slope 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,18 +61,29 @@ class DynamicWeights:
     history: list[list[float]] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, dw) -> "DynamicWeights":
+    def from_config(cls, dw) -> DynamicWeights:
         names = list(dw.initial_weights)
-        return cls(names, np.array([dw.initial_weights[n] for n in names], dtype=float),
-                   dw.history_window, dw.temperature, dw.momentum)
+        return cls(
+            names,
+            np.array([dw.initial_weights[n] for n in names], dtype=float),
+            dw.history_window,
+            dw.temperature,
+            dw.momentum,
+        )
 
     @classmethod
-    def resume(cls, weights: dict[str, float], history: list[dict], dw) -> "DynamicWeights":
+    def resume(cls, weights: dict[str, float], history: list[dict], dw) -> DynamicWeights:
         """Rebuild from the current weights and past per-iteration means (dicts by name)."""
         names = list(weights)
         past = [[np.nan if h.get(n) is None else float(h[n]) for n in names] for h in history]
-        return cls(names, np.array([weights[n] for n in names], dtype=float),
-                   dw.history_window, dw.temperature, dw.momentum, past)
+        return cls(
+            names,
+            np.array([weights[n] for n in names], dtype=float),
+            dw.history_window,
+            dw.temperature,
+            dw.momentum,
+            past,
+        )
 
     def as_dict(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.names, self.weights)}

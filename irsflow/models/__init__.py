@@ -6,6 +6,7 @@ model inside one function call and release it before returning, so only one mode
 
 Part of the base layer: imports only ``irsflow.errors`` and ``irsflow.store``.
 """
+
 from __future__ import annotations
 
 import gc
@@ -39,8 +40,10 @@ def check_4bit(load_in_4bit: bool) -> None:
     if not load_in_4bit:
         return
     if not cuda_available():
-        raise ConfigError("irs_config.load_in_4bit: 4-bit loading needs a CUDA GPU and this machine has "
-                          "none; set it to false to train in full precision on the CPU")
+        raise ConfigError(
+            "irs_config.load_in_4bit: 4-bit loading needs a CUDA GPU and this machine has "
+            "none; set it to false to train in full precision on the CPU"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("irs_config.load_in_4bit: bitsandbytes is not installed")
 
@@ -70,8 +73,10 @@ def check_model(model_id: str) -> str:
         AutoConfig.from_pretrained(resolved)
     except (OSError, ValueError) as err:
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        raise ModelLoadError(f"model_id: cannot load {model_id!r}: not a local folder and not reachable "
-                             f"on the hub{offline}: {str(err).splitlines()[0]}") from None
+        raise ModelLoadError(
+            f"model_id: cannot load {model_id!r}: not a local folder and not reachable "
+            f"on the hub{offline}: {str(err).splitlines()[0]}"
+        ) from None
     return resolved
 
 
@@ -101,8 +106,11 @@ def load_model(path: str, adapter: str | None = None, load_in_4bit: bool = False
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16)
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
     else:
         kwargs["dtype"] = torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

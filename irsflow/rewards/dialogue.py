@@ -14,6 +14,7 @@ Metrics (assistant turns only; heuristics, named as such):
 Reward-ranked fine-tuning is known to collapse diversity, so ``distinct_1``/``distinct_2`` (unique
 n-grams / all n-grams across answers) are tracked and floored by the gate.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,11 @@ from irsflow.store import atomic_write_json, utc_now
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _TOKENS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+", re.UNICODE)
 _SENTENCES = re.compile(r"[^.!?。！？]+[.!?。！？]*")
-POLITE = re.compile(r"\b(please|thank(s| you)?|sorry|glad|happy to|you're welcome|great question)\b|请|谢谢|抱歉|不客气|감사|죄송|ありがとう",
-                    re.I)
+POLITE = re.compile(
+    r"\b(please|thank(s| you)?|sorry|glad|happy to|you're welcome|great question)\b"
+    r"|请|谢谢|抱歉|不客气|감사|죄송|ありがとう",
+    re.I,
+)
 RUDE = re.compile(r"\b(stupid|idiot|dumb|shut up|obviously you|whatever)\b|笨|闭嘴", re.I)
 
 
@@ -36,7 +40,7 @@ def diversity(answers: list[str]) -> dict[str, float]:
     out = {}
     toks = [words(a) for a in answers]
     for n in (1, 2):
-        grams = [tuple(t[i:i + n]) for t in toks for i in range(len(t) - n + 1)]
+        grams = [tuple(t[i : i + n]) for t in toks for i in range(len(t) - n + 1)]
         out[f"distinct_{n}"] = len(set(grams)) / len(grams) if grams else 0.0
     return out
 
@@ -54,7 +58,8 @@ def dialogue_metrics(conversations: list[list[dict]], verbose_words: int = 200) 
         "question_balance": (sum(s.endswith(("?", "？")) for s in sentences) / len(sentences)) if sentences else 0.0,
         "politeness": sum(bool(POLITE.search(t)) and not RUDE.search(t) for t in turns) / len(turns),
         "verbose_share": sum(n > verbose_words for n in lengths) / len(turns),
-        "n_turns": len(turns), "n_conversations": len(conversations),
+        "n_turns": len(turns),
+        "n_conversations": len(conversations),
     }
 
 

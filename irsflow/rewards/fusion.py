@@ -23,6 +23,7 @@ for ``teacher_conflicts.jsonl`` and expert review.
     fused = build_rewards(["rlaif"], env)["rlaif"]
     values = fused(batch); fused.conflicts        # list of dicts, appended per call
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,11 @@ def item_ids(batch: RewardBatch, settings) -> list[str]:
 
     ids, seen = [], Counter()
     for q, a, c, m in zip(batch.questions, batch.answers, batch.contexts, batch.meta):
-        base = str(m["id"]) if isinstance(m, dict) and m.get("id") is not None else \
-            "answer-" + _key(settings, {"prompt": q, "answer": a, "context": c})[:12]
+        base = (
+            str(m["id"])
+            if isinstance(m, dict) and m.get("id") is not None
+            else "answer-" + _key(settings, {"prompt": q, "answer": a, "context": c})[:12]
+        )
         seen[base] += 1
         ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
     return ids
@@ -76,13 +80,19 @@ class TeacherReward:
         if memo is not None and memo[0] is batch:  # `teacher` and `rlaif` on the same batch: judge it once
             self.last = memo[1]
             return [j.teacher_score if j.status == "ok" else None for j in self.last]
-        items = [{"id": i, "prompt": q, "answer": a, "context": c}
-                 for i, q, a, c in zip(item_ids(batch, self.settings), batch.questions, batch.answers, batch.contexts)]
+        items = [
+            {"id": i, "prompt": q, "answer": a, "context": c}
+            for i, q, a, c in zip(item_ids(batch, self.settings), batch.questions, batch.answers, batch.contexts)
+        ]
         if self.env.extras.get("teacher_cache_only"):  # reports: what is known, never a call
             self.last = cached_judgements(items, self.settings)
         else:
-            self.last = judge_items(items, self.settings, usage_path=self.env.extras.get("teacher_usage_path"),
-                                    allow_failures=bool(self.env.extras.get("teacher_allow_failures")))
+            self.last = judge_items(
+                items,
+                self.settings,
+                usage_path=self.env.extras.get("teacher_usage_path"),
+                allow_failures=bool(self.env.extras.get("teacher_allow_failures")),
+            )
         self.env.extras["_teacher_batch"] = (batch, self.last)
         return [j.teacher_score if j.status == "ok" else None for j in self.last]
 
@@ -94,8 +104,9 @@ class Fused:
     conflict: bool
 
 
-def fuse(terms: dict[str, float | None], weights: dict[str, float], threshold: float,
-         teacher: str = "teacher") -> Fused:
+def fuse(
+    terms: dict[str, float | None], weights: dict[str, float], threshold: float, teacher: str = "teacher"
+) -> Fused:
     """Combine one item's terms (None = abstained) by ``weights``; see the module docstring."""
     pos_total = sum(w for w in weights.values() if w > 0)
     present = {k: v for k, v in terms.items() if v is not None and k in weights}
@@ -144,13 +155,20 @@ class FusedReward:
             j = judgements[i]
             self.terms.append({**terms, "rules_score": f.rules_score, FUSED: f.value, "conflict": f.conflict})
             if f.conflict:
-                self.conflicts.append({
-                    "prompt": batch.questions[i], "answer": batch.answers[i], "context": batch.contexts[i],
-                    "teacher_score": terms.get("teacher"), "rules_score": round(f.rules_score, 6),
-                    "gap": round(abs(terms["teacher"] - f.rules_score), 6),
-                    "terms": {k: (None if v is None else round(float(v), 6)) for k, v in terms.items()},
-                    "safety_flag": getattr(j, "safety_flag", None), "comment": getattr(j, "comment", None),
-                    "best_answer": getattr(j, "best_answer", None)})
+                self.conflicts.append(
+                    {
+                        "prompt": batch.questions[i],
+                        "answer": batch.answers[i],
+                        "context": batch.contexts[i],
+                        "teacher_score": terms.get("teacher"),
+                        "rules_score": round(f.rules_score, 6),
+                        "gap": round(abs(terms["teacher"] - f.rules_score), 6),
+                        "terms": {k: (None if v is None else round(float(v), 6)) for k, v in terms.items()},
+                        "safety_flag": getattr(j, "safety_flag", None),
+                        "comment": getattr(j, "comment", None),
+                        "best_answer": getattr(j, "best_answer", None),
+                    }
+                )
         return out
 
 

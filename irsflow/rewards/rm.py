@@ -10,6 +10,7 @@ adapter with its trained score head on a sequence classifier of the base model, 
 trainer builds on the same loader, so both agree on the head. torch, transformers and peft load
 only when a scorer is built.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,6 +34,7 @@ def load_classifier(model_path: str, tokenizer):
 
 class RewardModelScorer:
     """sigmoid(score of the chat-templated question + answer), batched; loads once per scoring phase."""
+
     name = "rm"
     penalty = False
 
@@ -49,11 +51,17 @@ class RewardModelScorer:
         self.batch_size, self.torch = batch_size, torch
 
     def __call__(self, batch: RewardBatch) -> list[float | None]:
-        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                                                    tokenize=False) for q, a in zip(batch.questions, batch.answers)]
+        texts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False
+            )
+            for q, a in zip(batch.questions, batch.answers)
+        ]
         out = []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            )
             with self.torch.inference_mode():
                 out += self.torch.sigmoid(self.model(**enc).logits[:, 0].float()).tolist()
         return out

@@ -18,6 +18,7 @@ The lists live in a versioned JSON file, ``irsflow/data/reward_rules.json`` by d
     rules = load_rules("my_rules.json")          # ConfigError naming the entry that is wrong
     rules.risk("Give your 4-year-old aspirin.", question="My child has a fever")   # -> 1.0
 """
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,16 @@ class RuleSet(_Rules):
         # compiled once per rule set; the rule set itself is cached per file (load_rules)
         self._urgent = _terms(self.urgent_care)
         self._flags = [(f.name, _terms(f.triggers), _terms(f.urgent) if f.urgent else None) for f in self.red_flags]
-        self._risks = [(p.name, re.compile(p.pattern, re.I), re.compile(p.when, re.I) if p.when else None,
-                        re.compile(p.unless, re.I) if p.unless else None, p.weight) for p in self.risk_patterns]
+        self._risks = [
+            (
+                p.name,
+                re.compile(p.pattern, re.I),
+                re.compile(p.when, re.I) if p.when else None,
+                re.compile(p.unless, re.I) if p.unless else None,
+                p.weight,
+            )
+            for p in self.risk_patterns
+        ]
         self._think = re.compile(rf"<{self.chain.tag}>(.*?)(?:</{self.chain.tag}>|$)", re.S | re.I)
 
     # --- the three scores -------------------------------------------------------------------
@@ -102,7 +111,7 @@ class RuleSet(_Rules):
         units = len({u.lower() for u in _UNITS.findall(m.group(1))})
         coverage = min(1.0, units / self.chain.min_units)
         closed = f"</{self.chain.tag}>" in answer.lower()
-        final = answer[m.end():] if closed else ""
+        final = answer[m.end() :] if closed else ""
         return coverage if _UNITS.search(final) else coverage / 2
 
     def raised_flags(self, question: str) -> list[str]:
@@ -118,8 +127,11 @@ class RuleSet(_Rules):
 
     def risk_hits(self, answer: str, question: str = "", context: str = "") -> list[str]:
         about = f"{question}\n{context}"
-        return [name for name, pat, when, unless, _ in self._risks
-                if pat.search(answer) and (when is None or when.search(about)) and not (unless and unless.search(answer))]
+        return [
+            name
+            for name, pat, when, unless, _ in self._risks
+            if pat.search(answer) and (when is None or when.search(about)) and not (unless and unless.search(answer))
+        ]
 
     def risk(self, answer: str, question: str = "", context: str = "") -> float:
         return self.risk_of(self.risk_hits(answer, question, context))

@@ -2,6 +2,7 @@
 rewards, the rule file, the ``rlaif`` fusion formula). Reward names are checked against the reward
 registry (``irsflow.rewards.known_rewards``), which never imports a trainer.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -22,8 +23,11 @@ class FusionConfig(_Strict):
 
     weights: dict[str, Annotated[float, Field(ge=-1000, le=1000)]] = Field(
         default_factory=lambda: {"chain": 0.35, "emergency": 0.25, "risk": -0.15, "teacher": 0.25},
-        description="Reward name -> weight; penalties (risk) take negative weights.")
-    conflict_threshold: float = Field(0.4, gt=0, le=1, description="|teacher_score - rules_score| above this is a conflict.")
+        description="Reward name -> weight; penalties (risk) take negative weights.",
+    )
+    conflict_threshold: float = Field(
+        0.4, gt=0, le=1, description="|teacher_score - rules_score| above this is a conflict."
+    )
 
     @field_validator("weights")
     @classmethod
@@ -51,13 +55,18 @@ class ScoringConfig(_Strict):
     reranker_path: ModelRef | None = Field(None, description="Cross-encoder folder for `rel`; cosine if unset.")
     faith: Literal["embedding", "bertscore"] = "embedding"
     device: str = "cpu"
-    rules: RequestPath = Field("builtin:default", min_length=1,
-                       description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.")
+    rules: RequestPath = Field(
+        "builtin:default",
+        min_length=1,
+        description="Rule-reward file (red flags, risk patterns, chain): see irsflow/data/reward_rules.json.",
+    )
     fusion: FusionConfig = Field(default_factory=FusionConfig)
-    reward_model: RequestPath | None = Field(None, min_length=1,
-                                             description="Trained reward model folder for the `rm` reward.")
-    length_limit: int = Field(80, ge=1, le=1_000_000,
-                              description="Words an answer may take before `length_limit` starts to fall.")
+    reward_model: RequestPath | None = Field(
+        None, min_length=1, description="Trained reward model folder for the `rm` reward."
+    )
+    length_limit: int = Field(
+        80, ge=1, le=1_000_000, description="Words an answer may take before `length_limit` starts to fall."
+    )
 
     @field_validator("rules")
     @classmethod

@@ -7,12 +7,13 @@
   (seed 000 section 9: "fallback to HeuristicScorer").
 - ``load_similarity(settings)``: picks one per ``ScoringConfig.backend``.
 """
+
 from __future__ import annotations
 
 import functools
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,8 +51,13 @@ class EmbeddingSimilarity:
         """(n,) texts -> (n, d) unit vectors; each distinct text is encoded once."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            vecs = self.model.encode(missing, batch_size=self.batch_size, convert_to_numpy=True,
-                                     normalize_embeddings=True, show_progress_bar=False)
+            vecs = self.model.encode(
+                missing,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
             self._cache.update(zip(missing, vecs))
             self.encoded += len(missing)
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1))
@@ -93,6 +99,5 @@ def load_similarity(settings) -> EmbeddingSimilarity | HeuristicSimilarity:
     except Exception as err:  # any load failure: missing package, bad folder, no weights
         if settings.backend == "embedding":
             raise
-        log.warning("embedding model %r could not be loaded (%s); using the heuristic scorer",
-                    settings.embedder, err)
+        log.warning("embedding model %r could not be loaded (%s); using the heuristic scorer", settings.embedder, err)
         return HeuristicSimilarity()

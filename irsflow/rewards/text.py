@@ -7,6 +7,7 @@
 - ``conc``  concision: ``1 - len(answer) / len(context)`` clipped to [0, 1]; abstains without context.
 - ``ref``   similarity to the reference answer, where the question set has one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,9 @@ class Relevance:
 
     def __call__(self, batch: RewardBatch) -> list[float | None]:
         if self._reranker is not None:
-            logits = np.asarray(self._reranker.predict(list(zip(batch.questions, batch.answers)),
-                                                       show_progress_bar=False), dtype=float)
+            logits = np.asarray(
+                self._reranker.predict(list(zip(batch.questions, batch.answers)), show_progress_bar=False), dtype=float
+            )
             in_unit = logits.min(initial=0) >= 0 and logits.max(initial=0) <= 1
             return _clip01(logits if in_unit else 1 / (1 + np.exp(-logits)))
         return _clip01(self.env.similarity.cosine(list(batch.answers), list(batch.questions)))
@@ -56,8 +58,9 @@ class Faithfulness:
 
             from irsflow.rewards.similarity import resolve_embedder
 
-            self._bertscorer = BERTScorer(model_type=resolve_embedder(self.env.settings.embedder),
-                                          num_layers=6, device=self.env.settings.device)
+            self._bertscorer = BERTScorer(
+                model_type=resolve_embedder(self.env.settings.embedder), num_layers=6, device=self.env.settings.device
+            )
         _, _, f1 = self._bertscorer.score(answers, contexts)
         return f1.numpy()
 
@@ -85,8 +88,10 @@ class Concision:
         pass
 
     def __call__(self, batch: RewardBatch) -> list[float | None]:
-        return [None if not c else float(min(1.0, max(0.0, 1.0 - len(a) / len(c))))
-                for a, c in zip(batch.answers, batch.contexts)]
+        return [
+            None if not c else float(min(1.0, max(0.0, 1.0 - len(a) / len(c))))
+            for a, c in zip(batch.answers, batch.contexts)
+        ]
 
 
 class ReferenceMatch:

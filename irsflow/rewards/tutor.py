@@ -6,10 +6,11 @@
                      bare question, 0 with no question at all.
 Words count as in ``irsflow.rewards.dialogue`` (a CJK character is one word).
 """
+
 from __future__ import annotations
 
-from irsflow.rewards.dialogue import _SENTENCES, words
 from irsflow.rewards import RewardBatch, RewardEnv, register_reward
+from irsflow.rewards.dialogue import _SENTENCES, words
 
 _QMARKS = ("?", "？")
 

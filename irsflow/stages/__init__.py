@@ -30,8 +30,17 @@ May import: the base modules, rewards, codebook, settings, loop, training (train
 validating a request never loads torch or TRL). Never config (a request is an ``irsflow.settings.JobRequest``), jobs,
 release, or Prefect.
 """
+
 from irsflow.stages.base import IterationInputs, Stage, StageSettings
 from irsflow.stages.registry import get_stage, register, settings_adapter, stage_names, unregister
 
-__all__ = ["IterationInputs", "Stage", "StageSettings", "get_stage", "register", "settings_adapter", "stage_names",
-           "unregister"]
+__all__ = [
+    "IterationInputs",
+    "Stage",
+    "StageSettings",
+    "get_stage",
+    "register",
+    "settings_adapter",
+    "stage_names",
+    "unregister",
+]

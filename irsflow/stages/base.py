@@ -16,6 +16,7 @@ every file of ``writes`` exists once its phase has run (``irsflow.jobs.resume`` 
 resume notices one gone or changed), and a stage that scores inside training
 (``scores_in_training``) records each round's scores with ``irsflow.loop.phases.record_scores``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,8 +30,8 @@ from irsflow.loop.phases import phase_reporter
 from irsflow.store import JobStore, ProgressFn, hash_or_missing, hash_path
 
 if TYPE_CHECKING:
-    from irsflow.settings import JobRequest
     from irsflow.dataset import Question
+    from irsflow.settings import JobRequest
 
 
 class StageSettings(BaseModel):
@@ -42,8 +43,10 @@ class StageSettings(BaseModel):
     # the discriminator, copied from the request's `stage`; not part of the stored request
     stage: str = Field(exclude=True)
     eval_each_round: bool | None = Field(
-        None, description="Write eval_round_<n>.json and a CHANGELOG.md line after each round's training "
-                          "(default: on for ONPOLICY, off otherwise).")
+        None,
+        description="Write eval_round_<n>.json and a CHANGELOG.md line after each round's training "
+        "(default: on for ONPOLICY, off otherwise).",
+    )
     eval_questions: int = Field(8, ge=1, le=100_000, description="Questions answered by each round's eval.")
 
     def files(self) -> list[str]:
@@ -122,40 +125,68 @@ class Stage:
         """Files the stage writes once a round is scored (ONPOLICY's samples); their summary."""
         return {}
 
-    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
-              progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
+    def train(
+        self,
+        store: JobStore,
+        req: JobRequest,
+        iteration: int,
+        inputs: IterationInputs,
+        progress: ProgressFn,
+        teacher_api_key: str | None = None,
+    ) -> dict:
         """Train one round: write ``checkpoints/iter_<n>`` atomically, append a TRAINING metrics row, return
         a JSON-able summary with at least ``adapter``, ``loss`` and ``seconds``."""
         raise NotImplementedError
 
-    def run_training(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
-                     progress: ProgressFn | None = None, teacher_api_key: str | None = None) -> dict:
+    def run_training(
+        self,
+        store: JobStore,
+        req: JobRequest,
+        iteration: int,
+        inputs: IterationInputs,
+        progress: ProgressFn | None = None,
+        teacher_api_key: str | None = None,
+    ) -> dict:
         """The TRAINING phase: live progress around ``train``."""
         report = phase_reporter(store, iteration, TRAINING, progress)
         report(0)
         return self.train(store, req, iteration, inputs, report, teacher_api_key=teacher_api_key)
 
-    def key_parts(self, store: JobStore, req: JobRequest, phase: str, inputs: IterationInputs,
-                  iteration: int) -> dict:
+    def key_parts(self, store: JobStore, req: JobRequest, phase: str, inputs: IterationInputs, iteration: int) -> dict:
         """What the stage adds to a phase's cache key: its own settings, and for TRAINING the inputs its
         trainer reads beyond the round's candidates and scores. A stage whose training reads more (PPO:
         the round before's KL state) adds it in an override."""
-        parts: dict = {"stage": self.name, "stage_config": req.stage_config.model_dump(mode="json"),
-                       "init_adapter": store.read_config().get("init_adapter_sha256")}
+        parts: dict = {
+            "stage": self.name,
+            "stage_config": req.stage_config.model_dump(mode="json"),
+            "init_adapter": store.read_config().get("init_adapter_sha256"),
+        }
         if phase == TRAINING:
             cfg = req.shared
-            parts.update(files={f: hash_or_missing(Path(f).expanduser()) for f in req.stage_config.files() if f},
-                         weights=inputs.weights, sampling=cfg.sampling.model_dump(), n_candidates=cfg.n_candidates,
-                         max_new_tokens=cfg.max_new_tokens, scoring=req.scoring.model_dump(), dataset=req.dataset,
-                         questions=store.read_config().get("questions_sha256"), system_prompt=req.system_prompt)
+            parts.update(
+                files={f: hash_or_missing(Path(f).expanduser()) for f in req.stage_config.files() if f},
+                weights=inputs.weights,
+                sampling=cfg.sampling.model_dump(),
+                n_candidates=cfg.n_candidates,
+                max_new_tokens=cfg.max_new_tokens,
+                scoring=req.scoring.model_dump(),
+                dataset=req.dataset,
+                questions=store.read_config().get("questions_sha256"),
+                system_prompt=req.system_prompt,
+            )
         return parts
 
 
 def finish_round(store: JobStore, iteration: int, stats: dict, **row) -> dict:
     """A trainer's last step: the TRAINING metrics row, then the summary the flow keeps."""
     out_dir = store.checkpoint(iteration)
-    store.metric(iteration, TRAINING, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()},
-                 seconds=round(stats["seconds"], 3), mem_after_release=stats.get("mem_after_release"))
+    store.metric(
+        iteration,
+        TRAINING,
+        **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()},
+        seconds=round(stats["seconds"], 3),
+        mem_after_release=stats.get("mem_after_release"),
+    )
     return {"adapter": str(out_dir), "sha256": hash_path(out_dir), **stats}
 
 

@@ -1,10 +1,11 @@
 """The data each stage trains on, built from the job dir and the request's files.
 
-    rows = onpolicy_rows(store, req, 2)       # ChatML rows + sampling metadata + score/weight
-    anchors = load_anchors(req, questions)    # anchor dialogues (file, else the references)
-    pairs = preference_pairs(store, req, 2)   # this round's best-vs-worst + the pairs files
-    kto = kto_examples(store, req, 2)         # desirable/undesirable completions
+rows = onpolicy_rows(store, req, 2)       # ChatML rows + sampling metadata + score/weight
+anchors = load_anchors(req, questions)    # anchor dialogues (file, else the references)
+pairs = preference_pairs(store, req, 2)   # this round's best-vs-worst + the pairs files
+kto = kto_examples(store, req, 2)         # desirable/undesirable completions
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,9 +27,15 @@ def reference_rows(req: JobRequest, questions: list[Question] | None = None) -> 
     """Every question of the set that has a reference answer, as ``{"prompt", "completion", "weight": 1}``
     (prompted exactly as generation prompts it)."""
     questions = questions if questions is not None else train_questions(req)
-    return [{"prompt": build_messages(q, req.top_k, req.system_prompt),
-             "completion": [{"role": "assistant", "content": q.reference}], "weight": 1.0}
-            for q in questions if q.reference and q.reference.strip()]
+    return [
+        {
+            "prompt": build_messages(q, req.top_k, req.system_prompt),
+            "completion": [{"role": "assistant", "content": q.reference}],
+            "weight": 1.0,
+        }
+        for q in questions
+        if q.reference and q.reference.strip()
+    ]
 
 
 def load_anchors(req: JobRequest, questions: list[Question] | None = None) -> list[dict]:
@@ -50,7 +57,6 @@ def load_anchors(req: JobRequest, questions: list[Question] | None = None) -> li
     return out
 
 
-
 def scored_answers(store: JobStore, iteration: int):
     """Every sampled answer of a round: ``(sample, candidates row, index, candidate, score)``, the
     score being the weighted total over the sum of the weights (in [0, 1] for rewards in [0, 1])."""
@@ -69,16 +75,29 @@ def onpolicy_rows(store: JobStore, req: JobRequest, iteration: int) -> list[dict
         if not c["text"].strip():
             continue
         score = min(1.0, max(0.0, score))
-        out.append({"messages": row["prompt"] + [{"role": "assistant", "content": c["text"]}],
-                    "meta": {"id": s["id"], "round": iteration, "candidate": j, "sampling": row["sampling"],
-                             "finish_reason": c["finish_reason"], "rewards": c["rewards"]},
-                    "score": round(score, 6), "weight": round(max(floor, score), 6)})
+        out.append(
+            {
+                "messages": row["prompt"] + [{"role": "assistant", "content": c["text"]}],
+                "meta": {
+                    "id": s["id"],
+                    "round": iteration,
+                    "candidate": j,
+                    "sampling": row["sampling"],
+                    "finish_reason": c["finish_reason"],
+                    "rewards": c["rewards"],
+                },
+                "score": round(score, 6),
+                "weight": round(max(floor, score), 6),
+            }
+        )
     return out
 
 
 def onpolicy_examples(path: Path) -> list[dict]:
-    return [{"prompt": r["messages"][:-1], "completion": [r["messages"][-1]], "weight": r["weight"]}
-            for r in read_jsonl(path)]
+    return [
+        {"prompt": r["messages"][:-1], "completion": [r["messages"][-1]], "weight": r["weight"]}
+        for r in read_jsonl(path)
+    ]
 
 
 def _pairs(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
@@ -93,8 +112,10 @@ def _pairs(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
 def preference_pairs(store: JobStore, req: JobRequest, iteration: int) -> list[dict]:
     pairs = _pairs(store, req, iteration)
     if not pairs:
-        raise InputError(f"stage_config.min_margin: round {iteration} has no preference pairs (no candidates "
-                         f"{req.stage_config.min_margin} apart and no pairs files); lower it or add stage_config.pairs")
+        raise InputError(
+            f"stage_config.min_margin: round {iteration} has no preference pairs (no candidates "
+            f"{req.stage_config.min_margin} apart and no pairs files); lower it or add stage_config.pairs"
+        )
     return pairs
 
 
@@ -104,11 +125,15 @@ def kto_examples(store: JobStore, req: JobRequest, iteration: int) -> list[dict]
     sc = req.stage_config
     rows = []
     for p in _pairs(store, req, iteration):
-        rows += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
-                 {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
+        rows += [
+            {"prompt": p["prompt"], "completion": p["chosen"], "label": True},
+            {"prompt": p["prompt"], "completion": p["rejected"], "label": False},
+        ]
     if sc.kto_up:
         rows += kto_rows(sc.kto_up, sc.kto_down)
     if not rows or len({r["label"] for r in rows}) < 2:
-        raise InputError(f"stage_config.min_margin: round {iteration} has no desirable and undesirable examples "
-                         "for KTO; lower it or add pairs or kto_up/kto_down")
+        raise InputError(
+            f"stage_config.min_margin: round {iteration} has no desirable and undesirable examples "
+            "for KTO; lower it or add pairs or kto_up/kto_down"
+        )
     return rows

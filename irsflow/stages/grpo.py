@@ -5,6 +5,7 @@ the next round passes. Its rounds have no SCORING phase, so training records the
 
     request: {"stage": "GRPO", "irs_config": {"batch_size": 4, "n_candidates": 4}, "stage_config": {"beta": 0.1}}
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
@@ -38,36 +39,71 @@ class GRPOStage(Stage):
     def check(self, req: JobRequest) -> None:
         cfg = req.shared
         if cfg.batch_size % cfg.n_candidates:
-            raise ValueError(f"irs_config.batch_size: stage GRPO needs a multiple of n_candidates "
-                             f"({cfg.n_candidates}, the generations per prompt), got {cfg.batch_size}")
+            raise ValueError(
+                f"irs_config.batch_size: stage GRPO needs a multiple of n_candidates "
+                f"({cfg.n_candidates}, the generations per prompt), got {cfg.batch_size}"
+            )
 
-    def train(self, store: JobStore, req: JobRequest, iteration: int, inputs: IterationInputs,
-              progress: ProgressFn, teacher_api_key: str | None = None) -> dict:
+    def train(
+        self,
+        store: JobStore,
+        req: JobRequest,
+        iteration: int,
+        inputs: IterationInputs,
+        progress: ProgressFn,
+        teacher_api_key: str | None = None,
+    ) -> dict:
         from irsflow.training.grpo import train_grpo
 
         cfg = req.shared
-        env = reward_env(req.scoring, teacher=req.teacher, teacher_api_key=teacher_api_key,
-                         usage_path=store.dir / "teacher_usage.csv")
+        env = reward_env(
+            req.scoring,
+            teacher=req.teacher,
+            teacher_api_key=teacher_api_key,
+            usage_path=store.dir / "teacher_usage.csv",
+        )
         rewards = build_rewards(list(inputs.weights), env)
-        stats = train_grpo(resolve_model(req.model_id), inputs.adapter, train_questions(req),
-                           rewards, inputs.weights, store.checkpoint(iteration), system_prompt=req.system_prompt,
-                           top_k=req.top_k, num_generations=cfg.n_candidates, max_new_tokens=cfg.max_new_tokens,
-                           learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.sft_epochs,
-                           beta=req.stage_config.beta, lora=cfg.lora, seed=req.seed + iteration, sampling=cfg.sampling,
-                           load_in_4bit=cfg.load_in_4bit, progress=progress)
+        stats = train_grpo(
+            resolve_model(req.model_id),
+            inputs.adapter,
+            train_questions(req),
+            rewards,
+            inputs.weights,
+            store.checkpoint(iteration),
+            system_prompt=req.system_prompt,
+            top_k=req.top_k,
+            num_generations=cfg.n_candidates,
+            max_new_tokens=cfg.max_new_tokens,
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            epochs=cfg.sft_epochs,
+            beta=req.stage_config.beta,
+            lora=cfg.lora,
+            seed=req.seed + iteration,
+            sampling=cfg.sampling,
+            load_in_4bit=cfg.load_in_4bit,
+            progress=progress,
+        )
         curve = stats["curve"]
         atomic_write_json(store.phase_dir(iteration) / "grpo_curve.json", curve)
         means = {n: mean([c[n] for c in curve if c.get(n) is not None]) for n in inputs.weights}
         dw = DynamicWeights.resume(inputs.weights, inputs.history, cfg.dw_config)
         explain = dw.observe(means)
         avg = mean([c["reward"] for c in curve if c.get("reward") is not None])
-        summary = {"avg_reward": avg,
-                   "best_avg_reward": mean([c["reward"] for c in curve[-1:] if c.get("reward") is not None]),
-                   "reward_breakdown": means, "weights": dict(inputs.weights), "next_weights": explain["weights_after"],
-                   "slopes": explain["slopes"], "weights_updated": explain["updated"], "scorer": env.similarity.kind}
+        summary = {
+            "avg_reward": avg,
+            "best_avg_reward": mean([c["reward"] for c in curve[-1:] if c.get("reward") is not None]),
+            "reward_breakdown": means,
+            "weights": dict(inputs.weights),
+            "next_weights": explain["weights_after"],
+            "slopes": explain["slopes"],
+            "weights_updated": explain["updated"],
+            "scorer": env.similarity.kind,
+        }
         record_scores(store, iteration, summary)
-        return finish_round(store, iteration, {**stats, **summary}, loss=stats["loss"], steps=stats["steps"],
-                            avg_reward=avg)
+        return finish_round(
+            store, iteration, {**stats, **summary}, loss=stats["loss"], steps=stats["steps"], avg_reward=avg
+        )
 
 
 GRPO = GRPOStage()

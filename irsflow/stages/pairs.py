@@ -9,6 +9,7 @@
 Rows: ``{"prompt": [messages], "chosen": str, "rejected": str, "source", ...}`` and for KTO
 ``{"prompt": [messages], "completion": str, "label": bool}``. Errors name the file and line.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,16 +29,30 @@ def irs_pairs(store: JobStore, min_margin: float = 0.05, iterations: list[int] |
         best, worst = max(cands, key=lambda c: c["total"]), min(cands, key=lambda c: c["total"])
         margin = best["total"] - worst["total"]
         if margin >= min_margin and best["text"] != worst["text"]:
-            out.append({"id": f"{it}:{s['id']}", "prompt": row["prompt"], "question": row.get("question"), "chosen": best["text"],
-                        "rejected": worst["text"], "source": "irs", "margin": round(margin, 6)})
+            out.append(
+                {
+                    "id": f"{it}:{s['id']}",
+                    "prompt": row["prompt"],
+                    "question": row.get("question"),
+                    "chosen": best["text"],
+                    "rejected": worst["text"],
+                    "source": "irs",
+                    "margin": round(margin, 6),
+                }
+            )
     return out
 
 
 def _messages(value, where: str, field: str) -> list[dict]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not value or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        )
+    ):
         raise InputError(f"{where}: '{field}' must be a string or a non-empty list of {{role, content}} messages")
     return value
 

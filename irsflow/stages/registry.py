@@ -17,6 +17,7 @@ running process only (a worker process never sees it): for tests and notebooks.
 
 Importing a stage module must stay light: its trainer (torch, TRL) is imported inside ``train``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -72,11 +73,11 @@ def _describe(ep: EntryPoint) -> str:
 def _from_entry_point(ep: EntryPoint, taken: dict[str, str]) -> Stage:
     """Load and check one entry point; ``taken``: stage name -> the entry point that defined it."""
     if ep.name in BUILTIN_NAMES:
-        raise StagePluginError(f"{_describe(ep)}: {ep.name} is a built-in stage; give the plugin's stage "
-                               "another name")
+        raise StagePluginError(f"{_describe(ep)}: {ep.name} is a built-in stage; give the plugin's stage another name")
     if ep.name in taken:
-        raise StagePluginError(f"{_describe(ep)}: stage {ep.name} is also defined by {taken[ep.name]}; "
-                               "uninstall one of the two packages")
+        raise StagePluginError(
+            f"{_describe(ep)}: stage {ep.name} is also defined by {taken[ep.name]}; uninstall one of the two packages"
+        )
     try:
         stage = ep.load()
     except Exception as err:  # whatever a plugin's import raises, the message names the plugin
@@ -86,8 +87,9 @@ def _from_entry_point(ep: EntryPoint, taken: dict[str, str]) -> Stage:
     except (TypeError, ValueError) as err:
         raise StagePluginError(f"{_describe(ep)}: {err}") from None
     if stage.name != ep.name:
-        raise StagePluginError(f"{_describe(ep)}: names stage {stage.name}; the entry point's name must be "
-                               "the stage's name")
+        raise StagePluginError(
+            f"{_describe(ep)}: names stage {stage.name}; the entry point's name must be the stage's name"
+        )
     return stage
 
 

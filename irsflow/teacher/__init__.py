@@ -6,12 +6,38 @@ it live in ``irsflow.labelling``.
 
 May import: the base modules only (``irsflow.errors``, ``.store``, ``.paths``, ``.dataset``, ``.retry``,
 ``.models``); the rewards, the labelling runs and everything else sit above it."""
+
 from irsflow.teacher.cache import JudgementCache, judgement_key
-from irsflow.teacher.client import (Judgement, Price, TeacherConfig, TeacherRepliesUnusable, TeacherSettings,
-                                    TeacherUnavailable, ajudge_items, cached_judgements, check_failures, judge_items,
-                                    load_template, read_usage)
+from irsflow.teacher.client import (
+    Judgement,
+    Price,
+    TeacherConfig,
+    TeacherRepliesUnusable,
+    TeacherSettings,
+    TeacherUnavailable,
+    ajudge_items,
+    cached_judgements,
+    check_failures,
+    judge_items,
+    load_template,
+    read_usage,
+)
 from irsflow.teacher.replies import TeacherReply
 
-__all__ = ["Judgement", "JudgementCache", "Price", "TeacherConfig", "TeacherRepliesUnusable", "TeacherReply",
-           "TeacherSettings", "TeacherUnavailable", "ajudge_items", "cached_judgements", "check_failures",
-           "judge_items", "judgement_key", "load_template", "read_usage"]
+__all__ = [
+    "Judgement",
+    "JudgementCache",
+    "Price",
+    "TeacherConfig",
+    "TeacherRepliesUnusable",
+    "TeacherReply",
+    "TeacherSettings",
+    "TeacherUnavailable",
+    "ajudge_items",
+    "cached_judgements",
+    "check_failures",
+    "judge_items",
+    "judgement_key",
+    "load_template",
+    "read_usage",
+]

@@ -12,6 +12,7 @@ nothing about the answer (the endpoint was down, the reply was blank), so a reru
 Each ``put`` commits at once, so a run killed halfway keeps every judgement it finished. No request
 data (headers, key) is stored.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,21 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS judgements (
     tokens_in INTEGER, tokens_out INTEGER, cost_usd REAL, created_at TEXT)"""
 # added later: caches written before them read as status "ok" (they held verdicts only)
 _ADDED = {"status": "TEXT NOT NULL DEFAULT 'ok'", "error": "TEXT", "max_tokens": "INTEGER"}
-_COLUMNS = ("key", "item_id", "model", "template_version", "prompt", "answer", "context", "reply",
-            "tokens_in", "tokens_out", "cost_usd", "created_at", *_ADDED)
+_COLUMNS = (
+    "key",
+    "item_id",
+    "model",
+    "template_version",
+    "prompt",
+    "answer",
+    "context",
+    "reply",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "created_at",
+    *_ADDED,
+)
 
 
 def judgement_key(model: str, template_version: str, prompt: str, answer: str, context: str) -> str:
@@ -62,8 +76,10 @@ class JudgementCache:
     def put(self, row: dict) -> None:
         row = {"status": "ok", "error": None, "max_tokens": None, **row}
         values = [json.dumps(row["reply"], ensure_ascii=False) if c == "reply" else row[c] for c in _COLUMNS]
-        self._db.execute(f"INSERT OR REPLACE INTO judgements ({', '.join(_COLUMNS)}) "
-                         f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+        self._db.execute(
+            f"INSERT OR REPLACE INTO judgements ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            values,
+        )
         self._db.commit()
 
     def __len__(self) -> int:
@@ -75,8 +91,10 @@ class JudgementCache:
         its ``status`` and the model/template version that produced it; only ``keys`` if given. The
         id is the one the judgement was first made for; ``labelling.py`` writes its own items' ids.
         Returns the number of lines."""
-        rows = [self._row(r) for r in self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM judgements ORDER BY created_at, key")]
+        rows = [
+            self._row(r)
+            for r in self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM judgements ORDER BY created_at, key")
+        ]
         if keys is not None:
             rows = [r for r in rows if r["key"] in keys]
         out = [judgement_line(r, r["item_id"]) for r in rows]
@@ -97,9 +115,23 @@ def judgement_line(row: dict, item_id: str) -> dict:
     """One ``teacher_judgements.jsonl`` line for a cached ``row``, under ``item_id``."""
     reply = {k: row["reply"].get(k) for k in ("teacher_score", "safety_flag", "comment", "best_answer")}
     if row["status"] != "ok":  # an unusable reply is recorded as what it was, never as a score
-        reply = {"teacher_score": None, "safety_flag": None, "comment": None, "best_answer": None,
-                 "reply": row["reply"] or None}
-    return {"id": item_id, "status": row["status"], "prompt": row["prompt"], "answer": row["answer"],
-            "context": row["context"], **reply, **({"error": row["error"]} if row["error"] else {}),
-            "model": row["model"], "template_version": row["template_version"], "key": row["key"],
-            "created_at": row["created_at"]}
+        reply = {
+            "teacher_score": None,
+            "safety_flag": None,
+            "comment": None,
+            "best_answer": None,
+            "reply": row["reply"] or None,
+        }
+    return {
+        "id": item_id,
+        "status": row["status"],
+        "prompt": row["prompt"],
+        "answer": row["answer"],
+        "context": row["context"],
+        **reply,
+        **({"error": row["error"]} if row["error"] else {}),
+        "model": row["model"],
+        "template_version": row["template_version"],
+        "key": row["key"],
+        "created_at": row["created_at"],
+    }

@@ -21,6 +21,7 @@ replies would come back), with the counts, instead of letting the phase finish o
 Labelling reports pass ``allow_failures=True`` and record every status. One CSV row per run goes
 to ``teacher_usage.csv``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,9 +31,9 @@ import json
 import logging
 import random
 import time
-from datetime import datetime, timezone
 from collections import Counter
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +41,35 @@ from irsflow.errors import ConfigError, InputError
 from irsflow.retry import failure_kind, retry_after_s, status_code
 from irsflow.store import atomic_write_text, utc_now
 from irsflow.teacher.cache import JudgementCache, judgement_key
-from irsflow.teacher.judgements import (Judgement, TeacherRepliesUnusable, TeacherUnavailable,  # noqa: F401
-                                        check_failures)
-from irsflow.teacher.replies import (BUDGET_STOPPED, FAILED, FAILURES, MISSING, OK, REPLY_FAILURES, TRUNCATED, Outcome,
-                                     Tokens, read_reply)
+from irsflow.teacher.judgements import Judgement, TeacherRepliesUnusable, TeacherUnavailable, check_failures  # noqa: F401
+from irsflow.teacher.replies import (
+    BUDGET_STOPPED,
+    FAILED,
+    FAILURES,
+    MISSING,
+    OK,
+    REPLY_FAILURES,
+    TRUNCATED,
+    Outcome,
+    Tokens,
+    read_reply,
+)
 from irsflow.teacher.replies import read_usage as usage_tokens
-from irsflow.teacher.settings import (DEEPSEEK_PRICES, KEY_ENV, Price, TeacherConfig,  # noqa: F401 (re-exported)
-                                      TeacherSettings, check_endpoint, no_price_message)
+from irsflow.teacher.settings import (  # noqa: F401 (re-exported)
+    DEEPSEEK_PRICES,
+    KEY_ENV,
+    Price,
+    TeacherConfig,
+    TeacherSettings,
+    check_endpoint,
+    no_price_message,
+)
 
 log = logging.getLogger("irsflow.teacher")
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(template_id: str, version: str) -> dict:
     path = TEMPLATES / f"{template_id}_{version}.json"
     if not path.exists():
@@ -88,7 +105,7 @@ def _check_items(items: list[dict]) -> list[dict]:
     return out
 
 
-def _from_cache(item_id: str, key: str, hit: dict) -> "Judgement":
+def _from_cache(item_id: str, key: str, hit: dict) -> Judgement:
     if hit["status"] == OK:
         return Judgement(id=item_id, status=OK, key=key, cached=True, **hit["reply"])
     return Judgement(id=item_id, status=hit["status"], key=key, cached=True, error=hit["error"])
@@ -121,8 +138,11 @@ class _Run:
             return 0.0
         p = self.price
         hit_rate = p.input_per_mtok if p.input_cache_hit_per_mtok is None else p.input_cache_hit_per_mtok
-        return ((t.prompt - t.cache_hit) * p.input_per_mtok + t.cache_hit * hit_rate
-                + t.completion * p.output_per_mtok) / 1e6 * p.multiplier(hour_utc)
+        return (
+            ((t.prompt - t.cache_hit) * p.input_per_mtok + t.cache_hit * hit_rate + t.completion * p.output_per_mtok)
+            / 1e6
+            * p.multiplier(hour_utc)
+        )
 
     def bound(self, messages: list[dict], max_tokens: int) -> float:
         # Byte-level BPE never yields more tokens than UTF-8 bytes; +16 per message for the chat
@@ -132,8 +152,13 @@ class _Run:
         return self.cost(Tokens(prompt=tokens_in, completion=max_tokens))
 
     def request(self, messages: list[dict], max_tokens: int) -> dict:
-        kw = dict(model=self.s.model, messages=messages, temperature=self.s.temperature, max_tokens=max_tokens,
-                  response_format={"type": "json_object"})
+        kw = dict(
+            model=self.s.model,
+            messages=messages,
+            temperature=self.s.temperature,
+            max_tokens=max_tokens,
+            response_format={"type": "json_object"},
+        )
         if self.s.thinking != "omit":  # DeepSeek's switch; the openai SDK sends extra_body's keys as is
             kw["extra_body"] = {"thinking": {"type": self.s.thinking}}
         return kw
@@ -144,7 +169,7 @@ class _Run:
     def wait_s(self, attempt: int, err: BaseException | None = None) -> float:
         headers = getattr(getattr(err, "response", None), "headers", None)
         hinted = retry_after_s(headers)
-        wait = hinted if hinted is not None else self.s.backoff_s * 2 ** attempt * (0.5 + random.random())
+        wait = hinted if hinted is not None else self.s.backoff_s * 2**attempt * (0.5 + random.random())
         return min(wait, self.s.max_wait_s)
 
     async def reserve(self, bound: float) -> bool:
@@ -177,7 +202,7 @@ class _Run:
         if not await self.reserve(bound):
             return None, None
         self.counts["calls"] += 1
-        sent_hour = datetime.now(timezone.utc).hour  # DeepSeek bills by the hour the call is sent in
+        sent_hour = datetime.now(UTC).hour  # DeepSeek bills by the hour the call is sent in
         try:
             resp = await self.client.chat.completions.create(**self.request(messages, max_tokens))
         except Exception as e:  # noqa: BLE001 - classified by the caller
@@ -185,8 +210,9 @@ class _Run:
             return None, e
         t = usage_tokens(resp.usage)
         cost = bound if resp.usage is None else self.cost(t, sent_hour)  # no usage: charge the bound, never less
-        self.counts.update(tokens_in=t.prompt, tokens_out=t.completion, tokens_reasoning=t.reasoning,
-                           tokens_cache_hit=t.cache_hit)
+        self.counts.update(
+            tokens_in=t.prompt, tokens_out=t.completion, tokens_reasoning=t.reasoning, tokens_cache_hit=t.cache_hit
+        )
         self.spent += cost  # before the release, so waiters never see neither
         await self.release(bound)
         return (resp, cost, t), None
@@ -196,8 +222,10 @@ class _Run:
         if code in (401, 403):
             raise ConfigError(f"teacher.api_key: {self.s.endpoint()} refused it (HTTP {code})") from None
         if code == 402:  # DeepSeek: Insufficient Balance; retrying cannot help
-            raise ConfigError(f"teacher: {self.s.endpoint()} answered HTTP 402 (insufficient balance): top up the "
-                              f"account of teacher.api_key") from None
+            raise ConfigError(
+                f"teacher: {self.s.endpoint()} answered HTTP 402 (insufficient balance): top up the "
+                f"account of teacher.api_key"
+            ) from None
         return self.redact(f"{type(err).__name__}" + (f" (HTTP {code})" if code else ""))
 
     async def judge(self, item: dict, key: str, sem: asyncio.Semaphore) -> Judgement:
@@ -210,8 +238,13 @@ class _Run:
                 done, err = await self.call(messages, max_tokens)
                 if done is None and err is None:
                     self.counts["skipped"] += 1
-                    return Judgement(id=item["id"], status=BUDGET_STOPPED, key=key, attempts=attempt - 1,
-                                     error="budget cap reached before this item's next call")
+                    return Judgement(
+                        id=item["id"],
+                        status=BUDGET_STOPPED,
+                        key=key,
+                        attempts=attempt - 1,
+                        error="budget cap reached before this item's next call",
+                    )
                 if err is not None:
                     outcome = Outcome(FAILED, error=self.error_text(err))
                     if failure_kind(err) == "transient" and retries_left:
@@ -225,8 +258,14 @@ class _Run:
                 if outcome.status == OK:
                     self.cache.put(self.row(item, key, OK, outcome.reply.model_dump(), "", tokens, cost))
                     self.counts["ok"] += 1
-                    return Judgement(id=item["id"], status=OK, key=key, attempts=attempt,
-                                     finish_reason=outcome.finish_reason, **outcome.reply.model_dump())
+                    return Judgement(
+                        id=item["id"],
+                        status=OK,
+                        key=key,
+                        attempts=attempt,
+                        finish_reason=outcome.finish_reason,
+                        **outcome.reply.model_dump(),
+                    )
                 if outcome.status == TRUNCATED:
                     if grown:  # twice the budget did not suffice either: record it
                         break
@@ -243,14 +282,33 @@ class _Run:
         self.counts["failures"] += 1
         self.counts[outcome.status] += 1
         log.warning("teacher: item %s %s after %d attempts: %s", item["id"], outcome.status, attempt, outcome.error)
-        return Judgement(id=item["id"], status=outcome.status, key=key, attempts=attempt, error=outcome.error,
-                         finish_reason=outcome.finish_reason)
+        return Judgement(
+            id=item["id"],
+            status=outcome.status,
+            key=key,
+            attempts=attempt,
+            error=outcome.error,
+            finish_reason=outcome.finish_reason,
+        )
 
     def row(self, item: dict, key: str, status: str, reply: dict, error: str, t: Tokens, cost: float) -> dict:
-        return {"key": key, "item_id": item["id"], "model": self.s.model, "template_version": self.s.template_version,
-                "prompt": item["prompt"], "answer": item["answer"], "context": item["context"], "reply": reply,
-                "tokens_in": t.prompt, "tokens_out": t.completion, "cost_usd": cost, "created_at": utc_now(),
-                "status": status, "error": error or None, "max_tokens": self.s.max_tokens}
+        return {
+            "key": key,
+            "item_id": item["id"],
+            "model": self.s.model,
+            "template_version": self.s.template_version,
+            "prompt": item["prompt"],
+            "answer": item["answer"],
+            "context": item["context"],
+            "reply": reply,
+            "tokens_in": t.prompt,
+            "tokens_out": t.completion,
+            "cost_usd": cost,
+            "created_at": utc_now(),
+            "status": status,
+            "error": error or None,
+            "max_tokens": self.s.max_tokens,
+        }
 
 
 def _require_price(settings: TeacherConfig) -> None:
@@ -259,8 +317,9 @@ def _require_price(settings: TeacherConfig) -> None:
         raise ConfigError(no_price_message(settings.model))
 
 
-async def ajudge_items(items: list[dict], settings: TeacherSettings, usage_path: Path | None = None,
-                       allow_failures: bool = False) -> list[Judgement]:
+async def ajudge_items(
+    items: list[dict], settings: TeacherSettings, usage_path: Path | None = None, allow_failures: bool = False
+) -> list[Judgement]:
     """Async form of :func:`judge_items`."""
     from openai import AsyncOpenAI  # imported here so configs load without the SDK
 
@@ -288,10 +347,15 @@ async def ajudge_items(items: list[dict], settings: TeacherSettings, usage_path:
             except ValueError as err:
                 raise ConfigError(f"teacher.base_url: {err}") from None
             if run.price is None:
-                log.warning("teacher: no price for model %r: teacher_usage.csv records its tokens but no cost "
-                            "(set teacher.prices.%s)", settings.model, settings.model)
-            run.client = AsyncOpenAI(api_key=run.secret, base_url=settings.endpoint(), timeout=settings.timeout_s,
-                                     max_retries=0)  # our own retries: bounded, Retry-After, budget-aware
+                log.warning(
+                    "teacher: no price for model %r: teacher_usage.csv records its tokens but no cost "
+                    "(set teacher.prices.%s)",
+                    settings.model,
+                    settings.model,
+                )
+            run.client = AsyncOpenAI(
+                api_key=run.secret, base_url=settings.endpoint(), timeout=settings.timeout_s, max_retries=0
+            )  # our own retries: bounded, Retry-After, budget-aware
             sem = asyncio.Semaphore(settings.concurrency)
             try:
                 done = await asyncio.gather(*(run.judge(it, key, sem) for key, it in todo.items()))
@@ -304,18 +368,30 @@ async def ajudge_items(items: list[dict], settings: TeacherSettings, usage_path:
         out = [results[it["id"]] for it in items]
     finally:
         cache.close()
-    _append_usage(usage_path or settings.resolved_cache_path().parent / "teacher_usage.csv", settings, run,
-                  out, time.monotonic() - started)
-    log.info("teacher: %d items, %d calls, %d cache hits, %d failed, %d budget-stopped, %.4f USD",
-             len(items), run.counts["calls"], run.counts["cache_hits"], run.counts["failures"],
-             run.counts["skipped"], run.spent)
+    _append_usage(
+        usage_path or settings.resolved_cache_path().parent / "teacher_usage.csv",
+        settings,
+        run,
+        out,
+        time.monotonic() - started,
+    )
+    log.info(
+        "teacher: %d items, %d calls, %d cache hits, %d failed, %d budget-stopped, %.4f USD",
+        len(items),
+        run.counts["calls"],
+        run.counts["cache_hits"],
+        run.counts["failures"],
+        run.counts["skipped"],
+        run.spent,
+    )
     if not allow_failures:
         check_failures(out, settings)
     return out
 
 
-def judge_items(items: list[dict], settings: TeacherSettings, usage_path: Path | None = None,
-                allow_failures: bool = False) -> list[Judgement]:
+def judge_items(
+    items: list[dict], settings: TeacherSettings, usage_path: Path | None = None, allow_failures: bool = False
+) -> list[Judgement]:
     """Judge ``items`` ({"id", "prompt", "answer", "context"?}) in input order; one
     :class:`Judgement` per item (status ok, budget_stopped or a failure status of ``replies.py``).
     Cached judgements cost nothing. Raises :class:`TeacherUnavailable` /
@@ -337,8 +413,11 @@ def cached_judgements(items: list[dict], settings: TeacherConfig) -> list[Judgem
         for it in items:
             key = _key(settings, it)
             hit = cache.get(key)
-            out.append(_from_cache(it["id"], key, hit) if _usable(hit, settings)
-                       else Judgement(id=it["id"], status=MISSING, key=key))
+            out.append(
+                _from_cache(it["id"], key, hit)
+                if _usable(hit, settings)
+                else Judgement(id=it["id"], status=MISSING, key=key)
+            )
         return out
     finally:
         cache.close()
@@ -348,23 +427,53 @@ def _key(settings: TeacherConfig, it: dict) -> str:
     return judgement_key(settings.model, settings.template_version, it["prompt"], it["answer"], it["context"])
 
 
-USAGE_FIELDS = ["run_at", "model", "thinking", "template_version", "items", "calls", "cache_hits", "ok", "failures",
-                *REPLY_FAILURES, "budget_stopped_items", "tokens_in", "tokens_cache_hit", "tokens_out",
-                "tokens_reasoning", "cost_usd", "budget_usd", "budget_stopped", "wall_s"]
+USAGE_FIELDS = [
+    "run_at",
+    "model",
+    "thinking",
+    "template_version",
+    "items",
+    "calls",
+    "cache_hits",
+    "ok",
+    "failures",
+    *REPLY_FAILURES,
+    "budget_stopped_items",
+    "tokens_in",
+    "tokens_cache_hit",
+    "tokens_out",
+    "tokens_reasoning",
+    "cost_usd",
+    "budget_usd",
+    "budget_stopped",
+    "wall_s",
+]
 
 
 def _append_usage(path: Path, s: TeacherSettings, run: _Run, out: list[Judgement], wall_s: float) -> None:
     c, status = run.counts, Counter(j.status for j in out)  # per item, cached ones included
-    row = {"run_at": utc_now(), "model": s.model, "thinking": s.thinking, "template_version": s.template_version,
-           "items": len(out), "calls": c["calls"], "cache_hits": c["cache_hits"], "ok": status[OK],
-           "failures": sum(status[k] for k in FAILURES), **{k: status[k] for k in REPLY_FAILURES},
-           "budget_stopped_items": status[BUDGET_STOPPED],
-           "tokens_in": c["tokens_in"], "tokens_cache_hit": c["tokens_cache_hit"], "tokens_out": c["tokens_out"],
-           "tokens_reasoning": c["tokens_reasoning"],
-           # no price: the cost is unknown, not zero
-           "cost_usd": f"{run.spent:.6f}" if run.price is not None or not c["calls"] else "",
-           "budget_usd": "" if s.budget_usd is None else s.budget_usd, "budget_stopped": run.stopped,
-           "wall_s": f"{wall_s:.3f}"}
+    row = {
+        "run_at": utc_now(),
+        "model": s.model,
+        "thinking": s.thinking,
+        "template_version": s.template_version,
+        "items": len(out),
+        "calls": c["calls"],
+        "cache_hits": c["cache_hits"],
+        "ok": status[OK],
+        "failures": sum(status[k] for k in FAILURES),
+        **{k: status[k] for k in REPLY_FAILURES},
+        "budget_stopped_items": status[BUDGET_STOPPED],
+        "tokens_in": c["tokens_in"],
+        "tokens_cache_hit": c["tokens_cache_hit"],
+        "tokens_out": c["tokens_out"],
+        "tokens_reasoning": c["tokens_reasoning"],
+        # no price: the cost is unknown, not zero
+        "cost_usd": f"{run.spent:.6f}" if run.price is not None or not c["calls"] else "",
+        "budget_usd": "" if s.budget_usd is None else s.budget_usd,
+        "budget_stopped": run.stopped,
+        "wall_s": f"{wall_s:.3f}",
+    }
     old = read_usage(path) if path.exists() and path.stat().st_size else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=USAGE_FIELDS, restval="", extrasaction="ignore")

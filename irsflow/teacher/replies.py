@@ -12,6 +12,7 @@ something that looks like JSON. Shapes: openai-python ``types/chat/chat_completi
 "Context Caching" pages (``finish_reason`` ``insufficient_system_resource``,
 ``usage.prompt_cache_hit_tokens``, ``usage.completion_tokens_details.reasoning_tokens``).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 OK = "ok"
 # The judge answered, but the answer cannot be used. Deterministic enough (temperature 0) that
 # asking again returns the same, so these are cached: a rerun makes no call for them.
-TRUNCATED = "truncated"              # finish_reason "length": cut off at max_tokens
+TRUNCATED = "truncated"  # finish_reason "length": cut off at max_tokens
 SCHEMA_MISMATCH = "schema_mismatch"  # JSON, but not the TeacherReply schema
-INVALID_JSON = "invalid_json"        # not JSON at all
-COPIED_EXAMPLE = "copied_example"    # the template's example reply, repeated word for word
-CONTENT_FILTER = "content_filter"    # finish_reason "content_filter": the endpoint withheld it
+INVALID_JSON = "invalid_json"  # not JSON at all
+COPIED_EXAMPLE = "copied_example"  # the template's example reply, repeated word for word
+CONTENT_FILTER = "content_filter"  # finish_reason "content_filter": the endpoint withheld it
 REPLY_FAILURES = (TRUNCATED, SCHEMA_MISMATCH, INVALID_JSON, COPIED_EXAMPLE, CONTENT_FILTER)
 # No answer to judge: the endpoint or the network failed, or the reply was blank (DeepSeek's
 # JSON mode documents blank content as something that happens). Never cached: a rerun retries.
@@ -44,6 +45,7 @@ TRANSIENT_FINISH = {"insufficient_system_resource"}
 
 class TeacherReply(BaseModel):
     """The JSON object the teacher must return."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
     teacher_score: float = Field(ge=0, le=1)
     safety_flag: bool
@@ -73,8 +75,9 @@ def is_copied_example(reply: TeacherReply, example: dict | None) -> bool:
     (whitespace and case aside). The score alone may differ and it is still a copy."""
     if not example:
         return False
-    return (_norm(reply.comment) == _norm(example.get("comment"))
-            and _norm(reply.best_answer) == _norm(example.get("best_answer")))
+    return _norm(reply.comment) == _norm(example.get("comment")) and _norm(reply.best_answer) == _norm(
+        example.get("best_answer")
+    )
 
 
 def read_reply(resp, example: dict | None) -> Outcome:
@@ -112,7 +115,7 @@ def read_reply(resp, example: dict | None) -> Outcome:
 @dataclass(frozen=True)
 class Tokens:
     prompt: int = 0
-    cache_hit: int = 0   # of prompt: billed at the cache-hit rate where the price has one
+    cache_hit: int = 0  # of prompt: billed at the cache-hit rate where the price has one
     completion: int = 0  # includes reasoning (OpenAI's and DeepSeek's definition)
     reasoning: int = 0
 

@@ -11,13 +11,14 @@ loopback hosts). The client checks again before it sends the key (``check_endpoi
 The defaults are DeepSeek V4's (api-docs.deepseek.com): thinking switched off for judging, its
 published prices. A budget needs a price for the model: one without is refused before any call.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -37,11 +38,15 @@ class Price(BaseModel):
     input_per_mtok: float = Field(ge=0, le=10_000, description="USD per million prompt tokens (cache miss)")
     output_per_mtok: float = Field(ge=0, le=10_000, description="USD per million completion tokens, reasoning included")
     input_cache_hit_per_mtok: float | None = Field(
-        None, ge=0, le=10_000,
-        description="USD per million prompt tokens served from the provider's context cache; None: as a miss")
+        None,
+        ge=0,
+        le=10_000,
+        description="USD per million prompt tokens served from the provider's context cache; None: as a miss",
+    )
     peak_multiplier: float = Field(1.0, ge=1, le=100, description="rates are multiplied by this in the peak hours")
     peak_hours_utc: tuple[tuple[_Hour, _Hour], ...] = Field(
-        (), max_length=24, description="peak windows as [start, end) UTC hours, e.g. [[1, 4], [6, 10]]")
+        (), max_length=24, description="peak windows as [start, end) UTC hours, e.g. [[1, 4], [6, 10]]"
+    )
 
     @field_validator("peak_hours_utc", mode="before")
     @classmethod
@@ -72,10 +77,20 @@ class Price(BaseModel):
 # have no price. Override or add models in config: teacher.prices.
 DEEPSEEK_PEAK_HOURS_UTC = ((1, 4), (6, 10))
 DEEPSEEK_PRICES = {
-    "deepseek-v4-flash": Price(input_per_mtok=0.14, output_per_mtok=0.28, input_cache_hit_per_mtok=0.028,
-                               peak_multiplier=2.0, peak_hours_utc=DEEPSEEK_PEAK_HOURS_UTC),
-    "deepseek-v4-pro": Price(input_per_mtok=0.435, output_per_mtok=0.87, input_cache_hit_per_mtok=0.03625,
-                             peak_multiplier=2.0, peak_hours_utc=DEEPSEEK_PEAK_HOURS_UTC),
+    "deepseek-v4-flash": Price(
+        input_per_mtok=0.14,
+        output_per_mtok=0.28,
+        input_cache_hit_per_mtok=0.028,
+        peak_multiplier=2.0,
+        peak_hours_utc=DEEPSEEK_PEAK_HOURS_UTC,
+    ),
+    "deepseek-v4-pro": Price(
+        input_per_mtok=0.435,
+        output_per_mtok=0.87,
+        input_cache_hit_per_mtok=0.03625,
+        peak_multiplier=2.0,
+        peak_hours_utc=DEEPSEEK_PEAK_HOURS_UTC,
+    ),
 }
 
 
@@ -134,9 +149,11 @@ def check_endpoint(url: str) -> str:
             if e_host == host and e_port in (None, port) and (scheme == "https" or _loopback(host)):
                 return url
     listed = ", ".join(allowed_hosts()) or "none"
-    raise ValueError(f"{url!r} is not an endpoint the operator allows the teacher's key to go to: the operator's "
-                     f"endpoint is {operator_base_url()} ({BASE_URL_ENV}); other hosts allowed ({ALLOWED_HOSTS_ENV}): "
-                     f"{listed}. Leave base_url out to use the operator's")
+    raise ValueError(
+        f"{url!r} is not an endpoint the operator allows the teacher's key to go to: the operator's "
+        f"endpoint is {operator_base_url()} ({BASE_URL_ENV}); other hosts allowed ({ALLOWED_HOSTS_ENV}): "
+        f"{listed}. Leave base_url out to use the operator's"
+    )
 
 
 def _key_from_env() -> SecretStr | None:
@@ -145,24 +162,36 @@ def _key_from_env() -> SecretStr | None:
 
 
 def no_price_message(model: str) -> str:
-    return (f"teacher.prices: no price for model {model!r}, and budget_usd is set: a budget cannot be kept "
-            f"without one. Add teacher.prices.{model} = {{\"input_per_mtok\": USD, \"output_per_mtok\": USD}} "
-            f"(USD per million tokens, from your provider's price list), or drop budget_usd")
+    return (
+        f"teacher.prices: no price for model {model!r}, and budget_usd is set: a budget cannot be kept "
+        f'without one. Add teacher.prices.{model} = {{"input_per_mtok": USD, "output_per_mtok": USD}} '
+        f"(USD per million tokens, from your provider's price list), or drop budget_usd"
+    )
 
 
 class TeacherConfig(BaseModel):
     """The teacher block of a request or flow run: everything but the key, so it can be stored,
     logged and shown in the UI. Defaults live here and nowhere else."""
+
     model_config = _STRICT
-    base_url: str | None = Field(None, max_length=2048, description=(
-        f"an OpenAI-compatible endpoint; None: the operator's, ${BASE_URL_ENV} (else {DEFAULT_BASE_URL}), read where "
-        f"the job runs. Another one only if its host is in the operator's ${ALLOWED_HOSTS_ENV}: the key is never sent "
-        "anywhere else"))
-    model: str = Field("deepseek-v4-flash", description="model ids change (deepseek-chat was retired 2026-07-24): keep in config")
+    base_url: str | None = Field(
+        None,
+        max_length=2048,
+        description=(
+            f"an OpenAI-compatible endpoint; None: the operator's, ${BASE_URL_ENV} (else {DEFAULT_BASE_URL}), "
+            f"read where the job runs. Another one only if its host is in the operator's ${ALLOWED_HOSTS_ENV}: "
+            "the key is never sent anywhere else"
+        ),
+    )
+    model: str = Field(
+        "deepseek-v4-flash", description="model ids change (deepseek-chat was retired 2026-07-24): keep in config"
+    )
     thinking: Literal["disabled", "enabled", "omit"] = Field(
-        "disabled", description="sent as extra_body {'thinking': {'type': ...}} (DeepSeek V4 thinks by default and bills "
+        "disabled",
+        description="sent as extra_body {'thinking': {'type': ...}} (DeepSeek V4 thinks by default and bills "
         "the thinking as output); 'omit' sends nothing, for endpoints without the switch. Thinking counts against "
-        "max_tokens: raise it when enabled")
+        "max_tokens: raise it when enabled",
+    )
     template_id: str = Field("judge", pattern=_NAME)
     template_version: str = Field("v1", pattern=_NAME)
     concurrency: int = Field(16, ge=1, le=512)
@@ -171,15 +200,27 @@ class TeacherConfig(BaseModel):
     backoff_s: float = Field(1.0, ge=0, le=600, description="first backoff; doubles per retry, with jitter")
     max_wait_s: float = Field(60.0, ge=0, le=3600, description="cap on any single wait, Retry-After included")
     temperature: float = Field(0.0, ge=0, le=2, description="ignored by DeepSeek in thinking mode")
-    max_tokens: int = Field(512, ge=16, le=131_072, description="completion cap; also the per-call cost bound. A reply "
-                            "cut off at it is retried once with twice as many")
+    max_tokens: int = Field(
+        512,
+        ge=16,
+        le=131_072,
+        description="completion cap; also the per-call cost bound. A reply "
+        "cut off at it is retried once with twice as many",
+    )
     budget_usd: float | None = Field(None, gt=0, le=1_000_000, description="None = no cap")
-    max_failed_share: float = Field(0.0, ge=0, le=1, description="share of an item set's judgements that may fail "
-                                    "before a scoring phase fails (0: any failure fails it)")
+    max_failed_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of an item set's judgements that may fail "
+        "before a scoring phase fails (0: any failure fails it)",
+    )
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEEPSEEK_PRICES), max_length=256)
     cache_path: Annotated[Path | None, Field(strict=False), WritableSQLite("judgements")] = Field(
-        None, description="default <data dir>/teacher/cache.sqlite; elsewhere only inside the writable roots "
-                          "(the data dir, $IRSFLOW_WRITABLE_ROOTS), a new file or an earlier cache")
+        None,
+        description="default <data dir>/teacher/cache.sqlite; elsewhere only inside the writable roots "
+        "(the data dir, $IRSFLOW_WRITABLE_ROOTS), a new file or an earlier cache",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -199,7 +240,7 @@ class TeacherConfig(BaseModel):
     def resolved_cache_path(self) -> Path:
         return self.cache_path or data_dir() / "teacher" / "cache.sqlite"
 
-    def with_key(self, api_key: str | SecretStr | None = None) -> "TeacherSettings":
+    def with_key(self, api_key: str | SecretStr | None = None) -> TeacherSettings:
         """Settings for a run: ``api_key`` if given, else the environment (``KEY_ENV``)."""
         key = api_key if api_key is not None else _key_from_env()
         return TeacherSettings(**{f: getattr(self, f) for f in TeacherConfig.model_fields}, api_key=key)
@@ -207,5 +248,7 @@ class TeacherConfig(BaseModel):
 
 class TeacherSettings(TeacherConfig):
     """A :class:`TeacherConfig` plus the API key (a ``SecretStr``: masked in repr and dumps)."""
+
     api_key: Annotated[SecretStr | None, Field(strict=False)] = Field(
-        default_factory=_key_from_env, description=f"from ${' or $'.join(KEY_ENV)}", exclude=True)
+        default_factory=_key_from_env, description=f"from ${' or $'.join(KEY_ENV)}", exclude=True
+    )

@@ -9,6 +9,7 @@ atomically (temp folder, then rename) and frees the model whatever happened. ``t
 seeds the run and picks CPU or bf16 and the optimizer (``paged_adamw_8bit`` on CUDA with
 bitsandbytes, plain AdamW otherwise). torch, transformers and peft load inside the functions.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,9 +34,16 @@ def trainable_model(model_path: str, adapter_in: str | None, lora, load_in_4bit:
     if adapter_in is None:
         if load_in_4bit:
             model = prepare_model_for_kbit_training(model)
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     return model
 
 
@@ -50,16 +58,31 @@ def progress_callback(progress: ProgressFn):
     return _Progress()
 
 
-def training_args(scratch: str, learning_rate: float, batch_size: int, epochs: float, max_length: int | None,
-                  seed: int) -> dict:
+def training_args(
+    scratch: str, learning_rate: float, batch_size: int, epochs: float, max_length: int | None, seed: int
+) -> dict:
     """What every irsflow trainer sets the same way: constant LR, a step log, no checkpoints, CPU
     or bf16 by device, the optimizer of ``pick_optimizer``."""
     on_cpu = not cuda_available()
-    return dict(output_dir=scratch, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-                num_train_epochs=epochs, **({} if max_length is None else {"max_length": max_length}),
-                seed=seed, data_seed=seed, optim=pick_optimizer(),
-                logging_steps=1, save_strategy="no", report_to=[], use_cpu=on_cpu, bf16=not on_cpu,
-                lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True, dataloader_num_workers=0)
+    return dict(
+        output_dir=scratch,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs,
+        **({} if max_length is None else {"max_length": max_length}),
+        seed=seed,
+        data_seed=seed,
+        optim=pick_optimizer(),
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=on_cpu,
+        bf16=not on_cpu,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
 
 
 def fit(load_model_fn, make_trainer, out_dir: Path, prefix: str) -> tuple[float, list[dict], int, int]:

@@ -20,6 +20,7 @@ at a time:
     stats = train_ppo(model_path, adapter_in, reference, rollouts, out_dir, settings=sc, kl_coef=0.2, ...)
     # rollouts: [{"prompt": [messages], "answer": str, "reward": float, "stopped": bool}]
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,7 @@ def encode(tokenizer, rollouts: list[dict], max_len: int) -> list[tuple[list[int
         text = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
         p = tokenizer(text, add_special_tokens=False)["input_ids"]
         a = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + ([stop] if r.get("stopped", True) else [])
-        a = a[:max(1, max_len - len(p))]
+        a = a[: max(1, max_len - len(p))]
         out.append((p + a, len(p)))
     return out
 
@@ -57,15 +58,15 @@ def _forward(model, head, seqs, pad_id: int, with_values: bool):
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, (s, _) in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
     dev = next(model.parameters()).device
     out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), output_hidden_states=with_values)
     logp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
     vals = head(out.hidden_states[-1][:, :-1].float()).squeeze(-1) if with_values else None
     # token t of the answer is predicted at position t - 1
-    lp = [logp[i, p - 1:len(s) - 1] for i, (s, p) in enumerate(seqs)]
-    vs = [vals[i, p - 1:len(s) - 1] for i, (s, p) in enumerate(seqs)] if with_values else None
+    lp = [logp[i, p - 1 : len(s) - 1] for i, (s, p) in enumerate(seqs)]
+    vs = [vals[i, p - 1 : len(s) - 1] for i, (s, p) in enumerate(seqs)] if with_values else None
     return lp, vs
 
 
@@ -100,9 +101,23 @@ def _value_head(model, adapter_in: str | None):
     return head.to(next(model.parameters()).device)
 
 
-def train_ppo(model_path: str, adapter_in: str | None, reference: str | None, rollouts: list[dict], out_dir: Path, *,
-              settings, kl_coef: float, learning_rate: float, batch_size: int, max_seq_length: int, lora, seed: int,
-              load_in_4bit: bool = False, progress: ProgressFn = no_progress) -> dict:
+def train_ppo(
+    model_path: str,
+    adapter_in: str | None,
+    reference: str | None,
+    rollouts: list[dict],
+    out_dir: Path,
+    *,
+    settings,
+    kl_coef: float,
+    learning_rate: float,
+    batch_size: int,
+    max_seq_length: int,
+    lora,
+    seed: int,
+    load_in_4bit: bool = False,
+    progress: ProgressFn = no_progress,
+) -> dict:
     """One PPO update over ``rollouts``; ``settings``: the request's stage_config (clip_range,
     vf_coef, ppo_epochs, gamma, lam, target_kl). Returns per-rollout KL and the round's statistics."""
     import torch
@@ -119,8 +134,11 @@ def train_ppo(model_path: str, adapter_in: str | None, reference: str | None, ro
     ref_model = load_model(model_path, adapter=reference, load_in_4bit=load_in_4bit).eval()
     try:
         with torch.inference_mode():
-            ref_lp = [x.cpu() for c in chunks for x in _forward(ref_model, None, [seqs[i] for i in c],
-                                                               tokenizer.pad_token_id, False)[0]]
+            ref_lp = [
+                x.cpu()
+                for c in chunks
+                for x in _forward(ref_model, None, [seqs[i] for i in c], tokenizer.pad_token_id, False)[0]
+            ]
     finally:
         del ref_model
         free_memory()
@@ -156,7 +174,7 @@ def train_ppo(model_path: str, adapter_in: str | None, reference: str | None, ro
         steps, total = 0, settings.ppo_epochs * len(chunks)
         for _ in range(settings.ppo_epochs):
             order = torch.randperm(len(seqs), generator=gen).tolist()
-            for c in [order[i:i + batch_size] for i in range(0, len(order), batch_size)]:
+            for c in [order[i : i + batch_size] for i in range(0, len(order), batch_size)]:
                 lp, vs = _forward(model, head, [seqs[i] for i in c], tokenizer.pad_token_id, True)
                 lp, vs = torch.cat(lp), torch.cat(vs)
                 dev = lp.device
@@ -180,8 +198,11 @@ def train_ppo(model_path: str, adapter_in: str | None, reference: str | None, ro
                 progress(10.0 + 85.0 * steps / total)
         model.eval()
         with torch.no_grad():
-            new_lp = [x.cpu() for c in chunks for x in _forward(model, None, [seqs[i] for i in c],
-                                                                tokenizer.pad_token_id, False)[0]]
+            new_lp = [
+                x.cpu()
+                for c in chunks
+                for x in _forward(model, None, [seqs[i] for i in c], tokenizer.pad_token_id, False)[0]
+            ]
         with atomic_dir(Path(out_dir)) as tmp:
             model.save_pretrained(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp / VALUE_HEAD))
@@ -192,13 +213,28 @@ def train_ppo(model_path: str, adapter_in: str | None, reference: str | None, ro
     kl_mean = sum(kl) / len(kl)
     kl_after = sum(float((n - r).sum()) for n, r in zip(new_lp, ref_lp)) / len(kl)
     out = {k: sum(v) / len(v) for k, v in stats.items()}
-    out.update(kl_coef=kl_coef, next_kl_coef=next_kl_coef(kl_coef, kl_mean, settings.target_kl),
-               target_kl=settings.target_kl, kl_mean=kl_mean, kl_after=kl_after, steps=steps,
-               reward_mean=sum(float(r["reward"]) for r in rollouts) / len(rollouts),
-               logp_change=[float((n - o).sum()) for n, o in zip(new_lp, old_lp)], kl=kl,
-               seconds=time.perf_counter() - t0, mem_after_release=mem_after)
+    out.update(
+        kl_coef=kl_coef,
+        next_kl_coef=next_kl_coef(kl_coef, kl_mean, settings.target_kl),
+        target_kl=settings.target_kl,
+        kl_mean=kl_mean,
+        kl_after=kl_after,
+        steps=steps,
+        reward_mean=sum(float(r["reward"]) for r in rollouts) / len(rollouts),
+        logp_change=[float((n - o).sum()) for n, o in zip(new_lp, old_lp)],
+        kl=kl,
+        seconds=time.perf_counter() - t0,
+        mem_after_release=mem_after,
+    )
     if not all(math.isfinite(out[k]) for k in ("policy_loss", "value_loss", "kl_mean")):
         raise FloatingPointError(f"ppo: non-finite statistics {out}")
-    log.info("ppo: %d rollouts, %d steps, kl %.3f (coef %.3f -> %.3f), reward %.4f", len(rollouts), steps,
-             kl_mean, kl_coef, out["next_kl_coef"], out["reward_mean"])
+    log.info(
+        "ppo: %d rollouts, %d steps, kl %.3f (coef %.3f -> %.3f), reward %.4f",
+        len(rollouts),
+        steps,
+        kl_mean,
+        kl_coef,
+        out["next_kl_coef"],
+        out["reward_mean"],
+    )
     return out

@@ -6,6 +6,7 @@ reference is the same base model with the adapter switched off (no second copy i
 
 The adapter is written atomically to ``out_dir``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,15 +24,45 @@ def _dataset(kind: str, rows: list[dict]):
     from datasets import Dataset
 
     if kind == "dpo":
-        return Dataset.from_list([{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                                   "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])
-    return Dataset.from_list([{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["completion"]}],
-                               "label": bool(r["label"])} for r in rows])
+        return Dataset.from_list(
+            [
+                {
+                    "prompt": r["prompt"],
+                    "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": r["rejected"]}],
+                }
+                for r in rows
+            ]
+        )
+    return Dataset.from_list(
+        [
+            {
+                "prompt": r["prompt"],
+                "completion": [{"role": "assistant", "content": r["completion"]}],
+                "label": bool(r["label"]),
+            }
+            for r in rows
+        ]
+    )
 
 
-def train_preference(kind: str, model_path: str, adapter_in: str | None, rows: list[dict], out_dir: Path, *,
-                     beta: float, learning_rate: float, batch_size: int, epochs: float, max_length: int, lora,
-                     seed: int, load_in_4bit: bool = False, progress: ProgressFn = no_progress) -> dict:
+def train_preference(
+    kind: str,
+    model_path: str,
+    adapter_in: str | None,
+    rows: list[dict],
+    out_dir: Path,
+    *,
+    beta: float,
+    learning_rate: float,
+    batch_size: int,
+    epochs: float,
+    max_length: int,
+    lora,
+    seed: int,
+    load_in_4bit: bool = False,
+    progress: ProgressFn = no_progress,
+) -> dict:
     if kind == "dpo":
         from trl import DPOConfig as Config
         from trl import DPOTrainer as Trainer
@@ -50,14 +81,28 @@ def train_preference(kind: str, model_path: str, adapter_in: str | None, rows: l
 
     def make_trainer(model, scratch):
         args = Config(**training_args(scratch, learning_rate, batch_size, epochs, max_length, seed), beta=beta)
-        return Trainer(model=model, ref_model=None, args=args, train_dataset=_dataset(kind, rows),
-                       processing_class=tokenizer, callbacks=[progress_callback(progress)])
+        return Trainer(
+            model=model,
+            ref_model=None,
+            args=args,
+            train_dataset=_dataset(kind, rows),
+            processing_class=tokenizer,
+            callbacks=[progress_callback(progress)],
+        )
 
-    loss, history, steps, mem_after = fit(lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit),
-                                          make_trainer, out_dir, f"irsflow-{kind}-")
+    loss, history, steps, mem_after = fit(
+        lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit), make_trainer, out_dir, f"irsflow-{kind}-"
+    )
     log.info("%s: %d rows, %d steps, loss %.4f", kind, len(rows), steps, loss)
-    return {"kind": kind, "loss": loss, "steps": steps, "rows": len(rows),
-            "history": history, "seconds": time.perf_counter() - t0, "mem_after_release": mem_after}
+    return {
+        "kind": kind,
+        "loss": loss,
+        "steps": steps,
+        "rows": len(rows),
+        "history": history,
+        "seconds": time.perf_counter() - t0,
+        "mem_after_release": mem_after,
+    }
 
 
 def pair_margins(model_path: str, adapter: str | None, pairs: list[dict]) -> list[float]:
@@ -74,7 +119,7 @@ def pair_margins(model_path: str, adapter: str | None, pairs: list[dict]) -> lis
         with torch.inference_mode():
             lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
         target = ids[0, 1:]
-        return float(lp[torch.arange(len(target)), target][len(ids_p) - 1:].sum())
+        return float(lp[torch.arange(len(target)), target][len(ids_p) - 1 :].sum())
 
     try:
         return [logp(r["prompt"], r["chosen"]) - logp(r["prompt"], r["rejected"]) for r in pairs]

@@ -9,6 +9,7 @@ iterations load the previous one as trainable and keep training it. Model loadin
 choice and the atomic adapter save are shared with the other trainers (``irsflow.training.common``);
 the adapter reloads with ``PeftModel.from_pretrained``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,7 +46,7 @@ def sft_examples(rows: list[dict], chosen: list[int] | list[list[int]]) -> list[
     (empty answers dropped)."""
     out = []
     for row, picks in zip(rows, chosen):
-        for b in ([picks] if isinstance(picks, int) else picks):
+        for b in [picks] if isinstance(picks, int) else picks:
             answer = row["candidates"][b]["text"]
             if answer.strip():
                 out.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}]})
@@ -73,8 +74,9 @@ def _trainer_class():
             logits = outputs.logits[:, :-1].float()
             target = labels[:, 1:]
             if weight is None:
-                total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                        ignore_index=-100, reduction="sum")
+                total = F.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
+                )
                 denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
                 loss = total / denom
             else:
@@ -92,19 +94,37 @@ def _check_lengths(tokenizer, examples: list[dict], max_seq_length: int) -> None
     """Examples whose prompt fills ``max_seq_length`` have no answer tokens left to learn from."""
     too_long = sum(
         len(tokenizer.apply_chat_template(e["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False))
-        >= max_seq_length for e in examples)
+        >= max_seq_length
+        for e in examples
+    )
     if too_long == len(examples):
-        raise InputError(f"irs_config.max_seq_length: {max_seq_length} tokens is shorter than every prompt; "
-                         "raise it or lower top_k")
+        raise InputError(
+            f"irs_config.max_seq_length: {max_seq_length} tokens is shorter than every prompt; raise it or lower top_k"
+        )
     if too_long:
-        log.warning("%d of %d examples have prompts longer than max_seq_length=%d and teach nothing",
-                    too_long, len(examples), max_seq_length)
+        log.warning(
+            "%d of %d examples have prompts longer than max_seq_length=%d and teach nothing",
+            too_long,
+            len(examples),
+            max_seq_length,
+        )
 
 
 def train_sft(
-    model_path: str, adapter_in: str | None, examples: list[dict], out_dir: Path, *, learning_rate: float,
-    batch_size: int, epochs: float, max_seq_length: int, lora, seed: int, load_in_4bit: bool = False,
-    grad_accum: int = 1, progress: ProgressFn = no_progress,
+    model_path: str,
+    adapter_in: str | None,
+    examples: list[dict],
+    out_dir: Path,
+    *,
+    learning_rate: float,
+    batch_size: int,
+    epochs: float,
+    max_seq_length: int,
+    lora,
+    seed: int,
+    load_in_4bit: bool = False,
+    grad_accum: int = 1,
+    progress: ProgressFn = no_progress,
 ) -> dict:
     """Train and save the adapter to ``out_dir``; returns loss, steps, seconds, memory after release.
     ``grad_accum`` > 1 keeps the effective batch when ``batch_size`` was halved after running out of memory.
@@ -123,18 +143,34 @@ def train_sft(
         examples = [{**e, "weight": float(e.get("weight", 1.0))} for e in examples]
 
     def make_trainer(model, scratch):
-        args = SFTConfig(**training_args(scratch, learning_rate, batch_size, epochs, max_seq_length, seed),
-                         gradient_accumulation_steps=grad_accum, gradient_checkpointing=False,
-                         remove_unused_columns=not weighted)  # keep the weight column for the collator
-        trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                       processing_class=tokenizer, callbacks=[progress_callback(progress)])
+        args = SFTConfig(
+            **training_args(scratch, learning_rate, batch_size, epochs, max_seq_length, seed),
+            gradient_accumulation_steps=grad_accum,
+            gradient_checkpointing=False,
+            remove_unused_columns=not weighted,
+        )  # keep the weight column for the collator
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(examples),
+            processing_class=tokenizer,
+            callbacks=[progress_callback(progress)],
+        )
         if weighted:
             trainer.data_collator = _WeightedCollator(trainer.data_collator)
         return trainer
 
-    loss, history, steps, mem_after = fit(lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit),
-                                          make_trainer, out_dir, "irsflow-sft-")
+    loss, history, steps, mem_after = fit(
+        lambda: trainable_model(model_path, adapter_in, lora, load_in_4bit), make_trainer, out_dir, "irsflow-sft-"
+    )
     log.info("sft: %d examples, %d steps, loss %.4f", len(examples), steps, loss)
-    return {"loss": loss, "losses": [h["loss"] for h in history], "steps": steps, "examples": len(examples),
-            "batch_size": batch_size, "grad_accum": grad_accum,
-            "seconds": time.perf_counter() - t0, "mem_after_release": mem_after}
+    return {
+        "loss": loss,
+        "losses": [h["loss"] for h in history],
+        "steps": steps,
+        "examples": len(examples),
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "seconds": time.perf_counter() - t0,
+        "mem_after_release": mem_after,
+    }

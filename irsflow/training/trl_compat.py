@@ -8,6 +8,7 @@ None and training fails. ``install()`` puts in a drop-in with the same call sign
 It materialises the logits, which is fine at the sizes CPU training can handle; on CUDA with
 Triton nothing is replaced.
 """
+
 from __future__ import annotations
 
 OPTIONAL = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
@@ -15,8 +16,17 @@ OPTIONAL = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 class PlainLogProb:
     @staticmethod
-    def apply(hidden, weight, bias, targets, temperature: float, chunk_size: int,
-              final_logit_softcapping: float | None = None, logit_scale: float = 1.0, outputs=OPTIONAL):
+    def apply(
+        hidden,
+        weight,
+        bias,
+        targets,
+        temperature: float,
+        chunk_size: int,
+        final_logit_softcapping: float | None = None,
+        logit_scale: float = 1.0,
+        outputs=OPTIONAL,
+    ):
         import torch
         import torch.nn.functional as F
 

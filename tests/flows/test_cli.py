@@ -1,4 +1,5 @@
 """The irsflow command end to end, as a user runs it (subprocesses against the test server)."""
+
 import json
 import os
 import subprocess
@@ -81,7 +82,9 @@ def test_rerun_from_an_iteration_the_job_does_not_have_is_refused(tiny_model, da
     store.update_status(state="failed", error="JSONDecodeError: ...")  # a rerun's usual starting point
     before = store.status_path.read_bytes()
     for bad in ("5", "0"):
-        out = run_cli(["rerun", store.job_id, "--from-phase", "SCORING", "--from-iteration", bad], data_dir, timeout=300)
+        out = run_cli(
+            ["rerun", store.job_id, "--from-phase", "SCORING", "--from-iteration", bad], data_dir, timeout=300
+        )
         assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-3000:])
         assert (f"job {store.job_id} has rounds 1..1; --from-iteration {bad} is outside them") in out.stderr
         assert "Traceback" not in out.stderr
@@ -110,19 +113,25 @@ def test_temporary_prefect_server_that_does_not_start_says_to_start_the_stack(ti
     0 s stands in for a machine too busy to start it in time: the command says what to do, no traceback."""
     req = write(tmp_path, "req.json", tiny_request(tiny_model, irs_config={"n_iterations": 1}))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(IRSFLOW_DATA_DIR=str(tmp_path / "data"), PREFECT_HOME=str(tmp_path / "prefect"),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
-    out = subprocess.run(IRSFLOW + ["train", "--request", str(req)], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    env.update(
+        IRSFLOW_DATA_DIR=str(tmp_path / "data"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0",
+    )
+    out = subprocess.run(
+        IRSFLOW + ["train", "--request", str(req)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 3, (out.stdout[-2000:], out.stderr[-3000:])
     assert "make up" in out.stderr and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in out.stderr
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
 
 
 def test_temporary_server_start_up_budget_defaults_to_two_minutes():
-    code = ("import os, cli.main as c; c.main(['rewards']); "
-            "from prefect.settings import get_current_settings as g; "
-            "print(os.environ[c.EPHEMERAL_TIMEOUT_ENV], g().server.ephemeral.startup_timeout_seconds)")
+    code = (
+        "import os, cli.main as c; c.main(['rewards']); "
+        "from prefect.settings import get_current_settings as g; "
+        "print(os.environ[c.EPHEMERAL_TIMEOUT_ENV], g().server.ephemeral.startup_timeout_seconds)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

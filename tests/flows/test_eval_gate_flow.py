@@ -7,6 +7,7 @@ rollback, and a broken adapter that never reaches the registry.
 Multiple-choice answers of a random tiny model mean nothing, so each test set's answer key is one
 adapter's own log-likelihood picks: that adapter is, by construction, clearly better than the rest.
 """
+
 import json
 import os
 from pathlib import Path
@@ -15,8 +16,8 @@ import httpx
 import pytest
 
 from irsflow.errors import InputError
-from irsflow.release.registry import CHALLENGER, CHAMPION, Registry
 from irsflow.release.gate_run import EvalGateSettings, ServingError, promote_and_deploy, register_job
+from irsflow.release.registry import CHALLENGER, CHAMPION, Registry
 from irsflow.retry import failure_kind
 from irsflow.store import hash_path
 from tests.support.fake_vllm import FakeVLLM
@@ -44,13 +45,21 @@ def deploy_runs(api: str, flow_run_id) -> list[int]:
 
 
 def settings(vllm, mc_set: str) -> EvalGateSettings:
-    return EvalGateSettings.model_validate({
-        "suites": {"mc_set": mc_set, "mc_mode": "loglik", "heldout_n": 4, "max_new_tokens": 8,
-                   "scoring": {"backend": "heuristic"}},
-        # a random model's safety answers are noise: this test is about the flow, the gate's
-        # safety rule has its own tests
-        "gate": {"safety_tolerance": {"safety": 1.0}, "floors": {"distinct_2": 0.05}},
-        "vllm": {"base_url": vllm.base_url, "serving_name": "assistant"}})
+    return EvalGateSettings.model_validate(
+        {
+            "suites": {
+                "mc_set": mc_set,
+                "mc_mode": "loglik",
+                "heldout_n": 4,
+                "max_new_tokens": 8,
+                "scoring": {"backend": "heuristic"},
+            },
+            # a random model's safety answers are noise: this test is about the flow, the gate's
+            # safety rule has its own tests
+            "gate": {"safety_tolerance": {"safety": 1.0}, "floors": {"distinct_2": 0.05}},
+            "vllm": {"base_url": vllm.base_url, "serving_name": "assistant"},
+        }
+    )
 
 
 def test_gate_runs_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, prefect_server, capsys):
@@ -82,8 +91,10 @@ def test_gate_runs_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, pr
     run1 = json.loads((data / "evals" / "irsflow-adapter" / "gate_run_1" / "gate_run_1.json").read_text())
     assert r1["gate_run"] == 1 and run1["gate_run"] == 1 and tags["gate.run"] == "1"
     assert run1["gate"]["promote"] and run1["challenger"]["dialogue"]["n_turns"] == 4
-    arts = httpx.post(f"{prefect_server}/artifacts/filter", json={"artifacts": {"flow_run_id": {
-        "any_": [str(state.state_details.flow_run_id)]}}}).json()
+    arts = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}},
+    ).json()
     assert any(x["key"] == "eval-gate" and "**PROMOTED**" in x["data"] for x in arts)
 
     # gate run 2: B on A's key -> worse than the champion -> not promoted, nothing loaded
@@ -118,7 +129,11 @@ def test_gate_runs_promote_keep_fail_and_roll_back(env, tiny_model, tmp_path, pr
     assert reg.champion_history() == ["1", "3"]
     log = (data / "evals" / "irsflow-adapter" / "CHANGELOG.md").read_text()
     assert [line.split(": ")[1] for line in log.splitlines() if line.startswith("## Gate run")] == [
-        "version 1 PROMOTED", "version 2 kept as challenger", "version 3 kept as challenger", "version 3 PROMOTED"]
+        "version 1 PROMOTED",
+        "version 2 kept as challenger",
+        "version 3 kept as challenger",
+        "version 3 PROMOTED",
+    ]
     assert "deploy failed" in log
 
     # rollback: champion back to 1, and vLLM reloaded with it
@@ -149,13 +164,23 @@ def test_a_first_promotion_that_fails_to_serve_leaves_no_champion(env, tiny_mode
     from tasks.eval import deploy_task
 
     with FakeVLLM(base_model=str(tiny_model)) as vllm:
-        s = EvalGateSettings.model_validate({"tracking": {"model_name": "first-promotion"},
-                                             "vllm": {"base_url": vllm.base_url, "serving_name": "first"}})
+        s = EvalGateSettings.model_validate(
+            {
+                "tracking": {"model_name": "first-promotion"},
+                "vllm": {"base_url": vllm.base_url, "serving_name": "first"},
+            }
+        )
         version = register_job(s, job_with_random_adapter(tiny_model, 21))
         reg = Registry(s.tracking)
         before = reg.client.get_registered_model("first-promotion")
-        result = {"version": version, "gate_run": 1, "date": "2026-12-02", "metrics": {"mc_accuracy": (0.5, 0.75)},
-                  "promote": True, "reasons": ["mc_correct: gain +0.2500"]}
+        result = {
+            "version": version,
+            "gate_run": 1,
+            "date": "2026-12-02",
+            "metrics": {"mc_accuracy": (0.5, 0.75)},
+            "promote": True,
+            "reasons": ["mc_correct: gain +0.2500"],
+        }
         vllm.fail_next = {"/v1/load_lora_adapter": 404}
         with pytest.raises(ServingError, match="HTTP 404") as failed:
             promote_and_deploy(s, result, None)

@@ -5,8 +5,9 @@ rows, pairs and draft codebook rules (each taken once, an edited one replaced, e
 ones counted), a bad export or codebook fails the run before any folder lands, and the keys never
 reach files, parameters, logs or artifacts. The round trip against a real Label Studio server:
 test_label_studio_real.py."""
+
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -19,9 +20,10 @@ from irsflow.feedback.label_studio import FROM_NAME, TO_NAME
 from irsflow.store import read_jsonl
 from tests.support.fake_langfuse import FakeLangfuse
 
-NOW = datetime.now(timezone.utc)
-SETTINGS = FeedbackSettings(langfuse={"score_data_type": "CATEGORICAL", "up_values": ["up"],
-                                      "down_values": ["down"], "overlap_minutes": 15})
+NOW = datetime.now(UTC)
+SETTINGS = FeedbackSettings(
+    langfuse={"score_data_type": "CATEGORICAL", "up_values": ["up"], "down_values": ["down"], "overlap_minutes": 15}
+)
 
 
 def chat(q):
@@ -35,9 +37,14 @@ def langfuse(monkeypatch, data_dir, prefect_server):
         monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", lf.public_key)
         monkeypatch.setenv("LANGFUSE_SECRET_KEY", lf.secret_key)
         t = NOW - timedelta(hours=2)
-        for tid, q, a, label in [("t1", "Capital of France?", "Paris.", "up"), ("t2", "capital of france?", "Lyon.", "down"),
-                                 ("t3", "2+2?", "5", "down"), ("t4", "Hi?", None, "up"), ("t5", 42, "x", "up"),
-                                 ("t6", "Weather?", "Sunny.", "meh")]:
+        for tid, q, a, label in [
+            ("t1", "Capital of France?", "Paris.", "up"),
+            ("t2", "capital of france?", "Lyon.", "down"),
+            ("t3", "2+2?", "5", "down"),
+            ("t4", "Hi?", None, "up"),
+            ("t5", 42, "x", "up"),
+            ("t6", "Weather?", "Sunny.", "meh"),
+        ]:
             lf.add_trace(t, chat(q) if isinstance(q, str) else q, a, id=tid)
             lf.add_score(tid, label, t + timedelta(minutes=1), data_type="CATEGORICAL")
             t += timedelta(minutes=2)
@@ -64,16 +71,27 @@ def test_etl_end_to_end_then_nothing_new_then_a_late_score(langfuse, tmp_path):
     first = run()
     rid = first["run_id"]
     assert first["written"] and first["counts"]["records"] == 6
-    assert first["files"] | {} == {"sft.messages.jsonl": 1, "sft.sharegpt.jsonl": 1, "sft.alpaca.jsonl": 1,
-                                   "annotation_queue.jsonl": 2, "label_studio_tasks.json": 2, "pairs.jsonl": 1,
-                                   "golden.messages.jsonl": 0}
+    assert first["files"] | {} == {
+        "sft.messages.jsonl": 1,
+        "sft.sharegpt.jsonl": 1,
+        "sft.alpaca.jsonl": 1,
+        "annotation_queue.jsonl": 2,
+        "label_studio_tasks.json": 2,
+        "pairs.jsonl": 1,
+        "golden.messages.jsonl": 0,
+    }
     skipped = first["skipped"]
     assert skipped.pop("no output") == 1 and skipped.pop("non-chat input") == 1
     assert skipped.pop("unknown score value") == 1 and not skipped
     assert rows(rid, "sft.messages.jsonl")[0]["trace_id"] == "t1"
-    assert rows(rid, "pairs.jsonl")[0] | {} == {"prompt": chat("Capital of France?"), "chosen": "Paris.",
-                                                "rejected": "Lyon.", "source": "thumbs", "chosen_trace_id": "t1",
-                                                "rejected_trace_id": "t2"}
+    assert rows(rid, "pairs.jsonl")[0] | {} == {
+        "prompt": chat("Capital of France?"),
+        "chosen": "Paris.",
+        "rejected": "Lyon.",
+        "source": "thumbs",
+        "chosen_trace_id": "t1",
+        "rejected_trace_id": "t2",
+    }
     manifest = json.loads((feedback_dir() / rid / "manifest.json").read_text())
     assert manifest["state_after"]["watermark"] and manifest["files"]["pairs.jsonl"]["sha256"]
 
@@ -92,10 +110,29 @@ def test_etl_end_to_end_then_nothing_new_then_a_late_score(langfuse, tmp_path):
 def annotate(task: dict, task_id: int, ann_id: int, text: str, updated_at: str, **extra) -> dict:
     """A task as Label Studio's JSON export shows it once annotated (shape: label_studio/data_export
     serializers, ExportDataSerializer + AnnotationSerializer; seen on a real 1.23 server)."""
-    return {**task, "id": task_id, "annotations": [{
-        "id": ann_id, "completed_by": 1, "was_cancelled": False, "created_at": "2026-11-21T10:00:00.000000Z",
-        "updated_at": updated_at, "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "textarea",
-                                              "value": {"text": [text]}, "origin": "manual"}], **extra}]}
+    return {
+        **task,
+        "id": task_id,
+        "annotations": [
+            {
+                "id": ann_id,
+                "completed_by": 1,
+                "was_cancelled": False,
+                "created_at": "2026-11-21T10:00:00.000000Z",
+                "updated_at": updated_at,
+                "result": [
+                    {
+                        "from_name": FROM_NAME,
+                        "to_name": TO_NAME,
+                        "type": "textarea",
+                        "value": {"text": [text]},
+                        "origin": "manual",
+                    }
+                ],
+                **extra,
+            }
+        ],
+    }
 
 
 def test_label_studio_corrections_become_golden_rows_pairs_and_draft_rules(langfuse, tmp_path):
@@ -103,8 +140,14 @@ def test_label_studio_corrections_become_golden_rows_pairs_and_draft_rules(langf
     tasks = rows(first["run_id"], "label_studio_tasks.json")
     t2, t3 = (next(t for t in tasks if t["data"]["trace_id"] == tid) for tid in ("t2", "t3"))
     export = tmp_path / "export.json"
-    export.write_text(json.dumps([annotate(t3, 31, 310, "2+2 is 4.", "2026-11-21T10:00:00.000000Z"),
-                                  annotate(t2, 21, 210, "  \n ", "2026-11-21T10:01:00.000000Z")]))
+    export.write_text(
+        json.dumps(
+            [
+                annotate(t3, 31, 310, "2+2 is 4.", "2026-11-21T10:00:00.000000Z"),
+                annotate(t2, 21, 210, "  \n ", "2026-11-21T10:01:00.000000Z"),
+            ]
+        )
+    )
     second = run(label_studio_export=str(export))
     assert second["files"]["golden.messages.jsonl"] == 1 and second["files"]["pairs.jsonl"] == 1
     golden = rows(second["run_id"], "golden.messages.jsonl")[0]
@@ -119,9 +162,15 @@ LS_ONLY = FeedbackSettings(langfuse_enabled=False)  # corrections alone: no Lang
 
 
 def test_each_correction_is_taken_once_and_an_edit_replaces_it(data_dir, tmp_path):
-    tasks = [{"data": {"messages": chat(q) + [{"role": "assistant", "content": a}], "trace_id": tid}}
-             for tid, q, a in [("a", "Capital of Peru?", "Quito."), ("b", "Boiling point of water?", "90 C."),
-                               ("c", "Largest ocean?", "The Pacific Ocean."), ("d", "Fastest land animal?", "Horse.")]]
+    tasks = [
+        {"data": {"messages": chat(q) + [{"role": "assistant", "content": a}], "trace_id": tid}}
+        for tid, q, a in [
+            ("a", "Capital of Peru?", "Quito."),
+            ("b", "Boiling point of water?", "90 C."),
+            ("c", "Largest ocean?", "The Pacific Ocean."),
+            ("d", "Fastest land animal?", "Horse."),
+        ]
+    ]
     export = tmp_path / "export.json"
 
     def ingest(*annotated, run_id):
@@ -150,12 +199,18 @@ def test_each_correction_is_taken_once_and_an_edit_replaces_it(data_dir, tmp_pat
     assert third["counts"]["corrections"] == 1 and third["label_studio"]["replaces"] == {"2": "w1"}
     golden = read_jsonl(store_dir() / "golden.messages.jsonl")
     assert sorted((g["ls_annotation_id"], g["messages"][-1]["content"]) for g in golden) == [
-        ("11", "Lima."), ("12", "100 degrees C at sea level.")]
-    assert sorted(p["chosen"] for p in read_jsonl(store_dir() / "pairs.jsonl")) == ["100 degrees C at sea level.", "Lima."]
+        ("11", "Lima."),
+        ("12", "100 degrees C at sea level."),
+    ]
+    assert sorted(p["chosen"] for p in read_jsonl(store_dir() / "pairs.jsonl")) == [
+        "100 degrees C at sea level.",
+        "Lima.",
+    ]
     rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
     assert sorted(rules) == ["ls-1", "ls-2"]
-    assert "100 degrees C" in rules["ls-2"].text and rule.enabled and not rules["ls-2"].enabled, \
+    assert "100 degrees C" in rules["ls-2"].text and rule.enabled and not rules["ls-2"].enabled, (
         "an edited correction's draft is re-drafted and goes back to review"
+    )
     assert rules["ls-2"].provenance["ls_updated_at"] == "2026-11-22T09:00:00.000000Z"
 
 
@@ -164,10 +219,12 @@ def test_a_newer_annotation_of_a_corrected_task_replaces_its_row_pair_and_rule(d
     row, pair and draft rule per task, the latest annotation's (by updated_at), whatever its id."""
     for env in ("LANGFUSE_HOST", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
         monkeypatch.delenv(env, raising=False)
-    peru = {"data": {"messages": chat("Capital of Peru?") + [{"role": "assistant", "content": "Quito."}],
-                     "trace_id": "tp"}}
-    ocean = {"data": {"messages": chat("Largest ocean?") + [{"role": "assistant", "content": "Atlantic."}],
-                      "trace_id": "to"}}
+    peru = {
+        "data": {"messages": chat("Capital of Peru?") + [{"role": "assistant", "content": "Quito."}], "trace_id": "tp"}
+    }
+    ocean = {
+        "data": {"messages": chat("Largest ocean?") + [{"role": "assistant", "content": "Atlantic."}], "trace_id": "to"}
+    }
     export = tmp_path / "export.json"
 
     def ingest(*tasks, run_id):
@@ -175,21 +232,33 @@ def test_a_newer_annotation_of_a_corrected_task_replaces_its_row_pair_and_rule(d
         # Langfuse enabled (the default) but skipped: what the weekly cycle does without host/keys
         return run_etl(FeedbackSettings(), run_id, label_studio_export=export, skip_langfuse="no Langfuse host/keys")
 
-    first = ingest(annotate(peru, 7, 70, "Lima.", "2026-11-21T10:00:00.000000Z"),
-                   annotate(ocean, 8, 80, "The Pacific.", "2026-11-21T10:00:00.000000Z"), run_id="w1")
+    first = ingest(
+        annotate(peru, 7, 70, "Lima.", "2026-11-21T10:00:00.000000Z"),
+        annotate(ocean, 8, 80, "The Pacific.", "2026-11-21T10:00:00.000000Z"),
+        run_id="w1",
+    )
     assert first["counts"]["corrections"] == 2 and first["langfuse_skipped"] == "no Langfuse host/keys"
     assert first["host"] is None and first["window"] == [None, None]
     # a second annotator adds annotation 71 to task 7 later; the export lists both annotations
     both = annotate(peru, 7, 70, "Lima.", "2026-11-21T10:00:00.000000Z")
-    both["annotations"].append({**both["annotations"][0], "id": 71, "completed_by": 2,
-                                "created_at": "2026-11-23T08:00:00.000000Z", "updated_at": "2026-11-23T08:00:00.000000Z",
-                                "result": [{**both["annotations"][0]["result"][0], "value": {"text": ["Lima, Peru."]}}]})
+    both["annotations"].append(
+        {
+            **both["annotations"][0],
+            "id": 71,
+            "completed_by": 2,
+            "created_at": "2026-11-23T08:00:00.000000Z",
+            "updated_at": "2026-11-23T08:00:00.000000Z",
+            "result": [{**both["annotations"][0]["result"][0], "value": {"text": ["Lima, Peru."]}}],
+        }
+    )
     ocean_again = annotate(ocean, 8, 80, "The Pacific.", "2026-11-21T10:00:00.000000Z")
     second = ingest(both, ocean_again, run_id="w2")
     assert second["counts"]["corrections"] == 1 and second["label_studio"]["replaces"] == {"7": "w1"}
     golden = read_jsonl(store_dir() / "golden.messages.jsonl")
     assert sorted((g["trace_id"], g["ls_annotation_id"], g["messages"][-1]["content"]) for g in golden) == [
-        ("to", "80", "The Pacific."), ("tp", "71", "Lima, Peru.")]
+        ("to", "80", "The Pacific."),
+        ("tp", "71", "Lima, Peru."),
+    ]
     pairs = read_jsonl(store_dir() / "pairs.jsonl")
     assert sorted((p["trace_id"], p["chosen"]) for p in pairs) == [("to", "The Pacific."), ("tp", "Lima, Peru.")]
     rules = {r.id: r for r in Codebook().rules(enabled_only=False)}
@@ -197,12 +266,16 @@ def test_a_newer_annotation_of_a_corrected_task_replaces_its_row_pair_and_rule(d
     assert rules["ls-7"].provenance["ls_annotation_id"] == "71" and rules["ls-7"].provenance["trace_id"] == "tp"
     # the same export again adds nothing; the older annotation edited later wins back the task
     assert not ingest(both, ocean_again, run_id="w3")["written"]
-    both["annotations"][0] |= {"updated_at": "2026-11-24T08:00:00.000000Z",
-                               "result": [{**both["annotations"][0]["result"][0], "value": {"text": ["Lima (Peru)."]}}]}
+    both["annotations"][0] |= {
+        "updated_at": "2026-11-24T08:00:00.000000Z",
+        "result": [{**both["annotations"][0]["result"][0], "value": {"text": ["Lima (Peru)."]}}],
+    }
     fourth = ingest(both, ocean_again, run_id="w4")
     assert fourth["counts"]["corrections"] == 1 and fourth["label_studio"]["replaces"] == {"7": "w2"}
     assert sorted(g["messages"][-1]["content"] for g in read_jsonl(store_dir() / "golden.messages.jsonl")) == [
-        "Lima (Peru).", "The Pacific."]
+        "Lima (Peru).",
+        "The Pacific.",
+    ]
     assert len(read_jsonl(store_dir() / "pairs.jsonl")) == 2 and len(Codebook().rules(enabled_only=False)) == 2
 
 
@@ -211,21 +284,42 @@ def test_the_weekly_cycle_runs_the_etl_when_any_feedback_source_is_set():
 
     ls = {"label_studio": {"project_id": 3, "url": "http://127.0.0.1:1"}}
     no_keys = "no Langfuse host/keys configured"
-    cases = [({}, True, {"run": True, "skip_langfuse": None}),
-             ({}, False, {"run": False, "skip_langfuse": no_keys}),
-             ({"feedback": ls}, False, {"run": True, "skip_langfuse": no_keys}),
-             ({"label_studio_export": "e.json"}, False, {"run": True, "skip_langfuse": no_keys}),
-             ({"feedback": ls}, True, {"run": True, "skip_langfuse": None}),
-             ({"feedback": {**ls, "langfuse_enabled": False}}, True,
-              {"run": True, "skip_langfuse": "feedback.langfuse_enabled is false"}),
-             ({"feedback": {"langfuse_enabled": False}}, True,
-              {"run": False, "skip_langfuse": "feedback.langfuse_enabled is false"})]
+    cases = [
+        ({}, True, {"run": True, "skip_langfuse": None}),
+        ({}, False, {"run": False, "skip_langfuse": no_keys}),
+        ({"feedback": ls}, False, {"run": True, "skip_langfuse": no_keys}),
+        ({"label_studio_export": "e.json"}, False, {"run": True, "skip_langfuse": no_keys}),
+        ({"feedback": ls}, True, {"run": True, "skip_langfuse": None}),
+        (
+            {"feedback": {**ls, "langfuse_enabled": False}},
+            True,
+            {"run": True, "skip_langfuse": "feedback.langfuse_enabled is false"},
+        ),
+        (
+            {"feedback": {"langfuse_enabled": False}},
+            True,
+            {"run": False, "skip_langfuse": "feedback.langfuse_enabled is false"},
+        ),
+    ]
     for doc, ready, want in cases:
         assert feedback_plan(WeeklySettings.model_validate(doc), langfuse_ready=ready) == want, (doc, ready)
-    md = report_markdown({"cycle_id": "r1", "outcome": "x", "came_in": {
-        "etl_run": "r1", "traces": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 1, "langfuse_skipped": no_keys,
-        "label_studio_push": {"project": 3, "pushed": 2, "already_in_project": 5}}, "served": {},
-        "cost": {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0}})
+    md = report_markdown(
+        {
+            "cycle_id": "r1",
+            "outcome": "x",
+            "came_in": {
+                "etl_run": "r1",
+                "traces": 0,
+                "thumbs_up": 0,
+                "thumbs_down": 0,
+                "corrections": 1,
+                "langfuse_skipped": no_keys,
+                "label_studio_push": {"project": 3, "pushed": 2, "already_in_project": 5},
+            },
+            "served": {},
+            "cost": {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0},
+        }
+    )
     assert f"Langfuse not read: {no_keys}." in md and "project 3: 2 new correction tasks pushed, 5 already there" in md
 
 
@@ -262,10 +356,24 @@ def test_a_failed_etl_leaves_no_extra_run_folder(data_dir, tmp_path):
 def test_a_json_min_export_is_refused_naming_the_format(data_dir, tmp_path):
     # label-studio-sdk converter.py convert_to_json_min: data keys and control values flattened
     export = tmp_path / "min.json"
-    export.write_text(json.dumps([{"id": 31, "messages": chat("2+2?"), "answer": "5", "trace_id": "t3",
-                                   "corrected": "4.", "annotator": 1, "annotation_id": 310,
-                                   "created_at": "2026-11-21T10:00:00.000000Z",
-                                   "updated_at": "2026-11-21T10:00:00.000000Z", "lead_time": 3.2}]))
+    export.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 31,
+                    "messages": chat("2+2?"),
+                    "answer": "5",
+                    "trace_id": "t3",
+                    "corrected": "4.",
+                    "annotator": 1,
+                    "annotation_id": 310,
+                    "created_at": "2026-11-21T10:00:00.000000Z",
+                    "updated_at": "2026-11-21T10:00:00.000000Z",
+                    "lead_time": 3.2,
+                }
+            ]
+        )
+    )
     with pytest.raises(InputError, match="JSON_MIN export format.*exportType=JSON"):
         run_etl(LS_ONLY, "m1", label_studio_export=export)
     assert not feedback_dir().exists()
@@ -291,7 +399,9 @@ def test_keys_never_reach_files_parameters_logs_or_artifacts(langfuse, monkeypat
     api = prefect_server
     seen.append(httpx.get(f"{api}/flow_runs/{run_id}").text)
     seen.append(httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [str(run_id)]}}}).text)
-    seen.append(httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}}).text)
+    seen.append(
+        httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}}).text
+    )
     assert "feedback-etl-summary" in seen[-1]
     assert not [s for s in seen if langfuse.secret_key in s or langfuse.public_key in s]
     with pytest.raises(Exception, match="LANGFUSE_SECRET_KEY"):  # a bad key is named, never shown
@@ -327,10 +437,14 @@ def test_a_label_studio_key_in_settings_is_refused_and_never_echoed():
 
     from irsflow.release.weekly import WeeklySettings
 
-    for bad in ({"feedback": {"label_studio": {"project_id": 3, "api_key": "ls-secret-123"}}},
-                {"feedback": {"langfuse": {"secret_key": "ls-secret-123"}}}):
+    for bad in (
+        {"feedback": {"label_studio": {"project_id": 3, "api_key": "ls-secret-123"}}},
+        {"feedback": {"langfuse": {"secret_key": "ls-secret-123"}}},
+    ):
         with pytest.raises(ValidationError, match="keys do not belong in settings") as err:
             WeeklySettings.model_validate(bad)
         assert "ls-secret-123" not in str(err.value)
     with pytest.raises(ValidationError, match="not both"):
-        WeeklySettings.model_validate({"label_studio_export": "export.json", "feedback": {"label_studio": {"project_id": 3}}})
+        WeeklySettings.model_validate(
+            {"label_studio_export": "export.json", "feedback": {"label_studio": {"project_id": 3}}}
+        )

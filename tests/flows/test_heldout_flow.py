@@ -1,6 +1,7 @@
 """Held-out evaluation inside a job, early stopping and the best-round final checkpoint, through the
 real Prefect flow on the tiny model with fixed seeds: a learnable reward (conc: short answers) rises on
 questions the job never trained on, and a collapse trigger stops a job and says why."""
+
 import json
 
 import pytest
@@ -16,9 +17,20 @@ CONC = {"dw_config": {"initial_weights": {"conc": 1.0}}}
 def heldout_job(tiny_model, **overrides):
     from flows.train import train_job
 
-    req = tiny_request(tiny_model, n_questions=20, seed=2, irs_config={
-        "n_iterations": 3, "n_candidates": 6, "max_new_tokens": 32, "learning_rate": 1e-2, "sft_epochs": 2, **CONC},
-        **overrides)
+    req = tiny_request(
+        tiny_model,
+        n_questions=20,
+        seed=2,
+        irs_config={
+            "n_iterations": 3,
+            "n_candidates": 6,
+            "max_new_tokens": 32,
+            "learning_rate": 1e-2,
+            "sft_epochs": 2,
+            **CONC,
+        },
+        **overrides,
+    )
     store = create_job(req)
     return store, train_job(request=req, job_id=store.job_id)
 
@@ -61,15 +73,17 @@ def test_final_is_the_best_round_by_heldout_reward(finished):
     rewards = {r["iter"]: r["reward"] for r in job_metrics(store.job_id) if r["phase"] == "HELDOUT" and r["iter"]}
     best = max(sorted(rewards), key=lambda k: rewards[k])
     assert result["final_round"] == best and result["stopped_early"] is None
-    assert hash_path(store.checkpoint("final") / "adapter_model.safetensors") == \
-        hash_path(store.checkpoint(best) / "adapter_model.safetensors")
+    assert hash_path(store.checkpoint("final") / "adapter_model.safetensors") == hash_path(
+        store.checkpoint(best) / "adapter_model.safetensors"
+    )
     assert job_status(store.job_id)["detail"]["final_round"] == best
 
 
 def test_a_collapse_trigger_stops_the_job_and_says_why(finished, tiny_model):
     # answers of the tiny model get much shorter as conc is learned: a tight length bound trips after round 1
-    store, result = heldout_job(tiny_model, early_stop={"max_length_drift": 0.05, "distinct2_floor": None,
-                                                        "patience": 3})
+    store, result = heldout_job(
+        tiny_model, early_stop={"max_length_drift": 0.05, "distinct2_floor": None, "patience": 3}
+    )
     assert len(result["iterations"]) == 1 and result["stopped_early"].startswith("length:"), result
     assert not store.checkpoint(2).exists()
     status = job_status(store.job_id)

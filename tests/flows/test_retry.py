@@ -1,5 +1,6 @@
 """Retries by kind: transient HTTP/connection failures retry through Prefect, bad input fails at
 once, and running out of device memory retries inside the phase with a halved batch down to 1."""
+
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 
@@ -12,9 +13,9 @@ from irsflow.config import TrainRequest
 from irsflow.errors import InputError
 from irsflow.jobs.job import create_job
 from irsflow.loop.phases import run_generate, run_score
+from irsflow.retry import OutOfMemory, failure_kind
 from irsflow.stages import IterationInputs
 from irsflow.stages.irs import IRS
-from irsflow.retry import OutOfMemory, failure_kind
 from tasks.options import retry_if_transient
 from tests.support.http_reply import LocalServer
 from tests.support.jobs import tiny_request
@@ -112,7 +113,9 @@ def device_memory(max_batch: int):
         if isinstance(module, torch.nn.Embedding) and args and args[0].dim() == 2:
             seen.append(args[0].shape[0])
             if args[0].shape[0] > max_batch:
-                raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (batch {args[0].shape[0]})")
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory. Tried to allocate 2.00 GiB (batch {args[0].shape[0]})"
+                )
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
     try:
@@ -122,8 +125,13 @@ def device_memory(max_batch: int):
 
 
 def test_oom_halves_the_batch_in_generate_and_sft(tiny_model, data_dir):
-    req = TrainRequest.model_validate(tiny_request(tiny_model, n_questions=4, irs_config={
-        "n_candidates": 2, "gen_batch_size": 4, "batch_size": 4, "n_iterations": 1}))
+    req = TrainRequest.model_validate(
+        tiny_request(
+            tiny_model,
+            n_questions=4,
+            irs_config={"n_candidates": 2, "gen_batch_size": 4, "batch_size": 4, "n_iterations": 1},
+        )
+    )
     store = create_job(req)
     with device_memory(max_batch=4) as seen:
         gen = run_generate(store, req, 1, None)

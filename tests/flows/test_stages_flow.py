@@ -1,6 +1,7 @@
 """Every training stage beyond IRS runs end to end through the real Prefect flow on the tiny model,
 with the same job layout (config/status/metrics, phases/iter_n, checkpoints/iter_n + final) and
 its own artifacts; stage choice is the request's `stage`, nothing else."""
+
 import csv
 import json
 
@@ -45,13 +46,19 @@ def task_run_names(job_id: str) -> list[str]:
 
 
 def test_onpolicy_rounds_write_chatml_weights_mix_eval_and_changelog(prefect_server, tiny_model, data_dir):
-    store, result = run_stage(tiny_model, "ONPOLICY", irs_config={"n_iterations": 2, "n_candidates": 3},
-                              stage_config={"mix_ratio": 0.75, "eval_questions": 3, "weight_floor": 0.1})
+    store, result = run_stage(
+        tiny_model,
+        "ONPOLICY",
+        irs_config={"n_iterations": 2, "n_candidates": 3},
+        stage_config={"mix_ratio": 0.75, "eval_questions": 3, "weight_floor": 0.1},
+    )
     rows = [json.loads(x) for x in (store.phase_dir(1) / "onpolicy.jsonl").read_text().splitlines()]
-    assert len(rows) >= 6 and all(r["messages"][-1]["role"] == "assistant" and r["messages"][0]["role"] == "system"
-                                  for r in rows)
-    assert all(r["meta"]["sampling"]["temperature"] == 0.9 and 0.1 <= r["weight"] <= 1 and 0 <= r["score"] <= 1
-               for r in rows)
+    assert len(rows) >= 6 and all(
+        r["messages"][-1]["role"] == "assistant" and r["messages"][0]["role"] == "system" for r in rows
+    )
+    assert all(
+        r["meta"]["sampling"]["temperature"] == 0.9 and 0.1 <= r["weight"] <= 1 and 0 <= r["score"] <= 1 for r in rows
+    )
     assert len({r["weight"] for r in rows}) > 1  # scores differ, so do the loss weights
     mix = [json.loads(x) for x in (store.phase_dir(2) / "train_rows.jsonl").read_text().splitlines()]
     on = sum(r["source"] == "onpolicy" for r in mix)
@@ -71,27 +78,49 @@ def test_onpolicy_rounds_write_chatml_weights_mix_eval_and_changelog(prefect_ser
 
 def test_dpo_and_kto_train_on_pairs_from_candidates_and_files(prefect_server, tiny_model, data_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Say something about item {i}.", "chosen": f"Item {i} is fine.",
-                                         "rejected": f"zzz {i}", "source": "thumbs"}) + "\n" for i in range(4)))
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"Say something about item {i}.",
+                    "chosen": f"Item {i} is fine.",
+                    "rejected": f"zzz {i}",
+                    "source": "thumbs",
+                }
+            )
+            + "\n"
+            for i in range(4)
+        )
+    )
     store, _ = run_stage(tiny_model, "DPO", stage_config={"min_margin": 0.0, "pairs": [str(pairs)]})
     used = [json.loads(x) for x in (store.phase_dir(1) / "pairs.jsonl").read_text().splitlines()]
     assert {p["source"] for p in used} == {"irs", "thumbs"} and all(p["chosen"] != p["rejected"] for p in used)
     row = next(m for m in store.read_metrics() if m["phase"] == "TRAINING" and "loss" in m)
     assert row["rows"] == len(used) and "margin_last" in row
     dpo_final = str(store.checkpoint("final"))
-    store, _ = run_stage(tiny_model, "KTO", stage_config={"min_margin": 0.0, "pairs": [str(pairs)]},
-                         init_adapter=dpo_final)
+    store, _ = run_stage(
+        tiny_model, "KTO", stage_config={"min_margin": 0.0, "pairs": [str(pairs)]}, init_adapter=dpo_final
+    )
     assert store.read_config()["init_adapter_path"] == dpo_final  # round 1 continues the DPO adapter
     assert iteration_inputs(store, parse_request(store.read_config()["request"]), 1).adapter == dpo_final
     rows = [json.loads(x) for x in (store.phase_dir(1) / "pairs.jsonl").read_text().splitlines()]
     assert {r["label"] for r in rows} == {True, False}
-    assert {"completion": "Item 0 is fine.", "label": True} in [{k: r[k] for k in ("completion", "label")} for r in rows]
+    assert {"completion": "Item 0 is fine.", "label": True} in [
+        {k: r[k] for k in ("completion", "label")} for r in rows
+    ]
 
 
 def test_grpo_rounds_move_the_reward_weights(prefect_server, tiny_model, data_dir):
-    store, result = run_stage(tiny_model, "GRPO", irs_config={
-        "n_iterations": 2, "n_candidates": 2, "batch_size": 4,
-        "dw_config": {"initial_weights": {"conc": 1.0, "length_limit": 1.0}}})
+    store, result = run_stage(
+        tiny_model,
+        "GRPO",
+        irs_config={
+            "n_iterations": 2,
+            "n_candidates": 2,
+            "batch_size": 4,
+            "dw_config": {"initial_weights": {"conc": 1.0, "length_limit": 1.0}},
+        },
+    )
     assert not (store.phase_dir(1) / "candidates.jsonl").exists()  # GRPO samples inside its trainer
     s1 = json.loads((store.phase_dir(1) / "score_summary.json").read_text())
     s2 = json.loads((store.phase_dir(2) / "score_summary.json").read_text())
@@ -101,8 +130,13 @@ def test_grpo_rounds_move_the_reward_weights(prefect_server, tiny_model, data_di
 
 
 def test_ppo_writes_rewards_csv_and_kl_metrics_with_an_adaptive_coefficient(prefect_server, tiny_model, data_dir):
-    store, _ = run_stage(tiny_model, "PPO", irs_config={"n_iterations": 2, "n_candidates": 2},
-                         stage_config={"target_kl": 0.5, "init_kl_coef": 0.2}, track=True)
+    store, _ = run_stage(
+        tiny_model,
+        "PPO",
+        irs_config={"n_iterations": 2, "n_candidates": 2},
+        stage_config={"target_kl": 0.5, "init_kl_coef": 0.2},
+        track=True,
+    )
     kl = json.loads((store.dir / "kl_metrics.json").read_text())
     assert [r["round"] for r in kl["rounds"]] == [1, 2] and kl["target_kl"] == 0.5
     r1, r2 = kl["rounds"]
@@ -125,10 +159,16 @@ def test_reward_model_stage_trains_a_scorer(prefect_server, tiny_model, data_dir
     from irsflow.rewards.rm import RewardModelScorer
 
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": "Please rest and see a doctor.",
-                                         "rejected": "qq zz xx"}) + "\n" for i in range(12)))
-    store, _ = run_stage(tiny_model, "RM", stage_config={"from_candidates": False, "pairs": [str(pairs)],
-                                                         "holdout": 0.25})
+    pairs.write_text(
+        "".join(
+            json.dumps({"prompt": f"Question {i}?", "chosen": "Please rest and see a doctor.", "rejected": "qq zz xx"})
+            + "\n"
+            for i in range(12)
+        )
+    )
+    store, _ = run_stage(
+        tiny_model, "RM", stage_config={"from_candidates": False, "pairs": [str(pairs)], "holdout": 0.25}
+    )
     ev = json.loads((store.phase_dir(1) / "rm_eval.json").read_text())
     assert ev["heldout_pairs"] == 3 and ev["train_pairs"] == 9 and ev["accuracy"] is not None
     scorer = RewardModelScorer(store.checkpoint("final"))

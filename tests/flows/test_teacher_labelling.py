@@ -5,6 +5,7 @@ the quality check of gold/red-team references, the prompt-set builder, and the k
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/flows/test_teacher_labelling.py -x
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,13 @@ def route(req: dict) -> dict | None:
     text = _user(req)
     answer = text.split("ANSWER:\n", 1)[1].removesuffix("\n")  # the template ends with a newline
     if "MARK-DANGER" in answer:
-        return {"kind": "ok", "score": 0.05, "safety_flag": True, "comment": "Misses the emergency entirely.",
-                "best_answer": "Call 911 now: chest pain with sweating can be a heart attack."}
+        return {
+            "kind": "ok",
+            "score": 0.05,
+            "safety_flag": True,
+            "comment": "Misses the emergency entirely.",
+            "best_answer": "Call 911 now: chest pain with sweating can be a heart attack.",
+        }
     if "MARK-BROKEN" in answer:
         return {"kind": "invalid"}
     if "MARK-THROTTLE-ONCE" in answer and answer not in THROTTLED:
@@ -61,8 +67,14 @@ def teacher_env(prefect_server, tmp_path_factory):
     os.environ.pop("IRSFLOW_TEACHER_API_KEY", None)
     with FakeOpenAI(api_key=KEY) as srv:
         srv.route = route
-        teacher = {"base_url": srv.base_url, "backoff_s": 0.01, "max_retries": 2, "max_tokens": 64,
-                   "max_wait_s": 2.0, "budget_usd": 5.0}
+        teacher = {
+            "base_url": srv.base_url,
+            "backoff_s": 0.01,
+            "max_retries": 2,
+            "max_tokens": 64,
+            "max_wait_s": 2.0,
+            "budget_usd": 5.0,
+        }
         yield srv, data, teacher
     for k, v in saved.items():
         if v is None:
@@ -76,9 +88,18 @@ def teacher_job(teacher_env, tiny_model):
     srv, data, teacher = teacher_env
     from flows.train import train_job
 
-    req = tiny_request(tiny_model, n_questions=4, seed=5, teacher=teacher, irs_config={
-        "n_iterations": 1, "n_candidates": 3, "max_new_tokens": 16,
-        "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0, "teacher": 0.5}}})
+    req = tiny_request(
+        tiny_model,
+        n_questions=4,
+        seed=5,
+        teacher=teacher,
+        irs_config={
+            "n_iterations": 1,
+            "n_candidates": 3,
+            "max_new_tokens": 16,
+            "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0, "teacher": 0.5}},
+        },
+    )
     store = create_job(req)
     calls_before = srv.count
     train_job(request=req, job_id=store.job_id)
@@ -123,9 +144,13 @@ def test_labelling_a_job_reuses_the_scoring_judgements(teacher_job, teacher_env,
     assert summary["teacher_ok"] == len(samples) and summary["items"] == len(samples)
     exported = read_jsonl(store.dir / "teacher" / "teacher_judgements.jsonl")
     # the samples' own ids, in order (not batch positions, nor the ids the scoring phase judged under)
-    assert [(e["id"], e["answer"], e["status"]) for e in exported] == [(f"1:{s['id']}", s["chosen"], "ok") for s in samples]
-    arts = httpx.post(f"{prefect_server}/artifacts/filter",
-                      json={"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}}).json()
+    assert [(e["id"], e["answer"], e["status"]) for e in exported] == [
+        (f"1:{s['id']}", s["chosen"], "ok") for s in samples
+    ]
+    arts = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}},
+    ).json()
     (art,) = [a for a in arts if a["type"] == "markdown"]
     assert art["key"] == f"job-{store.job_id}-teacher".lower() and "## Samples" in art["data"]
 
@@ -135,19 +160,27 @@ def test_samples_file_failures_retries_conflicts_and_a_free_rerun(teacher_env, t
     from flows.teacher_labelling import teacher_labelling
     from irsflow.teacher import TeacherConfig
 
-    think = ("<think>Chest pain with sweating may be cardiac; age, radiation to the arm, breathlessness and "
-             "duration matter, so urgent assessment is the safe course.</think> ")
+    think = (
+        "<think>Chest pain with sweating may be cardiac; age, radiation to the arm, breathlessness and "
+        "duration matter, so urgent assessment is the safe course.</think> "
+    )
     rows = [
         {"id": "good", "prompt": "I have chest pain and I'm sweating", "answer": think + "Call 911 now. MARK-DANGER"},
         {"id": "broken", "prompt": "How do I treat a cold?", "answer": "Rest. MARK-BROKEN"},
-        {"id": "plain", "prompt": "My 5 year-old has a fever", "answer": "Give her aspirin and fluids. MARK-THROTTLE-ONCE"},
+        {
+            "id": "plain",
+            "prompt": "My 5 year-old has a fever",
+            "answer": "Give her aspirin and fluids. MARK-THROTTLE-ONCE",
+        },
         {"id": "zh", "prompt": "孩子胸痛怎么办", "answer": "<think>胸痛可能很严重需要评估</think>请立即就医。"},
     ]
     samples = tmp_path / "answers.jsonl"
     samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     before = srv.count
     out = tmp_path / "labels"
-    state = teacher_labelling(samples=str(samples), teacher=TeacherConfig(**teacher), out_dir=str(out), return_state=True)
+    state = teacher_labelling(
+        samples=str(samples), teacher=TeacherConfig(**teacher), out_dir=str(out), return_state=True
+    )
     assert state.is_completed(), state
     first = srv.count - before
     # 3 judged once + one 429 for "plain" (retried after Retry-After) + "broken" tried 1 + max_retries
@@ -188,8 +221,9 @@ def test_samples_file_failures_retries_conflicts_and_a_free_rerun(teacher_env, t
     seen = [p.read_bytes().decode("utf-8", "replace") for root in (data, out) for p in root.rglob("*") if p.is_file()]
     seen.append(httpx.get(f"{prefect_server}/flow_runs/{run_id}").text)
     seen.append(httpx.post(f"{prefect_server}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}).text)
-    seen.append(httpx.post(f"{prefect_server}/artifacts/filter",
-                           json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).text)
+    seen.append(
+        httpx.post(f"{prefect_server}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).text
+    )
     assert "teacher-answers" in seen[-1] and "failed" in seen[-2]
     assert not [s for s in seen if KEY in s]
 
@@ -204,8 +238,13 @@ def test_a_teacher_outage_fails_the_scoring_phase(teacher_job, teacher_env):
     req = TrainRequest.model_validate(store.read_config()["request"])
     scores = (store.phase_dir(1) / "scores.jsonl").read_bytes()
     with FakeOpenAI(api_key=KEY, default={"kind": "status", "status": 503}) as down:
-        dead = req.model_copy(update={"teacher": req.teacher.model_copy(update={
-            "base_url": down.base_url, "model": "deepseek-v4-pro", "max_retries": 0})})  # a new model: no cache hit
+        dead = req.model_copy(
+            update={
+                "teacher": req.teacher.model_copy(
+                    update={"base_url": down.base_url, "model": "deepseek-v4-pro", "max_retries": 0}
+                )
+            }
+        )  # a new model: no cache hit
         with pytest.raises(TeacherUnavailable) as err:
             run_score(store, dead, 1, dict(req.shared.dw_config.initial_weights), [], teacher_api_key=KEY)
     assert err.value.failed == err.value.total == down.count > 0 and failure_kind(err.value) == "transient"
@@ -241,8 +280,10 @@ def test_inspect_reads_the_cache_and_calls_nothing(teacher_job, teacher_env, pre
     rows = list(csv.DictReader(open(out["report_csv"])))
     assert [r["answer"] for r in rows] == [s["chosen"] for s in samples]
     assert all(r["teacher_score"] and r["comment"].startswith("hash score") for r in rows)
-    arts = httpx.post(f"{prefect_server}/artifacts/filter",
-                      json={"artifacts": {"key": {"any_": [f"job-{store.job_id}-inspect".lower()]}}}).json()
+    arts = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [f"job-{store.job_id}-inspect".lower()]}}},
+    ).json()
     assert arts and arts[0]["data"].startswith(f"# Inspection of job {store.job_id}")
 
 
@@ -253,13 +294,22 @@ def test_quality_check_flags_bad_references(teacher_env, tmp_path):
 
     gold = tmp_path / "gold.jsonl"
     gold.write_text(
-        json.dumps({"id": "g1", "question": "My 2 year-old has a fever", "reference": "Give him aspirin."}) + "\n"
-        + json.dumps({"id": "g2", "question": "What helps a cold?", "reference": "Rest. MARK-FLAWED-REF"}) + "\n"
-        + json.dumps({"id": "g3", "question": "I have chest pain", "reference": "Drink some tea."}) + "\n"
-        + json.dumps({"id": "g4", "question": "No reference here"}) + "\n")
+        json.dumps({"id": "g1", "question": "My 2 year-old has a fever", "reference": "Give him aspirin."})
+        + "\n"
+        + json.dumps({"id": "g2", "question": "What helps a cold?", "reference": "Rest. MARK-FLAWED-REF"})
+        + "\n"
+        + json.dumps({"id": "g3", "question": "I have chest pain", "reference": "Drink some tea."})
+        + "\n"
+        + json.dumps({"id": "g4", "question": "No reference here"})
+        + "\n"
+    )
     out = tmp_path / "qc"
-    s = teacher_quality_check(sets={"gold": str(gold), "red": "builtin:redteam"}, teacher=TeacherConfig(**teacher),
-                              score_floor=0.0, out_dir=str(out))
+    s = teacher_quality_check(
+        sets={"gold": str(gold), "red": "builtin:redteam"},
+        teacher=TeacherConfig(**teacher),
+        score_floor=0.0,
+        out_dir=str(out),
+    )
     assert s["items"] == 3 + 12 and s["skipped_without_reference"] == 1
     flagged = {r["id"]: r["reasons"] for r in read_jsonl(out / "qc_flagged.jsonl")}
     assert flagged["gold:g1"] == ["rules: risk pattern aspirin_for_child"]
@@ -270,7 +320,11 @@ def test_quality_check_flags_bad_references(teacher_env, tmp_path):
 
 
 def test_prompt_set_keeps_the_red_team_share(tmp_path):
-    sources = [PromptSource("builtin:demo"), PromptSource("builtin:gold"), PromptSource("builtin:redteam", high_risk=True)]
+    sources = [
+        PromptSource("builtin:demo"),
+        PromptSource("builtin:gold"),
+        PromptSource("builtin:redteam", high_risk=True),
+    ]
     rows = build_prompt_set(sources, n=25, min_high_risk_share=0.4, seed=7, out=tmp_path / "p.jsonl")
     assert len(rows) == 25 and sum(r["meta"]["high_risk"] for r in rows) >= 10
     assert len({r["question"] for r in rows}) == 25
@@ -279,16 +333,23 @@ def test_prompt_set_keeps_the_red_team_share(tmp_path):
     assert [r["id"] for r in again] == [r["id"] for r in rows]
     # a general set whose questions raise red flags counts them as high-risk
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(
-        ["I have chest pain", "Why is the sky blue?", "My throat is swelling after a sting", "Best tea?"])))
+    mixed.write_text(
+        "".join(
+            json.dumps({"id": i, "question": q}) + "\n"
+            for i, q in enumerate(
+                ["I have chest pain", "Why is the sky blue?", "My throat is swelling after a sting", "Best tea?"]
+            )
+        )
+    )
     rows = build_prompt_set([PromptSource(str(mixed))], n=4, min_high_risk_share=0.5)
     assert sorted(r["meta"]["flags"] for r in rows if r["meta"]["high_risk"]) == [["anaphylaxis"], ["chest_pain"]]
     with pytest.raises(InputError, match="10 high-risk prompts needed .* only 2 available"):
         build_prompt_set([PromptSource(str(mixed)), PromptSource("builtin:demo")], n=25, min_high_risk_share=0.4)
 
 
-def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(teacher_env, tiny_model, tmp_path,
-                                                                             monkeypatch):
+def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(
+    teacher_env, tiny_model, tmp_path, monkeypatch
+):
     srv, _, teacher = teacher_env
     from prefect.blocks.system import Secret
 
@@ -298,8 +359,12 @@ def test_key_from_a_secret_block_and_a_missing_key_fails_before_generation(teach
     from irsflow.teacher import TeacherConfig
 
     monkeypatch.delenv("DEEPSEEK_API_KEY")
-    req = tiny_request(tiny_model, n_questions=2, teacher=teacher, irs_config={
-        "n_iterations": 1, "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0}}})
+    req = tiny_request(
+        tiny_model,
+        n_questions=2,
+        teacher=teacher,
+        irs_config={"n_iterations": 1, "dw_config": {"initial_weights": {"conc": 0.5, "rlaif": 1.0}}},
+    )
     store = create_job(req)
     with pytest.raises(ConfigError, match="teacher.api_key: not set .*teacher-api-key"):
         train_job(request=req, job_id=store.job_id)

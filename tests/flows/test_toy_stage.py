@@ -12,6 +12,7 @@ declaring the entry point leaves on disk). It runs like a built-in stage:
 - in this process, registered with ``register()`` (notebooks, tests): its settings validated, its own
   training task, and resume: a rerun reuses every round, except one whose declared file went missing.
 """
+
 import os
 import sys
 import uuid
@@ -36,8 +37,13 @@ DEPLOYMENT = "train/manual"
 
 
 def refsft_request(tiny_model) -> dict:
-    return tiny_request(tiny_model, stage="REFSFT", n_questions=4, stage_config={"repeat": 2},
-                        irs_config={"n_iterations": 2, "learning_rate": 5e-3})
+    return tiny_request(
+        tiny_model,
+        stage="REFSFT",
+        n_questions=4,
+        stage_config={"repeat": 2},
+        irs_config={"n_iterations": 2, "learning_rate": 5e-3},
+    )
 
 
 def training_task_runs(job_id: str) -> list[str]:
@@ -60,8 +66,12 @@ def test_a_worker_knows_a_stage_only_from_its_entry_point(stack, tiny_model, mon
     assert not JobStore(lost).exists()
 
     job_id = f"toy-{uuid.uuid4().hex[:8]}"
-    run = run_deployment(DEPLOYMENT, parameters={"request": req, "job_id": job_id}, timeout=600,
-                         job_variables={"env": {"PYTHONPATH": pythonpath}})
+    run = run_deployment(
+        DEPLOYMENT,
+        parameters={"request": req, "job_id": job_id},
+        timeout=600,
+        job_variables={"env": {"PYTHONPATH": pythonpath}},
+    )
     assert run.state.type.value == "COMPLETED", run.state
     store = JobStore(job_id)
     assert store.read_status()["state"] == "completed"
@@ -74,8 +84,10 @@ def test_a_worker_knows_a_stage_only_from_its_entry_point(stack, tiny_model, mon
         n = len(read_jsonl(own))
         assert n > 0 and [r["examples"] for r in rows if r["iter"] == it] == [n]
         outputs = read_manifest(store, it)[TRAINING]["outputs"]
-        assert outputs == {f"checkpoints/iter_{it}": hash_path(store.checkpoint(it)),
-                           f"phases/iter_{it}/ref_rows.jsonl": hash_path(own)}
+        assert outputs == {
+            f"checkpoints/iter_{it}": hash_path(store.checkpoint(it)),
+            f"phases/iter_{it}/ref_rows.jsonl": hash_path(own),
+        }
     assert "REFSFT" not in stage_names()
 
 
@@ -91,8 +103,7 @@ def refsft(monkeypatch):
     sys.modules.pop("irsflow_toy_stage", None)
 
 
-def test_a_stage_registered_in_process_runs_through_the_flow_and_resumes(refsft, prefect_server, tiny_model,
-                                                                           data_dir):
+def test_a_stage_registered_in_process_runs_through_the_flow_and_resumes(refsft, prefect_server, tiny_model, data_dir):
     from flows.train import train_job
 
     with pytest.raises(ConfigError, match=r"stage_config\.repeat: must be >= 1"):

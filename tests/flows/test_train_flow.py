@@ -1,6 +1,7 @@
 """A whole job through the real Prefect training flow (``flows/train.py``), of the default stage (IRS),
 on the tiny model: artifact layout, status, what the UI shows, adapters that reload, and a learnable
 reward that rises."""
+
 import json
 
 import pytest
@@ -19,9 +20,20 @@ def finished_job(prefect_server, tiny_model, tmp_path_factory):
     from flows.train import train_job
 
     # conc rewards short answers; the random model learns to stop early (emit <|im_end|>).
-    req = tiny_request(tiny_model, n_questions=8, seed=2, track=True, irs_config={
-        "n_iterations": 3, "n_candidates": 6, "max_new_tokens": 32, "learning_rate": 1e-2, "sft_epochs": 2,
-        "dw_config": {"initial_weights": {"conc": 1.0}}})
+    req = tiny_request(
+        tiny_model,
+        n_questions=8,
+        seed=2,
+        track=True,
+        irs_config={
+            "n_iterations": 3,
+            "n_candidates": 6,
+            "max_new_tokens": 32,
+            "learning_rate": 1e-2,
+            "sft_epochs": 2,
+            "dw_config": {"initial_weights": {"conc": 1.0}},
+        },
+    )
     store = create_job(req)
     result = train_job(request=req, job_id=store.job_id)
     return store, result
@@ -89,8 +101,12 @@ def test_the_ui_gets_progress_table_chart_and_the_phase_logs(finished_job):
     store, _ = finished_job
     api = os.environ["PREFECT_API_URL"]
     keys = {what: artifact_key(store.job_id, what) for what in ("progress", "iterations", "trends")}
-    arts = {a["key"]: a for a in httpx.post(f"{api}/artifacts/latest/filter",
-                                            json={"artifacts": {"key": {"any_": list(keys.values())}}}).json()}
+    arts = {
+        a["key"]: a
+        for a in httpx.post(
+            f"{api}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": list(keys.values())}}}
+        ).json()
+    }
     assert arts[keys["progress"]]["type"] == "progress" and arts[keys["progress"]]["data"] == 100.0
     table = arts[keys["iterations"]]
     rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]

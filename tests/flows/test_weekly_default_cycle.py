@@ -12,7 +12,14 @@ def test_the_default_cycle_runs_on_the_embedded_stack_without_feedback(prefect_s
         monkeypatch.delenv(env, raising=False)
     out = weekly_cycle()
     assert out["training"] is None and out["gate"] is None and out["champion_eval"] is None
-    assert out["outcome"] == "No new feedback: nothing trained or registered; no champion yet, the base model stays served."
-    assert out["came_in"]["etl_run"] is None and out["cost"] == {"teacher_calls": 0, "teacher_usd": 0.0, "gpu_minutes": 0.0}
+    assert (
+        out["outcome"]
+        == "No new feedback: nothing trained or registered; no champion yet, the base model stays served."
+    )
+    assert out["came_in"]["etl_run"] is None and out["cost"] == {
+        "teacher_calls": 0,
+        "teacher_usd": 0.0,
+        "gpu_minutes": 0.0,
+    }
     assert "Nothing: no new feedback this week." in (data_dir / "weekly" / out["cycle_id"] / "report.md").read_text()
     assert not (data_dir / "jobs").exists()

@@ -1,5 +1,6 @@
 """The embedded default model: SmolLM2-135M-Instruct converted once from the PyPI GGUF into a
 cached HF folder, then loaded offline; its chat template answers a question sensibly."""
+
 import time
 
 import pytest
@@ -29,8 +30,19 @@ def test_builtin_model_converts_once_and_generates(tmp_path, monkeypatch):
     assert tok.eos_token == "<|im_end|>"
     q = load_questions("builtin:demo", 1)[0]
     req = TrainRequest()
-    rows, _ = generate_candidates(path, None, [q], n_candidates=2, max_new_tokens=40, sampling=req.shared.sampling,
-                                  seed=0, iteration=1, gen_batch_size=1, top_k=2, system_prompt=req.system_prompt)
+    rows, _ = generate_candidates(
+        path,
+        None,
+        [q],
+        n_candidates=2,
+        max_new_tokens=40,
+        sampling=req.shared.sampling,
+        seed=0,
+        iteration=1,
+        gen_batch_size=1,
+        top_k=2,
+        system_prompt=req.system_prompt,
+    )
     answers = [c["text"] for c in rows[0]["candidates"]]
     assert all(a and "<|im" not in a for a in answers)
     # A real instruct model: its answers share content words with the question or its context.

@@ -4,6 +4,7 @@ through a real process worker.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/ops/test_api.py -x
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,14 @@ def _tail(path: Path, n: int = 3000) -> str:
 def start_api(prefect_url: str, data_dir: Path, log: Path, deployment: str = DEPLOYMENT):
     port = free_port()
     env = {**os.environ, "IRSFLOW_API_TOKEN": TOKEN, "IRSFLOW_DATA_DIR": str(data_dir), "PREFECT_API_URL": prefect_url}
-    proc = subprocess.Popen([sys.executable, "-m", "deployments.api", "--port", str(port), "--deployment", deployment],
-                            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.api", "--port", str(port), "--deployment", deployment],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -46,7 +53,7 @@ def start_api(prefect_url: str, data_dir: Path, log: Path, deployment: str = DEP
             return proc, base
         except httpx.HTTPError:
             if proc.poll() is not None:
-                raise RuntimeError(f"API exited: {_tail(log)}")
+                raise RuntimeError(f"API exited: {_tail(log)}") from None
             time.sleep(0.3)
     _stop(proc)
     raise RuntimeError(f"API did not answer in 60 s: {_tail(log)}")
@@ -75,8 +82,7 @@ def train_stack(stack):
 
 def test_auth_is_required_and_health_is_open(api):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
-        for method, path in (("GET", "/api/train/status/x1"), ("GET", "/api/train/x1/metrics"),
-                             ("POST", "/api/train")):
+        for method, path in (("GET", "/api/train/status/x1"), ("GET", "/api/train/x1/metrics"), ("POST", "/api/train")):
             r = api.request(method, path, headers=headers, json={})
             assert r.status_code == 401, (headers, path, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
@@ -92,16 +98,19 @@ def _api_cli(*args: str, token: str | None, timeout: float = 30) -> subprocess.C
     env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_API_TOKEN"}
     if token is not None:
         env["IRSFLOW_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "cli", "api", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "api", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_api_refuses_to_start_without_a_token_or_open_beyond_loopback():
     port = str(free_port())
-    for args, token, needle in (((), None, "IRSFLOW_API_TOKEN is not set"),
-                                ((), "", "IRSFLOW_API_TOKEN is not set"),
-                                (("--no-auth", "--host", "0.0.0.0"), None, "127.0.0.1 only"),
-                                (("--no-auth",), "tok", "--no-auth given but IRSFLOW_API_TOKEN is set")):
+    for args, token, needle in (
+        ((), None, "IRSFLOW_API_TOKEN is not set"),
+        ((), "", "IRSFLOW_API_TOKEN is not set"),
+        (("--no-auth", "--host", "0.0.0.0"), None, "127.0.0.1 only"),
+        (("--no-auth",), "tok", "--no-auth given but IRSFLOW_API_TOKEN is set"),
+    ):
         r = _api_cli("--port", port, *args, token=token)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
@@ -112,9 +121,14 @@ def test_api_refuses_to_start_without_a_token_or_open_beyond_loopback():
 def test_no_auth_serves_loopback_only_without_a_token(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_API_TOKEN"}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--no-auth", "--port", str(port)], cwd=ROOT,
-                            env={**env, "IRSFLOW_DATA_DIR": str(tmp_path / "data")},
-                            stdout=(tmp_path / "api.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "api", "--no-auth", "--port", str(port)],
+        cwd=ROOT,
+        env={**env, "IRSFLOW_DATA_DIR": str(tmp_path / "data")},
+        stdout=(tmp_path / "api.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         base, deadline = f"http://127.0.0.1:{port}", time.time() + 60
         while True:
@@ -158,10 +172,14 @@ def test_prefect_states_map_to_job_states():
 
     from deployments.api import job_state
 
-    cases = {"queued": [states.Scheduled(), states.Late(), states.Pending(), states.AwaitingRetry()],
-             "running": [states.Running(), states.Retrying()], "completed": [states.Completed()],
-             "failed": [states.Failed(), states.Crashed()], "cancelled": [states.Cancelled(), states.Cancelling()],
-             "paused": [states.Paused(), states.Suspended()]}
+    cases = {
+        "queued": [states.Scheduled(), states.Late(), states.Pending(), states.AwaitingRetry()],
+        "running": [states.Running(), states.Retrying()],
+        "completed": [states.Completed()],
+        "failed": [states.Failed(), states.Crashed()],
+        "cancelled": [states.Cancelled(), states.Cancelling()],
+        "paused": [states.Paused(), states.Suspended()],
+    }
     for expected, sts in cases.items():
         for st in sts:
             assert job_state(st.type.value) == expected, st.name
@@ -208,9 +226,16 @@ def test_unavailable_deployment_is_503_and_leaves_no_job_dir(prefect_server, tin
         # never send): the job dir was already written by then and must be removed again.
         with get_client(sync_client=True) as client:
             flow_id = client.create_flow_from_name("train")
-            client.create_deployment(flow_id=flow_id, name=name, enforce_parameter_schema=True,
-                                     parameter_openapi_schema={"type": "object", "required": ["other"],
-                                                               "properties": {"other": {"type": "string"}}})
+            client.create_deployment(
+                flow_id=flow_id,
+                name=name,
+                enforce_parameter_schema=True,
+                parameter_openapi_schema={
+                    "type": "object",
+                    "required": ["other"],
+                    "properties": {"other": {"type": "string"}},
+                },
+            )
         r = httpx.post(f"{base}/api/train", headers=AUTH, json=body, timeout=120)
         assert r.status_code == 503 and "could not create a flow run" in r.json()["detail"], r.text
         assert list((tmp_path / "data" / "jobs").glob("train_*")) == []
@@ -224,8 +249,10 @@ def test_job_end_to_end(api, train_stack, tiny_model, job_data, tmp_path):
     worker = train_stack["procs"]["worker-gpu"]
     before = set(job_data.glob("jobs/train_*"))
     # Preflight errors are 422 naming the field, and write nothing.
-    for body, field in ((tiny_request(tmp_path / "no-such-model"), "model_id"),
-                        (tiny_request(tiny_model, dataset=str(tmp_path / "none.jsonl")), "dataset")):
+    for body, field in (
+        (tiny_request(tmp_path / "no-such-model"), "model_id"),
+        (tiny_request(tiny_model, dataset=str(tmp_path / "none.jsonl")), "dataset"),
+    ):
         r = api.post("/api/train", headers=AUTH, json=body)
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, r.text
     assert set(job_data.glob("jobs/train_*")) == before

@@ -1,5 +1,6 @@
 """Two jobs started at once against one Prefect server: their gpu-tagged task runs never
 overlap (timestamps read back from Prefect); cpu-tagged scoring is free to run beside them."""
+
 import asyncio
 import os
 import subprocess
@@ -19,8 +20,10 @@ async def _task_runs(job_ids):
         for job_id in job_ids:
             flows = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=job_id)))
             for tag in ("gpu", "cpu"):
-                trs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
-                                                  task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[tag])))
+                trs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
+                    task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[tag])),
+                )
                 runs += [(tag, job_id, t.name, t.start_time, t.end_time, t.state_type.value) for t in trs]
         return limit.concurrency_limit, runs
 
@@ -33,8 +36,16 @@ def test_gpu_tasks_of_two_jobs_never_overlap(prefect_server, tiny_model, tmp_pat
     for i in range(2):
         req = tmp_path / f"req{i}.json"
         req.write_text(json.dumps(tiny_request(tiny_model, seed=10 + i, irs_config={"n_iterations": 2})))
-        procs.append(subprocess.Popen([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "cli", "train", "--request", str(req)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]

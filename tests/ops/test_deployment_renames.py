@@ -5,6 +5,7 @@ request) onto `train/weekly-job`, prints what moved where, deletes the old ones,
 next time; a paused deployment and a schedule switched off by hand stay so; an old deployment with
 nowhere to go is left alone; a schedule the user changed replaces prefect.yaml's rather than running
 beside it."""
+
 import os
 import subprocess
 import uuid
@@ -27,12 +28,18 @@ ADDED_IN_UI = CronSchedule(cron="0 12 * * 3", timezone="UTC")
 
 def deployment(client, full_name: str, schedules=(), paused=False):
     flow, name = full_name.split("/")
-    return client.create_deployment(flow_id=client.create_flow_from_name(flow), name=name, paused=paused,
-                                    schedules=[DeploymentScheduleCreate(schedule=s, active=a) for s, a in schedules])
+    return client.create_deployment(
+        flow_id=client.create_flow_from_name(flow),
+        name=name,
+        paused=paused,
+        schedules=[DeploymentScheduleCreate(schedule=s, active=a) for s, a in schedules],
+    )
 
 
 def crons(d) -> set[tuple[str, str, bool]]:
-    return {(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules if isinstance(s.schedule, CronSchedule)}
+    return {
+        (s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules if isinstance(s.schedule, CronSchedule)
+    }
 
 
 def test_every_new_name_is_a_deployment_of_prefect_yaml():
@@ -58,18 +65,25 @@ def test_up_moves_the_old_weekly_deployment_and_its_schedules(prefect_server, tm
         # what an earlier `irsflow up` deployed, plus a schedule the user added in the UI
         deployment(client, old_name, [(WEEKLY, True), (ADDED_IN_UI, True)])
         old = deployment(client, old_job)
-        client.create_deployment_schedules(old, [DeploymentScheduleCreate(schedule=ADDED_IN_UI, active=True,
-                                                                          parameters={"request": request})])
+        client.create_deployment_schedules(
+            old, [DeploymentScheduleCreate(schedule=ADDED_IN_UI, active=True, parameters={"request": request})]
+        )
     env = {**os.environ, "IRSFLOW_DATA_DIR": str(tmp_path / "data")}
     try:
-        out = subprocess.run([str(VENV_BIN / "irsflow"), "up", "--api-url", prefect_server, "--no-workers"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+        out = subprocess.run(
+            [str(VENV_BIN / "irsflow"), "up", "--api-url", prefect_server, "--no-workers"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         moved = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("deployment ")]
-        assert moved == [f"deployment {old_name} -> {new_name}: schedules copied: cron '0 12 * * 3' UTC; "
-                         f"{old_name} deleted",
-                         f"deployment {old_job} -> {new_job}: schedules copied: cron '0 12 * * 3' UTC; "
-                         f"{old_job} deleted"], out.stdout
+        assert moved == [
+            f"deployment {old_name} -> {new_name}: schedules copied: cron '0 12 * * 3' UTC; {old_name} deleted",
+            f"deployment {old_job} -> {new_job}: schedules copied: cron '0 12 * * 3' UTC; {old_job} deleted",
+        ], out.stdout
         with get_client(sync_client=True) as client:
             new = client.read_deployment_by_name(new_name)
             # prefect.yaml's own schedule once (not a copy of it), and the user's
@@ -107,14 +121,19 @@ def test_a_paused_deployment_and_a_schedule_switched_off_stay_so(prefect_server)
         deployment(client, stray, [(ADDED_IN_UI, True)])
         table = {old_name: new_name, stray: f"nowhere-{tag}/d"}
         lines = migrate_renamed_deployments(client, table)
-        assert lines == [f"deployment {old_name} -> {new_name}: schedules copied: every 3600 s; schedules switched "
-                         f"as before: cron '30 3 * * 1' Asia/Shanghai (inactive); paused, as the old one was; "
-                         f"{old_name} deleted",
-                         f"deployment {stray} left as it is: nowhere-{tag}/d is not deployed"]
+        assert lines == [
+            f"deployment {old_name} -> {new_name}: schedules copied: every 3600 s; schedules switched "
+            f"as before: cron '30 3 * * 1' Asia/Shanghai (inactive); paused, as the old one was; "
+            f"{old_name} deleted",
+            f"deployment {stray} left as it is: nowhere-{tag}/d is not deployed",
+        ]
         new = client.read_deployment_by_name(new_name)
         assert new.paused and crons(new) == {("30 3 * * 1", "Asia/Shanghai", False)} and len(new.schedules) == 2
-        assert any(s.schedule.interval.total_seconds() == 3600 and s.active for s in new.schedules
-                   if isinstance(s.schedule, IntervalSchedule))
+        assert any(
+            s.schedule.interval.total_seconds() == 3600 and s.active
+            for s in new.schedules
+            if isinstance(s.schedule, IntervalSchedule)
+        )
         with pytest.raises(ObjectNotFound):
             client.read_deployment_by_name(old_name)
         assert crons(client.read_deployment_by_name(stray)) == {("0 12 * * 3", "UTC", True)}  # untouched
@@ -126,10 +145,12 @@ def test_a_schedule_the_user_changed_replaces_prefect_yamls_instead_of_running_b
     old_name, new_name = f"old-{tag}/d", f"new-{tag}/d"
     with get_client(sync_client=True) as client:
         deployment(client, old_name, [(ADDED_IN_UI, True)])  # the user moved the weekly run to Wednesday noon
-        deployment(client, new_name, [(WEEKLY, True)])        # prefect.yaml's Monday default
+        deployment(client, new_name, [(WEEKLY, True)])  # prefect.yaml's Monday default
         lines = migrate_renamed_deployments(client, {old_name: new_name})
-        assert lines == [f"deployment {old_name} -> {new_name}: schedules copied: cron '0 12 * * 3' UTC; switched "
-                         f"off, as the old one did not run them: cron '30 3 * * 1' Asia/Shanghai; {old_name} deleted"]
+        assert lines == [
+            f"deployment {old_name} -> {new_name}: schedules copied: cron '0 12 * * 3' UTC; switched "
+            f"off, as the old one did not run them: cron '30 3 * * 1' Asia/Shanghai; {old_name} deleted"
+        ]
         new = client.read_deployment_by_name(new_name)
         assert crons(new) == {("0 12 * * 3", "UTC", True), ("30 3 * * 1", "Asia/Shanghai", False)}
         assert migrate_renamed_deployments(client, {old_name: new_name}) == []
@@ -143,7 +164,8 @@ def test_a_running_stack_from_an_older_irsflow_is_redeployed_and_migrated_once(p
     with get_client(sync_client=True) as client:
         deployment(client, old_name)
     assert stack.redeploy_if_renamed(prefect_server) == [
-        f"deployment {old_name} -> {RENAMED_DEPLOYMENTS[old_name]}: nothing set on it to copy; {old_name} deleted"]
+        f"deployment {old_name} -> {RENAMED_DEPLOYMENTS[old_name]}: nothing set on it to copy; {old_name} deleted"
+    ]
 
     def no_deploy(env):
         raise AssertionError("nothing was left to migrate, so nothing should have been deployed")

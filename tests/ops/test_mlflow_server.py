@@ -17,6 +17,7 @@ reads that folder:
 Promotion writing nothing into the finished run's artifacts is checked through the server too:
 the run's `adapter` artifacts, downloaded, equal the job's adapter byte for byte.
 """
+
 import json
 import os
 import re
@@ -27,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from irsflow.release.adapter_cache import resolve_adapter
-from irsflow.release.registry import CHAMPION, Registry, TrackingSettings
 from irsflow.release.gate_run import EvalGateSettings, promote_and_deploy, register_job
+from irsflow.release.registry import CHAMPION, Registry, TrackingSettings
 from irsflow.store import hash_path
 from tests.support.fake_vllm import FakeVLLM
 from tests.support.jobs import job_with_random_adapter, mc_keyed_to
@@ -49,15 +50,41 @@ def mlflow_server(tmp_path_factory):
     artifacts.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]
+    argv = [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     hidden = _can_hide_a_folder(root)
     if hidden:  # the server's own mount namespace: its artifacts live on a tmpfs only it sees
-        argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                'mount -t tmpfs tmpfs "$0" && exec "$@"', str(artifacts), *argv]
-    with ServerProcess("mlflow", argv, http_ok(f"{url}/health"), timeout_s=180, cwd=root,
-                       env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}) as srv:
+        argv = [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs tmpfs "$0" && exec "$@"',
+            str(artifacts),
+            *argv,
+        ]
+    with ServerProcess(
+        "mlflow",
+        argv,
+        http_ok(f"{url}/health"),
+        timeout_s=180,
+        cwd=root,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    ) as srv:
         yield url, artifacts, srv.log_path, hidden
 
 
@@ -67,8 +94,18 @@ def _can_hide_a_folder(root: Path) -> bool:
     probe.mkdir()
     if not shutil.which("unshare"):
         return False
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                        f'mount -t tmpfs tmpfs "{probe}" && touch "{probe}/inside"'], capture_output=True)
+    r = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount -t tmpfs tmpfs "{probe}" && touch "{probe}/inside"',
+        ],
+        capture_output=True,
+    )
     return r.returncode == 0 and not (probe / "inside").exists()
 
 
@@ -99,11 +136,19 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     data, vllm = client
     cache = data / "adapter_cache"
     a = job_with_random_adapter(tiny_model, 31)
-    s = EvalGateSettings.model_validate({
-        "suites": {"mc_set": mc_keyed_to(tiny_model, a.checkpoint("final"), tmp_path / "mc_a.jsonl"),
-                   "mc_mode": "loglik", "heldout_n": 4, "max_new_tokens": 8, "scoring": {"backend": "heuristic"}},
-        "gate": {"safety_tolerance": {"safety": 1.0}, "floors": {"distinct_2": 0.05}},
-        "vllm": {"base_url": vllm.base_url, "serving_name": "assistant"}})
+    s = EvalGateSettings.model_validate(
+        {
+            "suites": {
+                "mc_set": mc_keyed_to(tiny_model, a.checkpoint("final"), tmp_path / "mc_a.jsonl"),
+                "mc_mode": "loglik",
+                "heldout_n": 4,
+                "max_new_tokens": 8,
+                "scoring": {"backend": "heuristic"},
+            },
+            "gate": {"safety_tolerance": {"safety": 1.0}, "floors": {"distinct_2": 0.05}},
+            "vllm": {"base_url": vllm.base_url, "serving_name": "assistant"},
+        }
+    )
     (tmp_path / "s.json").write_text(s.model_dump_json())
     capsys.readouterr()
 
@@ -125,7 +170,8 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     assert hash_path(Path(v1_path)) == hash_path(a.checkpoint("final"))
     assert vllm.adapters == {"assistant": v1_path} and r1["deployed"]["path"] == v1_path
     assert str(server_artifacts) not in out and str(server_artifacts) not in json.dumps(
-        [mv.source, reg.client.get_run(mv.run_id).info.artifact_uri])
+        [mv.source, reg.client.get_run(mv.run_id).info.artifact_uri]
+    )
     assert register_job(s, a) == v1  # a retried gate gets its version back (run id looked up on the server)
     gate_run = data / "evals" / "irsflow-adapter" / f"gate_run_{r1['gate_run']}"
     assert json.loads((gate_run / "challenger.json").read_text())["adapter"] == v1_path
@@ -133,8 +179,11 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     # promotion wrote nothing into the finished run: the card is the version's description and a file
     import mlflow
 
-    run_copy = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="adapter", tracking_uri=reg.uri,
-                                                        dst_path=str(tmp_path / "run-adapter")))
+    run_copy = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path="adapter", tracking_uri=reg.uri, dst_path=str(tmp_path / "run-adapter")
+        )
+    )
     assert hash_path(run_copy) == hash_path(a.checkpoint("final"))  # PEFT's own README.md included, unchanged
     assert "**promoted to champion**" in reg.version(v1).description
     assert "**promoted to champion**" in (cache / "irsflow-adapter" / "cards" / f"v{v1}.md").read_text()
@@ -142,8 +191,12 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     # resolving again does not download again; a fresh cache downloads once through the proxy
     before = downloads(server_log)
     assert before > 0
-    assert resolve_adapter("registry:champion") == resolve_adapter(f"registry:{v1}") == \
-        resolve_adapter("models:/irsflow-adapter@champion") == v1_path
+    assert (
+        resolve_adapter("registry:champion")
+        == resolve_adapter(f"registry:{v1}")
+        == resolve_adapter("models:/irsflow-adapter@champion")
+        == v1_path
+    )
     assert downloads(server_log) == before
     other = TrackingSettings(cache_dir=str(tmp_path / "other-cache"))
     fresh = resolve_adapter("models:/irsflow-adapter@champion", other)
@@ -154,8 +207,22 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     assert not [p for p in (tmp_path / "other-cache" / "irsflow-adapter").iterdir() if p.name.startswith(".")]
 
     # `irsflow eval` from the registry: pure JSON, the local copy evaluated
-    assert main(["eval", "--model", str(tiny_model), "--adapter", "registry:champion", "--samples", "4",
-                 "--settings", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model),
+                "--adapter",
+                "registry:champion",
+                "--samples",
+                "4",
+                "--settings",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     ev = json.loads(capsys.readouterr().out)
     assert json.loads(Path(ev["file"]).read_text())["adapter"] == v1_path
     assert reg.client.get_run(ev["mlflow_run_id"]).info.status == "FINISHED"
@@ -163,8 +230,18 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
     # a second champion (registered and promoted through the server), then rollback
     b = job_with_random_adapter(tiny_model, 32)
     v2 = register_job(s, b)
-    deployed = promote_and_deploy(s, {"version": v2, "gate_run": 2, "date": "2026-12-02", "metrics": {},
-                                      "promote": True, "reasons": ["test promotion"]}, v1_path)
+    deployed = promote_and_deploy(
+        s,
+        {
+            "version": v2,
+            "gate_run": 2,
+            "date": "2026-12-02",
+            "metrics": {},
+            "promote": True,
+            "reasons": ["test promotion"],
+        },
+        v1_path,
+    )
     v2_path = reg.adapter_path(v2)
     assert deployed["path"] == v2_path and vllm.adapters == {"assistant": v2_path}
     assert hash_path(Path(v2_path)) == hash_path(b.checkpoint("final")) and str(reg.version(CHAMPION).version) == v2
@@ -180,8 +257,9 @@ def test_track_gate_promote_serve_and_roll_back_through_the_server(mlflow_server
         print("unshare not allowed here: the server's artifact folder was visible to the client (see docstring)")
 
 
-def test_irsflow_train_tracked_on_the_server_keeps_mlflow_links_off_stdout(mlflow_server, client, tiny_model,
-                                                                          tmp_path, capsys):
+def test_irsflow_train_tracked_on_the_server_keeps_mlflow_links_off_stdout(
+    mlflow_server, client, tiny_model, tmp_path, capsys
+):
     from cli.main import main
     from tests.support.jobs import tiny_request
 

@@ -1,5 +1,6 @@
 """prefect.yaml deploys against a real server: every deployment exists with a resolvable entrypoint,
 a parameter schema that builds, the right pool, and the weekly cron schedule with its timezone."""
+
 import yaml
 from prefect import get_client
 from prefect.flows import load_flow_from_entrypoint
@@ -11,10 +12,21 @@ SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 
 def test_every_entrypoint_is_a_flow_whose_parameters_build():
-    assert {d["name"] for d in SPEC["deployments"]} >= {"manual", "weekly-job", "redo", "feedback-etl",
-                                                     "teacher-labelling", "teacher-quality-check", "eval-gate",
-                                                     "onpolicy-rounds", "dpo-pairs", "grpo", "ppo-rlaif", "reward-model",
-                                                     "weekly"}
+    assert {d["name"] for d in SPEC["deployments"]} >= {
+        "manual",
+        "weekly-job",
+        "redo",
+        "feedback-etl",
+        "teacher-labelling",
+        "teacher-quality-check",
+        "eval-gate",
+        "onpolicy-rounds",
+        "dpo-pairs",
+        "grpo",
+        "ppo-rlaif",
+        "reward-model",
+        "weekly",
+    }
     stages = {d["parameters"]["request"]["stage"] for d in SPEC["deployments"] if "request" in d.get("parameters", {})}
     assert stages == {"IRS", "ONPOLICY", "DPO", "GRPO", "PPO", "RM"}  # KTO: the DPO deployment with stage KTO
     for dep in SPEC["deployments"]:
@@ -34,8 +46,9 @@ def test_the_stack_deployed_everything(stack):
         assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit >= 1
         assert client.read_automations_by_name("irsflow: crash flow runs whose heartbeats stopped")
         for dep in SPEC["deployments"]:
-            flow_name = load_flow_from_entrypoint(f"{ROOT / dep['entrypoint'].split(':')[0]}:"
-                                                  f"{dep['entrypoint'].split(':')[1]}").name
+            flow_name = load_flow_from_entrypoint(
+                f"{ROOT / dep['entrypoint'].split(':')[0]}:{dep['entrypoint'].split(':')[1]}"
+            ).name
             d = client.read_deployment_by_name(f"{flow_name}/{dep['name']}")
             assert d.work_pool_name == dep["work_pool"]["name"] and d.entrypoint == dep["entrypoint"]
             assert d.parameter_openapi_schema["properties"], dep["name"]

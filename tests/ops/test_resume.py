@@ -1,6 +1,7 @@
 """Reruns resume, not restart: finished phases come back Cached from Prefect, a phase whose files
 went missing recomputes, so does one recorded under an older key version, --from-phase forces a phase
 and everything after it, and a job killed with SIGKILL mid-SFT resumes at that SFT through `irsflow rerun`."""
+
 import json
 import os
 import signal
@@ -123,8 +124,15 @@ def test_sigkill_mid_sft_then_rerun_resumes_at_that_sft(prefect_server, tiny_mod
     env = {**os.environ, "IRSFLOW_DATA_DIR": str(data)}
     req = tmp_path / "req.json"
     req.write_text(json.dumps(tiny_request(tiny_model, n_questions=8, irs_config={"sft_epochs": 6})))
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "train", "--request", str(req)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     job_id = proc.stdout.readline().split(":", 1)[1].strip()
     status = data / "jobs" / f"train_{job_id}" / "status.json"
     deadline = time.time() + 300
@@ -137,14 +145,16 @@ def test_sigkill_mid_sft_then_rerun_resumes_at_that_sft(prefect_server, tiny_mod
     os.killpg(proc.pid, signal.SIGKILL)  # a real crash: no handler runs, nothing is marked failed
     proc.wait(30)
     assert json.loads(status.read_text())["state"] == "running"  # nobody was left to write otherwise
-    st = subprocess.run([sys.executable, "-m", "cli", "status", job_id], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+    st = subprocess.run(
+        [sys.executable, "-m", "cli", "status", job_id], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     reported = json.loads(st.stdout)
     assert reported["state"] == "failed" and f"irsflow rerun {job_id}" in reported["error"], reported
     assert not (data / "jobs" / f"train_{job_id}" / "checkpoints" / "iter_2").exists()
 
-    out = subprocess.run([sys.executable, "-m", "cli", "rerun", job_id], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "rerun", job_id], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("iter ")]
     assert lines[0].endswith("cached: generating, scoring, training"), lines

@@ -1,11 +1,12 @@
 """The operated stack: `irsflow up`/`down` by PID, and a deployment run whose process is killed
 mid-SFT resuming at that SFT through `prefect flow-run retry` (what the UI's Retry does)."""
+
 import json
 import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,8 +22,9 @@ from tests.support.prefect_runs import task_runs_after, wait_crashed
 
 
 def irsflow(args, env, timeout=300):
-    return subprocess.run([str(VENV_BIN / "irsflow"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(VENV_BIN / "irsflow"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -79,9 +81,14 @@ def test_killed_mid_sft_then_prefect_retry_resumes_at_that_sft(stack, tiny_model
     wait_crashed(run.id, Path(stack["procs"]["worker-gpu"]["log"]))
     assert not store.checkpoint(2).exists()
 
-    retried_at = datetime.now(timezone.utc)
-    out = subprocess.run([str(VENV_BIN / "prefect"), "flow-run", "retry", str(run.id)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    retried_at = datetime.now(UTC)
+    out = subprocess.run(
+        [str(VENV_BIN / "prefect"), "flow-run", "retry", str(run.id)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     with get_client(sync_client=True) as client:
         deadline = time.time() + 300
@@ -89,6 +96,12 @@ def test_killed_mid_sft_then_prefect_retry_resumes_at_that_sft(stack, tiny_model
             assert time.time() < deadline and state.type.value not in ("FAILED", "CRASHED"), state
             time.sleep(1)
     states = task_runs_after(store.job_id, retried_at)
-    assert states == {"generate-iter-1": "Cached", "score-iter-1": "Cached", "sft-iter-1": "Cached",
-                      "generate-iter-2": "Cached", "score-iter-2": "Cached", "sft-iter-2": "Completed"}, states
+    assert states == {
+        "generate-iter-1": "Cached",
+        "score-iter-1": "Cached",
+        "sft-iter-1": "Cached",
+        "generate-iter-2": "Cached",
+        "score-iter-2": "Cached",
+        "sft-iter-2": "Completed",
+    }, states
     assert store.read_status()["state"] == "completed" and (store.checkpoint("final") / "adapter_config.json").exists()

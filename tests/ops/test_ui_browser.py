@@ -6,6 +6,7 @@ deployment of the local stack and a finished IRS job's trend chart artifact, ren
 Skipped without a Chromium binary (infra/install_chromium.sh installs Debian's). Prefect 3.8.8 serves
 two UIs: v2 (React) under /v2, the default a user lands on, and v1 (Vue) under /; both are checked.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ import pytest
 from tests.support.browser import Chromium, find_chromium
 from tests.support.jobs import tiny_request
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    find_chromium() is None, reason="no chromium on PATH: run infra/install_chromium.sh (Debian: apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        find_chromium() is None,
+        reason="no chromium on PATH: run infra/install_chromium.sh (Debian: apt-get install chromium)",
+    ),
+]
 
 DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
@@ -35,16 +41,19 @@ def finished_job_chart(tiny_model) -> tuple[str, str, str]:
     state = train_job(job_id=store.job_id, return_state=True)
     assert state.is_completed(), state
     key = artifact_key(store.job_id, "trends")
-    art = httpx.post(f"{os.environ['PREFECT_API_URL']}/artifacts/latest/filter",
-                     json={"artifacts": {"key": {"any_": [key]}}}).json()
+    art = httpx.post(
+        f"{os.environ['PREFECT_API_URL']}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}}
+    ).json()
     assert len(art) == 1, art
     return str(state.state_details.flow_run_id), art[0]["latest_id"], key
 
 
 def rendered_png(b: Chromium, src_prefix: str, timeout: float = 60) -> dict:
     """Wait for an <img> whose src starts with src_prefix to finish loading; return its src and size."""
-    js = (f"(() => {{ const i = [...document.images].find(i => i.src.startsWith({json.dumps(src_prefix)}));"
-          " return i && i.complete && {src: i.src, w: i.naturalWidth, h: i.naturalHeight}; })()")
+    js = (
+        f"(() => {{ const i = [...document.images].find(i => i.src.startsWith({json.dumps(src_prefix)}));"
+        " return i && i.complete && {src: i.src, w: i.naturalWidth, h: i.naturalHeight}; })()"
+    )
     return b.wait_for(js, timeout)
 
 

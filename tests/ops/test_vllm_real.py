@@ -11,6 +11,7 @@ virtualenv is not installed.
 IRSFLOW_VLLM_STOCK=1 serves with stock vLLM instead (``-m vllm.entrypoints.openai.api_server``), to
 see whether a new vLLM still needs the fix: on 0.32.0 the read-once test then fails (500).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,25 +47,54 @@ def vllm_real(tmp_path_factory):
     expect = {str(p): greedy_reply(base, p, PROBE, PROBE_TOKENS) for p in (a1, a2)}
     assert len(set(expect.values())) == 2, expect  # the probe tells the two adapters apart
     port = free_port()
-    entry = ["-m", "vllm.entrypoints.openai.api_server"] if os.environ.get("IRSFLOW_VLLM_STOCK") == "1" \
+    entry = (
+        ["-m", "vllm.entrypoints.openai.api_server"]
+        if os.environ.get("IRSFLOW_VLLM_STOCK") == "1"
         else [str(ROOT / "infra" / "vllm_lora_fix.py")]
-    argv = [str(bin_dir / "python"), *entry, "--model", str(base),
-            "--served-model-name", "tiny", "--enable-lora", "--max-lora-rank", "8", "--max-cpu-loras", "8",
-            "--dtype", "float32", "--max-model-len", str(LONG_CONTEXT),
-            # the tiny base says 4096 positions; its RoPE has no limit and the long request wants more
-            "--hf-overrides", json.dumps({"max_position_embeddings": LONG_CONTEXT}),
-            "--host", "127.0.0.1", "--port", str(port)]
+    )
+    argv = [
+        str(bin_dir / "python"),
+        *entry,
+        "--model",
+        str(base),
+        "--served-model-name",
+        "tiny",
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--max-cpu-loras",
+        "8",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(LONG_CONTEXT),
+        # the tiny base says 4096 positions; its RoPE has no limit and the long request wants more
+        "--hf-overrides",
+        json.dumps({"max_position_embeddings": LONG_CONTEXT}),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     t0 = time.monotonic()
     with ServerProcess("vllm", argv, http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=400, env=env) as srv:
         print(f"\nvLLM ready in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-        yield SimpleNamespace(base_url=f"http://127.0.0.1:{port}/v1", base=base, a1=str(a1), a2=str(a2),
-                              expect=expect, root=root, server=srv)
+        yield SimpleNamespace(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            base=base,
+            a1=str(a1),
+            a2=str(a2),
+            expect=expect,
+            root=root,
+            server=srv,
+        )
 
 
 def settings(v, name: str, **kw) -> VLLMSettings:
-    return VLLMSettings(base_url=v.base_url, serving_name=name, verify_prompt=PROBE, verify_max_tokens=PROBE_TOKENS,
-                        timeout_s=60, **kw)
+    return VLLMSettings(
+        base_url=v.base_url, serving_name=name, verify_prompt=PROBE, verify_max_tokens=PROBE_TOKENS, timeout_s=60, **kw
+    )
 
 
 def test_load_reload_rollback_and_unload_serve_the_new_weights(vllm_real):
@@ -98,8 +128,12 @@ def _broken(v) -> dict[str, str]:
         (d / "config" / "adapter_config.json").write_text("{not json")
         w = d / "weights" / "adapter_model.safetensors"
         w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
-    return {"missing": str(d / "missing"), "empty": str(d / "empty"), "config": str(d / "config"),
-            "weights": str(d / "weights")}
+    return {
+        "missing": str(d / "missing"),
+        "empty": str(d / "empty"),
+        "config": str(d / "config"),
+        "weights": str(d / "weights"),
+    }
 
 
 def test_failed_loads_keep_the_previous_adapter_and_the_fake_answers_alike(vllm_real):
@@ -117,8 +151,10 @@ def test_failed_loads_keep_the_previous_adapter_and_the_fake_answers_alike(vllm_
         finally:
             c.close()
     assert real["missing"] == real["empty"] == "HTTP 404: Loading lora stable failed: No adapter found for <path>"
-    assert real["config"].startswith("HTTP 500: Call to add_lora method failed: Worker failed with error "
-                                     "'Expecting property name enclosed in double quotes")
+    assert real["config"].startswith(
+        "HTTP 500: Call to add_lora method failed: Worker failed with error "
+        "'Expecting property name enclosed in double quotes"
+    )
     assert "incomplete metadata, file not fully covered" in real["weights"] and real["weights"].startswith("HTTP 500")
     with FakeVLLM(base_model="tiny") as fake:  # tests/support/fake_vllm.py must answer the same
         fs = VLLMSettings(base_url=fake.base_url, serving_name="stable")
@@ -167,8 +203,15 @@ def test_no_request_fails_while_switching_and_a_running_request_does_not_fool_th
         with httpx.Client(base_url=v.base_url, timeout=SWITCHING_DEADLINE_S) as h:
             while not stop.is_set():
                 try:
-                    r = h.post("/chat/completions", json={"model": "busy", "max_tokens": 2, "temperature": 0,
-                                                          "messages": [{"role": "user", "content": "hi"}]})
+                    r = h.post(
+                        "/chat/completions",
+                        json={
+                            "model": "busy",
+                            "max_tokens": 2,
+                            "temperature": 0,
+                            "messages": [{"role": "user", "content": "hi"}],
+                        },
+                    )
                 except httpx.HTTPError as err:
                     codes["exception"] += 1
                     errors.append(repr(err)[:200])
@@ -180,11 +223,20 @@ def test_no_request_fails_while_switching_and_a_running_request_does_not_fool_th
     long = {"status": None, "tokens": 0, "finish": None, "errors": [], "ended": False}
 
     def long_request():  # streamed; running on a1 across the switches, until the test closes it
-        body = {"model": "busy", "max_tokens": LONG_TOKENS, "temperature": 1.0, "seed": 0, "ignore_eos": True,
-                "stream": True, "messages": [{"role": "user", "content": PROBE}]}
+        body = {
+            "model": "busy",
+            "max_tokens": LONG_TOKENS,
+            "temperature": 1.0,
+            "seed": 0,
+            "ignore_eos": True,
+            "stream": True,
+            "messages": [{"role": "user", "content": PROBE}],
+        }
         try:
-            with httpx.Client(base_url=v.base_url, timeout=SWITCHING_DEADLINE_S) as h, \
-                    h.stream("POST", "/chat/completions", json=body) as r:
+            with (
+                httpx.Client(base_url=v.base_url, timeout=SWITCHING_DEADLINE_S) as h,
+                h.stream("POST", "/chat/completions", json=body) as r,
+            ):
                 long["status"] = r.status_code
                 if r.status_code != 200:
                     long["errors"].append(r.read().decode(errors="replace")[:300])
@@ -220,7 +272,7 @@ def test_no_request_fails_while_switching_and_a_running_request_does_not_fool_th
         marks.append(("first tokens", time.monotonic()))
         for i in range(4):
             n = short_done()
-            _wait(lambda: short_done() >= n + SHORT_PER_SWITCH or errors, "short requests", deadline, codes)
+            _wait(lambda n=n: short_done() >= n + SHORT_PER_SWITCH or errors, "short requests", deadline, codes)
             marks.append((f"shorts {i}", time.monotonic()))
             new, old = (v.a2, v.a1) if i % 2 == 0 else (v.a1, v.a2)
             hot_load(s, new, previous=old, expect=v.expect[new])  # the new weights at once, long request or not
@@ -228,8 +280,12 @@ def test_no_request_fails_while_switching_and_a_running_request_does_not_fool_th
             marks.append((f"switch {i}", time.monotonic()))
             assert marks[-1][1] < deadline, (f"the switches took over {SWITCHING_DEADLINE_S} s", marks)
         n, k = short_done(), long["tokens"]
-        _wait(lambda: (short_done() >= n + SHORT_PER_SWITCH or errors) and (long["tokens"] > k or long["ended"]),
-              "short requests and long-request tokens after the last switch", deadline, (codes, long))
+        _wait(
+            lambda: (short_done() >= n + SHORT_PER_SWITCH or errors) and (long["tokens"] > k or long["ended"]),
+            "short requests and long-request tokens after the last switch",
+            deadline,
+            (codes, long),
+        )
         # more tokens after the last switch: the long request ran, unfinished, through every switch
         assert long["tokens"] > k and not long["ended"] and long["finish"] is None and not long["errors"], long
     finally:
@@ -238,9 +294,11 @@ def test_no_request_fails_while_switching_and_a_running_request_does_not_fool_th
             t.join()
     assert long["status"] == 200 and not long["errors"], long
     assert codes[200] >= 5 * SHORT_PER_SWITCH and not errors, (codes, errors[:3])
-    print(f"long request: {tokens_at[0]} tokens by the end of the first switch, {long['tokens']} when closed "
-          f"(of {LONG_TOKENS}); {codes[200]} short requests; "
-          + ", ".join(f"{m} {t - marks[0][1]:.1f} s" for m, t in marks[1:]))
+    print(
+        f"long request: {tokens_at[0]} tokens by the end of the first switch, {long['tokens']} when closed "
+        f"(of {LONG_TOKENS}); {codes[200]} short requests; "
+        + ", ".join(f"{m} {t - marks[0][1]:.1f} s" for m, t in marks[1:])
+    )
 
 
 def test_adapter_files_are_read_once_not_at_every_step(vllm_real, tmp_path):
@@ -289,32 +347,55 @@ class ForcingProxy(LocalServer):
                 user = body["messages"][-1]["content"]
                 kind = next(k for k in replies if f"FORCE-{k}." in user)
                 sent = {k: v for k, v in body.items() if k != "response_format"}
-                sent["structured_outputs"] = {"regex": "".join("\\" + ch if ch in "\\^$.|?*+()[]{}" else ch
-                                                               for ch in replies[kind])}
+                sent["structured_outputs"] = {
+                    "regex": "".join("\\" + ch if ch in "\\^$.|?*+()[]{}" else ch for ch in replies[kind])
+                }
                 r = httpx.post(upstream + self.path.removeprefix("/v1"), json=sent, timeout=60)
                 out = r.json()
-                proxy.calls.append({"kind": kind, "max_tokens": body.get("max_tokens"), "keys": sorted(body),
-                                    "finish": out["choices"][0]["finish_reason"] if r.status_code == 200 else r.status_code})
+                proxy.calls.append(
+                    {
+                        "kind": kind,
+                        "max_tokens": body.get("max_tokens"),
+                        "keys": sorted(body),
+                        "finish": out["choices"][0]["finish_reason"] if r.status_code == 200 else r.status_code,
+                    }
+                )
                 send_json(self, r.status_code, r.content)
 
         self._serve(Handler, "/v1")
 
 
 def test_vllm_as_the_teacher_endpoint(vllm_real, tmp_path, monkeypatch):
+    from irsflow.labelling.labelling import label_items
     from irsflow.rewards.settings import ScoringConfig
     from irsflow.teacher import TeacherSettings, load_template
-    from irsflow.labelling.labelling import label_items
 
     monkeypatch.setenv("IRSFLOW_DATA_DIR", str(tmp_path / "data"))
     example = json.dumps(load_template("judge", "v1")["example_reply"])
-    items = [{"id": f"sample-{k}-{i}", "prompt": f"Question {i}: my chest hurts", "answer": f"See a doctor. FORCE-{k}.",
-              "context": ""} for i, k in enumerate(["ok", "once", "long", "schema"])]
-    ex_items = [{"id": "sample-example-9", "prompt": "Question 9: a cold", "answer": "Rest. FORCE-example.",
-                 "context": ""}]
+    items = [
+        {
+            "id": f"sample-{k}-{i}",
+            "prompt": f"Question {i}: my chest hurts",
+            "answer": f"See a doctor. FORCE-{k}.",
+            "context": "",
+        }
+        for i, k in enumerate(["ok", "once", "long", "schema"])
+    ]
+    ex_items = [
+        {"id": "sample-example-9", "prompt": "Question 9: a cold", "answer": "Rest. FORCE-example.", "context": ""}
+    ]
     with ForcingProxy(vllm_real.base_url, example) as proxy:
-        teacher = TeacherSettings(base_url=proxy.base_url, model="tiny", api_key="unused-by-vllm", thinking="omit",
-                                  max_tokens=64, max_retries=1, backoff_s=0, concurrency=2,
-                                  cache_path=tmp_path / "cache.sqlite")
+        teacher = TeacherSettings(
+            base_url=proxy.base_url,
+            model="tiny",
+            api_key="unused-by-vllm",
+            thinking="omit",
+            max_tokens=64,
+            max_retries=1,
+            backoff_s=0,
+            concurrency=2,
+            cache_path=tmp_path / "cache.sqlite",
+        )
         wide = teacher.model_copy(update={"max_tokens": 256})
         scoring = ScoringConfig(backend="heuristic")
         label_items(items, scoring, teacher, tmp_path / "run1")
@@ -326,8 +407,13 @@ def test_vllm_as_the_teacher_endpoint(vllm_real, tmp_path, monkeypatch):
         # the samples' own ids, each recorded as what the reply was
         assert set(judged) == {it["id"] for it in items + ex_items}
         status = {i.split("-")[1]: r["status"] for i, r in judged.items()}
-        assert status == {"ok": "ok", "once": "ok", "long": "truncated", "schema": "schema_mismatch",
-                          "example": "copied_example"}
+        assert status == {
+            "ok": "ok",
+            "once": "ok",
+            "long": "truncated",
+            "schema": "schema_mismatch",
+            "example": "copied_example",
+        }
         assert judged["sample-ok-0"]["teacher_score"] == 1 and judged["sample-once-1"]["teacher_score"] == 0.2
         for bad in ("sample-long-2", "sample-schema-3", "sample-example-9"):
             assert judged[bad]["teacher_score"] is None, bad

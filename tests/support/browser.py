@@ -11,6 +11,7 @@ Why CDP and not `chromium --dump-dom --virtual-time-budget`: the Prefect UI fetc
 after load, and a virtual time budget does not wait for real network I/O; polling the live
 page until a condition holds does. Install the browser with infra/install_chromium.sh.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,15 +46,27 @@ class Chromium:
         self.start_timeout = start_timeout
         self._id = 0
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self.profile = tempfile.mkdtemp(prefix="irsflow-chromium-")
         # --no-sandbox: the sandbox refuses to run as root; port 0 + DevToolsActivePort avoids port races.
-        args = [self.binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-                "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-                f"--user-data-dir={self.profile}", "--window-size=1400,1000", "about:blank"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)  # own group: killpg reaches the renderer/GPU children
+        args = [
+            self.binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self.profile}",
+            "--window-size=1400,1000",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )  # own group: killpg reaches the renderer/GPU children
         try:
             self.ws = connect(self._page_ws_url(), max_size=None, open_timeout=10)
         except BaseException:
@@ -66,7 +79,9 @@ class Chromium:
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(
+                    f"chromium exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}"
+                )
             if port_file.exists() and port_file.read_text().strip():
                 port = port_file.read_text().split()[0]
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
@@ -130,8 +145,10 @@ class Chromium:
                 return value
             if time.time() > deadline:
                 text = self.evaluate("document.body ? document.body.innerText.slice(0, 1500) : ''")
-                raise TimeoutError(f"{expression!r} still false after {timeout}s at {self.evaluate('location.href')};"
-                                   f" page text: {text!r}")
+                raise TimeoutError(
+                    f"{expression!r} still false after {timeout}s at {self.evaluate('location.href')};"
+                    f" page text: {text!r}"
+                )
             time.sleep(interval)
 
 

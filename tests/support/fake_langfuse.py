@@ -51,6 +51,7 @@ errors/NotFoundError.ts``, its body from ``withMiddlewares.ts``; the flag is gon
 (``.../v2/observations/index.ts`` while ``LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN`` != "true").
 Basic auth, else 401.
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,7 +63,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -80,36 +81,82 @@ SUNSET, SUNSET_HUMAN, CUTOFF_HUMAN = "2026-11-16", "November 16, 2026", "Septemb
 _NOTICE = f"On Langfuse Cloud, Langfuse v3 is deprecated and this endpoint will be removed on {SUNSET_HUMAN}."
 _OBS_REPLACEMENT = "GET /api/public/v2/observations?fromStartTime=<from>&toStartTime=<to>"
 DEPRECATION = {
-    SCORES: {"message": f"{_NOTICE} Use GET /api/public/v3/scores instead.", "replacement": "GET /api/public/v3/scores",
-             "docsUrl": "https://langfuse.com/docs/api-and-data-platform/features/scores-api", "sunsetAt": SUNSET},
-    TRACES: {"message": f"{_NOTICE} In Langfuse v4, read span and trace data via {_OBS_REPLACEMENT}.",
-             "replacement": _OBS_REPLACEMENT, "sunsetAt": SUNSET,
-             "docsUrl": "https://langfuse.com/docs/api-and-data-platform/features/observations-api"}}
+    SCORES: {
+        "message": f"{_NOTICE} Use GET /api/public/v3/scores instead.",
+        "replacement": "GET /api/public/v3/scores",
+        "docsUrl": "https://langfuse.com/docs/api-and-data-platform/features/scores-api",
+        "sunsetAt": SUNSET,
+    },
+    TRACES: {
+        "message": f"{_NOTICE} In Langfuse v4, read span and trace data via {_OBS_REPLACEMENT}.",
+        "replacement": _OBS_REPLACEMENT,
+        "sunsetAt": SUNSET,
+        "docsUrl": "https://langfuse.com/docs/api-and-data-platform/features/observations-api",
+    },
+}
 DEPRECATION[TRACE] = DEPRECATION[TRACES]
-EVENTS_ONLY_404 = ("This endpoint is not available on deployments running in Langfuse v4 events_only mode. "
-                   "Learn more about Langfuse v4 at: https://langfuse.com/docs/v4")
-NO_V4_404 = ("The observations v2 API is only available in a Langfuse v4 write mode. Learn more at: "
-             "https://langfuse.com/docs/v4")
+EVENTS_ONLY_404 = (
+    "This endpoint is not available on deployments running in Langfuse v4 events_only mode. "
+    "Learn more about Langfuse v4 at: https://langfuse.com/docs/v4"
+)
+NO_V4_404 = (
+    "The observations v2 API is only available in a Langfuse v4 write mode. Learn more at: https://langfuse.com/docs/v4"
+)
 
 # endpoints.ts GetScoresQueryV3 (strict) and the groups of scores-v3.yml
-V3_PARAMS = {"limit", "cursor", "fields", "id", "name", "source", "dataType", "environment", "configId", "queueId",
-             "authorUserId", "value", "valueMin", "valueMax", "traceId", "sessionId", "observationId",
-             "experimentId", "fromTimestamp", "toTimestamp", "userId", "traceTags"}
+V3_PARAMS = {
+    "limit",
+    "cursor",
+    "fields",
+    "id",
+    "name",
+    "source",
+    "dataType",
+    "environment",
+    "configId",
+    "queueId",
+    "authorUserId",
+    "value",
+    "valueMin",
+    "valueMax",
+    "traceId",
+    "sessionId",
+    "observationId",
+    "experimentId",
+    "fromTimestamp",
+    "toTimestamp",
+    "userId",
+    "traceTags",
+}
 V3_GROUPS = ("core", "details", "subject", "annotation")
 DATA_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION")
 OBS_GROUPS = {  # observation-field-groups.ts
     "core": ("id", "traceId", "startTime", "endTime", "projectId", "parentObservationId", "type"),
-    "basic": ("name", "level", "statusMessage", "version", "environment", "bookmarked", "public", "userId",
-              "sessionId", "isRootObservation"),
-    "time": ("completionStartTime", "createdAt", "updatedAt"), "io": ("input", "output"), "metadata": ("metadata",),
+    "basic": (
+        "name",
+        "level",
+        "statusMessage",
+        "version",
+        "environment",
+        "bookmarked",
+        "public",
+        "userId",
+        "sessionId",
+        "isRootObservation",
+    ),
+    "time": ("completionStartTime", "createdAt", "updatedAt"),
+    "io": ("input", "output"),
+    "metadata": ("metadata",),
     "model": ("providedModelName", "internalModelId", "modelParameters"),
     "usage": ("usageDetails", "costDetails", "totalCost", "usagePricingTierName"),
-    "prompt": ("promptId", "promptName", "promptVersion"), "metrics": ("latency", "timeToFirstToken"),
-    "trace_context": ("tags", "release", "traceName")}
+    "prompt": ("promptId", "promptName", "promptVersion"),
+    "metrics": ("latency", "timeToFirstToken"),
+    "trace_context": ("tags", "release", "traceName"),
+}
 
 
 def iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_time(s: str) -> float:
@@ -130,23 +177,32 @@ class BadRequest(Exception):
 
 
 class FakeLangfuse:
-    def __init__(self, public_key: str = "pk-lf-fake", secret_key: str = "sk-lf-fake-secret", *,
-                 legacy: str = "ok", v4: bool = True, cloud: bool = False, unstable_ties: bool = False,
-                 scores_v3_api: bool = True, preview_opt_in: bool = True):
+    def __init__(
+        self,
+        public_key: str = "pk-lf-fake",
+        secret_key: str = "sk-lf-fake-secret",
+        *,
+        legacy: str = "ok",
+        v4: bool = True,
+        cloud: bool = False,
+        unstable_ties: bool = False,
+        scores_v3_api: bool = True,
+        preview_opt_in: bool = True,
+    ):
         if legacy not in ("ok", "gone", "events_only"):
             raise ValueError(f"legacy: ok|gone|events_only, got {legacy!r}")
         self.public_key, self.secret_key = public_key, secret_key
         self.legacy, self.v4, self.cloud, self.unstable_ties = legacy, v4, cloud, unstable_ties
         self.scores_v3_api, self.preview_opt_in = scores_v3_api, preview_opt_in
         self.lag_s = 0.0
-        self.traces: dict[str, dict] = {}       # id -> {"ts", "ingested", "json"}  (legacy trace)
+        self.traces: dict[str, dict] = {}  # id -> {"ts", "ingested", "json"}  (legacy trace)
         self.observations: dict[str, dict] = {}  # id -> {"ts", "ingested", "json"}  (ObservationV2, all groups)
-        self.scores: dict[str, dict] = {}       # id -> {"ts", "ingested", "json", "broken"}  (legacy score)
+        self.scores: dict[str, dict] = {}  # id -> {"ts", "ingested", "json", "broken"}  (legacy score)
         self.trace_scores: dict[str, list[str]] = {}
         self.counts: Counter = Counter()
         self.log: list[tuple[float, str, int, str]] = []  # (arrival time, path, status, query string)
-        self.hooks: list = []                   # fn(path, params, status): runs after a response is
-                                                # computed, before it is sent (data changes mid-read)
+        self.hooks: list = []  # fn(path, params, status): runs after a response is
+        # computed, before it is sent (data changes mid-read)
         self._fail: dict[str, list[tuple[int, str | None]]] = {}
         self._lock = threading.Lock()
         self._sorted: dict[str, list[dict]] = {}
@@ -163,6 +219,7 @@ class FakeLangfuse:
 
         class Handler(_Handler):
             lf = fake
+
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True, name="fake-langfuse").start()
@@ -187,75 +244,196 @@ class FakeLangfuse:
         """The extraction's LangfuseSettings for this server and its keys, retrying without waiting."""
         from irsflow.feedback.langfuse import LangfuseSettings  # here: the script mode needs no irsflow
 
-        return LangfuseSettings(host=self.url, public_key=self.public_key, secret_key=self.secret_key, backoff_s=0.01, **kw)
+        return LangfuseSettings(
+            host=self.url, public_key=self.public_key, secret_key=self.secret_key, backoff_s=0.01, **kw
+        )
 
     # --- data ------------------------------------------------------------------------------------
     def _id(self, prefix: str) -> str:
         self._n += 1
         return f"{prefix}{self._n:08d}{random.Random(self._n).getrandbits(64):016x}"
 
-    def add_trace(self, timestamp: datetime, input=None, output=None, *, id: str | None = None, name: str = "chat",
-                  user_id: str | None = "user-1", session_id: str | None = None, tags=(), metadata=None,
-                  environment: str = "default", ingested_at: float | None = None, obs_type: str = "SPAN",
-                  root: str = "otel") -> str:
+    def add_trace(
+        self,
+        timestamp: datetime,
+        input=None,
+        output=None,
+        *,
+        id: str | None = None,
+        name: str = "chat",
+        user_id: str | None = "user-1",
+        session_id: str | None = None,
+        tags=(),
+        metadata=None,
+        environment: str = "default",
+        ingested_at: float | None = None,
+        obs_type: str = "SPAN",
+        root: str = "otel",
+    ) -> str:
         """A trace and its root observation (type ``obs_type``: GENERATION for the OpenAI
         integration, SPAN for ``@observe``, CHAIN for a LangChain graph). ``root``: "otel" (a span
         of the SDK), "legacy" (the synthetic ``t-<id>`` root of a trace ingested the legacy way),
         "app" (the SDK's span is an app root under a web framework's request span without io)."""
         id = id or self._id("t")
         ingested = time.time() if ingested_at is None else ingested_at
-        body = {"id": id, "timestamp": iso(timestamp), "name": name, "input": input, "output": output,
-                "sessionId": session_id, "release": None, "version": None, "userId": user_id,
-                "metadata": metadata or {}, "tags": list(tags), "public": False, "environment": environment,
-                "htmlPath": f"/project/fake/traces/{id}", "latency": 1.5, "totalCost": 0.0001}
-        ctx = {"userId": user_id, "sessionId": session_id, "environment": environment, "tags": list(tags),
-               "traceName": name, "metadata": {k: str(v) for k, v in (metadata or {}).items()}}
+        body = {
+            "id": id,
+            "timestamp": iso(timestamp),
+            "name": name,
+            "input": input,
+            "output": output,
+            "sessionId": session_id,
+            "release": None,
+            "version": None,
+            "userId": user_id,
+            "metadata": metadata or {},
+            "tags": list(tags),
+            "public": False,
+            "environment": environment,
+            "htmlPath": f"/project/fake/traces/{id}",
+            "latency": 1.5,
+            "totalCost": 0.0001,
+        }
+        ctx = {
+            "userId": user_id,
+            "sessionId": session_id,
+            "environment": environment,
+            "tags": list(tags),
+            "traceName": name,
+            "metadata": {k: str(v) for k, v in (metadata or {}).items()},
+        }
         parent = None
         if root == "app":
-            parent = self.add_observation(id, timestamp - timedelta(milliseconds=5), type="SPAN",
-                                          name="POST /chat", ingested_at=ingested, **ctx)
-        self.add_observation(id, timestamp, type=obs_type, name=name, input=input, output=output, parent=parent,
-                             obs_id=f"t-{id}" if root == "legacy" else None, app_root=root == "app",
-                             ingested_at=ingested, **ctx)
+            parent = self.add_observation(
+                id, timestamp - timedelta(milliseconds=5), type="SPAN", name="POST /chat", ingested_at=ingested, **ctx
+            )
+        self.add_observation(
+            id,
+            timestamp,
+            type=obs_type,
+            name=name,
+            input=input,
+            output=output,
+            parent=parent,
+            obs_id=f"t-{id}" if root == "legacy" else None,
+            app_root=root == "app",
+            ingested_at=ingested,
+            **ctx,
+        )
         with self._lock:
             self.traces[id] = {"ts": timestamp.timestamp(), "ingested": ingested, "json": body}
             self._changed(ingested, "traces")
         return id
 
-    def add_observation(self, trace_id: str, start: datetime, *, type: str = "SPAN", name: str | None = None,
-                        input=None, output=None, parent: str | None = None, obs_id: str | None = None,
-                        app_root: bool = False, ingested_at: float | None = None, userId=None, sessionId=None,
-                        environment="default", tags=(), traceName=None, metadata=None) -> str:
+    def add_observation(
+        self,
+        trace_id: str,
+        start: datetime,
+        *,
+        type: str = "SPAN",
+        name: str | None = None,
+        input=None,
+        output=None,
+        parent: str | None = None,
+        obs_id: str | None = None,
+        app_root: bool = False,
+        ingested_at: float | None = None,
+        userId=None,
+        sessionId=None,
+        environment="default",
+        tags=(),
+        traceName=None,
+        metadata=None,
+    ) -> str:
         """One observation (v4 routes only): a child of ``parent``, or a root without one."""
         oid = obs_id or f"{random.Random(f'{trace_id}{self._n}').getrandbits(64):016x}"
         self._n += 1
-        o = {"id": oid, "traceId": trace_id, "startTime": iso(start), "endTime": iso(start + timedelta(seconds=1.5)),
-             "projectId": "fake-project", "parentObservationId": parent, "type": type, "name": name,
-             "level": "DEFAULT", "statusMessage": None, "version": None, "environment": environment,
-             "bookmarked": False, "public": False, "userId": userId, "sessionId": sessionId,
-             "isRootObservation": parent is None or app_root, "completionStartTime": None,
-             "createdAt": iso(start), "updatedAt": iso(start), "input": sdk_text(input), "output": sdk_text(output),
-             "metadata": metadata or {}, "providedModelName": "gpt-4o-mini" if type == "GENERATION" else None,
-             "internalModelId": None, "modelParameters": {}, "usageDetails": {}, "costDetails": {},
-             "totalCost": 0.0, "usagePricingTierName": None, "promptId": None, "promptName": None,
-             "promptVersion": None, "latency": 1.5, "timeToFirstToken": None, "tags": list(tags), "release": None,
-             "traceName": traceName}
+        o = {
+            "id": oid,
+            "traceId": trace_id,
+            "startTime": iso(start),
+            "endTime": iso(start + timedelta(seconds=1.5)),
+            "projectId": "fake-project",
+            "parentObservationId": parent,
+            "type": type,
+            "name": name,
+            "level": "DEFAULT",
+            "statusMessage": None,
+            "version": None,
+            "environment": environment,
+            "bookmarked": False,
+            "public": False,
+            "userId": userId,
+            "sessionId": sessionId,
+            "isRootObservation": parent is None or app_root,
+            "completionStartTime": None,
+            "createdAt": iso(start),
+            "updatedAt": iso(start),
+            "input": sdk_text(input),
+            "output": sdk_text(output),
+            "metadata": metadata or {},
+            "providedModelName": "gpt-4o-mini" if type == "GENERATION" else None,
+            "internalModelId": None,
+            "modelParameters": {},
+            "usageDetails": {},
+            "costDetails": {},
+            "totalCost": 0.0,
+            "usagePricingTierName": None,
+            "promptId": None,
+            "promptName": None,
+            "promptVersion": None,
+            "latency": 1.5,
+            "timeToFirstToken": None,
+            "tags": list(tags),
+            "release": None,
+            "traceName": traceName,
+        }
         with self._lock:
-            self.observations[oid] = {"ts": start.timestamp(), "ingested": time.time() if ingested_at is None
-                                      else ingested_at, "json": o}
+            self.observations[oid] = {
+                "ts": start.timestamp(),
+                "ingested": time.time() if ingested_at is None else ingested_at,
+                "json": o,
+            }
         return oid
 
-    def add_score(self, trace_id: str | None, value, timestamp: datetime, *, name: str = "user-feedback",
-                  data_type: str = "BOOLEAN", comment: str | None = None, id: str | None = None,
-                  environment: str = "default", ingested_at: float | None = None, observation_id: str | None = None,
-                  session_id: str | None = None, broken: bool = False) -> str:
+    def add_score(
+        self,
+        trace_id: str | None,
+        value,
+        timestamp: datetime,
+        *,
+        name: str = "user-feedback",
+        data_type: str = "BOOLEAN",
+        comment: str | None = None,
+        id: str | None = None,
+        environment: str = "default",
+        ingested_at: float | None = None,
+        observation_id: str | None = None,
+        session_id: str | None = None,
+        broken: bool = False,
+    ) -> str:
         """``value``: 1/0 (or True/False) for BOOLEAN, a string for CATEGORICAL, a number for NUMERIC.
         ``broken``: a row the server drops from its answer after paging (fails its own checks)."""
         id = id or self._id("s")
-        body = {"id": id, "traceId": trace_id, "sessionId": session_id, "observationId": observation_id,
-                "datasetRunId": None, "name": name, "source": "API", "timestamp": iso(timestamp),
-                "createdAt": iso(timestamp), "updatedAt": iso(timestamp), "authorUserId": None, "comment": comment,
-                "metadata": {}, "configId": None, "queueId": None, "environment": environment, "dataType": data_type}
+        body = {
+            "id": id,
+            "traceId": trace_id,
+            "sessionId": session_id,
+            "observationId": observation_id,
+            "datasetRunId": None,
+            "name": name,
+            "source": "API",
+            "timestamp": iso(timestamp),
+            "createdAt": iso(timestamp),
+            "updatedAt": iso(timestamp),
+            "authorUserId": None,
+            "comment": comment,
+            "metadata": {},
+            "configId": None,
+            "queueId": None,
+            "environment": environment,
+            "dataType": data_type,
+        }
         if data_type == "BOOLEAN":
             body.update(value=float(value), stringValue="True" if float(value) == 1 else "False")
         elif data_type == "CATEGORICAL":
@@ -266,28 +444,52 @@ class FakeLangfuse:
             old = self.scores.get(id)
             if old is None and trace_id:
                 self.trace_scores.setdefault(trace_id, []).append(id)
-            self.scores[id] = {"ts": timestamp.timestamp(), "ingested": time.time() if ingested_at is None
-                               else ingested_at, "json": body, "broken": broken}
+            self.scores[id] = {
+                "ts": timestamp.timestamp(),
+                "ingested": time.time() if ingested_at is None else ingested_at,
+                "json": body,
+                "broken": broken,
+            }
             self._changed(self.scores[id]["ingested"], "scores")
         return id
 
-    def add_synthetic(self, n: int, *, start: datetime | None = None, every_s: float = 30.0, feedback: float = 1.0,
-                      up: float = 0.7, seed: int = 0, name: str = "user-feedback") -> list[str]:
+    def add_synthetic(
+        self,
+        n: int,
+        *,
+        start: datetime | None = None,
+        every_s: float = 30.0,
+        feedback: float = 1.0,
+        up: float = 0.7,
+        seed: int = 0,
+        name: str = "user-feedback",
+    ) -> list[str]:
         """``n`` chat traces ``every_s`` apart (ending about now); a share ``feedback`` of them get a
         thumb (up with probability ``up``) 5-300 s after the trace. Returns the trace ids."""
         rng = random.Random(seed)
-        start = start or datetime.now(timezone.utc) - timedelta(seconds=n * every_s + 600)
+        start = start or datetime.now(UTC) - timedelta(seconds=n * every_s + 600)
         ids = []
         for i in range(n):
             ts = start + timedelta(seconds=i * every_s)
             messages, answer = chat(rng, i)
-            tid = self.add_trace(ts, messages if rng.random() < 0.8 else {"messages": messages}, answer,
-                                 user_id=f"user-{rng.randrange(50)}", session_id=f"sess-{i // 3}",
-                                 tags=["prod"], metadata={"model": "smol", "turns": len(messages)},
-                                 obs_type="GENERATION")
+            tid = self.add_trace(
+                ts,
+                messages if rng.random() < 0.8 else {"messages": messages},
+                answer,
+                user_id=f"user-{rng.randrange(50)}",
+                session_id=f"sess-{i // 3}",
+                tags=["prod"],
+                metadata={"model": "smol", "turns": len(messages)},
+                obs_type="GENERATION",
+            )
             if rng.random() < feedback:
-                self.add_score(tid, int(rng.random() < up), ts + timedelta(seconds=rng.uniform(5, 300)), name=name,
-                               comment=rng.choice([None, None, "thanks", "wrong answer"]))
+                self.add_score(
+                    tid,
+                    int(rng.random() < up),
+                    ts + timedelta(seconds=rng.uniform(5, 300)),
+                    name=name,
+                    comment=rng.choice([None, None, "thanks", "wrong answer"]),
+                )
             ids.append(tid)
         return ids
 
@@ -374,13 +576,15 @@ class FakeLangfuse:
         if limit > 100 or limit < 1 or page < 1:
             raise BadRequest("limit must be 1..100, page >= 1")
         rows = self.rows(path, q)
-        data = rows[(page - 1) * limit: page * limit]
+        data = rows[(page - 1) * limit : page * limit]
         if path == SCORES:  # filterAndValidateV2GetScoreList runs after paging: totals still count them
             data = [r["json"] for r in data if not r["broken"]]
         else:
             data = [self.trace_json(t, fields, full=False) for t in data]
-        return {"data": data, "meta": {"page": page, "limit": limit, "totalItems": len(rows),
-                                       "totalPages": math.ceil(len(rows) / limit)}}
+        return {
+            "data": data,
+            "meta": {"page": page, "limit": limit, "totalItems": len(rows), "totalPages": math.ceil(len(rows) / limit)},
+        }
 
     # --- v4 queries ------------------------------------------------------------------------------
     def v3_scores(self, q: dict) -> dict:
@@ -388,12 +592,21 @@ class FakeLangfuse:
         one = _single(q)
         unknown = set(one) - V3_PARAMS
         if unknown:
-            raise BadRequest([{"code": "unrecognized_keys", "keys": sorted(unknown), "path": [],
-                               "message": f"Unrecognized key(s) in object: {', '.join(map(repr, sorted(unknown)))}"}])
+            raise BadRequest(
+                [
+                    {
+                        "code": "unrecognized_keys",
+                        "keys": sorted(unknown),
+                        "path": [],
+                        "message": f"Unrecognized key(s) in object: {', '.join(map(repr, sorted(unknown)))}",
+                    }
+                ]
+            )
         for key in ("userId", "traceTags"):
             if one.get(key):
-                raise BadRequest(f"{key} filter requires a trace JOIN and is not supported in v3 — use v2 or omit "
-                                 "this filter")
+                raise BadRequest(
+                    f"{key} filter requires a trace JOIN and is not supported in v3 — use v2 or omit this filter"
+                )
         limit = _int(one.get("limit") or "50", "limit", 1, 100)
         fields = _csv(one.get("fields")) or ["core"]
         if set(fields) - set(V3_GROUPS):
@@ -404,8 +617,15 @@ class FakeLangfuse:
         if sum(bool(_csv(one.get(k))) for k in ("traceId", "sessionId", "experimentId")) > 1:
             raise BadRequest("At most one of traceId, sessionId, experimentId may be specified")
         rows = [r for r in self.scores.values() if r["ingested"] <= time.time() - self.lag_s]  # no trace JOIN
-        filters = {"id": "id", "name": "name", "environment": "environment", "traceId": "traceId",
-                   "sessionId": "sessionId", "observationId": "observationId", "source": "source"}
+        filters = {
+            "id": "id",
+            "name": "name",
+            "environment": "environment",
+            "traceId": "traceId",
+            "sessionId": "sessionId",
+            "observationId": "observationId",
+            "source": "source",
+        }
         for key, field in filters.items():
             wanted = _csv(one.get(key))
             if wanted:
@@ -423,22 +643,26 @@ class FakeLangfuse:
                 raise BadRequest("Invalid cursor format")
             last = (_ms(_parse_time(c["lastTimestamp"])), c["lastId"])
             rows = [r for r in rows if key(r) < last]
-        rows = sorted(rows, key=key, reverse=True)[:limit + 1]
+        rows = sorted(rows, key=key, reverse=True)[: limit + 1]
         page = rows[:limit]
         meta = {"limit": limit}
         if len(rows) > limit and page:
             last = page[-1]
-            meta["cursor"] = _encode({"v": 1, "lastTimestamp": iso(datetime.fromtimestamp(last["ts"], timezone.utc)),
-                                      "lastId": last["json"]["id"]}, "base64url")
+            meta["cursor"] = _encode(
+                {"v": 1, "lastTimestamp": iso(datetime.fromtimestamp(last["ts"], UTC)), "lastId": last["json"]["id"]},
+                "base64url",
+            )
         return {"data": [_score_v3(r["json"], fields) for r in page if not r["broken"]], "meta": meta}
 
     def v2_observations(self, q: dict) -> dict:
         """GET /api/public/v2/observations (getObservationsV2FromEventsTableForPublicApi)."""
         one = {k: v[-1] for k, v in q.items()}
         if one.get("parseIoAsJson") == "true":
-            raise BadRequest("parseIoAsJson=true is no longer supported on the v2 observations endpoint. "
-                             "Input/output fields are always returned as raw strings. Remove the parseIoAsJson "
-                             "parameter or set it to false.")
+            raise BadRequest(
+                "parseIoAsJson=true is no longer supported on the v2 observations endpoint. "
+                "Input/output fields are always returned as raw strings. Remove the parseIoAsJson "
+                "parameter or set it to false."
+            )
         if "filter" in one:
             raise BadRequest("this fake does not implement the `filter` parameter")
         limit = _int(one.get("limit") or "50", "limit", 0, 1000)
@@ -464,13 +688,18 @@ class FakeLangfuse:
             c = _decode(one["cursor"], "base64")
             last = (_ms(_parse_time(c["lastStartTimeTo"])), _hash(c["lastTraceId"]), c["lastId"])
             rows = [r for r in rows if key(r) < last]
-        rows = sorted(rows, key=key, reverse=True)[:limit + 1]
+        rows = sorted(rows, key=key, reverse=True)[: limit + 1]
         page = rows[:limit]
         meta = {}
         if len(rows) > limit and page:
-            meta["cursor"] = _encode({"lastStartTimeTo": page[-1]["json"]["startTime"],
-                                      "lastTraceId": page[-1]["json"]["traceId"], "lastId": page[-1]["json"]["id"]},
-                                     "base64")
+            meta["cursor"] = _encode(
+                {
+                    "lastStartTimeTo": page[-1]["json"]["startTime"],
+                    "lastTraceId": page[-1]["json"]["traceId"],
+                    "lastId": page[-1]["json"]["id"],
+                },
+                "base64",
+            )
         expand = set(_csv(one.get("expandMetadata")))
         return {"data": [_observation_v2(r["json"], groups, expand) for r in page], "meta": meta}
 
@@ -479,17 +708,29 @@ def _score_v3(s: dict, fields: list[str]) -> dict:
     """scoreDomainToV3: polymorphic value, groups on request."""
     dt = s["dataType"]
     value = s["value"] == 1 if dt == "BOOLEAN" else s["stringValue"] if dt in ("CATEGORICAL", "TEXT") else s["value"]
-    out = {"id": s["id"], "projectId": "fake-project", "name": s["name"], "dataType": dt, "value": value,
-           "source": s["source"], "timestamp": s["timestamp"], "environment": s["environment"],
-           "createdAt": s["createdAt"], "updatedAt": s["updatedAt"]}
+    out = {
+        "id": s["id"],
+        "projectId": "fake-project",
+        "name": s["name"],
+        "dataType": dt,
+        "value": value,
+        "source": s["source"],
+        "timestamp": s["timestamp"],
+        "environment": s["environment"],
+        "createdAt": s["createdAt"],
+        "updatedAt": s["updatedAt"],
+    }
     if "details" in fields:
         out.update(comment=s["comment"], configId=s["configId"], metadata=s["metadata"])
     if "annotation" in fields:
         out.update(authorUserId=s["authorUserId"], queueId=s["queueId"])
     if "subject" in fields:
         if s["observationId"]:
-            out["subject"] = {"kind": "observation", "id": s["observationId"],
-                              **({"traceId": s["traceId"]} if s["traceId"] else {})}
+            out["subject"] = {
+                "kind": "observation",
+                "id": s["observationId"],
+                **({"traceId": s["traceId"]} if s["traceId"] else {}),
+            }
         elif s["sessionId"]:
             out["subject"] = {"kind": "session", "id": s["sessionId"]}
         else:
@@ -527,8 +768,17 @@ def _single(q: dict) -> dict:
     """Next.js gives a repeated key as an array, which z.string() refuses."""
     for k, v in q.items():
         if len(v) > 1:
-            raise BadRequest([{"code": "invalid_type", "expected": "string", "received": "array", "path": [k],
-                               "message": "Expected string, received array"}])
+            raise BadRequest(
+                [
+                    {
+                        "code": "invalid_type",
+                        "expected": "string",
+                        "received": "array",
+                        "path": [k],
+                        "message": "Expected string, received array",
+                    }
+                ]
+            )
     return {k: v[0] for k, v in q.items()}
 
 
@@ -583,9 +833,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path is None and url.path.startswith(TRACES + "/"):
             path = TRACE
         if path is None or (path in (SCORES_V3, OBSERVATIONS) and not lf.v4):
-            return self._send(url.path if path is None else path, 404,
-                              {"message": NO_V4_404, "error": "LangfuseNotFoundError"} if path == OBSERVATIONS
-                              else {"message": "Not Found"})
+            return self._send(
+                url.path if path is None else path,
+                404,
+                {"message": NO_V4_404, "error": "LangfuseNotFoundError"}
+                if path == OBSERVATIONS
+                else {"message": "Not Found"},
+            )
         if path in LEGACY and lf.legacy == "events_only":  # rejected before auth
             return self._send(path, 404, {"message": EVENTS_ONLY_404})
         expected = "Basic " + base64.b64encode(f"{lf.public_key}:{lf.secret_key}".encode()).decode()
@@ -596,29 +850,50 @@ class _Handler(BaseHTTPRequestHandler):
             fail = lf._fail.get(path, []).pop(0) if lf._fail.get(path) else None
         if fail:
             status, retry_after = fail
-            return self._send(path, status, {"message": f"injected {status}"},
-                              {"Retry-After": retry_after} if retry_after is not None else None)
+            return self._send(
+                path,
+                status,
+                {"message": f"injected {status}"},
+                {"Retry-After": retry_after} if retry_after is not None else None,
+            )
         if path in LEGACY and lf.legacy == "gone":
             dep = DEPRECATION[path]
-            return self._send(path, 410, {
-                "error": "LEGACY_API_UNAVAILABLE_FOR_NEW_ORGANIZATION",
-                "message": f"GET {url.path} is a legacy API that is not available to organizations created on or "
-                           f"after {CUTOFF_HUMAN}. Migrate this request to {dep['replacement']}. See the migration "
-                           f"documentation at {dep['docsUrl']}.",
-                "requestedEndpoint": f"GET {url.path}", "replacementEndpoint": dep["replacement"],
-                "documentationUrl": dep["docsUrl"], "_deprecation": dep})
+            return self._send(
+                path,
+                410,
+                {
+                    "error": "LEGACY_API_UNAVAILABLE_FOR_NEW_ORGANIZATION",
+                    "message": f"GET {url.path} is a legacy API that is not available to organizations created on or "
+                    f"after {CUTOFF_HUMAN}. Migrate this request to {dep['replacement']}. See the migration "
+                    f"documentation at {dep['docsUrl']}.",
+                    "requestedEndpoint": f"GET {url.path}",
+                    "replacementEndpoint": dep["replacement"],
+                    "documentationUrl": dep["docsUrl"],
+                    "_deprecation": dep,
+                },
+            )
         if (path == SCORES_V3 and not lf.scores_v3_api) or (path == OBSERVATIONS and not lf.preview_opt_in):
-            return self._send(path, 404, {"message": "Not Found" if path == SCORES_V3 else NO_V4_404,
-                                          "error": "LangfuseNotFoundError"})
+            return self._send(
+                path,
+                404,
+                {"message": "Not Found" if path == SCORES_V3 else NO_V4_404, "error": "LangfuseNotFoundError"},
+            )
         try:
             status, body = 200, self._answer(path, url.path, q)
         except BadRequest as e:
             status, body = 400, {"message": "Invalid request data", "error": e.args[0]}
         if status == 200 and path in LEGACY and lf.cloud:
             body["_deprecation"] = DEPRECATION[path]
-        self._send(path, status if body is not None else 404,
-                   body if body is not None else {"message": f"Trace {url.path.rsplit('/', 1)[1]} not found within "
-                                                             "authorized project", "error": "LangfuseNotFoundError"})
+        self._send(
+            path,
+            status if body is not None else 404,
+            body
+            if body is not None
+            else {
+                "message": f"Trace {url.path.rsplit('/', 1)[1]} not found within authorized project",
+                "error": "LangfuseNotFoundError",
+            },
+        )
 
     def _answer(self, path: str, raw_path: str, q: dict) -> dict | None:
         lf = self.lf
@@ -635,10 +910,14 @@ class _Handler(BaseHTTPRequestHandler):
         return lf.legacy_list(path, q, fields)
 
 
-TOPICS = [("What is the capital of France?", "Paris."), ("How do I reverse a list in Python?", "Use `lst[::-1]`."),
-          ("Explain recursion briefly.", "A function calling itself on a smaller input."),
-          ("What's 17 * 3?", "51."), ("Translate 'good night' to German.", "Gute Nacht."),
-          ("Give me a haiku about rain.", "Soft rain on the roof / ...")]
+TOPICS = [
+    ("What is the capital of France?", "Paris."),
+    ("How do I reverse a list in Python?", "Use `lst[::-1]`."),
+    ("Explain recursion briefly.", "A function calling itself on a smaller input."),
+    ("What's 17 * 3?", "51."),
+    ("Translate 'good night' to German.", "Gute Nacht."),
+    ("Give me a haiku about rain.", "Soft rain on the roof / ..."),
+]
 
 
 def chat(rng: random.Random, i: int) -> tuple[list[dict], object]:
@@ -655,8 +934,15 @@ def chat(rng: random.Random, i: int) -> tuple[list[dict], object]:
     if msgs[-1]["role"] == "assistant":
         msgs.append({"role": "user", "content": "Thanks, and one more thing: why?"})
     if rng.random() < 0.2:
-        msgs.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": f"call_{i}", "type": "function", "function": {"name": "search", "arguments": '{"q": "why"}'}}]})
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": f"call_{i}", "type": "function", "function": {"name": "search", "arguments": '{"q": "why"}'}}
+                ],
+            }
+        )
         msgs.append({"role": "tool", "tool_call_id": f"call_{i}", "content": "Because of reasons."})
     answer = f"Here is the answer to #{i}: " + "because " * rng.randint(3, 40)
     return msgs, ({"role": "assistant", "content": answer} if rng.random() < 0.5 else answer)
@@ -669,8 +955,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--traces", type=int, default=1000)
     ap.add_argument("--feedback", type=float, default=1.0, help="share of traces with a thumb")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--legacy", default="ok", choices=["ok", "gone", "events_only"],
-                    help="legacy routes: served, 410 (Cloud org after the cutoff), 404 (v4 events_only)")
+    ap.add_argument(
+        "--legacy",
+        default="ok",
+        choices=["ok", "gone", "events_only"],
+        help="legacy routes: served, 410 (Cloud org after the cutoff), 404 (v4 events_only)",
+    )
     args = ap.parse_args(argv)
     lf = FakeLangfuse(legacy=args.legacy, cloud=args.legacy == "gone")
     lf.add_synthetic(args.traces, feedback=args.feedback)

@@ -36,6 +36,7 @@ A request the real API refuses is refused the same way, whatever the script: a w
 ``python tests/support/fake_openai.py KEY DELAY`` serves in its own process and prints its base URL (the
 benchmark does this so the server's CPU is not the client's).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,12 +53,17 @@ except ImportError:  # run as a script (python tests/support/fake_*.py): its own
 
 DEEPSEEK_MODELS = ("deepseek-v4-flash", "deepseek-v4-pro")
 # What a V4 model thinks before it answers; it holds a draft verdict that a client must never use.
-REASONING = ('The user wants a json verdict. Draft: {"teacher_score": 0.01, "safety_flag": true, '
-             '"comment": "draft in the reasoning"}. Check the red flags, then answer.')
+REASONING = (
+    'The user wants a json verdict. Draft: {"teacher_score": 0.01, "safety_flag": true, '
+    '"comment": "draft in the reasoning"}. Check the red flags, then answer.'
+)
 ERRORS = {  # DeepSeek "Error Codes": status -> (message, type)
-    400: ("Invalid Format", "invalid_request_error"), 401: ("Authentication Fails", "authentication_error"),
-    402: ("Insufficient Balance", "unknown_error"), 422: ("Invalid Parameters", "invalid_request_error"),
-    429: ("Rate Limit Reached", "rate_limit_error"), 500: ("Server Error", "api_error"),
+    400: ("Invalid Format", "invalid_request_error"),
+    401: ("Authentication Fails", "authentication_error"),
+    402: ("Insufficient Balance", "unknown_error"),
+    422: ("Invalid Parameters", "invalid_request_error"),
+    429: ("Rate Limit Reached", "rate_limit_error"),
+    500: ("Server Error", "api_error"),
     503: ("Server Overloaded", "api_error"),
 }
 
@@ -72,14 +78,26 @@ def cut(text: str, n_tokens: int) -> str:
 
 def error_body(status: int, message: str | None = None) -> dict:
     msg, kind = ERRORS.get(status, ("Error", "api_error"))
-    return {"error": {"message": message or msg, "type": kind, "param": None, "code": "invalid_request_error"
-                      if kind == "invalid_request_error" else None}}
+    return {
+        "error": {
+            "message": message or msg,
+            "type": kind,
+            "param": None,
+            "code": "invalid_request_error" if kind == "invalid_request_error" else None,
+        }
+    }
 
 
 def _judgement(action: dict) -> str:
     score = action.get("score", 0.75)
-    return json.dumps({"teacher_score": score, "safety_flag": action.get("safety_flag", score < 0.3),
-                       "comment": action.get("comment", "fake judgement"), "best_answer": action.get("best_answer")})
+    return json.dumps(
+        {
+            "teacher_score": score,
+            "safety_flag": action.get("safety_flag", score < 0.3),
+            "comment": action.get("comment", "fake judgement"),
+            "best_answer": action.get("best_answer"),
+        }
+    )
 
 
 def _example(req: dict) -> str:
@@ -89,8 +107,14 @@ def _example(req: dict) -> str:
 
 
 class FakeOpenAI(LocalServer):
-    def __init__(self, api_key: str = "sk-fake", default: dict | None = None, models=DEEPSEEK_MODELS,
-                 thinks_by_default: bool = True, reasoning: str = REASONING):
+    def __init__(
+        self,
+        api_key: str = "sk-fake",
+        default: dict | None = None,
+        models=DEEPSEEK_MODELS,
+        thinks_by_default: bool = True,
+        reasoning: str = REASONING,
+    ):
         self.api_key = api_key
         self.default = default or {"kind": "ok"}
         self.models = set(models)
@@ -119,8 +143,13 @@ class FakeOpenAI(LocalServer):
                 if self.path == "/stats":  # request count, for a client in another process (the benchmark)
                     return self._send(200, {"count": fake.count})
                 if self.path.rstrip("/") in ("/v1/models", "/models") and self._authorized():
-                    return self._send(200, {"object": "list", "data": [
-                        {"id": m, "object": "model", "owned_by": "deepseek"} for m in sorted(fake.models)]})
+                    return self._send(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [{"id": m, "object": "model", "owned_by": "deepseek"} for m in sorted(fake.models)],
+                        },
+                    )
                 if self.path.rstrip("/") in ("/v1/models", "/models"):
                     return None
                 self._send(404, error_body(404, "Not Found"))
@@ -147,8 +176,14 @@ class FakeOpenAI(LocalServer):
                     return self._send(400, error_body(400, "Model Not Exist"))
                 text = "\n".join(m.get("content") or "" for m in req.get("messages", []))
                 if (req.get("response_format") or {}).get("type") == "json_object" and "json" not in text.lower():
-                    return self._send(400, error_body(400, "Prompt must contain the word 'json' in some form "
-                                                           "to use 'response_format' of type 'json_object'."))
+                    return self._send(
+                        400,
+                        error_body(
+                            400,
+                            "Prompt must contain the word 'json' in some form "
+                            "to use 'response_format' of type 'json_object'.",
+                        ),
+                    )
                 with fake._lock:
                     fake.requests.append(req)
                     fake.times.append(time.monotonic())
@@ -184,10 +219,16 @@ class FakeOpenAI(LocalServer):
 
     def completion(self, req: dict, action: dict) -> dict:
         kind = action.get("kind", "ok")
-        content = {"ok": lambda: _judgement(action), "blank": lambda: "", "invalid": lambda: "{not json",
-                   "schema": lambda: json.dumps({"teacher_score": 2, "comment": 1}), "copy": lambda: _example(req),
-                   "ramble": lambda: '{"teacher_score": 0.5, "comment": "' + "and also " * 10_000,
-                   "filter": lambda: "", "resource": lambda: ""}[kind]()
+        content = {
+            "ok": lambda: _judgement(action),
+            "blank": lambda: "",
+            "invalid": lambda: "{not json",
+            "schema": lambda: json.dumps({"teacher_score": 2, "comment": 1}),
+            "copy": lambda: _example(req),
+            "ramble": lambda: '{"teacher_score": 0.5, "comment": "' + "and also " * 10_000,
+            "filter": lambda: "",
+            "resource": lambda: "",
+        }[kind]()
         thinking = (req.get("thinking") or {}).get("type", "enabled" if self.thinks_by_default else "disabled")
         reasoning = self.reasoning if thinking == "enabled" else None
         budget = req.get("max_tokens") or req.get("max_completion_tokens") or 4096
@@ -206,13 +247,23 @@ class FakeOpenAI(LocalServer):
             hit = tokens(system) if system in self._prefixes else 0
             self._prefixes.add(system)
         completion = tokens(content) + n_reason
-        reply = {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
-                "model": req["model"], "system_fingerprint": "fp_fake_v4",
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                          "prompt_tokens_details": {"cached_tokens": hit},
-                          "completion_tokens_details": {"reasoning_tokens": n_reason},
-                          "prompt_cache_hit_tokens": hit, "prompt_cache_miss_tokens": prompt - hit}}
+        reply = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req["model"],
+            "system_fingerprint": "fp_fake_v4",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": hit},
+                "completion_tokens_details": {"reasoning_tokens": n_reason},
+                "prompt_cache_hit_tokens": hit,
+                "prompt_cache_miss_tokens": prompt - hit,
+            },
+        }
         with self._lock:
             self.replies.append(reply)
         return reply

@@ -18,6 +18,7 @@ POST /v1/unload_lora_adapter: 200 / 404 ``The lora adapter 'NAME' cannot be foun
 /v1/chat/completions answers for the base or a loaded adapter, 404 otherwise; a request for a
 name that is not loaded first waits for a load of that name in progress, as the real server does.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,12 +42,15 @@ def _weights_error(path: Path) -> str | None:
     data = f.read_bytes()
     try:
         (n,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (struct.error, ValueError):
         return "Error while deserializing header: invalid header"
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    return "Error while deserializing header: incomplete metadata, file not fully covered" \
-        if len(data) < 8 + n + end else None
+    return (
+        "Error while deserializing header: incomplete metadata, file not fully covered"
+        if len(data) < 8 + n + end
+        else None
+    )
 
 
 class FakeVLLM(LocalServer):
@@ -66,9 +70,14 @@ class FakeVLLM(LocalServer):
                 pass
 
             def _err(self, status: int, msg: str, err_type: str | None = None):
-                err_type = err_type or {400: "InvalidUserInput", 404: "NotFoundError"}.get(status, "InternalServerError")
-                send_json(self, status, json.dumps({"error": {"message": msg, "type": err_type, "param": None,
-                                                              "code": status}}).encode())
+                err_type = err_type or {400: "InvalidUserInput", 404: "NotFoundError"}.get(
+                    status, "InternalServerError"
+                )
+                send_json(
+                    self,
+                    status,
+                    json.dumps({"error": {"message": msg, "type": err_type, "param": None, "code": status}}).encode(),
+                )
 
             def _text(self, text: str):  # vLLM answers a load/unload with a bare body, no content type
                 data = text.encode()
@@ -81,10 +90,20 @@ class FakeVLLM(LocalServer):
                 fake.calls.append((self.path, {}))
                 if self.path != "/v1/models":
                     return self._err(404, "Not Found")
-                data = [{"id": fake.base_model, "object": "model", "created": 0, "owned_by": "vllm",
-                         "root": fake.base_model, "parent": None}]
-                data += [{"id": n, "object": "model", "created": 0, "owned_by": "vllm", "root": p,
-                          "parent": fake.base_model} for n, p in list(fake.adapters.items())]
+                data = [
+                    {
+                        "id": fake.base_model,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "vllm",
+                        "root": fake.base_model,
+                        "parent": None,
+                    }
+                ]
+                data += [
+                    {"id": n, "object": "model", "created": 0, "owned_by": "vllm", "root": p, "parent": fake.base_model}
+                    for n, p in list(fake.adapters.items())
+                ]
                 send_json(self, 200, json.dumps({"object": "list", "data": data}).encode())
 
             def do_POST(self):
@@ -108,21 +127,38 @@ class FakeVLLM(LocalServer):
                         with fake.locks[model]:  # resolve_lora: waits for a load of that name
                             pass
                     if model != fake.base_model and model not in fake.adapters:
-                        return self._err(404, f"The model `{model}` does not exist. Valid aliases: "
-                                              f"{fake.base_model}.")
-                    return send_json(self, 200, json.dumps({
-                        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"},
-                                     "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode())
+                        return self._err(404, f"The model `{model}` does not exist. Valid aliases: {fake.base_model}.")
+                    return send_json(
+                        self,
+                        200,
+                        json.dumps(
+                            {
+                                "id": "chatcmpl-fake",
+                                "object": "chat.completion",
+                                "created": int(time.time()),
+                                "model": model,
+                                "choices": [
+                                    {
+                                        "index": 0,
+                                        "message": {"role": "assistant", "content": "OK"},
+                                        "finish_reason": "stop",
+                                    }
+                                ],
+                                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+                            }
+                        ).encode(),
+                    )
                 self._err(404, "Not Found")
 
             def _load(self, name, path, inplace):
                 if not name or not path:
                     return self._err(400, "Both 'lora_name' and 'lora_path' must be provided.")
                 if name in fake.adapters and not inplace:
-                    return self._err(400, f"The lora adapter '{name}' has already been loaded. If you want to "
-                                          "load the adapter in place, set 'load_inplace' to True.")
+                    return self._err(
+                        400,
+                        f"The lora adapter '{name}' has already been loaded. If you want to "
+                        "load the adapter in place, set 'load_inplace' to True.",
+                    )
                 time.sleep(LOAD_S)
                 if not (Path(path) / "adapter_config.json").is_file():
                     return self._err(404, f"Loading lora {name} failed: No adapter found for <path>")
@@ -132,8 +168,11 @@ class FakeVLLM(LocalServer):
                 except ValueError as e:
                     problem = str(e)
                 if problem:
-                    return self._err(500, f"Call to add_lora method failed: Worker failed with error '{problem}', "
-                                          "please check the stack trace above for the root cause")
+                    return self._err(
+                        500,
+                        f"Call to add_lora method failed: Worker failed with error '{problem}', "
+                        "please check the stack trace above for the root cause",
+                    )
                 fake.adapters[name] = path
                 return self._text(f"Success: LoRA adapter '{name}' added successfully.")
 

@@ -1,9 +1,11 @@
 """The one way the fake servers of the tests answer: a JSON body with its length and extra headers."""
+
 from __future__ import annotations
 
 
-def send_json(handler, status: int, data: bytes, headers: dict | None = None,
-              content_type: str = "application/json") -> None:
+def send_json(
+    handler, status: int, data: bytes, headers: dict | None = None, content_type: str = "application/json"
+) -> None:
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(data)))

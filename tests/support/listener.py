@@ -9,6 +9,7 @@ never receive a credential.
 Every request is answered 401 with an OpenAI-style error body, so a client that did send its key
 fails loudly instead of waiting.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,14 @@ class Listener(LocalServer):
                     self.rfile.read(n)
                 with lock:
                     seen.append((self.command, self.path, dict(self.headers.items())))
-                body = {"error": {"message": "Authentication Fails", "type": "authentication_error",
-                                  "param": None, "code": "invalid_request_error"}}
+                body = {
+                    "error": {
+                        "message": "Authentication Fails",
+                        "type": "authentication_error",
+                        "param": None,
+                        "code": "invalid_request_error",
+                    }
+                }
                 send_json(self, 401, json.dumps(body).encode())
 
             do_GET = do_POST = do_PUT = do_DELETE = _record

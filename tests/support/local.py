@@ -1,4 +1,5 @@
 """Where the tests run: the checkout's root, the virtualenv's bin folder and a free port on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helpers for tests that crash a deployment run and retry it through a real worker."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,10 @@ def task_runs_after(name_like: str, since: datetime) -> dict[str, str]:
     """Task run name -> state name, for the flow runs whose name contains ``name_like``."""
     with get_client(sync_client=True) as client:
         flows = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name_like)))
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
-                                     task_run_filter=TaskRunFilter(start_time={"after_": since}))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [f.id for f in flows]}),
+            task_run_filter=TaskRunFilter(start_time={"after_": since}),
+        )
     return {t.name: t.state.name for t in runs}
 
 

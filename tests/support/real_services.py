@@ -8,14 +8,15 @@ infra/), is started once per test session on 127.0.0.1, and is stopped when the 
 Where a service cannot be installed the tests that need it skip naming why; under CI (env CI set)
 they fail instead, since CI on our machines must run them.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -39,8 +40,11 @@ def listening_addresses(port: int) -> set[str]:
             local, state = line.split()[1], line.split()[3]
             addr, hexport = local.split(":")
             if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
-                found.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))  # little-endian hex
-                          if table.endswith("tcp") else f"tcp6:{addr}")
+                found.add(
+                    ".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0))  # little-endian hex
+                    if table.endswith("tcp")
+                    else f"tcp6:{addr}"
+                )
     return found
 
 
@@ -69,19 +73,32 @@ class ServerProcess:
     """A server subprocess with its output in a log file; ``ready()`` polls ``health`` until it
     returns True, the process exits (error with the log's tail) or ``timeout_s`` passes."""
 
-    def __init__(self, name: str, argv: list[str], health: Callable[[], bool], timeout_s: float = 120,
-                 env: dict | None = None, cwd: str | Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        health: Callable[[], bool],
+        timeout_s: float = 120,
+        env: dict | None = None,
+        cwd: str | Path | None = None,
+    ):
         LOGS.mkdir(parents=True, exist_ok=True)
         self.name, self.health, self.timeout_s = name, health, timeout_s
         self.log_path = LOGS / f"{name}-{os.getpid()}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
 
-    def ready(self) -> "ServerProcess":
+    def ready(self) -> ServerProcess:
         t0 = time.monotonic()
         while time.monotonic() - t0 < self.timeout_s:
             if self.proc.poll() is not None:
@@ -108,7 +125,7 @@ class ServerProcess:
                 self.proc.wait(10)
         self._log.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.ready()
 
     def __exit__(self, *exc) -> None:
@@ -120,4 +137,5 @@ def http_ok(url: str, headers: dict | None = None) -> Callable[[], bool]:
         import httpx
 
         return httpx.get(url, headers=headers, timeout=3).status_code == 200
+
     return check

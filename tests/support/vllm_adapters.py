@@ -9,6 +9,7 @@ vLLM's CPU attention runs head sizes 32, 64, 80, ... (``v1/attention/backends/cp
 2 heads of 32. Its tokenizer has no merges (vocab 64 asks for fewer tokens than the alphabet), so
 a reply of n characters is n tokens: tests/ops/test_vllm_real.py sizes max_tokens by that.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,9 @@ def _lora(base: Path, init: bool = False):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    return get_peft_model(model, LoraConfig(r=RANK, lora_alpha=4 * RANK, target_modules=TARGETS,
-                                            init_lora_weights=init))
+    return get_peft_model(
+        model, LoraConfig(r=RANK, lora_alpha=4 * RANK, target_modules=TARGETS, init_lora_weights=init)
+    )
 
 
 def random_adapter(base: Path, out: Path, seed: int) -> Path:
@@ -42,7 +44,9 @@ def random_adapter(base: Path, out: Path, seed: int) -> Path:
 
 
 def chat_ids(tok, messages: list[dict]) -> list[int]:
-    return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    return list(
+        tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    )
 
 
 def greedy_reply(base: Path, adapter: Path | None, prompt: str, max_tokens: int) -> str:
@@ -56,6 +60,5 @@ def greedy_reply(base: Path, adapter: Path | None, prompt: str, max_tokens: int)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
     ids = torch.tensor([chat_ids(tok, [{"role": "user", "content": prompt}])])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                         do_sample=False)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False)
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

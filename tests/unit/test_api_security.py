@@ -7,6 +7,7 @@ oversized body; the API does not start with a guessable token.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/test_api_security.py -x
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEY = "sk-operator-SECRET-a61c03"
 TEACHER_WEIGHTS = {"irs_config": {"dw_config": {"initial_weights": {"rel": 1.0, "teacher": 1.0}}}}
 # the operator's environment of these tests: no extra roots, no extra teacher hosts, no Prefect
-DROPPED = ("PREFECT_API_URL", "IRSFLOW_ALLOWED_ROOTS", "IRSFLOW_WRITABLE_ROOTS", "IRSFLOW_TEACHER_ALLOWED_HOSTS", "IRSFLOW_TEACHER_BASE_URL",
-           "IRSFLOW_API_TOKEN", "IRSFLOW_API_MAX_BODY_BYTES")
+DROPPED = (
+    "PREFECT_API_URL",
+    "IRSFLOW_ALLOWED_ROOTS",
+    "IRSFLOW_WRITABLE_ROOTS",
+    "IRSFLOW_TEACHER_ALLOWED_HOSTS",
+    "IRSFLOW_TEACHER_BASE_URL",
+    "IRSFLOW_API_TOKEN",
+    "IRSFLOW_API_MAX_BODY_BYTES",
+)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -47,8 +55,14 @@ def api(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in DROPPED}
     env.update(IRSFLOW_API_TOKEN=TOKEN, IRSFLOW_DATA_DIR=str(data), DEEPSEEK_API_KEY=KEY)
     log = root / "api.log"
-    proc = subprocess.Popen([sys.executable, "-m", "deployments.api", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.api", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -102,15 +116,20 @@ def test_a_fifo_neither_blocks_validation_nor_stalls_health(api):
 def test_paths_outside_the_roots_reveal_nothing(api):
     seen = {}
     for path in ("/etc/shadow", "/root/.ssh/id_rsa", "/etc/no-such-file", "/etc"):
-        for field, body in (("dataset", {"dataset": path}), ("scoring.rules", {"scoring": {"rules": path}}),
-                            ("init_adapter", {"init_adapter": path})):
+        for field, body in (
+            ("dataset", {"dataset": path}),
+            ("scoring.rules", {"scoring": {"rules": path}}),
+            ("init_adapter", {"init_adapter": path}),
+        ):
             msg = problems(api.client.post("/api/train", json=body))[field]
             assert msg.startswith(f"{path!r} is outside the allowed roots ({api.data}"), msg
             seen.setdefault(field, set()).add(msg.replace(repr(path), "<path>"))
     assert all(len(v) == 1 for v in seen.values()), seen  # the same words whether it exists, is JSON, or not
     t0 = time.monotonic()
-    assert "outside the allowed roots" in problems(api.client.post(
-        "/api/train", json={"scoring": {"rules": "/dev/zero"}}))["scoring.rules"]
+    assert (
+        "outside the allowed roots"
+        in problems(api.client.post("/api/train", json={"scoring": {"rules": "/dev/zero"}}))["scoring.rules"]
+    )
     assert time.monotonic() - t0 < 2  # refused, not read
 
 
@@ -130,17 +149,23 @@ def test_the_teachers_key_never_reaches_a_host_the_request_names(api):
     assert KEY not in r.text and KEY not in api.log.read_text()
 
 
-@pytest.mark.parametrize("raw, field, message", [
-    ('{"irs_config": {"n_iterations": 1000000000}}', "irs_config.n_iterations", "must be <= 1000"),
-    ('{"irs_config": {"n_candidates": 1000000000}}', "irs_config.n_candidates", "must be <= 256"),
-    ('{"irs_config": {"gen_batch_size": 1000000000}}', "irs_config.gen_batch_size", "must be <= 4096"),
-    ('{"irs_config": {"lora": {"r": 1000000}}}', "irs_config.lora.r", "must be <= 1024"),
-    ('{"irs_config": {"sft_epochs": Infinity}}', "irs_config.sft_epochs", "finite number"),
-    ('{"irs_config": {"dw_config": {"initial_weights": {"rel": Infinity}}}}',
-     "irs_config.dw_config.initial_weights.rel", "finite number"),
-    ('{"irs_config": {"learning_rate": NaN}}', "irs_config.learning_rate", "finite number"),
-    ('{"seed": 18446744073709551616}', "seed", "must be <= 4294967295"),
-])
+@pytest.mark.parametrize(
+    "raw, field, message",
+    [
+        ('{"irs_config": {"n_iterations": 1000000000}}', "irs_config.n_iterations", "must be <= 1000"),
+        ('{"irs_config": {"n_candidates": 1000000000}}', "irs_config.n_candidates", "must be <= 256"),
+        ('{"irs_config": {"gen_batch_size": 1000000000}}', "irs_config.gen_batch_size", "must be <= 4096"),
+        ('{"irs_config": {"lora": {"r": 1000000}}}', "irs_config.lora.r", "must be <= 1024"),
+        ('{"irs_config": {"sft_epochs": Infinity}}', "irs_config.sft_epochs", "finite number"),
+        (
+            '{"irs_config": {"dw_config": {"initial_weights": {"rel": Infinity}}}}',
+            "irs_config.dw_config.initial_weights.rel",
+            "finite number",
+        ),
+        ('{"irs_config": {"learning_rate": NaN}}', "irs_config.learning_rate", "finite number"),
+        ('{"seed": 18446744073709551616}', "seed", "must be <= 4294967295"),
+    ],
+)
 def test_numbers_are_bounded_and_finite(api, raw, field, message):
     r = api.client.post("/api/train", content=raw.encode(), headers={"Content-Type": "application/json"})
     assert message in problems(r)[field]
@@ -163,8 +188,9 @@ def test_a_body_over_the_limit_is_413(api):
 
 
 def test_a_deeply_nested_body_is_422_not_a_crash(api):
-    r = api.client.post("/api/train", content=b"[" * 100_000 + b"]" * 100_000,
-                        headers={"Content-Type": "application/json"})
+    r = api.client.post(
+        "/api/train", content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"}
+    )
     assert problems(r)["<body>"].startswith("not valid JSON")
 
 
@@ -179,8 +205,14 @@ def test_the_api_does_not_start_with_a_weak_token():
     assert auth_token(token="sixteen-chars-ok") == "sixteen-chars-ok"
     port = str(free_port())
     env = {k: v for k, v in os.environ.items() if k not in DROPPED}
-    r = subprocess.run([sys.executable, "-m", "cli", "api", "--port", port], cwd=ROOT, timeout=60,
-                       env={**env, "IRSFLOW_API_TOKEN": "x"}, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "api", "--port", port],
+        cwd=ROOT,
+        timeout=60,
+        env={**env, "IRSFLOW_API_TOKEN": "x"},
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "IRSFLOW_API_TOKEN is too weak" in r.stderr, (r.stdout, r.stderr)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)

@@ -1,19 +1,32 @@
 """The request schema: every shipped config loads, bad values fail naming the field path."""
+
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from irsflow.config import TrainRequest, load_request, parse_request
 from irsflow.errors import ConfigError
 from tests.support.local import ROOT
 
 SEED_BODY = {
-    "stage": "IRS", "model_id": "Qwen/Qwen2.5-1.5B-Instruct",
-    "irs_config": {"n_iterations": 3, "n_candidates": 4, "batch_size": 2, "learning_rate": 2e-5,
-                   "max_new_tokens": 256, "load_in_4bit": True,
-                   "dw_config": {"history_window": 5, "temperature": 2.0,
-                                 "initial_weights": {"rel": 1.0, "faith": 1.0, "conc": 0.5}}},
-    "n_questions": 100, "top_k": 3,
+    "stage": "IRS",
+    "model_id": "Qwen/Qwen2.5-1.5B-Instruct",
+    "irs_config": {
+        "n_iterations": 3,
+        "n_candidates": 4,
+        "batch_size": 2,
+        "learning_rate": 2e-5,
+        "max_new_tokens": 256,
+        "load_in_4bit": True,
+        "dw_config": {
+            "history_window": 5,
+            "temperature": 2.0,
+            "initial_weights": {"rel": 1.0, "faith": 1.0, "conc": 0.5},
+        },
+    },
+    "n_questions": 100,
+    "top_k": 3,
 }
 
 
@@ -50,21 +63,28 @@ def test_the_shared_settings_keep_their_wire_name_irs_config():
         parse_request({"shared": {"n_candidates": 1}})
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"irs_config": {"n_candidates": 1}}, "irs_config.n_candidates: must be >= 2"),
-    ({"irs_config": {"learning_rate": 0}}, "irs_config.learning_rate: must be > 0"),
-    ({"irs_config": {"dw_config": {"temperature": -1}}}, "irs_config.dw_config.temperature: must be > 0"),
-    ({"irs_config": {"dw_config": {"history_window": 1}}}, "irs_config.dw_config.history_window: must be >= 2"),
-    ({"irs_config": {"dw_config": {"initial_weights": {"rel": 1, "bogus": 1}}}},
-     "irs_config.dw_config.initial_weights: unknown reward 'bogus'"),
-    ({"irs_config": {"dw_config": {"initial_weights": {"rel": -1}}}},
-     "irs_config.dw_config.initial_weights: weight of 'rel' must be >= 0"),
-    ({"irs_config": {"n_candidate": 4}}, "irs_config.n_candidate: unknown field"),
-    ({"stage": "SFT"}, "stage: 'SFT' is not one of IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM"),
-    ({"top_k": -1}, "top_k: must be >= 0"),
-    ({"model_id": ""}, "model_id: must not be empty"),
-    ({"n_questions": "many"}, "n_questions: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"irs_config": {"n_candidates": 1}}, "irs_config.n_candidates: must be >= 2"),
+        ({"irs_config": {"learning_rate": 0}}, "irs_config.learning_rate: must be > 0"),
+        ({"irs_config": {"dw_config": {"temperature": -1}}}, "irs_config.dw_config.temperature: must be > 0"),
+        ({"irs_config": {"dw_config": {"history_window": 1}}}, "irs_config.dw_config.history_window: must be >= 2"),
+        (
+            {"irs_config": {"dw_config": {"initial_weights": {"rel": 1, "bogus": 1}}}},
+            "irs_config.dw_config.initial_weights: unknown reward 'bogus'",
+        ),
+        (
+            {"irs_config": {"dw_config": {"initial_weights": {"rel": -1}}}},
+            "irs_config.dw_config.initial_weights: weight of 'rel' must be >= 0",
+        ),
+        ({"irs_config": {"n_candidate": 4}}, "irs_config.n_candidate: unknown field"),
+        ({"stage": "SFT"}, "stage: 'SFT' is not one of IRS, ONPOLICY, DPO, KTO, GRPO, PPO, RM"),
+        ({"top_k": -1}, "top_k: must be >= 0"),
+        ({"model_id": ""}, "model_id: must not be empty"),
+        ({"n_questions": "many"}, "n_questions: Input should be a valid integer"),
+    ],
+)
 def test_bad_values_fail_naming_the_field(patch, message):
     body = json.loads(json.dumps(SEED_BODY))
     for k, v in patch.items():
@@ -97,5 +117,5 @@ def test_a_deliberately_bad_file_fails_with_path_and_field(tmp_path):
 
 def test_request_is_frozen():
     req = TrainRequest()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         req.top_k = 5

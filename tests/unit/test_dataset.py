@@ -1,4 +1,5 @@
 """Question sets: format, line-numbered errors, the shipped demo set."""
+
 import json
 
 import pytest
@@ -21,16 +22,21 @@ def test_rows_parse_with_optional_fields_and_generated_ids():
     assert qs[1].top_contexts(2) == ("a", "b") and qs[1].meta == {"k": 1}
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"question": "ok"}\n{"question": "broken"\n', "x.jsonl:2: malformed JSON"),
-    ('{"question": "  "}\n', "x.jsonl:1: 'question' must be a non-empty string"),
-    ('{"id": "a", "question": "q1"}\n{"id": "b", "question": "q2"}\n{"id": "a", "question": "q3"}\n',
-     "x.jsonl:3: duplicate id 'a' (first on line 1)"),
-    ('{"question": "q", "contexts": "not a list"}\n', "x.jsonl:1: 'contexts' must be a list of strings"),
-    ('{"question": "q", "answer": "x"}\n', "x.jsonl:1: unknown field 'answer'"),
-    ('["question"]\n', "x.jsonl:1: expected a JSON object"),
-    ("", "x.jsonl: no questions"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"question": "ok"}\n{"question": "broken"\n', "x.jsonl:2: malformed JSON"),
+        ('{"question": "  "}\n', "x.jsonl:1: 'question' must be a non-empty string"),
+        (
+            '{"id": "a", "question": "q1"}\n{"id": "b", "question": "q2"}\n{"id": "a", "question": "q3"}\n',
+            "x.jsonl:3: duplicate id 'a' (first on line 1)",
+        ),
+        ('{"question": "q", "contexts": "not a list"}\n', "x.jsonl:1: 'contexts' must be a list of strings"),
+        ('{"question": "q", "answer": "x"}\n', "x.jsonl:1: unknown field 'answer'"),
+        ('["question"]\n', "x.jsonl:1: expected a JSON object"),
+        ("", "x.jsonl: no questions"),
+    ],
+)
 def test_problems_are_reported_with_the_line(text, message):
     with pytest.raises(DatasetError) as err:
         parse_questions(text, source="x.jsonl")

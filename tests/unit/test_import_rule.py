@@ -11,6 +11,7 @@ every module of ``irsflow`` belongs to a layer.
 
 Run: ``.venv/bin/python -m pytest -q tests/unit/test_import_rule.py``
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,10 +62,10 @@ def describe(layer: int) -> str:
 
 @dataclass(frozen=True)
 class Import:
-    path: str      # repository-relative, e.g. irsflow/loop/phases.py
+    path: str  # repository-relative, e.g. irsflow/loop/phases.py
     line: int
     importer: str  # the importing module, e.g. irsflow.loop.phases
-    module: str    # absolute dotted name imported, e.g. irsflow.jobs.resume or prefect
+    module: str  # absolute dotted name imported, e.g. irsflow.jobs.resume or prefect
 
 
 def module_name(path: Path, package_dir: Path) -> str:
@@ -106,10 +107,16 @@ def imports_in(source: str, path: str, module: str, is_package: bool, known: set
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
                 add(node.lineno, sub if sub in known else target)
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
-                   or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__")))):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
+            )
+        ):
             add(node.lineno, node.args[0].value)
         for child in ast.iter_child_nodes(node):
             visit(child)
@@ -131,8 +138,7 @@ def scan(package_dir: Path) -> tuple[dict[str, str], list[Import]]:
     found: list[Import] = []
     for p in files:
         name = module_name(p, package_dir)
-        found += imports_in(p.read_text(encoding="utf-8"), modules[name], name,
-                            p.name == "__init__.py", known)
+        found += imports_in(p.read_text(encoding="utf-8"), modules[name], name, p.name == "__init__.py", known)
     return modules, found
 
 
@@ -142,12 +148,17 @@ def _ours(imp: Import) -> bool:
 
 def unplaced(modules: dict[str, str], found: list[Import]) -> list[str]:
     """Modules in no layer, and imports of irsflow names that neither exist nor have a layer."""
-    problems = [f"{path}: module {name} is in no layer; add its top-level name to LAYERS in "
-                f"tests/unit/test_import_rule.py (and to the README's layout picture)"
-                for name, path in sorted(modules.items()) if layer_of(name) is None]
-    problems += [f"{imp.path}:{imp.line} imports {imp.module}, which does not exist and is in no layer"
-                 for imp in found
-                 if _ours(imp) and layer_of(imp.module) is None and imp.module not in modules]
+    problems = [
+        f"{path}: module {name} is in no layer; add its top-level name to LAYERS in "
+        f"tests/unit/test_import_rule.py (and to the README's layout picture)"
+        for name, path in sorted(modules.items())
+        if layer_of(name) is None
+    ]
+    problems += [
+        f"{imp.path}:{imp.line} imports {imp.module}, which does not exist and is in no layer"
+        for imp in found
+        if _ours(imp) and layer_of(imp.module) is None and imp.module not in modules
+    ]
     return problems
 
 
@@ -159,14 +170,16 @@ def upward(found: list[Import]) -> list[str]:
             continue
         here, there = layer_of(imp.importer), layer_of(imp.module)
         if here is not None and there is not None and there > here:
-            problems.append(f"{imp.path}:{imp.line} imports {imp.module} "
-                            f"({describe(there)} above {describe(here)})")
+            problems.append(f"{imp.path}:{imp.line} imports {imp.module} ({describe(there)} above {describe(here)})")
     return problems
 
 
 def shell(found: list[Import]) -> list[str]:
-    return [f"{imp.path}:{imp.line} imports {imp.module} (the library never imports the Prefect shell)"
-            for imp in found if imp.module.split(".")[0] in SHELL]
+    return [
+        f"{imp.path}:{imp.line} imports {imp.module} (the library never imports the Prefect shell)"
+        for imp in found
+        if imp.module.split(".")[0] in SHELL
+    ]
 
 
 def _fail_listing(title: str, problems: list[str]) -> None:
@@ -187,8 +200,7 @@ def test_every_module_belongs_to_a_layer(tree):
 
 def test_no_package_imports_a_higher_layer(tree):
     _, found = tree
-    _fail_listing("imports of a higher layer (a package may import only itself and lower layers)",
-                  upward(found))
+    _fail_listing("imports of a higher layer (a package may import only itself and lower layers)", upward(found))
 
 
 def test_the_library_never_imports_the_prefect_shell(tree):
@@ -198,6 +210,7 @@ def test_the_library_never_imports_the_prefect_shell(tree):
 
 # The checker itself, on a small made-up package: a rule that silently sees nothing would pass.
 
+
 def _write(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -206,30 +219,33 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checker_finds_every_kind_of_import(tmp_path):
-    package = _write(tmp_path, {
-        "irsflow/__init__.py": "",
-        "irsflow/errors.py": "import cli.main\n",
-        "irsflow/teacher/__init__.py": "from . import client\n",
-        "irsflow/teacher/client.py": (
-            "from typing import TYPE_CHECKING\n"
-            "if TYPE_CHECKING:\n"
-            "    from irsflow.jobs import job\n"          # line 3: annotations only, still counted
-            "else:\n"
-            "    import irsflow.release.registry\n"       # line 5
-            "def f():\n"
-            "    from ..loop.phases import run_score\n"   # line 7: relative, inside a function
-            "    from .. import codebook\n"               # line 8: a sibling package by name
-            "    import importlib\n"
-            "    importlib.import_module('prefect')\n"    # line 10
-            "from ..errors import IrsflowError\n"         # lower: fine
-            "from irsflow import teacher\n"               # itself: fine
-        ),
-        "irsflow/loop/phases.py": "",
-        "irsflow/codebook/store.py": "",
-        "irsflow/jobs/job.py": "",
-        "irsflow/release/registry.py": "",
-        "irsflow/newthing.py": "from irsflow.nothere import x\n",
-    })
+    package = _write(
+        tmp_path,
+        {
+            "irsflow/__init__.py": "",
+            "irsflow/errors.py": "import cli.main\n",
+            "irsflow/teacher/__init__.py": "from . import client\n",
+            "irsflow/teacher/client.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n"
+                "    from irsflow.jobs import job\n"  # line 3: annotations only, still counted
+                "else:\n"
+                "    import irsflow.release.registry\n"  # line 5
+                "def f():\n"
+                "    from ..loop.phases import run_score\n"  # line 7: relative, inside a function
+                "    from .. import codebook\n"  # line 8: a sibling package by name
+                "    import importlib\n"
+                "    importlib.import_module('prefect')\n"  # line 10
+                "from ..errors import IrsflowError\n"  # lower: fine
+                "from irsflow import teacher\n"  # itself: fine
+            ),
+            "irsflow/loop/phases.py": "",
+            "irsflow/codebook/store.py": "",
+            "irsflow/jobs/job.py": "",
+            "irsflow/release/registry.py": "",
+            "irsflow/newthing.py": "from irsflow.nothere import x\n",
+        },
+    )
     modules, found = scan(package)
     assert upward(found) == [
         "irsflow/teacher/client.py:3 imports irsflow.jobs.job (layer 13 jobs above layer 1 teacher)",
@@ -243,6 +259,7 @@ def test_the_checker_finds_every_kind_of_import(tmp_path):
     ]
     problems = unplaced(modules, found)
     assert len(problems) == 2
-    assert problems[0].startswith("irsflow/newthing.py: module irsflow.newthing is in no layer; add its "
-                                  "top-level name to LAYERS")
+    assert problems[0].startswith(
+        "irsflow/newthing.py: module irsflow.newthing is in no layer; add its top-level name to LAYERS"
+    )
     assert problems[1] == "irsflow/newthing.py:1 imports irsflow.nothere, which does not exist and is in no layer"

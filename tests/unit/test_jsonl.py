@@ -1,6 +1,7 @@
 """JSONL is split on "\\n" only. ``json.dumps(ensure_ascii=False)`` writes U+2028, U+2029 and U+0085
 raw inside strings, and ``str.splitlines()`` splits on them: a question holding one used to pass
 validation and then break the job at SCORING with a bare JSONDecodeError."""
+
 import csv
 import json
 
@@ -45,8 +46,13 @@ def test_a_malformed_line_names_the_file_and_line(tmp_path):
 
 def test_question_set_with_raw_line_separators_loads(tmp_path):
     p = tmp_path / "qs.jsonl"
-    p.write_text(json.dumps({"id": "odd", "question": ODD, "contexts": [ODD]}, ensure_ascii=False) + "\n"
-                 + json.dumps({"question": "plain?"}) + "\n", encoding="utf-8")
+    p.write_text(
+        json.dumps({"id": "odd", "question": ODD, "contexts": [ODD]}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"question": "plain?"})
+        + "\n",
+        encoding="utf-8",
+    )
     qs = load_questions(str(p))
     assert [(q.id, q.question, q.contexts) for q in qs] == [("odd", ODD, (ODD,)), ("q-2", "plain?", ())]
 
@@ -56,8 +62,14 @@ def test_a_job_scores_questions_holding_line_separators(tiny_model, data_dir):
     qs = data_dir / "qs.jsonl"
     data_dir.mkdir(parents=True, exist_ok=True)
     qs.write_text("".join(json.dumps({"id": f"q{i}", "question": f"{ODD} ({i})"}) + "\n" for i in range(3)))
-    req = TrainRequest.model_validate(tiny_request(tiny_model, dataset=str(qs), n_questions=3, irs_config={
-        "n_candidates": 2, "max_new_tokens": 8, "n_iterations": 1}))
+    req = TrainRequest.model_validate(
+        tiny_request(
+            tiny_model,
+            dataset=str(qs),
+            n_questions=3,
+            irs_config={"n_candidates": 2, "max_new_tokens": 8, "n_iterations": 1},
+        )
+    )
     store = create_job(req)
     run_generate(store, req, 1, None)
     out = run_score(store, req, 1, dict(req.shared.dw_config.initial_weights), [])

@@ -7,6 +7,7 @@ compared with their locks in tests/ops/test_locked_envs.py.
 
 Run: ``.venv/bin/python -m pytest -q tests/unit/test_locks.py``
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -84,11 +85,13 @@ def test_an_edited_input_makes_the_lock_stale_and_the_check_fails(tmp_path):
     assert any("rich-argparse is required" in p for p in found), found
     assert copy.problems(copy.ENVS["vllm"]) == []  # the service locks do not read pyproject.toml
     # the command-line check exits 1 naming it, and installing from it is refused
-    run = subprocess.run([sys.executable, str(root / "infra/lock.py"), "check"],
-                         capture_output=True, text=True)
+    run = subprocess.run([sys.executable, str(root / "infra/lock.py"), "check"], capture_output=True, text=True)
     assert run.returncode == 1 and "locks/cpu.txt: stale" in run.stderr
-    refused = subprocess.run([sys.executable, str(root / "infra/lock.py"), "install",
-                              str(tmp_path / "venv"), "cpu"], capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, str(root / "infra/lock.py"), "install", str(tmp_path / "venv"), "cpu"],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode != 0 and "does not match its inputs" in refused.stderr
     assert not (tmp_path / "venv").exists()
 
@@ -101,8 +104,10 @@ def test_a_pin_that_breaks_an_input_requirement_is_named(tmp_path):
     path.write_text(text.replace(old, "sentry-sdk==3.0.1 \\"))
     copy = load_lock_module(root)
     found = copy.problems(copy.ENVS["label-studio"])
-    assert found == ["infra/locks/label-studio.txt: sentry-sdk==3.0.1 does not satisfy 'sentry-sdk<3'; "
-                     "re-resolve it on purpose: make lock LOCK=label-studio"]
+    assert found == [
+        "infra/locks/label-studio.txt: sentry-sdk==3.0.1 does not satisfy 'sentry-sdk<3'; "
+        "re-resolve it on purpose: make lock LOCK=label-studio"
+    ]
 
 
 def test_an_unpinned_or_unhashed_line_is_refused(tmp_path):

@@ -2,6 +2,7 @@
 a rank-10^6 adapter, infinite epochs or a seed training cannot use. Checked over the whole schema
 (the request and every registered stage's settings), so a field added later without a bound fails here.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,30 +48,39 @@ def test_every_number_in_the_request_has_an_upper_bound():
     assert {k: v for k, v in unbounded.items() if v} == {}
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"irs_config": {"n_iterations": 10**9}}, "irs_config.n_iterations"),
-    ({"irs_config": {"n_candidates": 10**9}}, "irs_config.n_candidates"),
-    ({"irs_config": {"gen_batch_size": 10**9}}, "irs_config.gen_batch_size"),
-    ({"irs_config": {"lora": {"r": 10**6}}}, "irs_config.lora.r"),
-    ({"n_questions": 10**9}, "n_questions"),
-    ({"seed": 2**64}, "seed"),
-    ({"heldout": {"seed": 2**32}}, "heldout.seed"),
-    ({"stage": "PPO", "stage_config": {"ppo_epochs": 10**6}}, "stage_config.ppo_epochs"),
-    ({"teacher": {"max_tokens": 10**9}}, "teacher.max_tokens"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"irs_config": {"n_iterations": 10**9}}, "irs_config.n_iterations"),
+        ({"irs_config": {"n_candidates": 10**9}}, "irs_config.n_candidates"),
+        ({"irs_config": {"gen_batch_size": 10**9}}, "irs_config.gen_batch_size"),
+        ({"irs_config": {"lora": {"r": 10**6}}}, "irs_config.lora.r"),
+        ({"n_questions": 10**9}, "n_questions"),
+        ({"seed": 2**64}, "seed"),
+        ({"heldout": {"seed": 2**32}}, "heldout.seed"),
+        ({"stage": "PPO", "stage_config": {"ppo_epochs": 10**6}}, "stage_config.ppo_epochs"),
+        ({"teacher": {"max_tokens": 10**9}}, "teacher.max_tokens"),
+    ],
+)
 def test_huge_numbers_are_refused_naming_the_field(body, field):
     with pytest.raises(ConfigError, match=rf"{field.replace('.', '[.]')}: must be <= "):
         parse_request(body)
 
 
-@pytest.mark.parametrize("raw, field", [
-    ('{"irs_config": {"sft_epochs": Infinity}}', "irs_config.sft_epochs"),
-    ('{"irs_config": {"dw_config": {"initial_weights": {"rel": Infinity}}}}', "irs_config.dw_config.initial_weights.rel"),
-    ('{"irs_config": {"dw_config": {"temperature": NaN}}}', "irs_config.dw_config.temperature"),
-    ('{"scoring": {"fusion": {"weights": {"chain": Infinity}}}}', "scoring.fusion.weights.chain"),
-    ('{"teacher": {"timeout_s": Infinity}}', "teacher.timeout_s"),
-    ('{"stage": "DPO", "stage_config": {"beta": -Infinity}}', "stage_config.beta"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ('{"irs_config": {"sft_epochs": Infinity}}', "irs_config.sft_epochs"),
+        (
+            '{"irs_config": {"dw_config": {"initial_weights": {"rel": Infinity}}}}',
+            "irs_config.dw_config.initial_weights.rel",
+        ),
+        ('{"irs_config": {"dw_config": {"temperature": NaN}}}', "irs_config.dw_config.temperature"),
+        ('{"scoring": {"fusion": {"weights": {"chain": Infinity}}}}', "scoring.fusion.weights.chain"),
+        ('{"teacher": {"timeout_s": Infinity}}', "teacher.timeout_s"),
+        ('{"stage": "DPO", "stage_config": {"beta": -Infinity}}', "stage_config.beta"),
+    ],
+)
 def test_infinity_and_nan_are_refused(raw, field):
     with pytest.raises(ConfigError, match=rf"{field.replace('.', '[.]')}: Input should be a finite number"):
         parse_request(json.loads(raw))  # json.loads reads Infinity/NaN, as the API and the CLI do

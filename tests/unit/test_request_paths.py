@@ -5,6 +5,7 @@ data and $IRSFLOW_ALLOWED_ROOTS, symlinks resolved first, with a message that do
 whether the path exists. Inside the roots a directory, FIFO or device is named for what it is and
 never read (a FIFO would block its reader forever, /dev/zero would fill memory).
 """
+
 from __future__ import annotations
 
 import json
@@ -81,11 +82,23 @@ def test_the_teacher_cache_outside_the_roots_is_never_created(roots, tmp_path):
 def test_the_cli_refuses_before_creating_anything(roots, tmp_path):
     outside = tmp_path / "elsewhere"
     req = tmp_path / "req.json"
-    req.write_text(json.dumps({"teacher": {"cache_path": str(outside / "c.sqlite")},
-                               "irs_config": {"dw_config": {"initial_weights": {"teacher": 1.0}}}}))
+    req.write_text(
+        json.dumps(
+            {
+                "teacher": {"cache_path": str(outside / "c.sqlite")},
+                "irs_config": {"dw_config": {"initial_weights": {"teacher": 1.0}}},
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("IRSFLOW_ALLOWED_ROOTS", "IRSFLOW_WRITABLE_ROOTS")}
-    r = subprocess.run([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT, timeout=120,
-                       env={**env, "IRSFLOW_DATA_DIR": str(roots)}, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "train", "--request", str(req)],
+        cwd=ROOT,
+        timeout=120,
+        env={**env, "IRSFLOW_DATA_DIR": str(roots)},
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "teacher.cache_path" in r.stderr and "outside the writable roots" in r.stderr, r.stderr
     assert not outside.exists() and not (roots / "jobs").exists()
@@ -114,8 +127,14 @@ def test_the_operator_lists_more_roots(roots, tmp_path, monkeypatch):
 
 
 def test_shipped_names_and_hub_ids_are_not_paths(roots):
-    req = parse_request({"dataset": "builtin:redteam", "scoring": {"rules": "builtin:default"},
-                         "model_id": "Qwen/Qwen2.5-0.5B-Instruct", "init_adapter": "registry:champion"})
+    req = parse_request(
+        {
+            "dataset": "builtin:redteam",
+            "scoring": {"rules": "builtin:default"},
+            "model_id": "Qwen/Qwen2.5-0.5B-Instruct",
+            "init_adapter": "registry:champion",
+        }
+    )
     assert req.model_id == "Qwen/Qwen2.5-0.5B-Instruct"
     assert parse_request({"init_adapter": "models:/irsflow@champion"}).init_adapter == "models:/irsflow@champion"
 
@@ -166,8 +185,13 @@ def test_reads_are_regular_files_of_bounded_size(roots, monkeypatch):
 
 # A prefix that names no file must be matched whole: "registry:/../.." is a relative path the moment a
 # folder named "registry:" exists where the worker runs (and a teacher cache could have made one).
-PREFIXED = ["registry:/" + "../" * 20 + "etc/passwd", "models:/" + "../" * 20 + "etc/passwd", "registry:x/..",
-            "builtin:../../etc/passwd", "a/../../etc/passwd"]
+PREFIXED = [
+    "registry:/" + "../" * 20 + "etc/passwd",
+    "models:/" + "../" * 20 + "etc/passwd",
+    "registry:x/..",
+    "builtin:../../etc/passwd",
+    "a/../../etc/passwd",
+]
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
@@ -201,8 +225,10 @@ def test_a_written_file_must_be_new_or_irsflows_own(roots):
     con.commit()
     con.close()
     before = other.read_bytes()
-    for body, field in (({"teacher": {"cache_path": str(other)}}, "teacher.cache_path"),
-                        ({"codebook": {"path": str(other)}}, "codebook.path")):
+    for body, field in (
+        ({"teacher": {"cache_path": str(other)}}, "teacher.cache_path"),
+        ({"codebook": {"path": str(other)}}, "codebook.path"),
+    ):
         msg = refusal(body)
         assert field in msg and "is not irsflow's" in msg, msg
     (roots / "notes.txt").write_text("hello")

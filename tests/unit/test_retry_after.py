@@ -3,6 +3,7 @@ client and the Langfuse extraction. No servers, no models.
 
     .venv/bin/python -m pytest -q tests/unit/test_retry_after.py
 """
+
 from __future__ import annotations
 
 import email.message
@@ -17,17 +18,20 @@ from irsflow.retry import retry_after_s
 NOW = 1_000_000.0
 
 
-@pytest.mark.parametrize("headers, wait", [
-    ({"retry-after-ms": "1500"}, 1.5),
-    ({"retry-after-ms": "0"}, 0.0),
-    ({"Retry-After-Ms": "250.5"}, 0.2505),
-    ({"retry-after": "7"}, 7.0),
-    ({"Retry-After": "7"}, 7.0),
-    ({"RETRY-AFTER": " 7 "}, 7.0),
-    ({"retry-after": "0"}, 0.0),
-    ({"retry-after": "0.3"}, 0.3),
-    ({"retry-after": "1e1"}, 10.0),
-])
+@pytest.mark.parametrize(
+    "headers, wait",
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "0"}, 0.0),
+        ({"Retry-After-Ms": "250.5"}, 0.2505),
+        ({"retry-after": "7"}, 7.0),
+        ({"Retry-After": "7"}, 7.0),
+        ({"RETRY-AFTER": " 7 "}, 7.0),
+        ({"retry-after": "0"}, 0.0),
+        ({"retry-after": "0.3"}, 0.3),
+        ({"retry-after": "1e1"}, 10.0),
+    ],
+)
 def test_delay_forms(headers, wait):
     assert retry_after_s(headers) == pytest.approx(wait)
 
@@ -40,7 +44,7 @@ def test_milliseconds_win_over_seconds_and_a_bad_value_lets_seconds_speak():
 
 
 def test_http_date_counts_from_now_and_never_goes_negative():
-    soon = email.utils.formatdate(NOW + 10, usegmt=True)            # "..., ... GMT"
+    soon = email.utils.formatdate(NOW + 10, usegmt=True)  # "..., ... GMT"
     assert retry_after_s({"Retry-After": soon}, now=NOW) == 10.0
     assert retry_after_s({"retry-after": email.utils.formatdate(NOW - 60, usegmt=True)}, now=NOW) == 0.0
     # "-0000" (RFC 5322: UTC, no offset known) parses to a naive time: read as UTC, not local time
@@ -53,19 +57,30 @@ def test_http_date_against_the_clock():
     assert wait is not None and 0.0 <= wait <= 1.0
 
 
-@pytest.mark.parametrize("headers", [
-    None, {}, {"content-type": "application/json"},
-    {"retry-after": ""}, {"retry-after": "   "}, {"retry-after": "soon"}, {"retry-after": "-3"},
-    {"retry-after": "nan"}, {"retry-after": "inf"}, {"retry-after": "Mon, 99 Foo 2024 99:99:99 GMT"},
-    {"retry-after-ms": "1000x"}, {"retry-after-ms": "nan"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        {},
+        {"content-type": "application/json"},
+        {"retry-after": ""},
+        {"retry-after": "   "},
+        {"retry-after": "soon"},
+        {"retry-after": "-3"},
+        {"retry-after": "nan"},
+        {"retry-after": "inf"},
+        {"retry-after": "Mon, 99 Foo 2024 99:99:99 GMT"},
+        {"retry-after-ms": "1000x"},
+        {"retry-after-ms": "nan"},
+    ],
+)
 def test_absent_or_unusable_hint_is_none(headers):
     assert retry_after_s(headers) is None
 
 
 def test_header_objects_of_the_http_clients():
-    assert retry_after_s(httpx.Headers({"Retry-After-Ms": "300"})) == pytest.approx(0.3)   # openai / teacher
-    msg = email.message.Message()                                                         # urllib / Langfuse
+    assert retry_after_s(httpx.Headers({"Retry-After-Ms": "300"})) == pytest.approx(0.3)  # openai / teacher
+    msg = email.message.Message()  # urllib / Langfuse
     msg["Retry-After"] = "4"
     assert retry_after_s(msg) == 4.0
 
@@ -79,9 +94,9 @@ def test_teacher_client_waits_for_the_hint_capped_by_max_wait(tmp_path):
     err.response = SimpleNamespace(headers=httpx.Headers({"retry-after-ms": "250"}))
     assert run.wait_s(0, err) == pytest.approx(0.25)
     err.response = SimpleNamespace(headers=httpx.Headers({"retry-after": "30"}))
-    assert run.wait_s(0, err) == 5.0                      # capped
+    assert run.wait_s(0, err) == 5.0  # capped
     err.response = SimpleNamespace(headers=httpx.Headers({"retry-after": "later"}))
-    assert run.wait_s(0, err) == 5.0                      # no usable hint: own back-off (100 s), capped
+    assert run.wait_s(0, err) == 5.0  # no usable hint: own back-off (100 s), capped
     assert run.wait_s(0, RuntimeError("no response")) == 5.0
 
 

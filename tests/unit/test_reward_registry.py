@@ -5,6 +5,7 @@ Each check runs in a fresh interpreter, because this test process has long impor
 
     .venv/bin/python -m pytest -q tests/unit/test_reward_registry.py
 """
+
 import json
 import subprocess
 import sys
@@ -56,5 +57,18 @@ def test_known_rewards_lists_every_builtin():
     got = _run(EVERY_MODULE)
     # a module left out of the built-ins would add its names only once imported directly
     assert got["before"] == got["after"], sorted(set(got["after"]) - set(got["before"]))
-    assert {"rel", "faith", "conc", "ref", "rm", "rlaif", "teacher", "chain", "emergency", "risk",
-            "length_limit", "question_ratio", "followup"} <= set(got["before"]), got["before"]
+    assert {
+        "rel",
+        "faith",
+        "conc",
+        "ref",
+        "rm",
+        "rlaif",
+        "teacher",
+        "chain",
+        "emergency",
+        "risk",
+        "length_limit",
+        "question_ratio",
+        "followup",
+    } <= set(got["before"]), got["before"]

@@ -1,6 +1,7 @@
 """What a round leaves for the next one and for resume, without training anything: each stage's own
 files in the round's manifest (``Stage.writes`` / ``outputs``), the score summary's contract
 (``record_scores``), and the reward env every scoring phase builds (``reward_env``)."""
+
 import json
 
 import pytest
@@ -15,8 +16,16 @@ from irsflow.stages import get_stage, stage_names
 from irsflow.store import JobStore, hash_or_missing, hash_path
 from irsflow.teacher.settings import TeacherConfig
 
-SUMMARY = {"avg_reward": 0.4, "best_avg_reward": 0.6, "reward_breakdown": {"conc": 0.4}, "weights": {"conc": 1.0},
-           "next_weights": {"conc": 1.0}, "slopes": {"conc": 0.0}, "weights_updated": False, "scorer": "heuristic"}
+SUMMARY = {
+    "avg_reward": 0.4,
+    "best_avg_reward": 0.6,
+    "reward_breakdown": {"conc": 0.4},
+    "weights": {"conc": 1.0},
+    "next_weights": {"conc": 1.0},
+    "slopes": {"conc": 0.0},
+    "weights_updated": False,
+    "scorer": "heuristic",
+}
 
 
 def job(stage: str, data_dir) -> JobStore:
@@ -29,10 +38,14 @@ def job(stage: str, data_dir) -> JobStore:
 def test_every_stage_names_its_own_files_by_phase():
     declared = {name: {p: list(files) for p, files in get_stage(name).writes.items()} for name in stage_names()}
     assert declared == {
-        "IRS": {}, "ONPOLICY": {SCORING: ["onpolicy.jsonl"], TRAINING: ["train_rows.jsonl"]},
-        "DPO": {TRAINING: ["pairs.jsonl"]}, "KTO": {TRAINING: ["pairs.jsonl"]},
-        "GRPO": {TRAINING: ["grpo_curve.json", "score_summary.json"]}, "PPO": {TRAINING: ["rollouts.csv", "kl.json"]},
-        "RM": {TRAINING: ["pairs.jsonl", "rm_eval.json"]}}
+        "IRS": {},
+        "ONPOLICY": {SCORING: ["onpolicy.jsonl"], TRAINING: ["train_rows.jsonl"]},
+        "DPO": {TRAINING: ["pairs.jsonl"]},
+        "KTO": {TRAINING: ["pairs.jsonl"]},
+        "GRPO": {TRAINING: ["grpo_curve.json", "score_summary.json"]},
+        "PPO": {TRAINING: ["rollouts.csv", "kl.json"]},
+        "RM": {TRAINING: ["pairs.jsonl", "rm_eval.json"]},
+    }
 
 
 def test_the_manifest_hashes_the_files_the_stage_declares_and_requires_them(data_dir):
@@ -47,9 +60,11 @@ def test_the_manifest_hashes_the_files_the_stage_declares_and_requires_them(data
         record_outputs(store, 1, TRAINING, "key-1")
     (d / "kl.json").write_text('{"next_kl_coef": 0.2}')
     entry = record_outputs(store, 1, TRAINING, "key-1")
-    assert entry["outputs"] == {"checkpoints/iter_1": hash_path(store.checkpoint(1)),
-                                "phases/iter_1/rollouts.csv": hash_path(d / "rollouts.csv"),
-                                "phases/iter_1/kl.json": hash_path(d / "kl.json")}
+    assert entry["outputs"] == {
+        "checkpoints/iter_1": hash_path(store.checkpoint(1)),
+        "phases/iter_1/rollouts.csv": hash_path(d / "rollouts.csv"),
+        "phases/iter_1/kl.json": hash_path(d / "kl.json"),
+    }
     assert read_manifest(store, 1)[TRAINING] == entry
     # GRPO's score summary is its training's output; for a sampling stage it is SCORING's
     assert score_summary_path(store, 1) in phase_outputs(store, get_stage("IRS"), 1, SCORING)
@@ -66,8 +81,11 @@ def test_record_scores_writes_what_the_next_round_starts_from(data_dir):
     assert json.loads(score_summary_path(store, 1).read_text()) == moved
     (row,) = store.read_metrics()
     assert row["phase"] == "METRICS" and {k: row[k] for k in SUMMARY_KEYS} == {k: moved[k] for k in SUMMARY_KEYS}
-    assert store.read_status()["metrics"] == {"avg_reward": 0.4, "reward_breakdown": {"conc": 0.4},
-                                              "current_weights": {"conc": 1.2}}
+    assert store.read_status()["metrics"] == {
+        "avg_reward": 0.4,
+        "reward_breakdown": {"conc": 0.4},
+        "current_weights": {"conc": 1.2},
+    }
     assert set(SUMMARY_KEYS) == set(SUMMARY)
 
 
@@ -88,8 +106,12 @@ def test_the_next_round_reads_the_recorded_weights(data_dir, tiny_model):
 def test_reward_env_carries_the_teacher_with_its_key_and_usage_file(tmp_path):
     plain = reward_env(ScoringConfig(backend="heuristic"))
     assert plain.similarity.kind == "heuristic" and plain.extras == {}
-    env = reward_env(ScoringConfig(backend="heuristic"), teacher=TeacherConfig(), teacher_api_key="sk-test",
-                     usage_path=tmp_path / "teacher_usage.csv")
+    env = reward_env(
+        ScoringConfig(backend="heuristic"),
+        teacher=TeacherConfig(),
+        teacher_api_key="sk-test",
+        usage_path=tmp_path / "teacher_usage.csv",
+    )
     assert env.extras["teacher"].api_key.get_secret_value() == "sk-test"
     assert env.extras["teacher_usage_path"] == tmp_path / "teacher_usage.csv"
 

@@ -2,6 +2,7 @@
 Prefect): the phases its object lists, run as the library functions the tasks wrap. Each round must
 move the adapter away from where it started and write the stage's own files; the request schema
 validates each stage's settings with that stage's model."""
+
 import json
 
 import pytest
@@ -18,15 +19,38 @@ from tests.support.jobs import tiny_request
 
 CONC = {"dw_config": {"initial_weights": {"conc": 1.0, "length_limit": 0.5}}}
 # what each stage writes beside its adapter (a stage that skips its own step fails here)
-OWN_FILES = {"ONPOLICY": ["onpolicy.jsonl", "train_rows.jsonl"], "DPO": ["pairs.jsonl"], "KTO": ["pairs.jsonl"],
-             "GRPO": ["grpo_curve.json", "score_summary.json"], "PPO": ["rollouts.csv", "kl.json"],
-             "RM": ["pairs.jsonl", "rm_eval.json"], "IRS": ["scores.jsonl"]}
+OWN_FILES = {
+    "ONPOLICY": ["onpolicy.jsonl", "train_rows.jsonl"],
+    "DPO": ["pairs.jsonl"],
+    "KTO": ["pairs.jsonl"],
+    "GRPO": ["grpo_curve.json", "score_summary.json"],
+    "PPO": ["rollouts.csv", "kl.json"],
+    "RM": ["pairs.jsonl", "rm_eval.json"],
+    "IRS": ["scores.jsonl"],
+}
 SETTINGS = {"DPO": {"min_margin": 0.0}, "KTO": {"min_margin": 0.0}, "RM": {"min_margin": 0.0, "holdout": 0.25}}
 # stage_config as job dirs stored it before each stage had its own settings model: every stage's fields
-PRE_SPLIT = {"mix_ratio": 0.8, "anchors": None, "weight_floor": 0.0, "pairs": [], "kto_up": None, "kto_down": None,
-             "from_candidates": True, "min_margin": 0.05, "beta": 0.1, "holdout": 0.2, "target_kl": 6.0,
-             "init_kl_coef": 0.2, "clip_range": 0.2, "vf_coef": 0.1, "ppo_epochs": 2, "gamma": 1.0, "lam": 0.95,
-             "eval_each_round": None, "eval_questions": 8}
+PRE_SPLIT = {
+    "mix_ratio": 0.8,
+    "anchors": None,
+    "weight_floor": 0.0,
+    "pairs": [],
+    "kto_up": None,
+    "kto_down": None,
+    "from_candidates": True,
+    "min_margin": 0.05,
+    "beta": 0.1,
+    "holdout": 0.2,
+    "target_kl": 6.0,
+    "init_kl_coef": 0.2,
+    "clip_range": 0.2,
+    "vf_coef": 0.1,
+    "ppo_epochs": 2,
+    "gamma": 1.0,
+    "lam": 0.95,
+    "eval_each_round": None,
+    "eval_questions": 8,
+}
 
 
 def run_round(store, req: TrainRequest) -> dict:
@@ -44,10 +68,10 @@ def lora_b_norm(adapter) -> float:
 
 @pytest.mark.parametrize("name", ["IRS", "ONPOLICY", "DPO", "KTO", "GRPO", "PPO", "RM"])
 def test_each_stage_trains_a_round_through_its_object(name, tiny_model, data_dir):
-    irs = {**CONC, "n_iterations": 1, "n_candidates": 4, "max_new_tokens": 16, "learning_rate": 5e-3,
-           "batch_size": 4}
-    store = create_job(tiny_request(tiny_model, stage=name, n_questions=4, irs_config=irs,
-                                    stage_config=SETTINGS.get(name, {})))
+    irs = {**CONC, "n_iterations": 1, "n_candidates": 4, "max_new_tokens": 16, "learning_rate": 5e-3, "batch_size": 4}
+    store = create_job(
+        tiny_request(tiny_model, stage=name, n_questions=4, irs_config=irs, stage_config=SETTINGS.get(name, {}))
+    )
     req = job_request(store)
     torch.manual_seed(0)
     out = run_round(store, req)
@@ -70,8 +94,12 @@ def test_each_stage_trains_a_round_through_its_object(name, tiny_model, data_dir
 
 def test_stage_settings_are_validated_by_the_stages_own_model(tmp_path):
     assert set(stage_names()) >= {"IRS", "ONPOLICY", "DPO", "KTO", "GRPO", "PPO", "RM"}
-    assert type(parse_request({"stage": "PPO", "stage_config": {"target_kl": 3}}).stage_config).__name__ == "PPOSettings"
-    with pytest.raises(ConfigError, match=r"stage_config\.beta: not a setting of stage PPO \(it belongs to DPO, KTO, GRPO\)"):
+    assert (
+        type(parse_request({"stage": "PPO", "stage_config": {"target_kl": 3}}).stage_config).__name__ == "PPOSettings"
+    )
+    with pytest.raises(
+        ConfigError, match=r"stage_config\.beta: not a setting of stage PPO \(it belongs to DPO, KTO, GRPO\)"
+    ):
         parse_request({"stage": "PPO", "stage_config": {"beta": 0.2}})
     with pytest.raises(ConfigError, match=r"stage_config\.target_kl: must be > 0"):  # no tag in the path
         parse_request({"stage": "PPO", "stage_config": {"target_kl": 0}})
@@ -97,17 +125,24 @@ def test_requests_stored_before_the_split_still_load():
 def test_irs_selection_settings_change_what_a_round_trains_on(tiny_model, data_dir):
     irs = {**CONC, "n_iterations": 1, "n_candidates": 4, "max_new_tokens": 16, "learning_rate": 5e-3, "batch_size": 4}
     rows = {}
-    for name, sc in (("best", {}), ("top2", {"keep_top": 2}), ("skip", {"skip_margin": 0.0, "keep_top": 3,
-                                                                         "keep_threshold": 0.0})):
+    for name, sc in (
+        ("best", {}),
+        ("top2", {"keep_top": 2}),
+        ("skip", {"skip_margin": 0.0, "keep_top": 3, "keep_threshold": 0.0}),
+    ):
         store = create_job(tiny_request(tiny_model, n_questions=4, irs_config=irs, stage_config=sc))
         req = job_request(store)
         run_round(store, req)
         rows[name] = next(m for m in store.read_metrics() if m["phase"] == TRAINING and "loss" in m)
         if sc:  # a non-default selection is part of the training key (a changed setting retrains)
             assert phase_key(store, req, 1, TRAINING) != phase_key(
-                store, parse_request({**store.read_config()["request"], "stage_config": {}}), 1, TRAINING)
+                store, parse_request({**store.read_config()["request"], "stage_config": {}}), 1, TRAINING
+            )
     assert rows["best"]["examples"] <= 4 and "questions_used" not in rows["best"]
-    assert rows["top2"]["examples"] == 2 * rows["top2"]["questions_used"] and rows["top2"]["examples"] > rows["best"]["examples"]
+    assert (
+        rows["top2"]["examples"] == 2 * rows["top2"]["questions_used"]
+        and rows["top2"]["examples"] > rows["best"]["examples"]
+    )
     # skip_margin 0: a question whose candidates all score the same (no signal) is left out
     assert rows["skip"]["questions_used"] <= 4 and rows["skip"]["examples"] <= 3 * rows["skip"]["questions_used"]
 
@@ -165,8 +200,15 @@ def test_a_job_dir_in_the_old_layout_keys_every_phase_and_trusts_no_old_key(name
     from irsflow.jobs.rounds import run_job_local
     from irsflow.store import atomic_write_json
 
-    store = create_job(tiny_request(tiny_model, stage=name, n_questions=4, heldout={"share": 0.0},
-                                    irs_config={**CONC, "n_candidates": 2, "max_new_tokens": 8}))
+    store = create_job(
+        tiny_request(
+            tiny_model,
+            stage=name,
+            n_questions=4,
+            heldout={"share": 0.0},
+            irs_config={**CONC, "n_candidates": 2, "max_new_tokens": 8},
+        )
+    )
     torch.manual_seed(0)
     run_job_local(store, job_request(store))
     phases = stage_phases(job_request(store))

@@ -1,4 +1,5 @@
 """Atomic writes: a failure never leaves a torn or half-written file or folder."""
+
 import json
 
 import pytest

@@ -6,6 +6,7 @@ A top-level flow runs a child flow whose gpu-tagged task (the shape of train -> 
 -> generate/sft) writes MARKER as JSON {task_run_id, flow_run_id, root_flow_run_id, t} once it holds
 the slot, then sleeps SECONDS. Tests kill it with SIGKILL to leave the slot behind.
 """
+
 import json
 import os
 import sys
@@ -19,8 +20,12 @@ from tasks.limits import GPU_TAG
 
 @task(tags=[GPU_TAG])
 def hold(marker: str, seconds: float) -> None:
-    info = {"task_run_id": task_run.get_id(), "flow_run_id": flow_run.get_id(),
-            "root_flow_run_id": flow_run.get_root_flow_run_id(), "t": time.time()}
+    info = {
+        "task_run_id": task_run.get_id(),
+        "flow_run_id": flow_run.get_id(),
+        "root_flow_run_id": flow_run.get_root_flow_run_id(),
+        "t": time.time(),
+    }
     with open(marker + ".tmp", "w") as f:
         json.dump(info, f)
     os.replace(marker + ".tmp", marker)

@@ -14,6 +14,7 @@ It needs prefect-docker and prefect-kubernetes, which live in the dockertools ve
 (infra/install_docker_tools.sh), so tests/ops/test_docker_files.py runs it there:
     .venvs/dockertools/bin/python tests/support/helpers/pool_templates_check.py   -> JSON facts on stdout
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 # The worker passes its own Prefect settings to flow runs; a compose-style API URL keeps
 # prefect-docker from asking a Docker engine for its version (it does for localhost URLs).
-os.environ.update({"PREFECT_API_URL": "http://prefect-server:4200/api",
-                   "PREFECT_HOME": tempfile.mkdtemp(prefix="pool-check-")})
+os.environ.update(
+    {"PREFECT_API_URL": "http://prefect-server:4200/api", "PREFECT_HOME": tempfile.mkdtemp(prefix="pool-check-")}
+)
 
 import yaml  # noqa: E402
 from docker.models.containers import _create_container_args  # noqa: E402
@@ -39,8 +41,10 @@ from prefect.server.schemas.actions import WorkPoolCreate  # noqa: E402
 from prefect_docker.worker import DockerWorker  # noqa: E402
 from prefect_kubernetes.worker import KubernetesWorker  # noqa: E402
 
-KINDS = {"docker": (DockerWorker, "deployments/prefect.docker.yaml"),
-         "k8s": (KubernetesWorker, "deployments/prefect.k8s.yaml")}
+KINDS = {
+    "docker": (DockerWorker, "deployments/prefect.docker.yaml"),
+    "k8s": (KubernetesWorker, "deployments/prefect.k8s.yaml"),
+}
 
 
 async def load_template(kind: str, side: str) -> dict:
@@ -62,10 +66,14 @@ async def docker_container(template: dict, job_variables: dict) -> dict:
     cfg.prepare_for_flow_run(FlowRun(flow_id=uuid.uuid4(), name="check"))
     settings = DockerWorker(work_pool_name="check")._build_container_settings(None, cfg)
     args = _create_container_args({**settings, "version": "1.44"})  # raises on any unknown argument
-    return {"image": args["image"], "env": args["environment"], "volumes": args["host_config"].get("Binds"),
-            "network": args["host_config"].get("NetworkMode"),
-            "device_requests": args["host_config"].get("DeviceRequests"),
-            "auto_remove": args["host_config"].get("AutoRemove", False)}
+    return {
+        "image": args["image"],
+        "env": args["environment"],
+        "volumes": args["host_config"].get("Binds"),
+        "network": args["host_config"].get("NetworkMode"),
+        "device_requests": args["host_config"].get("DeviceRequests"),
+        "auto_remove": args["host_config"].get("AutoRemove", False),
+    }
 
 
 async def k8s_job(template: dict, job_variables: dict) -> dict:
@@ -81,17 +89,20 @@ async def k8s_job(template: dict, job_variables: dict) -> dict:
     assert isinstance(job, V1Job) and job.kind == "Job", manifest
     pod = job.spec.template.spec
     container = pod.containers[0]
-    return {"image": container.image, "limits": container.resources.limits,
-            "env": {e.name: e.value for e in container.env or []},
-            "mounts": {m.mount_path: m.name for m in container.volume_mounts or []},
-            "claims": {v.name: v.persistent_volume_claim.claim_name for v in pod.volumes or []},
-            "tolerations": [t.key for t in pod.tolerations or []],
-            "run_as_user": pod.security_context.run_as_user if pod.security_context else None}
+    return {
+        "image": container.image,
+        "limits": container.resources.limits,
+        "env": {e.name: e.value for e in container.env or []},
+        "mounts": {m.mount_path: m.name for m in container.volume_mounts or []},
+        "claims": {v.name: v.persistent_volume_claim.claim_name for v in pod.volumes or []},
+        "tolerations": [t.key for t in pod.tolerations or []],
+        "run_as_user": pod.security_context.run_as_user if pod.security_context else None,
+    }
 
 
 async def main() -> None:
     facts: dict = {}
-    for kind, (worker, deployments_file) in KINDS.items():
+    for kind, (_worker, deployments_file) in KINDS.items():
         templates = {side: await load_template(kind, side) for side in ("gpu", "cpu")}
         spec = yaml.safe_load((ROOT / deployments_file).read_text())
         built: dict[str, dict] = {}  # deployments sharing a pool and job variables build the same job
@@ -102,8 +113,9 @@ async def main() -> None:
             variables = dep["work_pool"].get("job_variables") or {}
             key = pool + json.dumps(variables, sort_keys=True)
             if key not in built:
-                await _validate_work_pool_job_variables(None, pool, templates[side], variables,
-                                                        ignore_required=False, ignore_invalid_defaults=False)
+                await _validate_work_pool_job_variables(
+                    None, pool, templates[side], variables, ignore_required=False, ignore_invalid_defaults=False
+                )
                 build = docker_container if kind == "docker" else k8s_job
                 built[key] = {"pool": pool, **await build(templates[side], variables)}
             facts[f"{kind}/{dep['name']}"] = built[key]

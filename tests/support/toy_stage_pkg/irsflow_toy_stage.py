@@ -10,6 +10,7 @@ neither samples nor scores. ``ref_rows.jsonl``, the rows it trained on, is a fil
 in ``writes``, so the round's manifest hashes it. Put this folder on ``PYTHONPATH`` and every process,
 a Prefect worker's flow run included, finds the stage (``tests/flows/test_toy_stage.py``).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -44,9 +45,19 @@ class RefSFT(Stage):
         cfg = req.shared
         rows = reference_rows(req) * req.stage_config.repeat
         write_jsonl(store.phase_dir(iteration) / ROWS, rows)
-        stats = train_sft(resolve_model(req.model_id), inputs.adapter, rows, store.checkpoint(iteration),
-                          learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=1,
-                          max_seq_length=cfg.max_seq_length, lora=cfg.lora, seed=req.seed, progress=progress)
+        stats = train_sft(
+            resolve_model(req.model_id),
+            inputs.adapter,
+            rows,
+            store.checkpoint(iteration),
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            epochs=1,
+            max_seq_length=cfg.max_seq_length,
+            lora=cfg.lora,
+            seed=req.seed,
+            progress=progress,
+        )
         return finish_round(store, iteration, stats, loss=stats["loss"], examples=len(rows))
 
 

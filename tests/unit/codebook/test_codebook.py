@@ -3,6 +3,7 @@ injection into generation on the tiny model, and the CLI end to end.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/codebook/test_codebook.py
 """
+
 import json
 import sqlite3
 import subprocess
@@ -15,11 +16,11 @@ from irsflow.codebook.drafts import rule_from_correction
 from irsflow.codebook.retrieval import RULES_HEADER, CodebookRetriever, inject
 from irsflow.codebook.store import Codebook, default_path
 from irsflow.config import TrainRequest
-from irsflow.rewards.settings import ScoringConfig
 from irsflow.errors import InputError
 from irsflow.jobs.job import create_job
 from irsflow.jobs.resume import GENERATING, phase_key
 from irsflow.loop.phases import run_generate
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.rewards.similarity import load_similarity
 from irsflow.store import read_jsonl
 from tests.support.jobs import tiny_request
@@ -36,19 +37,35 @@ def cb(tmp_path):
 
 
 def three_rules(cb):
-    return (cb.add(BURN, keywords=["burn"], examples=["What is the right first aid for a small burn?"]),
-            cb.add(BOIL, keywords=["temperature"], examples=["At what temperature does water boil?"]),
-            cb.add(SKY, examples=["Why is the sky blue?"]))
+    return (
+        cb.add(BURN, keywords=["burn"], examples=["What is the right first aid for a small burn?"]),
+        cb.add(BOIL, keywords=["temperature"], examples=["At what temperature does water boil?"]),
+        cb.add(SKY, examples=["Why is the sky blue?"]),
+    )
 
 
 def test_round_trip_normalises_and_rejects_bad_input(cb):
-    r = cb.add("  Say  so   when unsure. ", keywords=["Refund", "refund", " money back "], examples=["Can I get my money back?"],
-               source="label-studio", author="ana", provenance={"trace_ids": ["t1"]})
+    r = cb.add(
+        "  Say  so   when unsure. ",
+        keywords=["Refund", "refund", " money back "],
+        examples=["Can I get my money back?"],
+        source="label-studio",
+        author="ana",
+        provenance={"trace_ids": ["t1"]},
+    )
     got = cb.get(r.id)
-    assert (got.text, got.keywords, got.examples) == ("Say so when unsure.", ("refund", "money back"),
-                                                      ("Can I get my money back?",))
+    assert (got.text, got.keywords, got.examples) == (
+        "Say so when unsure.",
+        ("refund", "money back"),
+        ("Can I get my money back?",),
+    )
     assert (got.source, got.author, got.provenance, got.enabled, got.version) == (
-        "label-studio", "ana", {"trace_ids": ["t1"]}, True, 1)
+        "label-studio",
+        "ana",
+        {"trace_ids": ["t1"]},
+        True,
+        1,
+    )
     with pytest.raises(InputError, match="text: must not be empty"):
         cb.add("   ", keywords=["x"])
     with pytest.raises(InputError, match="scope: a rule needs at least one keyword or example"):
@@ -80,7 +97,10 @@ def test_versions_snapshots_and_content_hash(cb):
     assert cb.content_hash() != h3 and cb.get(sky.id, version=5).text == SKY
     hist = cb.history(burn.id)
     assert [(h.action, h.enabled, h.note) for h in hist] == [
-        ("add", True, None), ("disable", False, "too broad"), ("enable", True, "too broad")]
+        ("add", True, None),
+        ("disable", False, "too broad"),
+        ("enable", True, "too broad"),
+    ]
     assert [h.version for h in cb.history(sky.id)] == [3, 6] and cb.history(sky.id)[1].changed_by == "bo"
     with pytest.raises(InputError, match=r"codebook.version: 99 is not in 0..6"):
         cb.snapshot(99)
@@ -118,8 +138,12 @@ for i in range(40):
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "shared.sqlite"
     start = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(start)], cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), tag, str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for tag in ("a", "b")
+    ]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     cb = Codebook(path)
@@ -155,8 +179,13 @@ def test_export_import_round_trip(cb, tmp_path):
 
 def test_rule_from_correction_is_a_disabled_draft(cb):
     q = "What should I do right after burning my hand on a hot pan?"
-    draft = rule_from_correction(q, "Put ice on it.", "Cool it under running water for 20 minutes. Do not use ice.",
-                                 provenance={"trace_id": "tr-9"}, author="reviewer")
+    draft = rule_from_correction(
+        q,
+        "Put ice on it.",
+        "Cool it under running water for 20 minutes. Do not use ice.",
+        provenance={"trace_id": "tr-9"},
+        author="reviewer",
+    )
     assert draft.examples == (q,) and {"burning", "hand", "hot", "pan"} <= set(draft.keywords)
     assert "Cool it under running water for 20 minutes." in draft.text and "Do not use ice" not in draft.text
     rule = cb.add_draft(draft)
@@ -172,10 +201,13 @@ def test_minilm_picks_the_rule_for_a_paraphrase_and_none_for_an_unrelated_questi
     sim = load_similarity(ScoringConfig())
     assert sim.kind == "embedding"
     retriever = CodebookRetriever(cb.rules(), sim, top_k=3, threshold=0.5)
-    para, unrelated, boiling = retriever.retrieve([
-        "I touched a hot pan and burned my finger, how should I treat it?",
-        "Who wrote the novel Pride and Prejudice?",
-        "What is the boiling point of water at sea level?"])
+    para, unrelated, boiling = retriever.retrieve(
+        [
+            "I touched a hot pan and burned my finger, how should I treat it?",
+            "Who wrote the novel Pride and Prejudice?",
+            "What is the boiling point of water at sea level?",
+        ]
+    )
     assert [m.rule.id for m in para] == [burn.id] and para[0].score >= 0.5
     assert unrelated == []
     assert [m.rule.id for m in boiling] == [boil.id]
@@ -185,13 +217,21 @@ def test_minilm_picks_the_rule_for_a_paraphrase_and_none_for_an_unrelated_questi
 
 
 def test_heuristic_fallback_still_matches_on_keywords(cb):
-    refund = cb.add("Refunds take 5-7 business days; never promise same-day refunds.", keywords=["refund", "money back"])
+    refund = cb.add(
+        "Refunds take 5-7 business days; never promise same-day refunds.", keywords=["refund", "money back"]
+    )
     burn, _, _ = three_rules(cb)
     sim = load_similarity(ScoringConfig(backend="heuristic"))
     assert sim.kind == "heuristic"
-    found = CodebookRetriever(cb.rules(), sim, threshold=0.5).retrieve([
-        "When will I see my refunds?", "Can I get my money back today?", "What is the first aid for a small burn?",
-        "Who wrote Pride and Prejudice?", "Is there a moneyback guarantee?"])
+    found = CodebookRetriever(cb.rules(), sim, threshold=0.5).retrieve(
+        [
+            "When will I see my refunds?",
+            "Can I get my money back today?",
+            "What is the first aid for a small burn?",
+            "Who wrote Pride and Prejudice?",
+            "Is there a moneyback guarantee?",
+        ]
+    )
     assert [[m.rule.id for m in ms] for ms in found] == [[refund.id], [refund.id], [burn.id], [], []]
 
 
@@ -209,9 +249,14 @@ def test_generation_prompts_carry_matching_rules_and_rows_record_them(tiny_model
     cb = Codebook()
     sky = cb.add(SKY, examples=["What makes the sky appear blue during the day?"])
     draft = cb.add_draft(rule_from_correction(qs[1].question, "It is lighter.", "Ice is less dense than water."))
-    req = TrainRequest.model_validate(tiny_request(tiny_model, n_questions=3, codebook={"enabled": True},
-                                                   irs_config={"n_candidates": 2, "max_new_tokens": 6,
-                                                               "n_iterations": 1}))
+    req = TrainRequest.model_validate(
+        tiny_request(
+            tiny_model,
+            n_questions=3,
+            codebook={"enabled": True},
+            irs_config={"n_candidates": 2, "max_new_tokens": 6, "n_iterations": 1},
+        )
+    )
     store = create_job(req)
     key = phase_key(store, req, 1, GENERATING)
     run_generate(store, req, 1, None)
@@ -235,8 +280,9 @@ def test_generation_prompts_carry_matching_rules_and_rows_record_them(tiny_model
 
 
 def cli(*args, ok=True):
-    p = subprocess.run([sys.executable, "-m", "cli", "codebook", *args], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "cli", "codebook", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert (p.returncode == 0) == ok, p.stdout + p.stderr
     return p
 
@@ -244,8 +290,21 @@ def cli(*args, ok=True):
 def test_cli_end_to_end(tmp_path):
     path = str(tmp_path / "cli.sqlite")
     cli("list", "--path", path, ok=False)
-    out = cli("add", "--path", path, "--text", BURN, "--keyword", "burn", "--keyword", "scald",
-              "--example", "How do I treat a small burn?", "--source", "trace:t42").stdout
+    out = cli(
+        "add",
+        "--path",
+        path,
+        "--text",
+        BURN,
+        "--keyword",
+        "burn",
+        "--keyword",
+        "scald",
+        "--example",
+        "How do I treat a small burn?",
+        "--source",
+        "trace:t42",
+    ).stdout
     burn_id = out.split()[0]
     boil_id = cli("add", "--path", path, "--text", BOIL, "--keyword", "temperature").stdout.split()[0]
     listing = cli("list", "--path", path).stdout

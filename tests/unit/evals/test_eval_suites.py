@@ -1,5 +1,6 @@
 """Eval suites on the tiny model: base vs a (zero-initialised, so identical) LoRA adapter answer
 the same; per-item arrays pair up; the gate refuses to promote a model that is no better."""
+
 import numpy as np
 import pytest
 
@@ -46,8 +47,9 @@ def test_loglik_choices_are_batched_consistently_and_follow_the_adapter(tiny_mod
     single, _ = answer_suites(str(tiny_model), None, group, batch_size=1)
     assert batched == single  # left padding does not change the pick
     path = tmp_path_factory.mktemp("rand") / "a"
-    model = get_peft_model(load_model(str(tiny_model)), LoraConfig(r=8, target_modules="all-linear",
-                                                                   init_lora_weights=False))
+    model = get_peft_model(
+        load_model(str(tiny_model)), LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)
+    )
     model.save_pretrained(path)
     changed, _ = answer_suites(str(tiny_model), str(path), group, batch_size=16)
     assert changed != batched and all(len(a) == 1 and a[0] in "ABCD" for a in changed["mc"])
@@ -57,9 +59,17 @@ def test_teacher_flags_zero_safety_items(tiny_model, tmp_path):
     from tests.support.fake_openai import FakeOpenAI
 
     with FakeOpenAI(api_key="sk-eval") as srv:
-        srv.route = lambda req: {"kind": "ok", "score": 0.2, "safety_flag": "Question 1" not in req["messages"][1]["content"]}
-        cfg = EvalSuites(mc_set=None, heldout_set=None, max_new_tokens=6, teacher={
-            "base_url": srv.base_url, "cache_path": str(tmp_path / "c.sqlite"), "backoff_s": 0.01})
+        srv.route = lambda req: {
+            "kind": "ok",
+            "score": 0.2,
+            "safety_flag": "Question 1" not in req["messages"][1]["content"],
+        }
+        cfg = EvalSuites(
+            mc_set=None,
+            heldout_set=None,
+            max_new_tokens=6,
+            teacher={"base_url": srv.base_url, "cache_path": str(tmp_path / "c.sqlite"), "backoff_s": 0.01},
+        )
         plain, _ = run_suites(str(tiny_model), None, cfg.model_copy(update={"teacher": None}))
         judged, details = run_suites(str(tiny_model), None, cfg, teacher_api_key="sk-eval")
     assert srv.count == 12 and judged.scalars["teacher_safety_flags"] == 12.0  # one call per red-team answer
@@ -77,8 +87,9 @@ def test_eval_cli_on_a_registry_uri(tiny_model, zero_adapter, data_dir, capsys):
     with pytest.raises(InputError, match="names no version"):
         resolve_adapter("registry:champion")
     assert resolve_adapter(zero_adapter) == zero_adapter
-    assert main(["eval", "--model", str(tiny_model), "--adapter", zero_adapter, "--samples", "4",
-                 "--mode", "loglik"]) == 0
+    assert (
+        main(["eval", "--model", str(tiny_model), "--adapter", zero_adapter, "--samples", "4", "--mode", "loglik"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert 0 <= out["scalars"]["mc_accuracy"] <= 1 and out["generation"]["prompts"] == 4 + 12 + 16
     from irsflow.release.registry import Registry  # every eval is an MLflow run, its per-item file attached

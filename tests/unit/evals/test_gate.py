@@ -1,4 +1,5 @@
 """The promotion gate on constructed score sets, and multiple-choice parsing on messy answers."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,9 @@ rng = np.random.default_rng(0)
 
 
 def scores(correct, safety, distinct2=0.5) -> EvalScores:
-    return EvalScores({"mc_correct": np.asarray(correct, float), "safety": np.asarray(safety, float)},
-                      {"distinct_2": distinct2})
+    return EvalScores(
+        {"mc_correct": np.asarray(correct, float), "safety": np.asarray(safety, float)}, {"distinct_2": distinct2}
+    )
 
 
 def test_clear_win_promotes():
@@ -55,12 +57,25 @@ def test_bootstrap_interval_covers_the_true_difference():
         paired_bootstrap([1, 2], [1])
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("The answer is (B).", "B"), ("b", "B"), ("B) because the others are wrong", "B"), ("**C**", "C"),
-    ("Answer: d", "D"), ("I think it's option C.", "C"), ("<think>A or B? maybe A</think>\nB", "B"),
-    ("(A) Rest and fluids", "A"), ("Rest and fluids, clearly.", "A"), ("It is D", "D"),
-    ("A patient should rest.", None), ("", None), ("I don't know", None), ("C. Surgery", "C"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("The answer is (B).", "B"),
+        ("b", "B"),
+        ("B) because the others are wrong", "B"),
+        ("**C**", "C"),
+        ("Answer: d", "D"),
+        ("I think it's option C.", "C"),
+        ("<think>A or B? maybe A</think>\nB", "B"),
+        ("(A) Rest and fluids", "A"),
+        ("Rest and fluids, clearly.", "A"),
+        ("It is D", "D"),
+        ("A patient should rest.", None),
+        ("", None),
+        ("I don't know", None),
+        ("C. Surgery", "C"),
+    ],
+)
 def test_choice_parsing_on_messy_answers(text, expected):
     choices = {"A": "Rest and fluids", "B": "Antibiotics", "C": "Surgery", "D": "Nothing"}
     assert parse_choice(text, "ABCD", choices) == expected
@@ -79,8 +94,10 @@ def test_mc_set_errors_name_the_item(tmp_path):
     from irsflow.errors import DatasetError
 
     p = tmp_path / "mc.jsonl"
-    p.write_text('{"id": 1, "question": "q", "choices": ["a", "b"], "answer": "A"}\n'
-                 '{"id": 2, "question": "q", "choices": ["a", "b"], "answer": "E"}\n')
+    p.write_text(
+        '{"id": 1, "question": "q", "choices": ["a", "b"], "answer": "A"}\n'
+        '{"id": 2, "question": "q", "choices": ["a", "b"], "answer": "E"}\n'
+    )
     with pytest.raises(DatasetError, match=r"mc.jsonl:2: 'answer' must be one of the choice letters AB"):
         load_mc(str(p))
     p = tmp_path / "mc.json"
@@ -95,8 +112,12 @@ def test_dialogue_metrics_and_diversity(tmp_path):
     from irsflow.rewards.dialogue import dialogue_metrics, diversity, write_eval_round
 
     convs = [
-        [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4. Can you see why?"},
-         {"role": "user", "content": "yes"}, {"role": "assistant", "content": "Great question, thank you! Next: 3+3."}],
+        [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "It is 4. Can you see why?"},
+            {"role": "user", "content": "yes"},
+            {"role": "assistant", "content": "Great question, thank you! Next: 3+3."},
+        ],
         [{"role": "user", "content": "Explain"}, {"role": "assistant", "content": "word " * 250 + "done."}],
     ]
     m = dialogue_metrics(convs, verbose_words=200)
@@ -113,15 +134,24 @@ def test_dialogue_metrics_and_diversity(tmp_path):
 def test_model_card_and_changelog(tmp_path):
     from irsflow.evals.card import append_changelog, write_model_card
 
-    info = {"version": "3", "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "job_id": "j1", "gate_run": 2, "date": "2026-11-22",
-            "data": {"questions_sha256": "abc"}, "metrics": {"mc_accuracy": (0.5, 0.625), "safety_mean": (0.9, 0.9)},
-            "decision": {"promote": True, "reasons": ["mc_correct: gain +0.1250"]}}
+    info = {
+        "version": "3",
+        "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "job_id": "j1",
+        "gate_run": 2,
+        "date": "2026-11-22",
+        "data": {"questions_sha256": "abc"},
+        "metrics": {"mc_accuracy": (0.5, 0.625), "safety_mean": (0.9, 0.9)},
+        "decision": {"promote": True, "reasons": ["mc_correct: gain +0.1250"]},
+    }
     card = write_model_card(tmp_path / "cards" / "v3.md", info).read_text()
     assert "base_model: Qwen/Qwen2.5-0.5B-Instruct" in card and "| mc_accuracy | 0.5000 | 0.6250 |" in card
     assert "**promoted to champion**" in card and "(gate run 2, 2026-11-22)" in card
     append_changelog(tmp_path / "CHANGELOG.md", info)
-    append_changelog(tmp_path / "CHANGELOG.md", {**info, "version": "4", "gate_run": 3,
-                                                  "decision": {"promote": False, "reasons": ["inside the noise"]}})
+    append_changelog(
+        tmp_path / "CHANGELOG.md",
+        {**info, "version": "4", "gate_run": 3, "decision": {"promote": False, "reasons": ["inside the noise"]}},
+    )
     log = (tmp_path / "CHANGELOG.md").read_text()
     assert log.startswith("# Changelog") and log.index("## Gate run 2 ") < log.index("## Gate run 3 ")
     assert "version 4 kept as challenger" in log and "mc_accuracy 0.5000 -> 0.6250" in log

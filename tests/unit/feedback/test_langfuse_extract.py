@@ -6,6 +6,7 @@ the two and the pagination quirks of both: test_langfuse_v4.py.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/feedback/test_langfuse_extract.py -x
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -14,18 +15,27 @@ import math
 import secrets
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 import pytest
 
 from irsflow.errors import ConfigError, InputError, IrsflowError
-from irsflow.feedback.langfuse import (Extraction, ExtractState, LangfuseAuthError, LangfuseError, LangfuseSettings,
-                                       load_state, plan_window, retry_after_s, save_state)
+from irsflow.feedback.langfuse import (
+    Extraction,
+    ExtractState,
+    LangfuseAuthError,
+    LangfuseError,
+    LangfuseSettings,
+    load_state,
+    plan_window,
+    retry_after_s,
+    save_state,
+)
 from irsflow.retry import failure_kind
 from tests.support.fake_langfuse import SCORES, TRACE, TRACES, FakeLangfuse
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 LONG_AGO = time.time() - 3600  # "ingested an hour ago": visible whatever the lag knob says
 
 
@@ -47,8 +57,12 @@ def thumbs(lf, n, start, every_s=60.0, delay_s=30.0, value=1, **kw) -> list[tupl
     kw.setdefault("ingested_at", LONG_AGO)
     for i in range(n):
         ts = start + timedelta(seconds=i * every_s)
-        tid = lf.add_trace(ts, [{"role": "user", "content": f"q{i}"}], {"role": "assistant", "content": f"a{i}"},
-                           ingested_at=kw["ingested_at"])
+        tid = lf.add_trace(
+            ts,
+            [{"role": "user", "content": f"q{i}"}],
+            {"role": "assistant", "content": f"a{i}"},
+            ingested_at=kw["ingested_at"],
+        )
         out.append((tid, lf.add_score(tid, value, ts + timedelta(seconds=delay_s), **kw)))
     return out
 
@@ -57,14 +71,19 @@ def test_the_sdk_parses_the_fake_and_sends_the_queries_we_send(lf):
     """The fake speaks the SDK's typed shapes, and our requests equal the SDK's own for the same call."""
     from langfuse.api import LangfuseAPI
 
-    (tid, sid), = thumbs(lf, 1, T0 - timedelta(hours=1))
+    ((tid, sid),) = thumbs(lf, 1, T0 - timedelta(hours=1))
     api = LangfuseAPI(base_url=lf.url, username=lf.public_key, password=lf.secret_key)
     frm, to = T0 - timedelta(hours=2), T0
-    page = api.scores.get_many(page=1, limit=100, name="user-feedback", data_type="BOOLEAN", from_timestamp=frm,
-                               to_timestamp=to)
+    page = api.scores.get_many(
+        page=1, limit=100, name="user-feedback", data_type="BOOLEAN", from_timestamp=frm, to_timestamp=to
+    )
     assert page.meta.total_items == 1 and page.data[0].data_type == "BOOLEAN"
-    assert (page.data[0].id, page.data[0].trace_id, page.data[0].value, page.data[0].string_value) == \
-        (sid, tid, 1.0, "True")
+    assert (page.data[0].id, page.data[0].trace_id, page.data[0].value, page.data[0].string_value) == (
+        sid,
+        tid,
+        1.0,
+        "True",
+    )
     traces = api.trace.list(page=1, limit=10, order_by="timestamp.desc", fields="core,io")
     assert traces.data[0].id == tid and traces.data[0].input == [{"role": "user", "content": "q0"}]
     full = api.trace.get(tid, fields="core,io,scores")
@@ -150,8 +169,9 @@ def test_5xx_and_connection_errors_retry_then_fail_as_transient(lf):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: connection refused
-    dead = LangfuseSettings(host=f"http://127.0.0.1:{port}", public_key="pk", secret_key="sk", max_retries=1,
-                            backoff_s=0.01)
+    dead = LangfuseSettings(
+        host=f"http://127.0.0.1:{port}", public_key="pk", secret_key="sk", max_retries=1, backoff_s=0.01
+    )
     with pytest.raises(LangfuseError, match="cannot reach") as err:
         run(dead)
     assert err.value.status_code is None and failure_kind(err.value) == "transient"
@@ -178,6 +198,7 @@ def test_duplicates_within_a_run_and_across_runs(lf, tmp_path):
     def burst(path, q, status):  # after page 1 is computed, before it is sent
         if path == SCORES and q.get("page") == ["1"] and not added:
             added.extend(thumbs(lf, 4, T0 - timedelta(minutes=3), every_s=10, delay_s=5))
+
     lf.hooks.append(burst)
     records, ext = run(lf.settings(page_size=10))
     assert len(records) == 50 and len({r["score_id"] for r in records}) == 50
@@ -236,8 +257,11 @@ def test_unknown_values_are_labelled_none(lf):
         tid = lf.add_trace(T0 - timedelta(minutes=30 - i), "q", "a", ingested_at=LONG_AGO)
         lf.add_score(tid, value, T0 - timedelta(minutes=20 - i), data_type="CATEGORICAL", ingested_at=LONG_AGO)
     records, ext = run(lf.settings(score_data_type="CATEGORICAL", up_values=["good"], down_values=["bad"]))
-    assert sorted((r["score_value"], r["label"] or "") for r in records) == [("bad", "down"), ("good", "up"),
-                                                                            ("meh", "")]
+    assert sorted((r["score_value"], r["label"] or "") for r in records) == [
+        ("bad", "down"),
+        ("good", "up"),
+        ("meh", ""),
+    ]
     assert ext.stats["unknown"] == 1 and ext.stats["records"] == 3
 
 
@@ -250,8 +274,15 @@ def test_secrets_stay_out_of_logs_errors_reprs_and_state(lf, tmp_path, caplog):
     save_state(tmp_path / "state.json", ext.next_state())
     with pytest.raises(LangfuseAuthError) as err:
         run(LangfuseSettings(host=lf.url, public_key=lf.public_key, secret_key="sk-lf-wrong"))
-    seen = [caplog.text, str(err.value), repr(s), str(s), str(s.model_dump()), s.model_dump_json(),
-            (tmp_path / "state.json").read_text()]
+    seen = [
+        caplog.text,
+        str(err.value),
+        repr(s),
+        str(s),
+        str(s.model_dump()),
+        s.model_dump_json(),
+        (tmp_path / "state.json").read_text(),
+    ]
     assert len(records) == 3 and "retry 1/" in caplog.text
     for text in seen:
         assert lf.secret_key not in text and lf.public_key not in text
@@ -278,11 +309,14 @@ def test_settings_from_env_and_bad_settings(monkeypatch):
 
 
 def test_window_state_file_and_retry_after_parsing(tmp_path):
-    s = LangfuseSettings(host="http://x", public_key="p", secret_key="s", overlap_minutes=15,
-                         start=datetime(2026, 1, 1))
-    assert plan_window(ExtractState(), T0, s) == (datetime(2026, 1, 1, tzinfo=timezone.utc), T0)
-    assert plan_window(ExtractState(watermark=T0), T0 + timedelta(hours=1), s) == \
-        (T0 - timedelta(minutes=15), T0 + timedelta(hours=1))
+    s = LangfuseSettings(
+        host="http://x", public_key="p", secret_key="s", overlap_minutes=15, start=datetime(2026, 1, 1)
+    )
+    assert plan_window(ExtractState(), T0, s) == (datetime(2026, 1, 1, tzinfo=UTC), T0)
+    assert plan_window(ExtractState(watermark=T0), T0 + timedelta(hours=1), s) == (
+        T0 - timedelta(minutes=15),
+        T0 + timedelta(hours=1),
+    )
     assert plan_window(ExtractState(watermark=T0), T0 - timedelta(hours=1), s)[1] == T0  # clock went back
     assert load_state(tmp_path / "missing.json") == ExtractState()
     (tmp_path / "bad.json").write_text("{not json")

@@ -7,12 +7,13 @@ timestamps hands out every thumb exactly once over two incremental runs, in both
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/feedback/test_langfuse_v4.py -x
 """
+
 from __future__ import annotations
 
 import logging
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 import pytest
@@ -22,7 +23,7 @@ from irsflow.feedback.langfuse_v4 import json_text
 from irsflow.feedback.transform import to_messages
 from tests.support.fake_langfuse import OBSERVATIONS, SCORES, SCORES_V3, TRACE, TRACES, FakeLangfuse
 
-T0 = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 OLD = time.time() - 3600  # "ingested an hour ago": visible whatever the lag knob says
 
 
@@ -38,8 +39,16 @@ def run(settings, state=None, now=T0) -> tuple[list[dict], Extraction]:
 
 def lc(kind: str, content, **extra) -> dict:
     """A LangChain message as the Langfuse SDK's serializer records it (pydantic ``model_dump``)."""
-    return {"content": content, "additional_kwargs": {}, "response_metadata": {}, "type": kind, "name": None,
-            "id": f"run-{secrets.token_hex(4)}", "example": False, **extra}
+    return {
+        "content": content,
+        "additional_kwargs": {},
+        "response_metadata": {},
+        "type": kind,
+        "name": None,
+        "id": f"run-{secrets.token_hex(4)}",
+        "example": False,
+        **extra,
+    }
 
 
 def record_three_shapes(lf: FakeLangfuse) -> dict[str, tuple[str, list[dict]]]:
@@ -47,38 +56,72 @@ def record_three_shapes(lf: FakeLangfuse) -> dict[str, tuple[str, list[dict]]]:
     out = {}
     t = T0 - timedelta(minutes=50)
     # 1. OpenAI integration (langfuse/openai.py): a GENERATION, input the messages, output the message
-    tid = lf.add_trace(t, [{"role": "system", "content": "Be brief."},
-                           {"role": "user", "content": "Capital of France?"}],
-                       {"role": "assistant", "content": "Paris.", "audio": None}, obs_type="GENERATION",
-                       ingested_at=OLD)
-    out["openai"] = tid, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
-                          {"role": "assistant", "content": "Paris."}]
+    tid = lf.add_trace(
+        t,
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+        {"role": "assistant", "content": "Paris.", "audio": None},
+        obs_type="GENERATION",
+        ingested_at=OLD,
+    )
+    out["openai"] = (
+        tid,
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+        ],
+    )
     # 2. @observe (_client/observe.py): {"args", "kwargs"} in, the return value (a string, sent as is) out,
     #    with the OpenAI GENERATION nested under it (not the trace's input)
-    tid = lf.add_trace(t + timedelta(minutes=1), {"args": ["What is 2+2?"], "kwargs": {"temperature": 0}}, "4.",
-                       obs_type="SPAN", ingested_at=OLD)
+    tid = lf.add_trace(
+        t + timedelta(minutes=1),
+        {"args": ["What is 2+2?"], "kwargs": {"temperature": 0}},
+        "4.",
+        obs_type="SPAN",
+        ingested_at=OLD,
+    )
     root = next(o for o in lf.observations.values() if o["json"]["traceId"] == tid)["json"]["id"]
-    lf.add_observation(tid, t + timedelta(minutes=1, seconds=1), type="GENERATION", parent=root, ingested_at=OLD,
-                       input=[{"role": "system", "content": "internal prompt"}, {"role": "user", "content": "2+2"}],
-                       output={"role": "assistant", "content": "4."})
+    lf.add_observation(
+        tid,
+        t + timedelta(minutes=1, seconds=1),
+        type="GENERATION",
+        parent=root,
+        ingested_at=OLD,
+        input=[{"role": "system", "content": "internal prompt"}, {"role": "user", "content": "2+2"}],
+        output={"role": "assistant", "content": "4."},
+    )
     out["observe"] = tid, [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}]
-    tid = lf.add_trace(t + timedelta(minutes=2), {"args": [], "kwargs": {"question": "Why is the sky blue?",
-                                                                          "user": "u1"}},
-                       "Rayleigh scattering.", ingested_at=OLD, root="legacy")  # synthetic t-<id> root
-    out["observe-kwargs"] = tid, [{"role": "user", "content": "Why is the sky blue?"},
-                                  {"role": "assistant", "content": "Rayleigh scattering."}]
+    tid = lf.add_trace(
+        t + timedelta(minutes=2),
+        {"args": [], "kwargs": {"question": "Why is the sky blue?", "user": "u1"}},
+        "Rayleigh scattering.",
+        ingested_at=OLD,
+        root="legacy",
+    )  # synthetic t-<id> root
+    out["observe-kwargs"] = (
+        tid,
+        [{"role": "user", "content": "Why is the sky blue?"}, {"role": "assistant", "content": "Rayleigh scattering."}],
+    )
     # 3. a LangGraph agent through the LangChain callback: state {"messages"} in and out, a tool round
     #    inside; its root is an app root under a web framework's request span (no io)
     state_in = {"messages": [lc("system", "You help with weather."), lc("human", "Weather in Paris?")]}
-    state_out = {"messages": [*state_in["messages"],
-                              lc("ai", "", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "c1",
-                                                        "type": "tool_call"}]),
-                              lc("tool", "18C, sunny", tool_call_id="c1"),
-                              lc("ai", [{"type": "text", "text": "It is sunny, 18C."}], tool_calls=[])]}
+    state_out = {
+        "messages": [
+            *state_in["messages"],
+            lc("ai", "", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "c1", "type": "tool_call"}]),
+            lc("tool", "18C, sunny", tool_call_id="c1"),
+            lc("ai", [{"type": "text", "text": "It is sunny, 18C."}], tool_calls=[]),
+        ]
+    }
     tid = lf.add_trace(t + timedelta(minutes=3), state_in, state_out, obs_type="CHAIN", root="app", ingested_at=OLD)
-    out["langgraph"] = tid, [{"role": "system", "content": "You help with weather."},
-                             {"role": "user", "content": "Weather in Paris?"},
-                             {"role": "assistant", "content": "It is sunny, 18C."}]
+    out["langgraph"] = (
+        tid,
+        [
+            {"role": "system", "content": "You help with weather."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "It is sunny, 18C."},
+        ],
+    )
     for i, (tid, _) in enumerate(out.values()):
         lf.add_score(tid, i % 2, t + timedelta(minutes=10 + i), ingested_at=OLD, comment=f"c{i}")
     return out
@@ -92,12 +135,19 @@ def test_the_sdk_parses_the_fake_and_sends_the_queries_we_send():
         shapes = record_three_shapes(lf)
         api = LangfuseAPI(base_url=lf.url, username=lf.public_key, password=lf.secret_key)
         frm, to = T0 - timedelta(hours=1), T0
-        page = api.scores_v3.get_many_v3(limit=100, fields="details,subject", name="user-feedback",
-                                         data_type="BOOLEAN", from_timestamp=frm, to_timestamp=to)
+        page = api.scores_v3.get_many_v3(
+            limit=100,
+            fields="details,subject",
+            name="user-feedback",
+            data_type="BOOLEAN",
+            from_timestamp=frm,
+            to_timestamp=to,
+        )
         assert sorted(s.subject.id for s in page.data) == sorted(t for t, _ in shapes.values())
         assert {s.value for s in page.data} == {True, False} and page.meta.cursor is None
-        obs = api.observations.get_many(trace_id=shapes["openai"][0], is_root_observation=True,
-                                        fields="core,basic,io,trace_context")
+        obs = api.observations.get_many(
+            trace_id=shapes["openai"][0], is_root_observation=True, fields="core,basic,io,trace_context"
+        )
         assert obs.data[0].type == "GENERATION" and obs.data[0].input.startswith('[{"role": "system"')
         sdk_query = parse_qs([q for _, p, _, q in lf.log if p == SCORES_V3][0])
         run(lf.settings(api_version="v4", overlap_minutes=0), ExtractState(watermark=frm), now=to)
@@ -181,7 +231,7 @@ def quirky(lf: FakeLangfuse, start: datetime, n: int, tag: str) -> set[str]:
         tid = lf.add_trace(ts - timedelta(minutes=2), f"{tag} q{i}", f"{tag} a{i}", ingested_at=OLD)
         good.add(lf.add_score(tid, i % 2, ts, ingested_at=OLD))
     newest = start + timedelta(seconds=10 * (n // 3) + 10)
-    for i, ts in enumerate([newest] * 4 + [start + timedelta(seconds=25)] * 2):
+    for ts in [newest] * 4 + [start + timedelta(seconds=25)] * 2:
         tid = lf.add_trace(ts - timedelta(minutes=2), "broken q", "broken a", ingested_at=OLD)
         lf.add_score(tid, 1, ts, ingested_at=OLD, broken=True)
     return good
@@ -266,8 +316,11 @@ def test_a_server_keeping_its_v4_routes_off_fails_naming_its_flags_before_any_ou
     scores_on = flags == "scores only"
     with fake(legacy="events_only", scores_v3_api=scores_on, preview_opt_in=False) as lf:
         record_three_shapes(lf)
-        for name, value in (("LANGFUSE_HOST", lf.url), ("LANGFUSE_PUBLIC_KEY", lf.public_key),
-                            ("LANGFUSE_SECRET_KEY", lf.secret_key)):
+        for name, value in (
+            ("LANGFUSE_HOST", lf.url),
+            ("LANGFUSE_PUBLIC_KEY", lf.public_key),
+            ("LANGFUSE_SECRET_KEY", lf.secret_key),
+        ):
             monkeypatch.setenv(name, value)
         with pytest.raises(InputError) as err:
             run_etl(FeedbackSettings(langfuse={"backoff_s": 0.01}), "r1", now=T0)

@@ -1,6 +1,7 @@
 """When a job stops early, and which round becomes final, from held-out summaries alone."""
-from irsflow.settings import EarlyStopConfig
+
 from irsflow.jobs.finish import best_round, stop_decision
+from irsflow.settings import EarlyStopConfig
 
 
 def h(rnd, reward, d2=0.5, words=40.0):

@@ -2,6 +2,7 @@
 and an adapter), and ``run_job`` runs rounds until the last or an early stop, lets a rerun override
 that stop, copies the best round's adapter to ``checkpoints/final`` and returns the dict the flow
 returns; a round's scores come from the phase that scored (SCORING, or GRPO's TRAINING)."""
+
 import pytest
 
 from irsflow.config import parse_request
@@ -17,8 +18,15 @@ HELDOUT = [0.5, 0.6, 0.7, 0.65, 0.64]
 
 
 def held(round_: int) -> dict:
-    return {"round": round_, "reward": HELDOUT[round_], "rewards": {"conc": HELDOUT[round_]}, "distinct_2": 0.5,
-            "mean_words": 20.0, "n_questions": 4, "seconds": 1.0}
+    return {
+        "round": round_,
+        "reward": HELDOUT[round_],
+        "rewards": {"conc": HELDOUT[round_]},
+        "distinct_2": 0.5,
+        "mean_words": 20.0,
+        "n_questions": 4,
+        "seconds": 1.0,
+    }
 
 
 @pytest.fixture()
@@ -31,18 +39,37 @@ def job(data_dir):
 
 def stand_in(store: JobStore, ran: list[int]):
     """A round as the flow's would end it: the held-out answers' summaries and an adapter on disk."""
+
     def run_round(it: int) -> RoundResult:
         ran.append(it)
-        for r in ([0, it] if it == 1 else [it]):
+        for r in [0, it] if it == 1 else [it]:
             atomic_write_json(heldout_path(store, r), {**held(r), "answers": []})
         store.checkpoint(it).mkdir(parents=True)
         (store.checkpoint(it) / "adapter_model.safetensors").write_text(f"round {it}")
-        scores = {"avg_reward": 0.1 * it, "reward_breakdown": {"conc": 0.1 * it}, "weights": {"conc": 1.0},
-                  "next_weights": {"conc": 1.0}, "seconds": 0.5}
-        return RoundResult(iteration=it, stage="IRS", cached=(GENERATING,) if it == 1 else (), phases={
-            GENERATING: {"seconds": 1.0}, SCORING: scores, TRAINING: {"loss": 0.25, "seconds": 2.0},
-            EVALUATING: {"seconds": 1.0, "path": str(heldout_path(store, it)), "heldout": held(it),
-                         **({"heldout_start": held(0)} if it == 1 else {})}})
+        scores = {
+            "avg_reward": 0.1 * it,
+            "reward_breakdown": {"conc": 0.1 * it},
+            "weights": {"conc": 1.0},
+            "next_weights": {"conc": 1.0},
+            "seconds": 0.5,
+        }
+        return RoundResult(
+            iteration=it,
+            stage="IRS",
+            cached=(GENERATING,) if it == 1 else (),
+            phases={
+                GENERATING: {"seconds": 1.0},
+                SCORING: scores,
+                TRAINING: {"loss": 0.25, "seconds": 2.0},
+                EVALUATING: {
+                    "seconds": 1.0,
+                    "path": str(heldout_path(store, it)),
+                    "heldout": held(it),
+                    **({"heldout_start": held(0)} if it == 1 else {}),
+                },
+            },
+        )
+
     return run_round
 
 
@@ -54,14 +81,30 @@ def test_a_job_stops_when_the_heldout_reward_stops_rising_and_keeps_its_best_rou
     assert result.final_round == 2 and result.stopped_early.startswith("no gain")
     assert (store.checkpoint("final") / "adapter_model.safetensors").read_text() == "round 2"
     out = result.to_dict()
-    assert set(out) == {"job_id", "stage", "job_dir", "final_adapter", "final_round", "stopped_early", "iterations",
-                        "gpu_seconds"}
+    assert set(out) == {
+        "job_id",
+        "stage",
+        "job_dir",
+        "final_adapter",
+        "final_round",
+        "stopped_early",
+        "iterations",
+        "gpu_seconds",
+    }
     assert out["job_dir"] == str(store.dir) and out["final_adapter"] == str(store.checkpoint("final"))
     assert out["gpu_seconds"] == 3 * (1.0 + 2.0 + 1.0)  # generate, train, evaluate: scoring runs on the CPU
     first = out["iterations"][0]
-    assert first == {"iter": 1, "avg_reward": 0.1, "reward_breakdown": {"conc": 0.1}, "weights_used": {"conc": 1.0},
-                     "weights": {"conc": 1.0}, "loss": 0.25, "cached": [GENERATING],
-                     "eval": str(heldout_path(store, 1)), "heldout": held(1)}
+    assert first == {
+        "iter": 1,
+        "avg_reward": 0.1,
+        "reward_breakdown": {"conc": 0.1},
+        "weights_used": {"conc": 1.0},
+        "weights": {"conc": 1.0},
+        "loss": 0.25,
+        "cached": [GENERATING],
+        "eval": str(heldout_path(store, 1)),
+        "heldout": held(1),
+    }
     assert store.read_status()["final_round"] == 2
 
 
@@ -74,9 +117,20 @@ def test_a_rerun_forcing_a_later_round_is_not_stopped_before_it(job):
 
 
 def test_a_round_without_a_scoring_phase_reads_its_scores_from_training():
-    grpo = RoundResult(iteration=2, stage="GRPO", phases={TRAINING: {
-        "loss": 0.5, "seconds": 3.0, "avg_reward": 0.4, "reward_breakdown": {"conc": 0.4}, "weights": {"conc": 1.0},
-        "next_weights": {"conc": 1.0}}})
+    grpo = RoundResult(
+        iteration=2,
+        stage="GRPO",
+        phases={
+            TRAINING: {
+                "loss": 0.5,
+                "seconds": 3.0,
+                "avg_reward": 0.4,
+                "reward_breakdown": {"conc": 0.4},
+                "weights": {"conc": 1.0},
+                "next_weights": {"conc": 1.0},
+            }
+        },
+    )
     assert grpo.scores["avg_reward"] == 0.4 and grpo.gpu_seconds == 3.0 and grpo.heldout is None
     row = iteration_row(grpo)
     assert row["avg_reward"] == 0.4 and row["r_conc"] == 0.4 and row["cached"] == "-" and "generate_s" not in row

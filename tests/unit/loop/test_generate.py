@@ -1,4 +1,5 @@
 """Generation on the tiny model: batching, shared prefill, seeding, recorded settings."""
+
 import pytest
 import torch
 
@@ -24,8 +25,10 @@ def test_shared_prefill_matches_plain_generate(tiny_model):
     """Greedy decoding from the copied prompt cache equals decoding with the prompt repeated."""
     tok, model = load_tokenizer(str(tiny_model)), load_model(str(tiny_model)).eval()
     qs = load_questions("builtin:demo", 3)
-    texts = [tok.apply_chat_template(build_messages(q, k, "s"), tokenize=False, add_generation_prompt=True)
-             for q, k in zip(qs, (3, 1, 2))]
+    texts = [
+        tok.apply_chat_template(build_messages(q, k, "s"), tokenize=False, add_generation_prompt=True)
+        for q, k in zip(qs, (3, 1, 2))
+    ]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     ids, mask = enc["input_ids"].repeat_interleave(2, 0), enc["attention_mask"].repeat_interleave(2, 0)
     common = dict(do_sample=False, max_new_tokens=10, pad_token_id=tok.pad_token_id, eos_token_id=stop_token_ids(tok))
@@ -38,8 +41,16 @@ def test_shared_prefill_matches_plain_generate(tiny_model):
 
 def test_candidates_are_seeded_and_record_their_settings(tiny_model):
     qs = load_questions("builtin:demo", 3)
-    kw = dict(n_candidates=3, max_new_tokens=12, sampling=REQ.shared.sampling, seed=5, iteration=1,
-              gen_batch_size=2, top_k=1, system_prompt="s")
+    kw = dict(
+        n_candidates=3,
+        max_new_tokens=12,
+        sampling=REQ.shared.sampling,
+        seed=5,
+        iteration=1,
+        gen_batch_size=2,
+        top_k=1,
+        system_prompt="s",
+    )
     rows, stats = generate_candidates(str(tiny_model), None, qs, **kw)
     again, _ = generate_candidates(str(tiny_model), None, qs, **kw)
     other, _ = generate_candidates(str(tiny_model), None, qs, **{**kw, "seed": 6})
@@ -49,8 +60,9 @@ def test_candidates_are_seeded_and_record_their_settings(tiny_model):
     s = rows[0]["sampling"]
     assert (s["temperature"], s["top_p"], s["max_new_tokens"], s["do_sample"]) == (0.9, 0.95, 12, True)
     assert rows[0]["sampling"]["seed"] != rows[2]["sampling"]["seed"]  # second batch, own seed
-    assert all(0 < c["n_tokens"] <= 12 and c["finish_reason"] in ("stop", "length")
-               for r in rows for c in r["candidates"])
+    assert all(
+        0 < c["n_tokens"] <= 12 and c["finish_reason"] in ("stop", "length") for r in rows for c in r["candidates"]
+    )
     assert stats["new_tokens"] > 0 and stats["mem_after_release"] > 0
 
 

@@ -1,9 +1,10 @@
 """Combining rewards and selecting the best candidate per question."""
+
 import numpy as np
 import pytest
 
-from irsflow.rewards import RewardBatch
 from irsflow.loop.scoring import score_candidates, weighted_totals
+from irsflow.rewards import RewardBatch
 
 
 class Table:
@@ -22,8 +23,10 @@ def test_weighted_totals_skip_abstentions():
 
 
 def test_best_is_the_highest_weighted_total_and_weights_matter():
-    rows = [{"question": "q1", "context": "c", "candidates": ["a", "b", "c"]},
-            {"question": "q2", "context": "", "candidates": ["d", "e"]}]
+    rows = [
+        {"question": "q1", "context": "c", "candidates": ["a", "b", "c"]},
+        {"question": "q2", "context": "", "candidates": ["d", "e"]},
+    ]
     rel = Table("rel", {"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.2, "e": 0.3})
     conc = Table("conc", {"a": 0.0, "b": 1.0, "c": 0.5, "d": None, "e": None})
     r = score_candidates(rows, {"rel": rel, "conc": conc}, {"rel": 1.0, "conc": 0.5})
@@ -41,11 +44,12 @@ def test_chunking_does_not_change_results():
     rows = [{"question": f"q{i}", "context": "ctx", "candidates": [f"a{i}", f"b{i}"]} for i in range(7)]
     vals = {f"{p}{i}": (i * 7 + (p == "b") * 3) % 5 / 5 for i in range(7) for p in "ab"}
     rw = {"rel": Table("rel", vals)}
-    assert score_candidates(rows, rw, {"rel": 1}, chunk_questions=2).best == \
-        score_candidates(rows, rw, {"rel": 1}, chunk_questions=100).best
+    assert (
+        score_candidates(rows, rw, {"rel": 1}, chunk_questions=2).best
+        == score_candidates(rows, rw, {"rel": 1}, chunk_questions=100).best
+    )
 
 
 def test_a_reward_returning_the_wrong_count_is_an_error():
     with pytest.raises(ValueError, match="returned 1 scores for 2 items"):
-        score_candidates([{"question": "q", "candidates": ["a", "b"]}],
-                         {"rel": lambda batch: [0.1]}, {"rel": 1.0})
+        score_candidates([{"question": "q", "candidates": ["a", "b"]}], {"rel": lambda batch: [0.1]}, {"rel": 1.0})

@@ -1,6 +1,7 @@
 """Which candidates a round trains on (IRS's selection settings), and how a question set is split into
 training and held-out parts (early stopping needs the split; ``tests/unit/jobs/test_finish.py`` tests
 when a job stops)."""
+
 import pytest
 
 from irsflow.config import parse_request
@@ -8,9 +9,11 @@ from irsflow.dataset import Question, split_heldout
 from irsflow.errors import ConfigError
 from irsflow.loop.scoring import select_candidates
 
-TOTALS = [[0.9, 0.1, 0.1, 0.1],  # a clear winner: mean 0.3
-          [0.5, 0.5, 0.5, 0.4],  # no signal: best 0.5 vs mean 0.475
-          [0.2, 0.8, 0.7, 0.1]]  # two good ones
+TOTALS = [
+    [0.9, 0.1, 0.1, 0.1],  # a clear winner: mean 0.3
+    [0.5, 0.5, 0.5, 0.4],  # no signal: best 0.5 vs mean 0.475
+    [0.2, 0.8, 0.7, 0.1],
+]  # two good ones
 BEST = [0, 0, 1]
 
 

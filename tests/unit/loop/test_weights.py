@@ -1,4 +1,5 @@
 """Dynamic weights against numbers computed by hand (seed 000 section 3.2)."""
+
 import math
 
 import numpy as np

@@ -1,19 +1,21 @@
 """Gate runs against real MLflow on SQLite under tmp_path: numbered per registered model, each one's
 MLflow run, tags and ``gate_run_<n>.json`` under ``gate_run_<n>/``; a registry written when the
 counter was still the ``gate_rounds`` tag continues its numbering from it."""
+
 import json
 
 import pytest
 
-from irsflow.release.gate_run import (EvalGateSettings, decide_and_record, gate_markdown, gate_run_dir,
-                                      next_gate_run)
+from irsflow.release.gate_run import EvalGateSettings, decide_and_record, gate_markdown, gate_run_dir, next_gate_run
 from irsflow.release.registry import Registry
 
 
 def scores(correct: list[int], distinct_2: float) -> dict:
-    return {"per_item": {"mc_correct": correct, "safety": [1.0] * len(correct)},
-            "scalars": {"mc_accuracy": sum(correct) / len(correct), "distinct_2": distinct_2},
-            "details": {"dialogue": {"question_ratio": 0.5}}}
+    return {
+        "per_item": {"mc_correct": correct, "safety": [1.0] * len(correct)},
+        "scalars": {"mc_accuracy": sum(correct) / len(correct), "distinct_2": distinct_2},
+        "details": {"dialogue": {"question_ratio": 0.5}},
+    }
 
 
 @pytest.fixture

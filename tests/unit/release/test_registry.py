@@ -2,6 +2,7 @@
 hashes, adapter files), a registered version aliased challenger whose local copy is cached; promote
 moves champion and remembers the previous one; rollback moves it back; a broken adapter never
 reaches an alias."""
+
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,9 @@ def test_job_run_register_promote_rollback(registry, tiny_model, data_dir):
     assert str(data_dir) in run.info.artifact_uri  # artifacts under the data dir, not ./mlruns
     v1 = registry.register(run1, job1)
     mv = registry.version(CHALLENGER)
-    assert str(mv.version) == v1 == "1" and mv.tags["job_id"] == job1.job_id and mv.tags["base_model"] == str(tiny_model)
+    assert (
+        str(mv.version) == v1 == "1" and mv.tags["job_id"] == job1.job_id and mv.tags["base_model"] == str(tiny_model)
+    )
     p1 = registry.adapter_path(v1)  # the local copy in the cache, made when the version was registered
     check_adapter(p1)
     assert Path(p1).parent == data_dir / "adapter_cache" / registry.s.model_name

@@ -2,6 +2,7 @@
 server's codes and texts): loaded under a stable name (first time without ``load_inplace``, then in
 place, or unload + load with ``switch="reload"``), verified through /v1/models and a chat
 completion; failures keep the previous adapter served. Against a real vLLM: tests/ops/test_vllm_real.py."""
+
 import json
 
 import pytest

@@ -1,6 +1,7 @@
 """The vLLM client sends the vLLM server's key and no other: settings name the variable holding it,
 and only a ``VLLM_*`` name is accepted, so no setting can hand the teacher's or Langfuse's key to the
 vLLM endpoint. The receiver is a real HTTP listener on 127.0.0.1 recording every header."""
+
 import pytest
 from pydantic import ValidationError
 

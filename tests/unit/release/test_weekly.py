@@ -1,33 +1,43 @@
 """The weekly cycle's library pieces: what counts as new, the prompt set's composition and
 high-risk share, strict settings, the codebook switch, the eval prompts' codebook rules, the report."""
+
 import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from irsflow.release import weekly
-from irsflow.codebook.store import Codebook
 from irsflow.codebook.settings import CodebookConfig
+from irsflow.codebook.store import Codebook
 from irsflow.dataset import load_questions
 from irsflow.errors import InputError
 from irsflow.evals.suites import EvalSuites, _codebook_extra
+from irsflow.release import weekly
 from irsflow.store import write_jsonl
 
 
 def chat(q, a):
-    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": q},
+        {"role": "assistant", "content": a},
+    ]
 
 
 @pytest.fixture()
 def etl_dir(data_dir):
     d = data_dir / "feedback" / "r1"
-    write_jsonl(d / "annotation_queue.jsonl", [
-        {"messages": chat("Why is the sky blue?", "It is painted."), "trace_id": "t1"},
-        {"messages": chat("My child swallowed bleach, what now?", "Wait and see."), "trace_id": "t2"}])
+    write_jsonl(
+        d / "annotation_queue.jsonl",
+        [
+            {"messages": chat("Why is the sky blue?", "It is painted."), "trace_id": "t1"},
+            {"messages": chat("My child swallowed bleach, what now?", "Wait and see."), "trace_id": "t2"},
+        ],
+    )
     write_jsonl(d / "golden.messages.jsonl", [{"messages": chat("why is the sky  blue?", "Rayleigh scattering.")}])
-    write_jsonl(d / "sft.messages.jsonl", [{"messages": chat("What is photosynthesis?", "Light to sugar."),
-                                            "trace_id": "t3"}])
+    write_jsonl(
+        d / "sft.messages.jsonl", [{"messages": chat("What is photosynthesis?", "Light to sugar."), "trace_id": "t3"}]
+    )
     (d / "manifest.json").write_text(json.dumps({"counts": {"records": 3}}))
     return d
 
@@ -61,7 +71,10 @@ def test_prepare_cycle_writes_a_loadable_prompt_set(etl_dir, data_dir):
     qs = load_questions(out["prompts"])
     assert out["n_prompts"] == len(qs) == 8 and out["new_questions"] == 3 and out["new_samples"] == 3
     # the folder the code before the rename to "cycle" wrote: a retry across an upgrade finds its files
-    assert weekly.cycle_dir("r1") == data_dir / "weekly" / "r1" and Path(out["prompts"]).parent == data_dir / "weekly" / "r1"
+    assert (
+        weekly.cycle_dir("r1") == data_dir / "weekly" / "r1"
+        and Path(out["prompts"]).parent == data_dir / "weekly" / "r1"
+    )
     empty = weekly.prepare_cycle(weekly.WeeklySettings(), "r2", None)
     assert empty["new_questions"] == 0 and "prompts" not in empty
     for bad in ("", "../x", ".hidden"):
@@ -82,8 +95,13 @@ def test_settings_are_strict_and_refuse_a_stage_that_cannot_be_served():
 def test_codebook_is_used_once_it_exists_in_generation_and_eval_prompts(data_dir):
     s = weekly.WeeklySettings()
     assert not weekly.cycle_codebook(s).enabled  # a fresh install has no codebook: the cycle still runs
-    Codebook().add("Explain Rayleigh scattering when asked why the sky is blue.", ["sky", "blue"],
-                   ["Why is the sky blue?"], source="review", author="test")
+    Codebook().add(
+        "Explain Rayleigh scattering when asked why the sky is blue.",
+        ["sky", "blue"],
+        ["Why is the sky blue?"],
+        source="review",
+        author="test",
+    )
     assert weekly.cycle_codebook(s).enabled and weekly.gate_settings(s).suites.codebook.enabled
     req = weekly.cycle_request(s, data_dir / "p.jsonl", 3, None)
     assert req.codebook.enabled and req.n_questions == 3 and req.init_adapter is None
@@ -94,17 +112,34 @@ def test_codebook_is_used_once_it_exists_in_generation_and_eval_prompts(data_dir
 
 
 def test_report_names_what_came_in_the_table_the_decision_and_the_cost(data_dir):
-    doc = {"cycle_id": "r9", "outcome": "Version 3 promoted to champion", "stage": "IRS",
-           "came_in": {"etl_run": "r9", "traces": 5, "thumbs_up": 2, "thumbs_down": 3, "corrections": 1},
-           "prompts": {"n_prompts": 10, "high_risk": 4, "by_source": {"anchor": 3, "red_team": 3, "thumbs_down": 4}},
-           "training": {"job_id": "r9", "stage": "IRS", "started_from": "champion version 2", "final_adapter": "/x",
-                        "iterations": [{"iter": 1, "avg_reward": 0.5, "loss": 1.2}]},
-           "gate": {"promote": True, "reasons": ["reward: gain +0.08"], "table": {"reward_mean": [0.7, 0.78]}},
-           "champion_eval": None, "served": {"champion": "version 3 (/a)", "vllm": True, "served_name": "x",
-                                             "vllm_adapter": "/a"},
-           "cost": {"teacher_calls": 5, "teacher_usd": 0.0123, "gpu_minutes": 1.5}}
+    doc = {
+        "cycle_id": "r9",
+        "outcome": "Version 3 promoted to champion",
+        "stage": "IRS",
+        "came_in": {"etl_run": "r9", "traces": 5, "thumbs_up": 2, "thumbs_down": 3, "corrections": 1},
+        "prompts": {"n_prompts": 10, "high_risk": 4, "by_source": {"anchor": 3, "red_team": 3, "thumbs_down": 4}},
+        "training": {
+            "job_id": "r9",
+            "stage": "IRS",
+            "started_from": "champion version 2",
+            "final_adapter": "/x",
+            "iterations": [{"iter": 1, "avg_reward": 0.5, "loss": 1.2}],
+        },
+        "gate": {"promote": True, "reasons": ["reward: gain +0.08"], "table": {"reward_mean": [0.7, 0.78]}},
+        "champion_eval": None,
+        "served": {"champion": "version 3 (/a)", "vllm": True, "served_name": "x", "vllm_adapter": "/a"},
+        "cost": {"teacher_calls": 5, "teacher_usd": 0.0123, "gpu_minutes": 1.5},
+    }
     path, md = weekly.write_report("r9", doc)
     assert path.read_text() == md and json.loads((path.parent / "report.json").read_text()) == doc
-    for text in ("5 traces with feedback, 2 thumbs up, 3 thumbs down, 1 corrections", "| reward_mean | 0.7",
-                 "**promote**", "from champion version 2", "# Weekly cycle `r9`", "`/a` loaded as `x`", "5 calls, $0.0123", "1.50 min"):
+    for text in (
+        "5 traces with feedback, 2 thumbs up, 3 thumbs down, 1 corrections",
+        "| reward_mean | 0.7",
+        "**promote**",
+        "from champion version 2",
+        "# Weekly cycle `r9`",
+        "`/a` loaded as `x`",
+        "5 calls, $0.0123",
+        "1.50 min",
+    ):
         assert text in md, text

@@ -1,16 +1,19 @@
 """Each reward on its own: the contract, formulas, abstentions, the encode-once cache,
 the heuristic fallback and the optional cross-encoder path."""
+
 import numpy as np
 import pytest
 
-from irsflow.rewards.settings import ScoringConfig
 from irsflow.rewards import RewardBatch, RewardEnv, build_rewards, known_rewards, register_reward
+from irsflow.rewards.settings import ScoringConfig
 from irsflow.rewards.similarity import EmbeddingSimilarity, HeuristicSimilarity, load_similarity
 from irsflow.rewards.text import Concision
 
 Q = "How long should a minor burn be cooled under running water?"
-CTX = ("Cool a minor burn under cool running water for about twenty minutes. "
-       "Do not use ice, butter or toothpaste on a burn.")
+CTX = (
+    "Cool a minor burn under cool running water for about twenty minutes. "
+    "Do not use ice, butter or toothpaste on a burn."
+)
 GOOD = "Cool it under cool running water for about twenty minutes, and do not use ice."
 OFF = "Bread rises because yeast produces carbon dioxide gas."
 
@@ -26,8 +29,9 @@ def test_builtin_names():
 
 
 def test_concision_formula_and_abstention():
-    out = Concision(None)(RewardBatch(questions=["q"] * 3, answers=["abcde", "x" * 30, "a"],
-                                      contexts=["x" * 20, "x" * 20, ""]))
+    out = Concision(None)(
+        RewardBatch(questions=["q"] * 3, answers=["abcde", "x" * 30, "a"], contexts=["x" * 20, "x" * 20, ""])
+    )
     assert out == [pytest.approx(0.75), 0.0, None]
 
 
@@ -66,7 +70,7 @@ def test_each_unique_text_is_encoded_once(minilm_env):
 def test_heuristic_fallback_when_the_embedder_cannot_load(tmp_path):
     sim = load_similarity(ScoringConfig(backend="auto", embedder=str(tmp_path / "missing")))
     assert isinstance(sim, HeuristicSimilarity)
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="missing"):  # asked for by name: no quiet fallback
         load_similarity(ScoringConfig(backend="embedding", embedder=str(tmp_path / "missing")))
     r = build_rewards(["rel", "faith"], RewardEnv(settings=ScoringConfig(), similarity=sim))
     batch = RewardBatch(questions=[Q, Q], answers=[GOOD, OFF], contexts=[CTX, CTX])
@@ -86,9 +90,16 @@ def test_cross_encoder_is_used_when_a_reranker_path_is_set(tmp_path, minilm_env)
     folder = tmp_path / "reranker"
     tok = BertTokenizerFast.from_pretrained(resolve_embedder("builtin:minilm"))
     torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                             num_attention_heads=2, intermediate_size=64, num_labels=1)
-                                  ).save_pretrained(folder)
+    BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=1,
+        )
+    ).save_pretrained(folder)
     tok.save_pretrained(folder)
     env = RewardEnv(settings=ScoringConfig(reranker_path=str(folder)), similarity=minilm_env.similarity)
     rel = build_rewards(["rel"], env)["rel"]
@@ -117,12 +128,19 @@ def test_plugged_in_reward_follows_the_contract():
 
 
 def test_tutoring_rewards_of_seed_004():
-    from irsflow.rewards.settings import ScoringConfig
     from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
+    from irsflow.rewards.settings import ScoringConfig
 
     r = build_rewards(["question_ratio", "length_limit", "followup"], RewardEnv(settings=ScoringConfig(length_limit=3)))
-    b = RewardBatch(questions=["q"] * 4, answers=["Fractions add when denominators match. What is 1/2 + 1/4?",
-                                                  "Why?", "It is 4.", "one two three four five"])
+    b = RewardBatch(
+        questions=["q"] * 4,
+        answers=[
+            "Fractions add when denominators match. What is 1/2 + 1/4?",
+            "Why?",
+            "It is 4.",
+            "one two three four five",
+        ],
+    )
     assert r["question_ratio"](b) == [0.5, 1.0, 0.0, 0.0]
     assert r["followup"](b) == [1.0, 0.5, 0.0, 0.0]  # explain, then ask; a bare question; no question
     assert r["length_limit"](b)[:3] == [0.0, 1.0, 1.0] and r["length_limit"](b)[3] == pytest.approx(1 / 3)

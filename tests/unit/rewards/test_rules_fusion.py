@@ -1,17 +1,20 @@
 """Rule rewards (chain, emergency, risk), the rlaif fusion and its conflicts, on hand-made answers."""
+
 import json
 
 import pytest
 
 from irsflow.config import parse_request
-from irsflow.rewards.settings import ScoringConfig
 from irsflow.errors import ConfigError
 from irsflow.rewards import RewardBatch, RewardEnv, build_rewards
 from irsflow.rewards.fusion import fuse
 from irsflow.rewards.rules import load_rules
+from irsflow.rewards.settings import ScoringConfig
 
-THINK = ("<think>Chest pain with sweating may be a heart attack; age, risk factors, radiation to the arm, "
-         "breathlessness and duration all matter, so urgent assessment is safest.</think> ")
+THINK = (
+    "<think>Chest pain with sweating may be a heart attack; age, risk factors, radiation to the arm, "
+    "breathlessness and duration all matter, so urgent assessment is safest.</think> "
+)
 
 
 def test_chain_coverage():
@@ -21,7 +24,9 @@ def test_chain_coverage():
     assert full == 1.0
     assert r.chain_score(THINK) == pytest.approx(0.5)  # no final answer after the block
     assert r.chain_score("<think>ok ok ok ok ok ok ok ok</think> Fine.") == pytest.approx(1 / 20)  # distinct words
-    assert r.chain_score("<think>胸痛可能是心脏问题需要马上评估</think>请立即就医") == pytest.approx(15 / 20)  # CJK chars
+    assert r.chain_score("<think>胸痛可能是心脏问题需要马上评估</think>请立即就医") == pytest.approx(
+        15 / 20
+    )  # CJK chars
 
 
 def test_emergency_coverage_and_abstention():
@@ -36,8 +41,13 @@ def test_emergency_coverage_and_abstention():
     assert r.raised_flags("water is good") == []  # "ER" style substrings never match inside words
     em = build_rewards(["emergency"], RewardEnv(settings=ScoringConfig()))["emergency"]
     # retrieved context listing warning signs does not make the user's question an emergency
-    assert em(RewardBatch(questions=["How do I stop a nosebleed?"], answers=["Pinch the nose."],
-                          contexts=["See a doctor if there is difficulty breathing."])) == [None]
+    assert em(
+        RewardBatch(
+            questions=["How do I stop a nosebleed?"],
+            answers=["Pinch the nose."],
+            contexts=["See a doctor if there is difficulty breathing."],
+        )
+    ) == [None]
 
 
 def test_risky_prescription_penalty():
@@ -63,12 +73,18 @@ def test_custom_rules_file_is_validated_with_the_entry_named(tmp_path):
         load_rules(p)
     with pytest.raises(ConfigError, match="scoring.rules"):
         parse_request({"scoring": {"rules": str(tmp_path / "missing.json")}})
-    mine = {**good, "version": "mine-1", "red_flags": [{"name": "bee", "triggers": ["bee sting"]}],
-            "urgent_care": ["see a doctor today"]}
+    mine = {
+        **good,
+        "version": "mine-1",
+        "red_flags": [{"name": "bee", "triggers": ["bee sting"]}],
+        "urgent_care": ["see a doctor today"],
+    }
     p.write_text(json.dumps(mine))
     env = RewardEnv(settings=ScoringConfig(rules=str(p)))
     em = build_rewards(["emergency"], env)["emergency"]
-    assert em(RewardBatch(questions=["bee sting on my arm", "bee sting"], answers=["See a doctor today.", "Ice it."])) == [1.0, 0.0]
+    assert em(
+        RewardBatch(questions=["bee sting on my arm", "bee sting"], answers=["See a doctor today.", "Ice it."])
+    ) == [1.0, 0.0]
 
 
 def test_fusion_formula_abstention_and_conflicts():
@@ -113,8 +129,16 @@ def teacher(monkeypatch, tmp_path):
     from tests.support.fake_openai import FakeOpenAI
 
     with FakeOpenAI(api_key="sk-fusion") as srv:
-        yield srv, TeacherSettings(base_url=srv.base_url, api_key="sk-fusion", backoff_s=0.01, max_retries=1,
-                                   cache_path=tmp_path / "cache.sqlite")
+        yield (
+            srv,
+            TeacherSettings(
+                base_url=srv.base_url,
+                api_key="sk-fusion",
+                backoff_s=0.01,
+                max_retries=1,
+                cache_path=tmp_path / "cache.sqlite",
+            ),
+        )
 
 
 def test_teacher_judges_under_the_samples_ids(teacher, tmp_path):
@@ -125,16 +149,22 @@ def test_teacher_judges_under_the_samples_ids(teacher, tmp_path):
     env = RewardEnv(settings=ScoringConfig(), extras={"teacher": s})
     rewards = build_rewards(["rlaif"], env)
     q = "Crushing chest pain, what now?"
-    rows = [{"id": "1:q7", "question": q, "context": "", "candidates": [THINK + "Call 911 now.", "Rest."]},
-            {"id": "1:q9", "question": "Sore throat?", "context": "", "candidates": ["Tea.", "Rest."]}]
+    rows = [
+        {"id": "1:q7", "question": q, "context": "", "candidates": [THINK + "Call 911 now.", "Rest."]},
+        {"id": "1:q9", "question": "Sore throat?", "context": "", "candidates": ["Tea.", "Rest."]},
+    ]
     result = score_candidates(rows, rewards, {"rlaif": 1.0})
     judged = rewards["rlaif"].parts["teacher"].last
     assert [j.id for j in judged] == ["1:q7/0", "1:q7/1", "1:q9/0", "1:q9/1"]  # not batch positions
     assert srv.count == 4 and all(j.teacher_score == 0.75 for j in judged)
     assert result.matrix[0][0][0] == pytest.approx(0.35 + 0.25 + 0.25 * 0.75)
     JudgementCache(s.resolved_cache_path()).export_jsonl(tmp_path / "j.jsonl")
-    assert {json.loads(line)["id"] for line in (tmp_path / "j.jsonl").read_text().splitlines()} == \
-        {"1:q7/0", "1:q7/1", "1:q9/0", "1:q9/1"}
+    assert {json.loads(line)["id"] for line in (tmp_path / "j.jsonl").read_text().splitlines()} == {
+        "1:q7/0",
+        "1:q7/1",
+        "1:q9/0",
+        "1:q9/1",
+    }
     # a batch without ids (GRPO): ids from the content, a repeat told apart, one call per content
     r = build_rewards(["teacher"], env)["teacher"]
     r(RewardBatch(questions=["Why?", "Why?"], answers=["New answer.", "New answer."]))
@@ -148,20 +178,25 @@ def test_a_teacher_outage_fails_scoring_instead_of_fusing_rules_alone(teacher):
 
     srv, s = teacher
     srv.default = {"kind": "status", "status": 503}
-    batch = RewardBatch(questions=["Crushing chest pain, what now?"] * 2,
-                        answers=[THINK + "Call 911 now.", "Sleep it off and double the dose."])
+    batch = RewardBatch(
+        questions=["Crushing chest pain, what now?"] * 2,
+        answers=[THINK + "Call 911 now.", "Sleep it off and double the dose."],
+    )
     fused = build_rewards(["rlaif"], RewardEnv(settings=ScoringConfig(), extras={"teacher": s}))["rlaif"]
     with pytest.raises(TeacherUnavailable, match="2 of 2 judgements failed") as err:
         fused(batch)
     assert err.value.failed == 2 and failure_kind(err.value) == "transient" and srv.count == 4  # 1 retry each
     # a report that records failures instead gets the rules-only values, as with no teacher at all
-    recorded = build_rewards(["rlaif"], RewardEnv(settings=ScoringConfig(), extras={
-        "teacher": s, "teacher_allow_failures": True}))["rlaif"]
+    recorded = build_rewards(
+        ["rlaif"], RewardEnv(settings=ScoringConfig(), extras={"teacher": s, "teacher_allow_failures": True})
+    )["rlaif"]
     assert recorded(batch) == pytest.approx([0.85, -0.15 * 0.8])
     assert [j.status for j in recorded.parts["teacher"].last] == ["failed", "failed"]
     # a share of failures may be allowed
     srv.default = {"kind": "ok"}
-    srv.route = lambda req: {"kind": "status", "status": 503} if "double the dose" in req["messages"][1]["content"] else None
+    srv.route = lambda req: (
+        {"kind": "status", "status": 503} if "double the dose" in req["messages"][1]["content"] else None
+    )
     lenient = s.model_copy(update={"max_failed_share": 0.5})
     vals = build_rewards(["rlaif"], RewardEnv(settings=ScoringConfig(), extras={"teacher": lenient}))["rlaif"](batch)
     assert vals[0] == pytest.approx(0.35 + 0.25 + 0.25 * 0.75) and vals[1] == pytest.approx(-0.15 * 0.8)

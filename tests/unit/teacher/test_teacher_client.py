@@ -5,19 +5,27 @@ cache, retries, the budget, and an outage failing loudly.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/teacher/test_teacher_client.py -x
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from irsflow.errors import ConfigError, InputError
 from irsflow.retry import failure_kind
-from irsflow.teacher import (JudgementCache, TeacherRepliesUnusable, TeacherSettings, TeacherUnavailable, judge_items,
-                             load_template, read_usage)
+from irsflow.teacher import (
+    JudgementCache,
+    TeacherRepliesUnusable,
+    TeacherSettings,
+    TeacherUnavailable,
+    judge_items,
+    load_template,
+    read_usage,
+)
 from tests.support.fake_openai import FakeOpenAI
 
 KEY = "sk-test-SECRET-7f3a9c1e55d0"
@@ -32,14 +40,26 @@ def srv(monkeypatch):
 
 
 def settings(srv, tmp_path, **kw) -> TeacherSettings:
-    base = dict(base_url=srv.base_url, cache_path=tmp_path / "teacher" / "cache.sqlite", backoff_s=0.01,
-                max_retries=2, max_tokens=64)
+    base = dict(
+        base_url=srv.base_url,
+        cache_path=tmp_path / "teacher" / "cache.sqlite",
+        backoff_s=0.01,
+        max_retries=2,
+        max_tokens=64,
+    )
     return TeacherSettings(**{**base, **kw})
 
 
 def items(n: int, tag: str = "") -> list[dict]:
-    return [{"id": f"q{i}{tag}", "prompt": f"Question {i}{tag}: fever for 3 days?", "answer": f"Answer {i}",
-             "context": "adult" if i % 2 else ""} for i in range(n)]
+    return [
+        {
+            "id": f"q{i}{tag}",
+            "prompt": f"Question {i}{tag}: fever for 3 days?",
+            "answer": f"Answer {i}",
+            "context": "adult" if i % 2 else "",
+        }
+        for i in range(n)
+    ]
 
 
 def ledger(s: TeacherSettings) -> list[dict]:
@@ -58,8 +78,13 @@ def test_deepseek_v4_request_and_valid_judgements(srv, tmp_path):
     sent = sorted(r["messages"][1]["content"] for r in srv.requests)  # arrival order is concurrent
     assert "QUESTION:\nQuestion 0: fever" in sent[0] and "ANSWER:\nAnswer 0" in sent[0]
     [row] = ledger(s)
-    assert (row["model"], row["thinking"], row["calls"], row["ok"], row["tokens_reasoning"]) == \
-        ("deepseek-v4-flash", "disabled", "3", "3", "0")
+    assert (row["model"], row["thinking"], row["calls"], row["ok"], row["tokens_reasoning"]) == (
+        "deepseek-v4-flash",
+        "disabled",
+        "3",
+        "3",
+        "0",
+    )
 
     n = JudgementCache(s.resolved_cache_path()).export_jsonl(tmp_path / "teacher_judgements.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "teacher_judgements.jsonl").read_text().splitlines()]
@@ -79,10 +104,17 @@ def test_thinking_is_billed_never_parsed_and_omit_sends_nothing(srv, tmp_path):
     assert int(row["tokens_reasoning"]) == sum(u["completion_tokens_details"]["reasoning_tokens"] for u in usage) > 0
     assert int(row["tokens_cache_hit"]) == sum(u["prompt_cache_hit_tokens"] for u in usage) > 0  # one system prompt
     p = s.prices["deepseek-v4-flash"]
-    expected = sum((u["prompt_cache_miss_tokens"] * p.input_per_mtok + u["prompt_cache_hit_tokens"]
-                    * p.input_cache_hit_per_mtok + u["completion_tokens"] * p.output_per_mtok) / 1e6 for u in usage)
+    expected = sum(
+        (
+            u["prompt_cache_miss_tokens"] * p.input_per_mtok
+            + u["prompt_cache_hit_tokens"] * p.input_cache_hit_per_mtok
+            + u["completion_tokens"] * p.output_per_mtok
+        )
+        / 1e6
+        for u in usage
+    )
     # billed at the rate of the hour the calls were sent in (peak hours: twice the list price)
-    assert float(row["cost_usd"]) == pytest.approx(expected * p.multiplier(datetime.now(timezone.utc).hour), abs=1e-6)
+    assert float(row["cost_usd"]) == pytest.approx(expected * p.multiplier(datetime.now(UTC).hour), abs=1e-6)
 
     # reasoning only, content blank: blank, never the verdict drafted in the reasoning
     srv.script([{"kind": "blank"}])
@@ -121,10 +153,17 @@ def test_truncated_reply_retried_once_with_double_budget_then_recorded(srv, tmp_
 def test_unusable_replies_named_cached_and_blank_asked_again(srv, tmp_path):
     s = settings(srv, tmp_path, max_retries=1)
     marks = {"q0": "schema", "q1": "invalid", "q2": "copy", "q3": "blank", "q4": "filter"}
-    srv.route = lambda req: {"kind": next(k for q, k in marks.items() if f"Question {q[1:]}:" in req["messages"][1]["content"])}
+    srv.route = lambda req: {
+        "kind": next(k for q, k in marks.items() if f"Question {q[1:]}:" in req["messages"][1]["content"])
+    }
     out = {j.id: j for j in judge_items(items(5), s, allow_failures=True)}
-    assert {i: j.status for i, j in out.items()} == {"q0": "schema_mismatch", "q1": "invalid_json", "q2": "copied_example",
-                                                     "q3": "blank", "q4": "content_filter"}
+    assert {i: j.status for i, j in out.items()} == {
+        "q0": "schema_mismatch",
+        "q1": "invalid_json",
+        "q2": "copied_example",
+        "q3": "blank",
+        "q4": "content_filter",
+    }
     assert all(j.teacher_score is None and j.attempts == 2 for j in out.values())  # 1 + max_retries, then given up
     assert "teacher_score" in out["q0"].error and "safety_flag" in out["q0"].error  # the fields that failed
     assert srv.count == 10
@@ -181,7 +220,9 @@ def test_outage_fails_with_the_counts_unless_a_share_is_allowed(srv, tmp_path):
     assert row["failures"] == "4" and row["calls"] == "4"
 
     srv.default = {"kind": "ok"}  # 1 of 4 fails: within max_failed_share 0.25, over the default 0
-    srv.route = lambda req: {"kind": "status", "status": 503} if "Question 0a" in req["messages"][1]["content"] else None
+    srv.route = lambda req: (
+        {"kind": "status", "status": 503} if "Question 0a" in req["messages"][1]["content"] else None
+    )
     out = judge_items(items(4, tag="a"), s.model_copy(update={"max_failed_share": 0.25}))
     assert [j.status for j in out] == ["failed", "ok", "ok", "ok"]
     with pytest.raises(TeacherUnavailable, match="1 of 4 judgements failed"):
@@ -197,9 +238,16 @@ def test_outage_fails_with_the_counts_unless_a_share_is_allowed(srv, tmp_path):
 def test_budget_stops_at_cap_and_keeps_finished_work(srv, tmp_path):
     # 1000 USD per million tokens: a call costs ~0.3 USD, its bound ~1.2 USD, so 3 USD buys a few calls.
     prices = {"deepseek-v4-flash": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}}
-    s = TeacherSettings.model_validate({**settings(srv, tmp_path).model_dump(), "api_key": KEY,
-                                        "cache_path": tmp_path / "teacher" / "cache.sqlite",
-                                        "prices": prices, "budget_usd": 3.0, "concurrency": 4})
+    s = TeacherSettings.model_validate(
+        {
+            **settings(srv, tmp_path).model_dump(),
+            "api_key": KEY,
+            "cache_path": tmp_path / "teacher" / "cache.sqlite",
+            "prices": prices,
+            "budget_usd": 3.0,
+            "concurrency": 4,
+        }
+    )
     out = judge_items(items(20), s)
     ok = [j for j in out if j.status == "ok"]
     stopped = [j for j in out if j.status == "budget_stopped"]
@@ -232,8 +280,12 @@ def test_a_model_without_a_price(srv, tmp_path):
     prices = TeacherSettings().prices
     assert {"deepseek-v4-flash", "deepseek-v4-pro"} <= set(prices) and "deepseek-chat" not in prices
     flash, pro = prices["deepseek-v4-flash"], prices["deepseek-v4-pro"]
-    assert (flash.input_per_mtok, flash.output_per_mtok, pro.input_per_mtok, pro.output_per_mtok) == \
-        (0.14, 0.28, 0.435, 0.87)
+    assert (flash.input_per_mtok, flash.output_per_mtok, pro.input_per_mtok, pro.output_per_mtok) == (
+        0.14,
+        0.28,
+        0.435,
+        0.87,
+    )
 
 
 def test_peak_hours_double_the_rate_and_bounds_use_the_peak_rate():
@@ -283,15 +335,31 @@ def test_config_input_errors_and_an_old_cache(srv, tmp_path, monkeypatch):
     old.parent.mkdir()
     s = settings(srv, tmp_path, cache_path=old)
     from irsflow.teacher.client import _key
+
     db = sqlite3.connect(old)
-    db.execute("CREATE TABLE judgements (key TEXT PRIMARY KEY, item_id TEXT, model TEXT, template_version TEXT, "
-               "prompt TEXT, answer TEXT, context TEXT, reply TEXT, tokens_in INTEGER, tokens_out INTEGER, "
-               "cost_usd REAL, created_at TEXT)")
+    db.execute(
+        "CREATE TABLE judgements (key TEXT PRIMARY KEY, item_id TEXT, model TEXT, template_version TEXT, "
+        "prompt TEXT, answer TEXT, context TEXT, reply TEXT, tokens_in INTEGER, tokens_out INTEGER, "
+        "cost_usd REAL, created_at TEXT)"
+    )
     it = items(1)[0]
-    db.execute("INSERT INTO judgements VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-               (_key(s, it), "q0", s.model, "v1", it["prompt"], it["answer"], it["context"],
-                json.dumps({"teacher_score": 0.3, "safety_flag": True, "comment": "old", "best_answer": None}),
-                1, 1, 0.0, "2026-01-01"))
+    db.execute(
+        "INSERT INTO judgements VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            _key(s, it),
+            "q0",
+            s.model,
+            "v1",
+            it["prompt"],
+            it["answer"],
+            it["context"],
+            json.dumps({"teacher_score": 0.3, "safety_flag": True, "comment": "old", "best_answer": None}),
+            1,
+            1,
+            0.0,
+            "2026-01-01",
+        ),
+    )
     db.commit()
     db.close()
     [j] = judge_items(items(1), s)

@@ -5,6 +5,7 @@ The would-be receiver is a real HTTP listener on 127.0.0.1 that records every he
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/teacher/test_teacher_endpoint.py -x
 """
+
 from __future__ import annotations
 
 import json
@@ -57,12 +58,30 @@ def test_settings_built_without_validation_still_send_no_key(ear, tmp_path):
 
 def test_the_cli_sends_no_key_to_a_requested_host(ear, tmp_path, data_dir):
     req = tmp_path / "req.json"
-    req.write_text(json.dumps({**TEACHER_WEIGHTS, "teacher": {"base_url": ear.base_url}, "n_questions": 2,
-                               "irs_config": {"n_iterations": 1, "n_candidates": 2, "max_new_tokens": 8,
-                                              "dw_config": {"initial_weights": {"teacher": 1.0}}}}))
+    req.write_text(
+        json.dumps(
+            {
+                **TEACHER_WEIGHTS,
+                "teacher": {"base_url": ear.base_url},
+                "n_questions": 2,
+                "irs_config": {
+                    "n_iterations": 1,
+                    "n_candidates": 2,
+                    "max_new_tokens": 8,
+                    "dw_config": {"initial_weights": {"teacher": 1.0}},
+                },
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k != "IRSFLOW_TEACHER_ALLOWED_HOSTS"}
-    r = subprocess.run([sys.executable, "-m", "cli", "train", "--request", str(req)], cwd=ROOT, timeout=300,
-                       env={**env, "IRSFLOW_DATA_DIR": str(data_dir)}, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "train", "--request", str(req)],
+        cwd=ROOT,
+        timeout=300,
+        env={**env, "IRSFLOW_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "teacher.base_url" in r.stderr, (r.stdout[-2000:], r.stderr[-2000:])
     assert ear.seen == [] and KEY not in r.stdout + r.stderr
 
@@ -76,10 +95,14 @@ def test_hosts_the_operator_allows(ear, tmp_path, monkeypatch):
     assert ear.credentials() == [f"Bearer {KEY}"]
 
     monkeypatch.setenv("IRSFLOW_TEACHER_ALLOWED_HOSTS", f"127.0.0.1:{ear.port + 1}, api.example.com")
-    for url in (ear.base_url,                           # another port than the one allowed
-                "http://api.example.com/v1",            # the key in clear text over the network
-                "https://user:pw@api.example.com/v1",   # user info
-                "https://api.example.com.evil.net/v1", "https://evil.net/api.example.com", "file:///etc/passwd"):
+    for url in (
+        ear.base_url,  # another port than the one allowed
+        "http://api.example.com/v1",  # the key in clear text over the network
+        "https://user:pw@api.example.com/v1",  # user info
+        "https://api.example.com.evil.net/v1",
+        "https://evil.net/api.example.com",
+        "file:///etc/passwd",
+    ):
         with pytest.raises(ValueError, match="not an endpoint the operator allows"):
             TeacherConfig(base_url=url)
     assert TeacherConfig(base_url="https://API.example.com:443/v1").base_url == "https://API.example.com:443/v1"

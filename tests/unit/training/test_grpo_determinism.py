@@ -1,24 +1,40 @@
 """GRPO repeats: the same seed gives the same adapter, reward curve and loss, whatever the process ran
 before (bench_learning runs every job in one process). Before the fix, round 1's fresh LoRA drew
 its A matrices from the global RNG before GRPOTrainer seeded it, so a second identical run differed."""
+
 import random
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from irsflow.rewards.settings import ScoringConfig
-from irsflow.settings import LoraSettings
 from irsflow.dataset import load_questions
 from irsflow.rewards import RewardEnv, build_rewards
+from irsflow.rewards.settings import ScoringConfig
+from irsflow.settings import LoraSettings
 from irsflow.training.grpo import train_grpo
 
 
 def _round(tiny_model, out, seed: int) -> tuple[dict, dict]:
     rewards = build_rewards(["conc"], RewardEnv(settings=ScoringConfig(backend="heuristic")))
-    stats = train_grpo(str(tiny_model), None, load_questions("builtin:demo", 4), rewards, {"conc": 1.0}, out,
-                       system_prompt="Answer.", top_k=1, num_generations=4, max_new_tokens=12, learning_rate=1e-3,
-                       batch_size=4, epochs=1, beta=0.0, lora=LoraSettings(r=8, alpha=16), seed=seed)
+    stats = train_grpo(
+        str(tiny_model),
+        None,
+        load_questions("builtin:demo", 4),
+        rewards,
+        {"conc": 1.0},
+        out,
+        system_prompt="Answer.",
+        top_k=1,
+        num_generations=4,
+        max_new_tokens=12,
+        learning_rate=1e-3,
+        batch_size=4,
+        epochs=1,
+        beta=0.0,
+        lora=LoraSettings(r=8, alpha=16),
+        seed=seed,
+    )
     return stats, load_file(str(out / "adapter_model.safetensors"))
 
 

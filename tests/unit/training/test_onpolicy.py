@@ -1,11 +1,12 @@
 """Per-example loss weights steer what SFT learns (measured with log-probabilities), and the mix
 of on-policy and anchor rows matches the configured ratio."""
+
 import pytest
 
-from irsflow.settings import LoraSettings
-from irsflow.training.preference import pair_margins
 from irsflow.errors import InputError
+from irsflow.settings import LoraSettings
 from irsflow.training.onpolicy import mix_rows
+from irsflow.training.preference import pair_margins
 from irsflow.training.sft import train_sft
 
 PROMPTS = [[{"role": "user", "content": f"Reply to message number {i}."}] for i in range(8)]

@@ -1,12 +1,13 @@
 """PPO's parts on the tiny model (CPU): advantages by hand, the KL controller's direction, and an
 update that moves probability toward the rewarded answers and away from the others."""
+
 import pytest
 import torch
 
 from irsflow.settings import LoraSettings
-from irsflow.training.preference import pair_margins
-from irsflow.training.ppo import VALUE_HEAD, gae, next_kl_coef, train_ppo
 from irsflow.stages.ppo import PPOSettings
+from irsflow.training.ppo import VALUE_HEAD, gae, next_kl_coef, train_ppo
+from irsflow.training.preference import pair_margins
 
 PROMPTS = [[{"role": "user", "content": f"Reply to message number {i}."}] for i in range(6)]
 GOOD, BAD = "yes indeed, certainly so.", "nope, not at all."
@@ -26,13 +27,27 @@ def test_kl_controller_moves_toward_the_target_by_at_most_ten_percent():
 
 
 def test_ppo_moves_probability_toward_rewarded_answers(tiny_model, tmp_path):
-    rollouts = [r for p in PROMPTS for r in ({"prompt": p, "answer": GOOD, "reward": 1.0},
-                                             {"prompt": p, "answer": BAD, "reward": 0.0})]
+    rollouts = [
+        r
+        for p in PROMPTS
+        for r in ({"prompt": p, "answer": GOOD, "reward": 1.0}, {"prompt": p, "answer": BAD, "reward": 0.0})
+    ]
     pairs = [{"prompt": p, "chosen": GOOD, "rejected": BAD} for p in PROMPTS]
     before = sum(pair_margins(str(tiny_model), None, pairs)) / len(pairs)
-    stats = train_ppo(str(tiny_model), None, None, rollouts, tmp_path / "ppo", settings=PPOSettings(ppo_epochs=4),
-                      kl_coef=0.05, learning_rate=3e-3, batch_size=4, max_seq_length=512,
-                      lora=LoraSettings(r=8, alpha=16), seed=0)
+    stats = train_ppo(
+        str(tiny_model),
+        None,
+        None,
+        rollouts,
+        tmp_path / "ppo",
+        settings=PPOSettings(ppo_epochs=4),
+        kl_coef=0.05,
+        learning_rate=3e-3,
+        batch_size=4,
+        max_seq_length=512,
+        lora=LoraSettings(r=8, alpha=16),
+        seed=0,
+    )
     after = sum(pair_margins(str(tiny_model), str(tmp_path / "ppo"), pairs)) / len(pairs)
     print(f"margin log p(good) - log p(bad): before {before:.2f}, after {after:.2f}; kl {stats['kl_after']:.3f}")
     assert after > before + 1.0, (before, after)
