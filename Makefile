@@ -1,6 +1,6 @@
 # irsflow: `make demo` (install + a 2-iteration IRS job on SmolLM2-135M), `make up`/`make down`
 # (the local Prefect stack: server, pools, deployments, workers), `make test` (everything) and
-# `make test-fast` (the unit tier: no Prefect server, no outside service).
+# `make test-fast` (ruff, then the unit tier: no Prefect server, no outside service).
 # Every environment installs from its lock (locks/, infra/locks/; infra/lock.py): `make lock` re-resolves
 # them on purpose, `make check-locks` fails when one no longer matches its inputs.
 # The install is idempotent: .venv/.installed is stamped with the files that define it.

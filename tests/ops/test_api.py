@@ -241,6 +241,10 @@ def test_unavailable_deployment_is_503_and_leaves_no_job_dir(prefect_server, tin
         assert list((tmp_path / "data" / "jobs").glob("train_*")) == []
     finally:
         _stop(proc)
+        with get_client(sync_client=True) as client:  # the session's server is shared: leave it as found
+            for d in client.read_deployments():
+                if d.name == name:
+                    client.delete_deployment(d.id)
 
 
 def test_job_end_to_end(api, train_stack, tiny_model, job_data, tmp_path):

@@ -36,6 +36,15 @@ def deployment(client, full_name: str, schedules=(), paused=False):
     )
 
 
+def remove(client, *full_names: str) -> None:
+    """Delete the made-up deployments a test created (the session's server is shared with other tests)."""
+    for full_name in full_names:
+        try:
+            client.delete_deployment(client.read_deployment_by_name(full_name).id)
+        except ObjectNotFound:
+            pass
+
+
 def crons(d) -> set[tuple[str, str, bool]]:
     return {
         (s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules if isinstance(s.schedule, CronSchedule)
@@ -138,6 +147,7 @@ def test_a_paused_deployment_and_a_schedule_switched_off_stay_so(prefect_server)
             client.read_deployment_by_name(old_name)
         assert crons(client.read_deployment_by_name(stray)) == {("0 12 * * 3", "UTC", True)}  # untouched
         assert migrate_renamed_deployments(client, {old_name: new_name}) == []
+        remove(client, new_name, stray)
 
 
 def test_a_schedule_the_user_changed_replaces_prefect_yamls_instead_of_running_beside_it(prefect_server):
@@ -154,6 +164,7 @@ def test_a_schedule_the_user_changed_replaces_prefect_yamls_instead_of_running_b
         new = client.read_deployment_by_name(new_name)
         assert crons(new) == {("0 12 * * 3", "UTC", True), ("30 3 * * 1", "Asia/Shanghai", False)}
         assert migrate_renamed_deployments(client, {old_name: new_name}) == []
+        remove(client, new_name)
 
 
 def test_a_running_stack_from_an_older_irsflow_is_redeployed_and_migrated_once(prefect_server, monkeypatch):

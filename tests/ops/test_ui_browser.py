@@ -70,7 +70,8 @@ def test_ui_shows_deployment_and_chart_artifact(prefect_server, stack, tiny_mode
     with Chromium() as b:
         for base in (f"{ui}/v2", ui):
             b.goto(f"{base}/deployments")
-            b.wait_for("document.body.innerText.includes('weekly-job')")
+            # the list's first page (10 by name): prefect.yaml's dpo-pairs sorts early whatever else is deployed
+            b.wait_for("document.body.innerText.includes('dpo-pairs')")
             b.goto(f"{base}/deployments/deployment/{dep_id}")
             b.wait_for("document.body.innerText.includes('manual') && document.body.innerText.includes('gpu')")
             b.goto(f"{base}/artifacts/artifact/{art_id}")
